@@ -1,0 +1,100 @@
+# cocoon: hot-attach virtio-fs shares and VFIO devices to running Cloud
+# Hypervisor VMs.  `make` builds the library, the CLI and the simulator;
+# `make test` runs the suite; `make demo` runs the main job.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+LDFLAGS ?=
+BUILD   ?= build
+
+LLHTTP_DIR  = /usr/share/llhttp
+LLHTTP_INC  = /usr/share/include/llhttp
+WARN        = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
+              -Wmissing-prototypes -Wwrite-strings -Wformat=2 -Werror
+PROJ_CFLAGS = -std=c11 -D_GNU_SOURCE -I. -I$(LLHTTP_INC) -MMD -MP $(SAN)
+# Evaluated when a recipe runs, i.e. after `deps` may have installed them.
+YAJL_LIBS   = $(shell pkg-config --libs yajl 2>/dev/null || echo -lyajl)
+CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+LIBS        = -lev $(YAJL_LIBS) -lm
+
+LIB_SRCS    := $(wildcard engine/*.c http/*.c json/*.c backends/*.c)
+LLHTTP_SRCS := api.c http.c llhttp.c
+CLI_SRCS    := $(wildcard cli/*.c)
+CHSIM_SRCS  := $(wildcard tests/chsim/*.c)
+SUPP_SRCS   := $(wildcard tests/support/*.c)
+BENCH_SRCS  := $(wildcard bench/*.c)
+TEST_SRCS   := $(wildcard tests/test_*.c)
+
+LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_SRCS:%.c=$(BUILD)/llhttp/%.o)
+CLI_OBJS    := $(CLI_SRCS:%.c=$(BUILD)/%.o)
+CHSIM_OBJS  := $(CHSIM_SRCS:%.c=$(BUILD)/%.o)
+SUPP_OBJS   := $(SUPP_SRCS:%.c=$(BUILD)/%.o)
+TESTS       := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+
+DEPS_CHECK = /usr/include/ev.h:libev-dev \
+             $(LLHTTP_DIR)/llhttp.c:node-llhttp \
+             /usr/include/yajl/yajl_tree.h:libyajl-dev \
+             /usr/include/cmocka.h:libcmocka-dev \
+             /usr/lib/qemu/virtiofsd:qemu-system-common \
+             /usr/bin/curl:curl \
+             /usr/bin/pkg-config:pkg-config
+
+.PHONY: all deps test asan valgrind fuzz bench demo soak install uninstall clean format-check
+
+all: deps $(BUILD)/libcocoon.a $(BUILD)/cocoon $(BUILD)/chsim
+
+# Installs only what is absent; a machine that has everything runs no apt.
+deps:
+	@missing=""; for p in $(DEPS_CHECK) $(EXTRA_DEPS); do \
+	  f=$${p%%:*}; pkg=$${p##*:}; [ -e "$$f" ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/libcocoon.a: $(LIB_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/cocoon: $(CLI_OBJS) $(BUILD)/libcocoon.a
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $(CLI_OBJS) $(BUILD)/libcocoon.a $(LIBS)
+
+$(BUILD)/chsim: $(CHSIM_OBJS) $(BUILD)/libcocoon.a
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $(CHSIM_OBJS) $(BUILD)/libcocoon.a $(LIBS)
+
+# Per-test extra link flags, e.g. TEST_LDFLAGS_test_http = -Wl,--wrap=socket
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(SUPP_OBJS) $(BUILD)/libcocoon.a
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) $(TEST_LDFLAGS_test_$*) -o $@ $< $(SUPP_OBJS) $(BUILD)/libcocoon.a $(LIBS) $(CMOCKA_LIBS)
+
+$(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) -I$(LLHTTP_INC) -w -c -o $@ $<
+
+$(BUILD)/%.o: %.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(PROJ_CFLAGS) $(WARN) -c -o $@ $<
+
+# Tests find built programs through COCOON_BUILD_DIR.
+test: all $(TESTS)
+	@fail=0; for t in $(TESTS); do \
+	  echo "== $$t"; COCOON_BUILD_DIR=$(BUILD) $(TEST_WRAP) ./$$t || { echo "FAILED: $$t"; fail=1; }; \
+	done; exit $$fail
+
+ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+asan:
+	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g" SAN="$(ASAN_FLAGS)" \
+	  ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 test
+
+valgrind: all $(TESTS)
+	$(MAKE) TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full \
+	  --errors-for-leak-kinds=definite --show-leak-kinds=definite" COCOON_VALGRIND=1 test
+
+soak: all $(BUILD)/tests/test_soak
+	COCOON_BUILD_DIR=$(BUILD) COCOON_SOAK=full ./$(BUILD)/tests/test_soak
+
+clean:
+	rm -rf build
+
+-include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)

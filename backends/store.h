@@ -1,0 +1,114 @@
+/* backends/store.h: VM records (SPEC §1).  One vms.json per backend under
+ * <root>/<backend>/db/, guarded by the flock <root>/<backend>/db/vms.lock;
+ * writes are atomic (temp file, fsync, rename) and done under the lock. */
+#ifndef COCOON_BACKENDS_STORE_H
+#define COCOON_BACKENDS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define STORE_ID_LEN 26               /* base32 A-Z2-7 */
+#define STORE_BACKEND_CH "cloudhypervisor"
+#define STORE_BACKEND_FC "firecracker"
+
+typedef enum store_state {
+    STORE_CREATING, STORE_CREATED, STORE_RUNNING, STORE_STOPPED, STORE_ERROR
+} store_state;
+
+typedef struct store_vm_config {
+    char *name;
+    int cpu;
+    uint64_t memory;                  /* bytes */
+    bool shared_memory;               /* omitted from JSON when false */
+    char *kernel, *initramfs, *cmdline;   /* NULL when unset */
+    char **disks;
+    size_t n_disks;
+} store_vm_config;
+
+/* Every pointer owned; free with store_vm_fini. */
+typedef struct store_vm {
+    char id[STORE_ID_LEN + 1];
+    const char *backend;              /* STORE_BACKEND_CH or _FC (static) */
+    store_state state;
+    store_vm_config config;
+    char *run_dir, *log_dir;
+    char *binary;                     /* VMM binary of the last start, or NULL */
+    char *created_at, *updated_at, *started_at;   /* RFC 3339 UTC, or NULL */
+} store_vm;
+
+typedef struct store_db {
+    store_vm *vms;
+    size_t n;
+} store_db;
+
+/* Error contract: 0 or -errno with the human text in err.  Corrupt or
+ * truncated vms.json: -EBADMSG naming the file; never an empty db. */
+
+const char *store_state_name(store_state s);      /* "running", ... */
+int store_state_parse(const char *s, store_state *out);
+/* "cloud-hypervisor" or "firecracker" for a backend dir name. */
+const char *store_hypervisor_name(const char *backend);
+
+/* The root: root if non-NULL, else $COCOON_ROOT_DIR, else /var/lib/cocoon.
+ * Borrowed (from root, the environment, or a literal). */
+const char *store_root(const char *root);
+
+/* 26 random base32 characters from getrandom, NUL-terminated. */
+int store_new_id(char out[STORE_ID_LEN + 1]);
+bool store_name_valid(const char *name);
+
+/* Reads the db under a shared lock.  A missing file is an empty db. */
+int store_load(const char *root, const char *backend, store_db *db,
+               char *err, size_t errlen);
+void store_db_fini(store_db *db);
+void store_vm_fini(store_vm *vm);
+int store_vm_copy(store_vm *dst, const store_vm *src);
+
+/* Parse/serialize the vms.json document (exposed for the fuzz target and
+ * tests).  out is owned (free()). */
+int store_db_parse(const char *buf, size_t len, const char *backend,
+                   store_db *db, char *err, size_t errlen);
+int store_db_serialize(const store_db *db, char **out, size_t *out_len,
+                       char *err, size_t errlen);
+
+/* Read-modify-write under the exclusive lock: loads, calls fn, and if fn
+ * returns 0 writes the result atomically.  fn's nonzero return is passed
+ * through (fn fills err). */
+typedef int store_update_fn(store_db *db, void *priv, char *err, size_t errlen);
+int store_update(const char *root, const char *backend, store_update_fn *fn,
+                 void *priv, char *err, size_t errlen);
+
+/* Helpers for update callbacks. */
+store_vm *store_db_find(store_db *db, const char *id);
+store_vm *store_db_find_name(store_db *db, const char *name);
+/* Takes ownership of *vm (leaves it zeroed). -EEXIST "name %q already in use". */
+int store_db_add(store_db *db, store_vm *vm, char *err, size_t errlen);
+int store_db_remove(store_db *db, const char *id);
+
+/* Resolves ref across both backends (SPEC §1 order and exact texts):
+ * exact id, exact name, unique id prefix of >= 3 chars.  On success *out is
+ * a deep copy (store_vm_fini it).  -ENOENT "VM not found", -EINVAL
+ * "ambiguous ref \"x\": multiple matches" or "VM ref resolves to multiple
+ * backends". */
+int store_resolve(const char *root, const char *ref, store_vm *out,
+                  char *err, size_t errlen);
+
+/* "<root>/run/<backend>/<id>", owned (free()). */
+char *store_default_run_dir(const char *root, const char *backend, const char *id);
+/* mkdir -p of the parents, then the dir itself created 0700 (no chmod
+ * race); refuses a path that exists as a symlink. */
+int store_make_private_dir(const char *path, char *err, size_t errlen);
+
+/* Pidfile "<pid>\n", mode 0600, created with O_EXCL|O_NOFOLLOW via a temp
+ * file and rename. */
+int store_write_pidfile(const char *path, pid_t pid, char *err, size_t errlen);
+/* Errors as SPEC §2 reasons: "open <path>: No such file or directory",
+ * "parse PID from <path>: ...".  Refuses a symlink. */
+int store_read_pidfile(const char *path, pid_t *pid, char *err, size_t errlen);
+
+/* Current time, RFC 3339 UTC with seconds, owned. */
+char *store_now(void);
+
+#endif

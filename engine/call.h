@@ -1,0 +1,48 @@
+/* engine/call.h: one raw API call to a VMM socket under the retry policy of
+ * its endpoint (SPEC §5), for lifecycle code (start, stop, Firecracker
+ * configuration).  The retry table lives here and nowhere else. */
+#ifndef COCOON_ENGINE_CALL_H
+#define COCOON_ENGINE_CALL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <ev.h>
+
+/* Borrowed, valid only during the callback. */
+typedef struct eng_call_result {
+    int err;                  /* 0 when status is one of the success codes
+                                 the caller passed, else -errno
+                                 (-EREMOTEIO for an unexpected status) */
+    const char *errstr;       /* "<METHOD> http://localhost<path> → <code>: <body>" etc. */
+    int status;
+    const char *body;         /* NUL-terminated, never NULL */
+    size_t body_len;
+} eng_call_result;
+
+typedef void eng_call_fn(const eng_call_result *r, void *priv);
+
+/* True when repeating (method, path) is harmless by construction: Firecracker
+ * pre-boot PUTs (/machine-config, /boot-source, /drives/..,
+ * /network-interfaces/..) and GET /api/v1/vmm.ping.  Everything else is
+ * single-shot. */
+bool eng_call_retryable(const char *method, const char *path);
+
+/* Asynchronous call on the caller's loop.  ok_codes: zero-terminated list of
+ * success statuses (NULL: 200 and 204).  Retryable endpoints get up to 4
+ * attempts with 100/200/400 ms backoff on connection errors, 5xx and 429.
+ * Returns 0 and calls cb exactly once (never inside this call), or -errno. */
+int eng_call(struct ev_loop *loop, const char *sock_path, const char *method,
+             const char *path, const char *body, unsigned timeout_ms,
+             const int *ok_codes, eng_call_fn *cb, void *priv);
+
+/* Blocking form on a private loop, for the CLI.  *body_out (may be NULL) is
+ * owned (free()).  Returns r->err with errstr copied to err. */
+int eng_call_sync(const char *sock_path, const char *method, const char *path,
+                  const char *body, unsigned timeout_ms, const int *ok_codes,
+                  int *status, char **body_out, char *err, size_t errlen);
+
+/* Polls GET /api/v1/vmm.ping every 20 ms until it answers 200 or
+ * deadline_ms passes (then -ETIMEDOUT naming the socket). */
+int eng_ping_wait(const char *sock_path, unsigned deadline_ms, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,106 @@
+/* cocoon.h: embeddable API for hot-attaching virtio-fs shares and VFIO PCI
+ * devices to running Cloud Hypervisor VMs.  The host owns the libev loop;
+ * the library borrows it.  Every accepted operation completes exactly once,
+ * through its callback, never inside the submit call. */
+#ifndef COCOON_H
+#define COCOON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <ev.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cocoon_engine cocoon_engine;
+
+/* A zeroed struct means defaults.  Strings are copied. */
+typedef struct cocoon_options {
+    const char *root_dir;       /* NULL: $COCOON_ROOT_DIR, else /var/lib/cocoon */
+    unsigned timeout_ms;        /* per request, connect to last byte; 0: 30000 */
+    unsigned max_inflight_vms;  /* VMs with an operation in flight; 0: 256 */
+    const char *ch_binary;      /* VMM binary the running gate expects when the
+                                   record names none; NULL: "cloud-hypervisor" */
+    int socket_check;           /* virtiofsd liveness check before add-fs:
+                                   0 or >0: on, <0: off (--no-socket-check) */
+    unsigned detach_wait_ms;    /* detach waits this long for the guest to
+                                   eject (--wait); 0: do not wait */
+} cocoon_options;
+
+typedef struct cocoon_fs_spec {
+    const char *socket;         /* absolute path of virtiofsd's socket */
+    const char *tag;            /* guest mount tag */
+    int num_queues;             /* 0: 1 */
+    int queue_size;             /* 0: 1024 */
+} cocoon_fs_spec;
+
+typedef struct cocoon_vfio_spec {
+    const char *pci;            /* BDF (01:00.0, 0000:01:00.0) or sysfs path */
+    const char *id;             /* optional device id; NULL or "": CH picks */
+} cocoon_vfio_spec;
+
+/* Everything borrowed, valid only during the callback. */
+typedef struct cocoon_result {
+    int err;                    /* 0 or -errno (-EINVAL bad input, -ENOENT VM
+                                   not found, -EHOSTDOWN VM not running,
+                                   -EREMOTEIO CH answered 4xx/5xx, -ETIMEDOUT,
+                                   -ECANCELED engine freed, ...) */
+    const char *errstr;         /* "" on success, else the SPEC message */
+    const char *vm;             /* the VM argument as submitted */
+    const char *device_id;      /* attach: the id CH reports; detach: the id removed */
+    const char *bdf;            /* attach: guest BDF from PciDeviceInfo, or NULL */
+    int http_status;            /* status of the last CH reply, 0 if none */
+    uint64_t latency_us;        /* submit to callback */
+} cocoon_result;
+
+typedef void cocoon_done_fn(cocoon_engine *e, const cocoon_result *r, void *priv);
+
+typedef struct cocoon_fs_entry {
+    const char *id, *tag, *socket;
+} cocoon_fs_entry;
+
+typedef struct cocoon_device_entry {
+    const char *id;
+    const char *bdf;            /* host BDF, NULL when the path is not under
+                                   /sys/bus/pci/devices/ */
+} cocoon_device_entry;
+
+/* Borrowed, valid only during the callback. */
+typedef struct cocoon_listing {
+    const cocoon_fs_entry *fs;
+    size_t n_fs;
+    const cocoon_device_entry *devices;
+    size_t n_devices;
+} cocoon_listing;
+
+/* A VM that is not running lists as empty with r->err == 0. */
+typedef void cocoon_list_fn(cocoon_engine *e, const cocoon_result *r,
+                            const cocoon_listing *l, void *priv);
+
+cocoon_engine *cocoon_engine_new(struct ev_loop *loop, const cocoon_options *opt);
+/* Completes every pending operation with -ECANCELED.  Safe inside a
+ * callback (the free is deferred until the callback returns).  NULL: no-op. */
+void cocoon_engine_free(cocoon_engine *e);
+
+/* Submits.  vm is a VM ref (id, name, unique id prefix of >= 3 chars) or an
+ * absolute path to a CH API socket.  Arguments are copied.  Returns 0 and
+ * calls back exactly once, or a negative errno (-EINVAL for NULL arguments,
+ * -ENOMEM) and never calls back.  Spec validation errors arrive through the
+ * callback on a later loop iteration. */
+int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spec,
+                     cocoon_done_fn *cb, void *priv);
+int cocoon_fs_detach(cocoon_engine *e, const char *vm, const char *tag,
+                     cocoon_done_fn *cb, void *priv);
+int cocoon_device_attach(cocoon_engine *e, const char *vm,
+                         const cocoon_vfio_spec *spec, cocoon_done_fn *cb, void *priv);
+int cocoon_device_detach(cocoon_engine *e, const char *vm, const char *id,
+                         cocoon_done_fn *cb, void *priv);
+/* fs and devices together, from one vm.info round trip. */
+int cocoon_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

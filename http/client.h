@@ -1,0 +1,55 @@
+/* http/client.h: one HTTP/1.1 client connection to one AF_UNIX socket,
+ * driven by a libev loop the caller owns.  It serializes requests and parses
+ * responses with llhttp; it has no retry logic and no policy. */
+#ifndef COCOON_HTTP_CLIENT_H
+#define COCOON_HTTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <ev.h>
+
+#define HTTPC_MAX_HEADER_BYTES (16u * 1024u)        /* whole header block */
+#define HTTPC_MAX_BODY_BYTES   (8u * 1024u * 1024u)
+
+typedef struct httpc_conn httpc_conn;
+
+/* Everything here is borrowed and valid only during the callback. */
+typedef struct httpc_response {
+    int err;              /* 0 or -errno: -ETIMEDOUT, -ECONNRESET, -EPROTO,
+                             -EMSGSIZE, -ECANCELED, -ECONNREFUSED, -ENOENT... */
+    const char *errstr;   /* "" when err == 0, else e.g.
+                             "connect(/run/x/api.sock): No such file or directory" */
+    int status;           /* HTTP status; 0 when none was parsed */
+    const char *body;     /* NUL-terminated (never NULL), body_len bytes */
+    size_t body_len;
+    bool written;         /* the whole request reached the kernel: a failed
+                             single-shot call may have been executed by CH */
+} httpc_response;
+
+typedef void httpc_done_fn(httpc_conn *c, const httpc_response *r, void *priv);
+
+/* sock_path is copied.  No I/O happens here; the socket is connected on the
+ * first send and reconnected by a later send after the peer closed it or an
+ * error closed it.  Returns NULL with errno set (ENOMEM, ENAMETOOLONG when
+ * the path does not fit sun_path). */
+httpc_conn *httpc_conn_new(struct ev_loop *loop, const char *sock_path);
+
+/* Frees c.  A pending request completes with -ECANCELED (its callback runs
+ * inside this call).  Safe inside c's own callback: the free is deferred
+ * until the callback returns.  NULL is a no-op. */
+void httpc_conn_free(httpc_conn *c);
+
+/* Sends one request: method "GET"/"PUT"/"PATCH", path like
+ * "/api/v1/vm.info", body (may be NULL; copied) of body_len bytes.
+ * timeout_ms covers connect to last body byte (0 means 30000).
+ * Returns 0 and calls cb exactly once, never before this call returns;
+ * or returns -EBUSY (a request is in flight), -EINVAL or -ENOMEM and never
+ * calls cb. */
+int httpc_conn_send(httpc_conn *c, const char *method, const char *path,
+                    const char *body, size_t body_len, unsigned timeout_ms,
+                    httpc_done_fn *cb, void *priv);
+
+/* True while a request is in flight. */
+bool httpc_conn_busy(const httpc_conn *c);
+
+#endif

@@ -1,0 +1,49 @@
+/* tests/support/support.h: helpers shared by the test binaries: temporary
+ * directories, starting chsim and other programs, raw socket exchanges and
+ * chsim's request counters.  Test-only code; failures abort the test. */
+#ifndef COCOON_TESTS_SUPPORT_H
+#define COCOON_TESTS_SUPPORT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* $COCOON_BUILD_DIR, else "build".  Borrowed. */
+const char *sup_build_dir(void);
+/* "<build>/<name>", owned (free()). */
+char *sup_build_path(const char *name);
+
+/* mkdtemp("/tmp/cocoon-test-XXXXXX"), owned; sup_rmrf removes the tree. */
+char *sup_tmpdir(void);
+void sup_rmrf(const char *path);
+
+/* fork+execv argv (argv[0] is the path); stdout/stderr to /dev/null unless
+ * $SUP_VERBOSE is set.  Returns the pid. */
+pid_t sup_spawn(char *const argv[]);
+/* SIGTERM, then SIGKILL after 2 s; reaps.  Returns the wait status. */
+int sup_kill(pid_t pid);
+
+/* Polls until a connect() to path succeeds or timeout_ms passes: 0 / -1. */
+int sup_wait_socket(const char *path, int timeout_ms);
+
+/* Starts build/chsim serving sock ("--api-socket path=<sock>", plus
+ * "--kernel /dev/null" so the VM is Running, plus extra, NULL-terminated,
+ * may be NULL) and waits for the socket.  Returns the pid. */
+pid_t sup_chsim_start(const char *sock, const char *const extra[]);
+
+/* Sends req (raw bytes) on a fresh connection and reads until the peer
+ * closes, resp is full or timeout_ms passes.  Returns bytes read (resp is
+ * NUL-terminated) or -1. */
+ssize_t sup_raw_exchange(const char *sock, const char *req, size_t req_len,
+                         char *resp, size_t resp_size, int timeout_ms);
+
+/* chsim's counter for endpoint (e.g. "vm.add-fs") from GET /chsim/stats on
+ * sock; -1 on error. */
+int sup_chsim_count(const char *sock, const char *endpoint);
+
+/* Runs argv to completion with a timeout, capturing stdout and stderr
+ * (owned, NUL-terminated).  Returns the exit status (0-255), 128+sig when
+ * killed, or -1. */
+int sup_run(char *const argv[], const char *stdin_data, char **out, char **err,
+            int timeout_ms);
+
+#endif
