@@ -1,0 +1,510 @@
+/* tests/support/support.c: test-only helpers (see support.h).  Failures
+ * abort the calling test through the return values; nothing here knows
+ * cmocka so every test binary can link it. */
+#include "tests/support/support.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long sup_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sup_sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+const char *sup_build_dir(void)
+{
+    const char *d = getenv("COCOON_BUILD_DIR");
+
+    return d && *d ? d : "build";
+}
+
+char *sup_build_path(const char *name)
+{
+    const char *d = sup_build_dir();
+    size_t n = strlen(d) + strlen(name) + 2;
+    char *p = malloc(n);
+
+    if (p)
+        snprintf(p, n, "%s/%s", d, name);
+    return p;
+}
+
+char *sup_tmpdir(void)
+{
+    char *p = strdup("/tmp/cocoon-test-XXXXXX");
+
+    if (p && !mkdtemp(p)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static int sup_rm_one(const char *path, const struct stat *st, int flag,
+                      struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (flag == FTW_DP)
+        rmdir(path);
+    else
+        unlink(path);
+    return 0;
+}
+
+void sup_rmrf(const char *path)
+{
+    if (path)
+        nftw(path, sup_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+pid_t sup_spawn(char *const argv[])
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        if (!getenv("SUP_VERBOSE")) {
+            int fd = open("/dev/null", O_RDWR);
+
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+                if (fd > 2)
+                    close(fd);
+            }
+        }
+        /* A test runner may have blocked or ignored signals; the child
+         * must die on SIGTERM like a normal process. */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int sup_kill(pid_t pid)
+{
+    int status = 0;
+    long long deadline;
+
+    if (pid <= 0)
+        return -1;
+    kill(pid, SIGTERM);
+    deadline = sup_now_ms() + 2000;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+
+        if (r == pid)
+            return status;
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (sup_now_ms() >= deadline)
+            break;
+        sup_sleep_ms(10);
+    }
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return status;
+}
+
+static int sup_connect(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd;
+
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -1;
+    strcpy(sa.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int sup_wait_socket(const char *path, int timeout_ms)
+{
+    long long deadline = sup_now_ms() + timeout_ms;
+
+    for (;;) {
+        int fd = sup_connect(path);
+
+        if (fd >= 0) {
+            close(fd);
+            return 0;
+        }
+        if (sup_now_ms() >= deadline)
+            return -1;
+        sup_sleep_ms(10);
+    }
+}
+
+pid_t sup_chsim_start(const char *sock, const char *const extra[])
+{
+    char *bin = sup_build_path("chsim");
+    size_t nextra = 0, n = 0;
+    char **argv;
+    char *sockarg;
+    pid_t pid;
+
+    if (!bin)
+        return -1;
+    while (extra && extra[nextra])
+        nextra++;
+    argv = calloc(nextra + 6, sizeof(*argv));
+    sockarg = malloc(strlen(sock) + 6);
+    if (!argv || !sockarg) {
+        free(argv);
+        free(sockarg);
+        free(bin);
+        return -1;
+    }
+    sprintf(sockarg, "path=%s", sock);
+    argv[n++] = bin;
+    argv[n++] = (char *)"--api-socket";
+    argv[n++] = sockarg;
+    argv[n++] = (char *)"--kernel";
+    argv[n++] = (char *)"/dev/null";
+    for (size_t i = 0; i < nextra; i++)
+        argv[n++] = (char *)extra[i];
+    argv[n] = NULL;
+    unlink(sock);
+    pid = sup_spawn(argv);
+    free(argv);
+    free(sockarg);
+    free(bin);
+    if (pid < 0)
+        return -1;
+    if (sup_wait_socket(sock, 5000) < 0) {
+        sup_kill(pid);
+        return -1;
+    }
+    return pid;
+}
+
+static int sup_send_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = send(fd, buf, len, MSG_NOSIGNAL);
+
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        buf += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+ssize_t sup_raw_exchange(const char *sock, const char *req, size_t req_len,
+                         char *resp, size_t resp_size, int timeout_ms)
+{
+    long long deadline = sup_now_ms() + timeout_ms;
+    size_t got = 0;
+    int fd;
+
+    if (!resp || resp_size == 0)
+        return -1;
+    resp[0] = '\0';
+    fd = sup_connect(sock);
+    if (fd < 0)
+        return -1;
+    if (sup_send_all(fd, req, req_len) < 0) {
+        close(fd);
+        return -1;
+    }
+    while (got + 1 < resp_size) {
+        long long left = deadline - sup_now_ms();
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        int pr;
+        ssize_t r;
+
+        if (left <= 0)
+            break;
+        pr = poll(&pfd, 1, (int)left);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            break;
+        r = recv(fd, resp + got, resp_size - 1 - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    resp[got] = '\0';
+    close(fd);
+    return (ssize_t)got;
+}
+
+/* The stats reply is one HTTP response on a kept-alive connection, so read
+ * until Content-Length bytes of body are in rather than waiting for EOF. */
+int sup_chsim_count(const char *sock, const char *endpoint)
+{
+    static const char req[] = "GET /chsim/stats HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    char buf[8192], key[256];
+    size_t got = 0;
+    long long deadline = sup_now_ms() + 5000;
+    const char *body = NULL, *p;
+    long clen = -1;
+    int fd = sup_connect(sock);
+
+    if (fd < 0)
+        return -1;
+    if (sup_send_all(fd, req, sizeof(req) - 1) < 0) {
+        close(fd);
+        return -1;
+    }
+    for (;;) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        long long left = deadline - sup_now_ms();
+        ssize_t r;
+
+        buf[got] = '\0';
+        if (!body && (p = strstr(buf, "\r\n\r\n"))) {
+            const char *cl = strstr(buf, "Content-Length: ");
+
+            body = p + 4;
+            if (cl && cl < p)
+                clen = strtol(cl + 16, NULL, 10);
+        }
+        if (body && clen >= 0 && (size_t)(buf + got - body) >= (size_t)clen)
+            break;
+        if (left <= 0 || got + 1 >= sizeof(buf))
+            break;
+        if (poll(&pfd, 1, (int)left) <= 0)
+            break;
+        r = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (!body || strncmp(buf, "HTTP/1.1 200 ", 13) != 0)
+        return -1;
+    snprintf(key, sizeof(key), "\"%s\":", endpoint);
+    p = strstr(body, key);
+    if (!p)
+        return 0;
+    return (int)strtol(p + strlen(key), NULL, 10);
+}
+
+static void sup_buf_append(char **buf, size_t *len, size_t *cap,
+                           const char *data, size_t n)
+{
+    if (!*buf)
+        return;
+    if (*len + n + 1 > *cap) {
+        size_t nc = (*cap ? *cap : 256);
+        char *nb;
+
+        while (*len + n + 1 > nc)
+            nc *= 2;
+        nb = realloc(*buf, nc);
+        if (!nb) {
+            free(*buf);
+            *buf = NULL;
+            return;
+        }
+        *buf = nb;
+        *cap = nc;
+    }
+    memcpy(*buf + *len, data, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+}
+
+int sup_run(char *const argv[], const char *stdin_data, char **out, char **err,
+            int timeout_ms)
+{
+    int pin[2], pout[2], perr[2];
+    size_t olen = 0, ocap = 256, elen = 0, ecap = 256;
+    size_t in_len = stdin_data ? strlen(stdin_data) : 0, in_off = 0;
+    char *obuf = calloc(1, ocap), *ebuf = calloc(1, ecap);
+    long long deadline = sup_now_ms() + timeout_ms;
+    int status = 0, killed = 0;
+    pid_t pid;
+
+    if (out)
+        *out = NULL;
+    if (err)
+        *err = NULL;
+    if (!obuf || !ebuf || pipe2(pin, O_CLOEXEC) < 0) {
+        free(obuf);
+        free(ebuf);
+        return -1;
+    }
+    if (pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
+        close(pin[0]);
+        close(pin[1]);
+        free(obuf);
+        free(ebuf);
+        return -1;
+    }
+    pid = fork();
+    if (pid < 0) {
+        close(pin[0]); close(pin[1]); close(pout[0]); close(pout[1]);
+        close(perr[0]); close(perr[1]);
+        free(obuf);
+        free(ebuf);
+        return -1;
+    }
+    if (pid == 0) {
+        sigset_t none;
+
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        dup2(pin[0], 0);
+        dup2(pout[1], 1);
+        dup2(perr[1], 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(pin[0]);
+    close(pout[1]);
+    close(perr[1]);
+    if (in_len == 0) {
+        close(pin[1]);
+        pin[1] = -1;
+    } else {
+        fcntl(pin[1], F_SETFL, O_NONBLOCK);
+    }
+    while (pout[0] >= 0 || perr[0] >= 0) {
+        struct pollfd pfd[3];
+        int nfd = 0, io = -1, ie = -1, ii = -1;
+        long long left = deadline - sup_now_ms();
+        char tmp[4096];
+
+        if (left <= 0) {
+            kill(pid, SIGKILL);
+            killed = 1;
+            break;
+        }
+        if (pout[0] >= 0) {
+            io = nfd;
+            pfd[nfd++] = (struct pollfd){ .fd = pout[0], .events = POLLIN };
+        }
+        if (perr[0] >= 0) {
+            ie = nfd;
+            pfd[nfd++] = (struct pollfd){ .fd = perr[0], .events = POLLIN };
+        }
+        if (pin[1] >= 0) {
+            ii = nfd;
+            pfd[nfd++] = (struct pollfd){ .fd = pin[1], .events = POLLOUT };
+        }
+        if (poll(pfd, (nfds_t)nfd, (int)left) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (io >= 0 && pfd[io].revents) {
+            ssize_t r = read(pout[0], tmp, sizeof(tmp));
+
+            if (r > 0)
+                sup_buf_append(&obuf, &olen, &ocap, tmp, (size_t)r);
+            else if (r == 0 || errno != EINTR) {
+                close(pout[0]);
+                pout[0] = -1;
+            }
+        }
+        if (ie >= 0 && pfd[ie].revents) {
+            ssize_t r = read(perr[0], tmp, sizeof(tmp));
+
+            if (r > 0)
+                sup_buf_append(&ebuf, &elen, &ecap, tmp, (size_t)r);
+            else if (r == 0 || errno != EINTR) {
+                close(perr[0]);
+                perr[0] = -1;
+            }
+        }
+        if (ii >= 0 && pfd[ii].revents) {
+            ssize_t w = write(pin[1], stdin_data + in_off, in_len - in_off);
+
+            if (w > 0)
+                in_off += (size_t)w;
+            if ((w < 0 && errno != EAGAIN && errno != EINTR) || in_off == in_len) {
+                close(pin[1]);
+                pin[1] = -1;
+            }
+        }
+    }
+    if (pin[1] >= 0)
+        close(pin[1]);
+    if (pout[0] >= 0)
+        close(pout[0]);
+    if (perr[0] >= 0)
+        close(perr[0]);
+    if (!killed) {
+        /* Output closed; give the child until the deadline to exit. */
+        for (;;) {
+            pid_t r = waitpid(pid, &status, WNOHANG);
+
+            if (r == pid)
+                break;
+            if (r < 0 && errno != EINTR) {
+                free(obuf);
+                free(ebuf);
+                return -1;
+            }
+            if (sup_now_ms() >= deadline) {
+                kill(pid, SIGKILL);
+                killed = 1;
+                break;
+            }
+            sup_sleep_ms(5);
+        }
+    }
+    if (killed)
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    if (out)
+        *out = obuf;
+    else
+        free(obuf);
+    if (err)
+        *err = ebuf;
+    else
+        free(ebuf);
+    if (!obuf && out)
+        return -1;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return -1;
+}
