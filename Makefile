@@ -12,7 +12,8 @@ BUILD   ?= build
 LLHTTP_DIR  = /usr/share/llhttp
 LLHTTP_INC  = /usr/share/include/llhttp
 WARN        = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
-              -Wmissing-prototypes -Wwrite-strings -Wformat=2 -Werror
+              -Wmissing-prototypes -Wwrite-strings -Wformat=2 $(WERROR)
+WERROR     ?= -Werror
 PROJ_CFLAGS = -std=c11 -D_GNU_SOURCE -I. -I$(LLHTTP_INC) -MMD -MP $(SAN)
 # Evaluated when a recipe runs, i.e. after `deps` may have installed them.
 YAJL_LIBS   = $(shell pkg-config --libs yajl 2>/dev/null || echo -lyajl)
@@ -41,7 +42,7 @@ DEPS_CHECK = /usr/include/ev.h:libev-dev \
              /usr/bin/curl:curl \
              /usr/bin/pkg-config:pkg-config
 
-.PHONY: all deps test asan valgrind fuzz bench demo soak install uninstall clean format-check
+.PHONY: all deps test asan valgrind fuzz fuzz-run bench demo soak install uninstall clean format-check
 
 all: deps $(BUILD)/libcocoon.a $(BUILD)/cocoon $(BUILD)/chsim
 
@@ -84,8 +85,34 @@ test: all $(TESTS)
 
 ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 asan:
-	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g" SAN="$(ASAN_FLAGS)" \
-	  ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 test
+	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(MAKE) BUILD=build/asan CFLAGS="-O1 -g" SAN="$(ASAN_FLAGS)" test
+
+# libFuzzer targets: every tests/fuzz/fuzz_<t>.c runs for FUZZ_SECONDS on a
+# copy of tests/fuzz/corpus/<t>/.  The library is rebuilt with clang and
+# coverage instrumentation under build/fuzz.
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS     = $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_EXTRA    = $(filter $(BUILD)/cli/plan.o,$(CLI_OBJS))
+fuzz:
+	@$(MAKE) --no-print-directory deps EXTRA_DEPS="/usr/bin/clang:clang /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev"
+	$(MAKE) CC=clang BUILD=build/fuzz CFLAGS="-O1 -g" WERROR= \
+	  SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" fuzz-run
+
+fuzz-run: $(FUZZ_BINS)
+	@for b in $(FUZZ_BINS); do t=$${b##*/fuzz_}; \
+	  w=$(BUILD)/fuzz/work/$$t; rm -rf $$w; mkdir -p $$w; \
+	  cp tests/fuzz/corpus/$$t/* $$w/ 2>/dev/null || true; \
+	  ./$$b -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$w > $$w.log 2>&1 \
+	    || { tail -n 60 $$w.log; echo "FUZZ FAILED: $$t"; exit 1; }; \
+	  echo "fuzz $$t: $$(grep -m1 stat::number_of_executed_units $$w.log | awk '{print $$2}') execs in $(FUZZ_SECONDS) s, no crash"; \
+	done
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libcocoon.a $(CLI_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -std=c11 -D_GNU_SOURCE -I. -I$(LLHTTP_INC) -fsanitize=fuzzer,address,undefined \
+	  -o $@ $< $(FUZZ_EXTRA) $(BUILD)/libcocoon.a $(LIBS)
 
 valgrind: all $(TESTS)
 	$(MAKE) TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full \
