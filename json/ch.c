@@ -1,0 +1,949 @@
+#include "json/ch.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_parse.h>
+
+#include "engine/err.h"
+
+/* Bounds on what a decoder accepts.  vm.info nests about six levels deep
+ * (device_tree.<id>.resources[i].<kind>), so 64 leaves ample room while
+ * keeping the frame stack a fixed array.  Anything deeper or larger is
+ * rejected rather than cut. */
+#define JSON_MAX_DEPTH 64
+#define JSON_MAX_BODY (16u * 1024u * 1024u)
+#define JSON_ERROR_CUT 1024
+
+/* ---------------------------------------------------------------- encoders */
+
+/* Every yajl_gen status goes through here so that the text for each
+ * failure lives in one place. */
+static int gen_check(yajl_gen_status st, const char *what, char *err, size_t errlen)
+{
+    switch (st) {
+    case yajl_gen_status_ok:
+        return 0;
+    case yajl_gen_invalid_string:
+        return eng_errf(err, errlen, -EINVAL, "%s: invalid UTF-8", what);
+    case yajl_gen_keys_must_be_strings:
+        return eng_errf(err, errlen, -EINVAL, "%s: JSON keys must be strings", what);
+    case yajl_max_depth_exceeded:
+        return eng_errf(err, errlen, -EINVAL, "%s: JSON nesting too deep", what);
+    case yajl_gen_in_error_state:
+        return eng_errf(err, errlen, -EINVAL, "%s: JSON generator in error state", what);
+    case yajl_gen_generation_complete:
+        return eng_errf(err, errlen, -EINVAL, "%s: JSON document already complete", what);
+    case yajl_gen_invalid_number:
+        return eng_errf(err, errlen, -EINVAL, "%s: invalid JSON number", what);
+    case yajl_gen_no_buf:
+        return eng_errf(err, errlen, -EINVAL, "%s: JSON generator has no buffer", what);
+    }
+    return eng_errf(err, errlen, -EINVAL, "%s: JSON generator status %d", what, (int)st);
+}
+
+typedef struct enc {
+    yajl_gen g;
+    char *err;
+    size_t errlen;
+    int rc;
+} enc;
+
+/* The helpers below turn into no-ops once rc is set, so an encoder reads as
+ * a straight list of fields and checks the outcome once at the end; the
+ * first failure is the one reported. */
+static void enc_st(enc *e, yajl_gen_status st, const char *what)
+{
+    if (e->rc == 0)
+        e->rc = gen_check(st, what, e->err, e->errlen);
+}
+
+static void enc_str(enc *e, const char *s, const char *what)
+{
+    if (e->rc != 0)
+        return;
+    if (!s) {
+        e->rc = eng_errf(e->err, e->errlen, -EINVAL, "%s: missing", what);
+        return;
+    }
+    enc_st(e, yajl_gen_string(e->g, (const unsigned char *)s, strlen(s)), what);
+}
+
+static void enc_key(enc *e, const char *key)
+{
+    enc_str(e, key, key);
+}
+
+static int enc_begin(enc *e, char *err, size_t errlen)
+{
+    e->err = err;
+    e->errlen = errlen;
+    e->rc = 0;
+    e->g = yajl_gen_alloc(NULL);
+    if (!e->g)
+        return eng_errf(err, errlen, -ENOMEM, "JSON generator: out of memory");
+    /* Socket paths and ids come from users: never emit invalid UTF-8. */
+    if (!yajl_gen_config(e->g, yajl_gen_validate_utf8, 1)) {
+        yajl_gen_free(e->g);
+        return eng_errf(err, errlen, -EINVAL, "JSON generator: cannot enable UTF-8 validation");
+    }
+    enc_st(e, yajl_gen_map_open(e->g), "object");
+    return 0;
+}
+
+static int enc_end(enc *e, char **out, size_t *out_len)
+{
+    const unsigned char *buf = NULL;
+    size_t len = 0;
+
+    enc_st(e, yajl_gen_map_close(e->g), "object");
+    if (e->rc == 0)
+        enc_st(e, yajl_gen_get_buf(e->g, &buf, &len), "buffer");
+    if (e->rc == 0) {
+        char *copy = malloc(len + 1);
+        if (!copy) {
+            e->rc = eng_errf(e->err, e->errlen, -ENOMEM, "JSON encode: out of memory");
+        } else {
+            memcpy(copy, buf, len);
+            copy[len] = '\0';
+            *out = copy;
+            *out_len = len;
+        }
+    }
+    yajl_gen_free(e->g);
+    return e->rc;
+}
+
+int json_fs_config_encode(const json_fs *fs, char **out, size_t *out_len,
+                          char *err, size_t errlen)
+{
+    enc e;
+    int rc;
+
+    if (!fs || !out || !out_len)
+        return eng_errf(err, errlen, -EINVAL, "FsConfig: missing argument");
+    rc = enc_begin(&e, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (fs->id) {
+        enc_key(&e, "id");
+        enc_str(&e, fs->id, "id");
+    }
+    enc_key(&e, "tag");
+    enc_str(&e, fs->tag, "tag");
+    enc_key(&e, "socket");
+    enc_str(&e, fs->socket, "socket");
+    enc_key(&e, "num_queues");
+    enc_st(&e, yajl_gen_integer(e.g, fs->num_queues), "num_queues");
+    enc_key(&e, "queue_size");
+    enc_st(&e, yajl_gen_integer(e.g, fs->queue_size), "queue_size");
+    return enc_end(&e, out, out_len);
+}
+
+int json_device_config_encode(const char *id, const char *path, char **out,
+                              size_t *out_len, char *err, size_t errlen)
+{
+    enc e;
+    int rc;
+
+    if (!out || !out_len)
+        return eng_errf(err, errlen, -EINVAL, "DeviceConfig: missing argument");
+    rc = enc_begin(&e, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (id && *id) {
+        enc_key(&e, "id");
+        enc_str(&e, id, "id");
+    }
+    enc_key(&e, "path");
+    enc_str(&e, path, "path");
+    return enc_end(&e, out, out_len);
+}
+
+int json_remove_device_encode(const char *id, char **out, size_t *out_len,
+                              char *err, size_t errlen)
+{
+    enc e;
+    int rc;
+
+    if (!out || !out_len)
+        return eng_errf(err, errlen, -EINVAL, "remove-device: missing argument");
+    rc = enc_begin(&e, err, errlen);
+    if (rc < 0)
+        return rc;
+    enc_key(&e, "id");
+    enc_str(&e, id, "id");
+    return enc_end(&e, out, out_len);
+}
+
+/* ---------------------------------------------------------------- decoders */
+
+/* The decoders use yajl's event parser instead of yajl_tree: vm.info is
+ * read before every attach and is mostly fields cocoon ignores (cpus,
+ * payload, disks, device_tree resources), so walking events and keeping
+ * only the wanted values avoids building and freeing a node per value.
+ * It also takes a length, so the input needs no NUL-terminated copy.
+ *
+ * Each open container is a frame whose kind says what it is in the schema;
+ * a key in a known object selects a slot that says what value is expected
+ * there.  Values under unknown keys get the IGNORE slot and are skipped
+ * whole, whatever their type. */
+
+typedef enum node {
+    N_IGNORE,
+    /* containers */
+    N_VM_ROOT, N_CONFIG, N_MEMORY, N_ZONES, N_ZONE, N_FS_ARR, N_FS,
+    N_DEV_ARR, N_DEV, N_TREE, N_PCI_ROOT,
+    /* scalars */
+    S_STATE, S_MEM_SIZE, S_MEM_SHARED, S_MEM_HUGE, S_ZONE_SHARED,
+    S_ZONE_HUGE, S_FS_ID, S_FS_TAG, S_FS_SOCKET, S_FS_NQ, S_FS_QS,
+    S_DEV_ID, S_DEV_PATH, S_PCI_ID, S_PCI_BDF,
+} node;
+
+typedef struct field {
+    node parent;
+    const char *key;
+    node slot;
+} field;
+
+static const field fields[] = {
+    { N_VM_ROOT, "state", S_STATE },
+    { N_VM_ROOT, "config", N_CONFIG },
+    { N_VM_ROOT, "device_tree", N_TREE },
+    { N_CONFIG, "memory", N_MEMORY },
+    { N_CONFIG, "fs", N_FS_ARR },
+    { N_CONFIG, "devices", N_DEV_ARR },
+    { N_MEMORY, "size", S_MEM_SIZE },
+    { N_MEMORY, "shared", S_MEM_SHARED },
+    { N_MEMORY, "hugepages", S_MEM_HUGE },
+    { N_MEMORY, "zones", N_ZONES },
+    { N_ZONE, "shared", S_ZONE_SHARED },
+    { N_ZONE, "hugepages", S_ZONE_HUGE },
+    { N_FS, "id", S_FS_ID },
+    { N_FS, "tag", S_FS_TAG },
+    { N_FS, "socket", S_FS_SOCKET },
+    { N_FS, "num_queues", S_FS_NQ },
+    { N_FS, "queue_size", S_FS_QS },
+    { N_DEV, "id", S_DEV_ID },
+    { N_DEV, "path", S_DEV_PATH },
+    { N_PCI_ROOT, "id", S_PCI_ID },
+    { N_PCI_ROOT, "bdf", S_PCI_BDF },
+};
+
+typedef struct frame {
+    node kind;
+    bool is_array;
+    node slot;          /* what the next value in this container is */
+    const char *key;    /* static name of the current key, for error paths */
+    size_t count;       /* array elements started so far */
+} frame;
+
+typedef struct dec {
+    frame stack[JSON_MAX_DEPTH];
+    size_t depth;
+    node top;           /* what the document itself must be */
+    json_vm_info *vi;
+    json_pci_info *pi;
+    size_t cap_zones, cap_fs, cap_devices, cap_tree;
+    int rc;
+    char *err;
+    size_t errlen;
+} dec;
+
+/* Writes the dotted path of the value being parsed, e.g. config.fs[0].tag.
+ * Only called on error, so it may be slow. */
+static void dec_path(const dec *d, char *buf, size_t n)
+{
+    size_t off = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < d->depth && off < n; i++) {
+        const frame *f = &d->stack[i];
+        int w;
+        if (f->is_array)
+            w = snprintf(buf + off, n - off, "[%zu]", f->count ? f->count - 1 : 0);
+        else if (f->key)
+            w = snprintf(buf + off, n - off, "%s%s", off ? "." : "", f->key);
+        else
+            w = 0;
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+    if (buf[0] == '\0')
+        snprintf(buf, n, "top level");
+}
+
+static int dec_fail(dec *d, int rc, const char *what)
+{
+    char path[256];
+
+    if (d->rc == 0) {
+        dec_path(d, path, sizeof(path));
+        d->rc = eng_errf(d->err, d->errlen, rc, "%s: %s", path, what);
+    }
+    return 0;
+}
+
+static int dec_nomem(dec *d)
+{
+    if (d->rc == 0)
+        d->rc = eng_errf(d->err, d->errlen, -ENOMEM, "decode: out of memory");
+    return 0;
+}
+
+/* The slot the next value fills: the top frame's slot, or the document. */
+static node dec_slot(const dec *d)
+{
+    return d->depth ? d->stack[d->depth - 1].slot : d->top;
+}
+
+/* Called for every value: counts array elements so error paths carry the
+ * right index. */
+static void dec_value_start(dec *d)
+{
+    if (d->depth && d->stack[d->depth - 1].is_array)
+        d->stack[d->depth - 1].count++;
+}
+
+static const char *expected_text(node slot)
+{
+    switch (slot) {
+    case N_VM_ROOT: case N_CONFIG: case N_MEMORY: case N_ZONE: case N_FS:
+    case N_DEV: case N_TREE: case N_PCI_ROOT:
+        return "expected object";
+    case N_ZONES: case N_FS_ARR: case N_DEV_ARR:
+        return "expected array";
+    case S_MEM_SHARED: case S_MEM_HUGE: case S_ZONE_SHARED: case S_ZONE_HUGE:
+        return "expected boolean";
+    case S_FS_NQ: case S_FS_QS:
+        return "expected integer";
+    case S_MEM_SIZE:
+        return "expected non-negative integer";
+    case S_FS_ID: case S_DEV_ID:
+        return "expected string or null";
+    default:
+        return "expected string";
+    }
+}
+
+static int dec_wrong(dec *d, node slot)
+{
+    return dec_fail(d, -EBADMSG, expected_text(slot));
+}
+
+/* Grows *arr (elements of size sz) to hold one more than *n. */
+static int grow(void **arr, size_t *cap, size_t n, size_t sz)
+{
+    if (n < *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 4;
+    void *p = reallocarray(*arr, ncap, sz);
+    if (!p)
+        return -ENOMEM;
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}
+
+static char **str_target(dec *d, node slot)
+{
+    json_vm_info *vi = d->vi;
+
+    switch (slot) {
+    case S_STATE: return &vi->state;
+    case S_FS_ID: return &vi->fs[vi->n_fs - 1].id;
+    case S_FS_TAG: return &vi->fs[vi->n_fs - 1].tag;
+    case S_FS_SOCKET: return &vi->fs[vi->n_fs - 1].socket;
+    case S_DEV_ID: return &vi->devices[vi->n_devices - 1].id;
+    case S_DEV_PATH: return &vi->devices[vi->n_devices - 1].path;
+    case S_PCI_ID: return &d->pi->id;
+    case S_PCI_BDF: return &d->pi->bdf;
+    default: return NULL;
+    }
+}
+
+static int cb_null(void *ctx)
+{
+    dec *d = ctx;
+    node slot = dec_slot(d);
+    char **t;
+
+    dec_value_start(d);
+    switch (slot) {
+    case N_IGNORE:
+        return 1;
+    /* Older CH serialises absent optional sections as null. */
+    case N_CONFIG: case N_MEMORY: case N_ZONES: case N_FS_ARR:
+    case N_DEV_ARR: case N_TREE:
+        return 1;
+    case S_FS_ID: case S_DEV_ID:
+        t = str_target(d, slot);
+        free(*t);
+        *t = NULL;
+        return 1;
+    default:
+        return dec_wrong(d, slot);
+    }
+}
+
+static int cb_boolean(void *ctx, int val)
+{
+    dec *d = ctx;
+    node slot = dec_slot(d);
+    json_vm_info *vi = d->vi;
+
+    dec_value_start(d);
+    switch (slot) {
+    case N_IGNORE: return 1;
+    case S_MEM_SHARED: vi->mem_shared = val; return 1;
+    case S_MEM_HUGE: vi->mem_hugepages = val; return 1;
+    case S_ZONE_SHARED: vi->zones[vi->n_zones - 1].shared = val; return 1;
+    case S_ZONE_HUGE: vi->zones[vi->n_zones - 1].hugepages = val; return 1;
+    default: return dec_wrong(d, slot);
+    }
+}
+
+/* Accepts only plain JSON integers ("-12", "0"), no fraction or exponent:
+ * a queue count of 1.5 is a wrong type, not something to round. */
+static bool parse_int(const char *s, size_t len, bool allow_neg, uint64_t *mag, bool *neg)
+{
+    size_t i = 0;
+    uint64_t v = 0;
+
+    *neg = false;
+    if (len && s[0] == '-') {
+        if (!allow_neg)
+            return false;
+        *neg = true;
+        i = 1;
+    }
+    if (i == len)
+        return false;
+    for (; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        unsigned dgt = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - dgt) / 10)
+            return false;
+        v = v * 10 + dgt;
+    }
+    *mag = v;
+    return true;
+}
+
+static int cb_number(void *ctx, const char *s, size_t len)
+{
+    dec *d = ctx;
+    node slot = dec_slot(d);
+    json_vm_info *vi = d->vi;
+    uint64_t mag;
+    bool neg;
+
+    dec_value_start(d);
+    switch (slot) {
+    case N_IGNORE:
+        return 1;
+    case S_MEM_SIZE:
+        if (!parse_int(s, len, false, &mag, &neg))
+            return dec_wrong(d, slot);
+        vi->mem_size = mag;
+        return 1;
+    case S_FS_NQ: case S_FS_QS: {
+        if (!parse_int(s, len, true, &mag, &neg) ||
+            mag > (neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX))
+            return dec_wrong(d, slot);
+        int64_t v = neg ? (int64_t)(0 - mag) : (int64_t)mag;
+        json_fs *f = &vi->fs[vi->n_fs - 1];
+        if (slot == S_FS_NQ)
+            f->num_queues = v;
+        else
+            f->queue_size = v;
+        return 1;
+    }
+    default:
+        return dec_wrong(d, slot);
+    }
+}
+
+static int cb_string(void *ctx, const unsigned char *s, size_t len)
+{
+    dec *d = ctx;
+    node slot = dec_slot(d);
+    char **t;
+    char *copy;
+
+    dec_value_start(d);
+    if (slot == N_IGNORE)
+        return 1;
+    t = str_target(d, slot);
+    if (!t)
+        return dec_wrong(d, slot);
+    /* A "\u0000" inside a kept string would silently shorten it as a C
+     * string; reject instead of truncating. */
+    if (memchr(s, '\0', len))
+        return dec_fail(d, -EBADMSG, "string contains a NUL character");
+    copy = malloc(len + 1);
+    if (!copy)
+        return dec_nomem(d);
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    free(*t);           /* a repeated key: the last value wins */
+    *t = copy;
+    return 1;
+}
+
+static int dec_push(dec *d, node kind, bool is_array)
+{
+    frame *f;
+
+    if (d->depth == JSON_MAX_DEPTH)
+        return dec_fail(d, -EBADMSG, "nesting deeper than 64 levels");
+    f = &d->stack[d->depth++];
+    f->kind = kind;
+    f->is_array = is_array;
+    f->key = NULL;
+    f->count = 0;
+    f->slot = N_IGNORE;
+    if (is_array) {
+        switch (kind) {
+        case N_ZONES: f->slot = N_ZONE; break;
+        case N_FS_ARR: f->slot = N_FS; break;
+        case N_DEV_ARR: f->slot = N_DEV; break;
+        default: break;
+        }
+    }
+    return 1;
+}
+
+static int cb_start_map(void *ctx)
+{
+    dec *d = ctx;
+    node slot = dec_slot(d);
+    json_vm_info *vi = d->vi;
+
+    dec_value_start(d);
+    switch (slot) {
+    case N_IGNORE: case N_VM_ROOT: case N_CONFIG: case N_MEMORY:
+    case N_TREE: case N_PCI_ROOT:
+        break;
+    case N_ZONE:
+        if (grow((void **)&vi->zones, &d->cap_zones, vi->n_zones, sizeof(*vi->zones)) < 0)
+            return dec_nomem(d);
+        memset(&vi->zones[vi->n_zones++], 0, sizeof(*vi->zones));
+        break;
+    case N_FS:
+        if (grow((void **)&vi->fs, &d->cap_fs, vi->n_fs, sizeof(*vi->fs)) < 0)
+            return dec_nomem(d);
+        memset(&vi->fs[vi->n_fs++], 0, sizeof(*vi->fs));
+        break;
+    case N_DEV:
+        if (grow((void **)&vi->devices, &d->cap_devices, vi->n_devices,
+                 sizeof(*vi->devices)) < 0)
+            return dec_nomem(d);
+        memset(&vi->devices[vi->n_devices++], 0, sizeof(*vi->devices));
+        break;
+    default:
+        return dec_wrong(d, slot);
+    }
+    return dec_push(d, slot, false);
+}
+
+static int cb_map_key(void *ctx, const unsigned char *key, size_t len)
+{
+    dec *d = ctx;
+    frame *f = &d->stack[d->depth - 1];
+
+    f->slot = N_IGNORE;
+    f->key = NULL;
+    if (f->kind == N_IGNORE)
+        return 1;
+    if (f->kind == N_TREE) {
+        json_vm_info *vi = d->vi;
+        char *copy;
+        if (memchr(key, '\0', len))
+            return dec_fail(d, -EBADMSG, "key contains a NUL character");
+        if (grow((void **)&vi->tree_ids, &d->cap_tree, vi->n_tree_ids,
+                 sizeof(*vi->tree_ids)) < 0)
+            return dec_nomem(d);
+        copy = malloc(len + 1);
+        if (!copy)
+            return dec_nomem(d);
+        memcpy(copy, key, len);
+        copy[len] = '\0';
+        vi->tree_ids[vi->n_tree_ids++] = copy;
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if (fields[i].parent == f->kind && strlen(fields[i].key) == len &&
+            memcmp(fields[i].key, key, len) == 0) {
+            f->slot = fields[i].slot;
+            f->key = fields[i].key;
+            break;
+        }
+    }
+    return 1;
+}
+
+static int cb_end_map(void *ctx)
+{
+    dec *d = ctx;
+    frame *f = &d->stack[d->depth - 1];
+    const char *missing = NULL;
+
+    /* Fields the callers compare against must exist; reporting them here
+     * keeps NULL checks out of every caller. */
+    switch (f->kind) {
+    case N_VM_ROOT:
+        if (!d->vi->state)
+            missing = "state";
+        break;
+    case N_FS: {
+        const json_fs *fs = &d->vi->fs[d->vi->n_fs - 1];
+        if (!fs->tag)
+            missing = "tag";
+        else if (!fs->socket)
+            missing = "socket";
+        break;
+    }
+    case N_DEV:
+        if (!d->vi->devices[d->vi->n_devices - 1].path)
+            missing = "path";
+        break;
+    case N_PCI_ROOT:
+        if (!d->pi->id)
+            missing = "id";
+        break;
+    default:
+        break;
+    }
+    if (missing) {
+        f->key = missing;
+        return dec_fail(d, -EBADMSG, "missing");
+    }
+    d->depth--;
+    return 1;
+}
+
+static int cb_start_array(void *ctx)
+{
+    dec *d = ctx;
+    node slot = dec_slot(d);
+
+    dec_value_start(d);
+    switch (slot) {
+    case N_IGNORE: case N_ZONES: case N_FS_ARR: case N_DEV_ARR:
+        return dec_push(d, slot, true);
+    default:
+        return dec_wrong(d, slot);
+    }
+}
+
+static int cb_end_array(void *ctx)
+{
+    dec *d = ctx;
+
+    d->depth--;
+    return 1;
+}
+
+static const yajl_callbacks dec_callbacks = {
+    .yajl_null = cb_null,
+    .yajl_boolean = cb_boolean,
+    .yajl_number = cb_number,
+    .yajl_string = cb_string,
+    .yajl_start_map = cb_start_map,
+    .yajl_map_key = cb_map_key,
+    .yajl_end_map = cb_end_map,
+    .yajl_start_array = cb_start_array,
+    .yajl_end_array = cb_end_array,
+};
+
+/* Runs the event parser over buf; on a syntax error the message is yajl's
+ * own reason, without its trailing newline. */
+static int dec_run(dec *d, const char *buf, size_t len)
+{
+    yajl_handle h;
+    yajl_status st;
+
+    if (len > JSON_MAX_BODY)
+        return eng_errf(d->err, d->errlen, -EBADMSG,
+                        "body of %zu bytes exceeds the %u-byte limit", len, JSON_MAX_BODY);
+    h = yajl_alloc(&dec_callbacks, NULL, d);
+    if (!h)
+        return eng_errf(d->err, d->errlen, -ENOMEM, "JSON parser: out of memory");
+    st = yajl_parse(h, (const unsigned char *)buf, len);
+    if (st == yajl_status_ok)
+        st = yajl_complete_parse(h);
+    if (st == yajl_status_error) {
+        unsigned char *msg = yajl_get_error(h, 0, (const unsigned char *)buf, len);
+        if (msg) {
+            size_t n = strlen((char *)msg);
+            while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+                msg[--n] = '\0';
+            eng_errf(d->err, d->errlen, -EBADMSG, "malformed JSON: %s", (char *)msg);
+            yajl_free_error(h, msg);
+        } else {
+            eng_errf(d->err, d->errlen, -EBADMSG, "malformed JSON");
+        }
+        d->rc = -EBADMSG;
+    } else if (st == yajl_status_client_canceled && d->rc == 0) {
+        d->rc = eng_errf(d->err, d->errlen, -EBADMSG, "decode canceled");
+    }
+    yajl_free(h);
+    return d->rc;
+}
+
+int json_vm_info_decode(const char *buf, size_t len, json_vm_info *out,
+                        char *err, size_t errlen)
+{
+    dec d;
+    int rc;
+
+    if (!out)
+        return eng_errf(err, errlen, -EINVAL, "vm.info: missing argument");
+    memset(out, 0, sizeof(*out));
+    if (!buf && len)
+        return eng_errf(err, errlen, -EINVAL, "vm.info: missing argument");
+    memset(&d, 0, sizeof(d));
+    d.top = N_VM_ROOT;
+    d.vi = out;
+    d.err = err;
+    d.errlen = errlen;
+    rc = dec_run(&d, buf ? buf : "", len);
+    if (rc == 0 && !out->state)
+        rc = eng_errf(err, errlen, -EBADMSG, "state: missing");
+    if (rc < 0)
+        json_vm_info_fini(out);
+    return rc;
+}
+
+void json_vm_info_fini(json_vm_info *vi)
+{
+    if (!vi)
+        return;
+    free(vi->state);
+    free(vi->zones);
+    for (size_t i = 0; i < vi->n_fs; i++) {
+        free(vi->fs[i].id);
+        free(vi->fs[i].tag);
+        free(vi->fs[i].socket);
+    }
+    free(vi->fs);
+    for (size_t i = 0; i < vi->n_devices; i++) {
+        free(vi->devices[i].id);
+        free(vi->devices[i].path);
+    }
+    free(vi->devices);
+    for (size_t i = 0; i < vi->n_tree_ids; i++)
+        free(vi->tree_ids[i]);
+    free(vi->tree_ids);
+    memset(vi, 0, sizeof(*vi));
+}
+
+int json_pci_info_decode(const char *buf, size_t len, json_pci_info *out,
+                         char *err, size_t errlen)
+{
+    json_vm_info unused;
+    dec d;
+    int rc;
+
+    if (!out)
+        return eng_errf(err, errlen, -EINVAL, "PciDeviceInfo: missing argument");
+    memset(out, 0, sizeof(*out));
+    if (!buf && len)
+        return eng_errf(err, errlen, -EINVAL, "PciDeviceInfo: missing argument");
+    memset(&unused, 0, sizeof(unused));
+    memset(&d, 0, sizeof(d));
+    d.top = N_PCI_ROOT;
+    d.vi = &unused;
+    d.pi = out;
+    d.err = err;
+    d.errlen = errlen;
+    rc = dec_run(&d, buf ? buf : "", len);
+    if (rc == 0 && !out->id)
+        rc = eng_errf(err, errlen, -EBADMSG, "id: missing");
+    if (rc < 0)
+        json_pci_info_fini(out);
+    return rc;
+}
+
+void json_pci_info_fini(json_pci_info *pi)
+{
+    if (!pi)
+        return;
+    free(pi->id);
+    free(pi->bdf);
+    pi->id = NULL;
+    pi->bdf = NULL;
+}
+
+/* ---------------------------------------------------------- error bodies */
+
+typedef struct render {
+    char *out;
+    size_t cap;         /* bytes usable before the NUL */
+    size_t len;
+    size_t depth;
+    size_t n;           /* strings seen */
+} render;
+
+static int r_reject(void *ctx)
+{
+    (void)ctx;
+    return 0;
+}
+
+static int r_reject_bool(void *ctx, int v)
+{
+    (void)v;
+    return r_reject(ctx);
+}
+
+static int r_reject_num(void *ctx, const char *s, size_t l)
+{
+    (void)s;
+    (void)l;
+    return r_reject(ctx);
+}
+
+static void r_append(render *r, const char *s, size_t len)
+{
+    size_t room = r->cap - r->len;
+
+    if (len > room)
+        len = room;
+    memcpy(r->out + r->len, s, len);
+    r->len += len;
+}
+
+static int r_string(void *ctx, const unsigned char *s, size_t len)
+{
+    render *r = ctx;
+
+    if (r->depth != 1 || memchr(s, '\0', len))
+        return 0;
+    if (r->n++)
+        r_append(r, ": ", 2);
+    r_append(r, (const char *)s, len);
+    return 1;
+}
+
+static int r_start_array(void *ctx)
+{
+    render *r = ctx;
+
+    if (r->depth++ != 0)
+        return 0;
+    return 1;
+}
+
+static int r_end_array(void *ctx)
+{
+    render *r = ctx;
+
+    r->depth--;
+    return 1;
+}
+
+static const yajl_callbacks render_callbacks = {
+    .yajl_null = r_reject,
+    .yajl_boolean = r_reject_bool,
+    .yajl_number = r_reject_num,
+    .yajl_string = r_string,
+    .yajl_start_map = r_reject,
+    .yajl_start_array = r_start_array,
+    .yajl_end_array = r_end_array,
+};
+
+/* A cut that lands inside a multi-byte UTF-8 sequence would leave the
+ * message invalid UTF-8, which breaks the CLI's JSON output; step back to
+ * the start of that sequence. */
+static size_t utf8_cut(const char *s, size_t len, size_t max)
+{
+    size_t cut;
+
+    if (len <= max)
+        return len;
+    cut = max;
+    for (int i = 0; i < 3 && cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80; i++)
+        cut--;
+    if (((unsigned char)s[cut] & 0xC0) == 0x80)
+        cut = max;
+    return cut;
+}
+
+static size_t render_limit(size_t outlen)
+{
+    return outlen - 1 < JSON_ERROR_CUT ? outlen - 1 : JSON_ERROR_CUT;
+}
+
+static bool render_array(const char *body, size_t len, char *out, size_t outlen)
+{
+    render r;
+    yajl_handle h;
+    yajl_status st;
+    size_t limit = render_limit(outlen);
+    size_t cut;
+
+    /* Building the joined text needs room beyond the cut to know where a
+     * UTF-8 sequence ends; one scratch byte past the limit is enough to
+     * tell whether anything was dropped. */
+    r.out = malloc(limit + 4);
+    if (!r.out)
+        return false;
+    r.cap = limit + 4;
+    r.len = 0;
+    r.depth = 0;
+    r.n = 0;
+    h = yajl_alloc(&render_callbacks, NULL, &r);
+    if (!h) {
+        free(r.out);
+        return false;
+    }
+    st = yajl_parse(h, (const unsigned char *)body, len);
+    if (st == yajl_status_ok)
+        st = yajl_complete_parse(h);
+    yajl_free(h);
+    /* An empty array says nothing; the raw "[]" is more useful. */
+    if (st != yajl_status_ok || r.n == 0) {
+        free(r.out);
+        return false;
+    }
+    cut = utf8_cut(r.out, r.len, limit);
+    memcpy(out, r.out, cut);
+    out[cut] = '\0';
+    free(r.out);
+    return true;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+void json_error_render(const char *body, size_t len, char *out, size_t outlen)
+{
+    size_t start = 0, end = len, cut;
+
+    if (!out || outlen == 0)
+        return;
+    out[0] = '\0';
+    if (!body || len == 0)
+        return;
+    while (start < end && is_space(body[start]))
+        start++;
+    while (end > start && is_space(body[end - 1]))
+        end--;
+    if (start == end)
+        return;
+    if (body[start] == '[' && len <= JSON_MAX_BODY &&
+        render_array(body + start, end - start, out, outlen))
+        return;
+    cut = utf8_cut(body + start, end - start, render_limit(outlen));
+    memcpy(out, body + start, cut);
+    out[cut] = '\0';
+}
