@@ -1,0 +1,311 @@
+#include "backends/spec.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/err.h"
+
+#define PCI_PREFIX "/sys/bus/pci/devices/"
+#define PCI_PREFIX_LEN (sizeof(PCI_PREFIX) - 1)
+/* sizeof(((struct sockaddr_un *)0)->sun_path) on Linux; a path needs room
+ * for its NUL there. */
+#define SUN_PATH_MAX 108
+
+/* Room for a quoted value inside an error message; longer values are cut
+ * (error text is bounded by design). */
+#define QUOTE_MAX 512
+
+/* Go's %q: the value in double quotes, `"` and `\` escaped.  Control bytes
+ * are escaped too so that a stray newline cannot break a log line. */
+static const char *quote(const char *s, char buf[QUOTE_MAX])
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    buf[o++] = '"';
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[4];
+        size_t n = 0;
+
+        if (c == '"' || c == '\\') {
+            esc[n++] = '\\';
+            esc[n++] = (char)c;
+        } else if (c == '\n') {
+            esc[n++] = '\\';
+            esc[n++] = 'n';
+        } else if (c == '\t') {
+            esc[n++] = '\\';
+            esc[n++] = 't';
+        } else if (c == '\r') {
+            esc[n++] = '\\';
+            esc[n++] = 'r';
+        } else if (c < 0x20 || c == 0x7f) {
+            esc[n++] = '\\';
+            esc[n++] = 'x';
+            esc[n++] = hex[c >> 4];
+            esc[n++] = hex[c & 15];
+        } else {
+            esc[n++] = (char)c;
+        }
+        /* Keep room for `..."` and the NUL. */
+        if (o + n + 5 > QUOTE_MAX) {
+            memcpy(buf + o, "...", 3);
+            o += 3;
+            break;
+        }
+        memcpy(buf + o, esc, n);
+        o += n;
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return buf;
+}
+
+/* Character classes are spelled out instead of using <ctype.h>: the
+ * patterns are ASCII and must not change with the locale. */
+static bool is_alnum(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static bool is_hex_lower(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+static char to_lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+/* ^[A-Za-z0-9][A-Za-z0-9_-]{0,35}$ */
+static bool tag_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 36 || !is_alnum(s[0]))
+        return false;
+    for (size_t i = 1; i < n; i++)
+        if (!is_alnum(s[i]) && s[i] != '_' && s[i] != '-')
+            return false;
+    return true;
+}
+
+/* ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ */
+static bool id_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 64 || !is_alnum(s[0]))
+        return false;
+    for (size_t i = 1; i < n; i++)
+        if (!is_alnum(s[i]) && s[i] != '_' && s[i] != '.' && s[i] != '-')
+            return false;
+    return true;
+}
+
+/* Matches ^[0-9a-f]{n}$ over s[0..n). */
+static bool hex_run(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!is_hex_lower(s[i]))
+            return false;
+    return true;
+}
+
+/* ^[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$ over exactly len bytes. */
+static bool bdf_short(const char *s, size_t len)
+{
+    return len == 7 && hex_run(s, 2) && s[2] == ':' && hex_run(s + 3, 2) &&
+           s[5] == '.' && s[6] >= '0' && s[6] <= '7';
+}
+
+/* ^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$ over exactly len bytes. */
+static bool bdf_full(const char *s, size_t len)
+{
+    return len == 12 && hex_run(s, 4) && s[4] == ':' && bdf_short(s + 5, 7);
+}
+
+int spec_fs_normalize(cocoon_fs_spec *spec, char *err, size_t errlen)
+{
+    char q[QUOTE_MAX];
+    size_t socklen;
+
+    if (!spec)
+        return eng_errf(err, errlen, -EINVAL, "socket is required");
+    if (!spec->socket || !*spec->socket)
+        return eng_errf(err, errlen, -EINVAL, "socket is required");
+    if (spec->socket[0] != '/')
+        return eng_errf(err, errlen, -EINVAL, "socket must be absolute, got %s",
+                        quote(spec->socket, q));
+    if (!spec->tag || !*spec->tag)
+        return eng_errf(err, errlen, -EINVAL, "tag is required");
+    if (!tag_valid(spec->tag))
+        return eng_errf(err, errlen, -EINVAL,
+                        "tag %s invalid: must match [A-Za-z0-9][A-Za-z0-9_-]{0,35}",
+                        quote(spec->tag, q));
+    if (spec->num_queues < 0)
+        return eng_errf(err, errlen, -EINVAL, "num-queues must be non-negative, got %d",
+                        spec->num_queues);
+    if (spec->queue_size < 0)
+        return eng_errf(err, errlen, -EINVAL, "queue-size must be non-negative, got %d",
+                        spec->queue_size);
+    /* Checked before the defaults are applied so that a rejected spec is
+     * left as the caller passed it. */
+    socklen = strlen(spec->socket);
+    if (socklen >= SUN_PATH_MAX)
+        return eng_errf(err, errlen, -EINVAL, "socket path too long (%zu bytes, max %d)",
+                        socklen, SUN_PATH_MAX - 1);
+    if (spec->num_queues == 0)
+        spec->num_queues = 1;
+    if (spec->queue_size == 0)
+        spec->queue_size = 1024;
+    return 0;
+}
+
+int spec_vfio_normalize(const cocoon_vfio_spec *spec, char out[SPEC_PCI_PATH_MAX],
+                        char *err, size_t errlen)
+{
+    char q[QUOTE_MAX];
+
+    if (!spec || !spec->pci || !*spec->pci)
+        return eng_errf(err, errlen, -EINVAL, "pci is required");
+    if (spec->id && *spec->id &&
+        (strncmp(spec->id, "cocoon-", 7) == 0 || !id_valid(spec->id)))
+        return eng_errf(err, errlen, -EINVAL,
+                        "id %s invalid: must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63} "
+                        "and not start with cocoon-",
+                        quote(spec->id, q));
+    return spec_pci_path(spec->pci, out, err, errlen);
+}
+
+/* Lexical cleaning of an absolute path, as Go's filepath.Clean does it:
+ * repeated slashes collapse, "." goes, ".." removes the previous component
+ * (and stays at "/" at the root), no trailing slash.  dst has room for
+ * strlen(src) + 1 bytes; the result is never longer than the input. */
+static void clean_abs(const char *src, char *dst)
+{
+    size_t o = 1;
+    const char *p = src;
+
+    dst[0] = '/';
+    while (*p) {
+        const char *seg;
+        size_t n;
+
+        while (*p == '/')
+            p++;
+        seg = p;
+        while (*p && *p != '/')
+            p++;
+        n = (size_t)(p - seg);
+        if (n == 0 || (n == 1 && seg[0] == '.'))
+            continue;
+        if (n == 2 && seg[0] == '.' && seg[1] == '.') {
+            while (o > 1 && dst[o - 1] != '/')
+                o--;
+            if (o > 1)
+                o--;
+            continue;
+        }
+        if (o > 1)
+            dst[o++] = '/';
+        memmove(dst + o, seg, n);
+        o += n;
+    }
+    dst[o] = '\0';
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+int spec_pci_path(const char *pci, char out[SPEC_PCI_PATH_MAX], char *err, size_t errlen)
+{
+    char q[QUOTE_MAX];
+    char bdf[13];
+    const char *start, *end;
+    size_t len;
+
+    if (!pci)
+        return eng_errf(err, errlen, -EINVAL, "empty pci path");
+    start = pci;
+    end = pci + strlen(pci);
+    while (start < end && is_space(*start))
+        start++;
+    while (end > start && is_space(end[-1]))
+        end--;
+    len = (size_t)(end - start);
+    if (len == 0)
+        return eng_errf(err, errlen, -EINVAL, "empty pci path");
+
+    if (start[0] == '/') {
+        char *path = malloc(len + 1);
+        const char *rest;
+        size_t rlen;
+
+        if (!path)
+            return eng_errf(err, errlen, -ENOMEM, "pci path: out of memory");
+        memcpy(path, start, len);
+        path[len] = '\0';
+        /* Cleaning in place is safe: the write position never passes the
+         * read position. */
+        clean_abs(path, path);
+        if (strncmp(path, PCI_PREFIX, PCI_PREFIX_LEN) != 0 || path[PCI_PREFIX_LEN] == '\0') {
+            free(path);
+            return eng_errf(err, errlen, -EINVAL,
+                            "pci %s invalid: absolute path must be under /sys/bus/pci/devices/",
+                            quote(pci, q));
+        }
+        rest = path + PCI_PREFIX_LEN;
+        rlen = strlen(rest);
+        if (rlen != 12) {
+            free(path);
+            return eng_errf(err, errlen, -EINVAL,
+                            "pci %s invalid: sysfs BDF suffix must match 0000:xx:yy.z",
+                            quote(pci, q));
+        }
+        for (size_t i = 0; i < 12; i++)
+            bdf[i] = to_lower(rest[i]);
+        free(path);
+        if (!bdf_full(bdf, 12))
+            return eng_errf(err, errlen, -EINVAL,
+                            "pci %s invalid: sysfs BDF suffix must match 0000:xx:yy.z",
+                            quote(pci, q));
+        bdf[12] = '\0';
+    } else {
+        if (len == 12 || len == 7) {
+            for (size_t i = 0; i < len; i++)
+                bdf[i] = to_lower(start[i]);
+        }
+        if (len == 12 && bdf_full(bdf, 12)) {
+            bdf[12] = '\0';
+        } else if (len == 7 && bdf_short(bdf, 7)) {
+            memmove(bdf + 5, bdf, 7);
+            memcpy(bdf, "0000:", 5);
+            bdf[12] = '\0';
+        } else {
+            return eng_errf(err, errlen, -EINVAL,
+                            "pci %s invalid: expect BDF (01:00.0 / 0000:01:00.0) or sysfs path",
+                            quote(pci, q));
+        }
+    }
+    if (out) {
+        memcpy(out, PCI_PREFIX, PCI_PREFIX_LEN);
+        memcpy(out + PCI_PREFIX_LEN, bdf, 13);
+    }
+    return 0;
+}
+
+const char *spec_bdf_from_path(const char *path)
+{
+    /* The bare prefix names no device: an empty BDF is omitted like a
+     * missing one. */
+    if (!path || strncmp(path, PCI_PREFIX, PCI_PREFIX_LEN) != 0 || path[PCI_PREFIX_LEN] == '\0')
+        return NULL;
+    return path + PCI_PREFIX_LEN;
+}
