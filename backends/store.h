@@ -41,6 +41,9 @@ typedef struct store_vm {
 typedef struct store_db {
     store_vm *vms;
     size_t n;
+    const char *backend;              /* STORE_BACKEND_CH or _FC (static), set by
+                                         store_load/store_db_parse; records
+                                         added with backend NULL get this one */
 } store_db;
 
 /* Error contract: 0 or -errno with the human text in err.  Corrupt or
@@ -58,6 +61,13 @@ const char *store_root(const char *root);
 /* 26 random base32 characters from getrandom, NUL-terminated. */
 int store_new_id(char out[STORE_ID_LEN + 1]);
 bool store_name_valid(const char *name);
+/* Exactly STORE_ID_LEN characters of A-Z2-7. */
+bool store_id_valid(const char *id);
+/* Names are unique per root, across both backends: 0 when name is free,
+ * -EEXIST "name %q already in use" when a record in either backend has it.
+ * A check only; store_db_add re-checks within its own backend under the
+ * exclusive lock. */
+int store_name_taken(const char *root, const char *name, char *err, size_t errlen);
 
 /* Reads the db under a shared lock.  A missing file is an empty db. */
 int store_load(const char *root, const char *backend, store_db *db,
