@@ -1,0 +1,115 @@
+/* backends/backend.h: what each VMM backend supports and what its API calls
+ * look like.  A backend is a const table: lifecycle calls as data, runtime
+ * attach as hooks over a decoded vm.info.  A NULL hook means "not supported",
+ * which is how Firecracker opts out of fs and device attach.  No I/O except
+ * the host checks named below (stat of a sysfs path or a socket). */
+#ifndef COCOON_BACKENDS_BACKEND_H
+#define COCOON_BACKENDS_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "engine/cocoon.h"
+#include "json/ch.h"
+
+/* Lifecycle and query calls the CLI and the engine send. */
+typedef enum backend_call_id {
+    BACKEND_CALL_PING,            /* CH GET vmm.ping */
+    BACKEND_CALL_INFO,            /* CH GET vm.info */
+    BACKEND_CALL_SHUTDOWN,        /* CH PUT vm.shutdown */
+    BACKEND_CALL_VMM_SHUTDOWN,    /* CH PUT vmm.shutdown */
+    BACKEND_CALL_PAUSE,           /* CH PUT vm.pause */
+    BACKEND_CALL_RESUME,          /* CH PUT vm.resume */
+    BACKEND_CALL_POWER_BUTTON,    /* CH PUT vm.power-button */
+    BACKEND_CALL_MACHINE_CONFIG,  /* FC PUT /machine-config (pre-boot) */
+    BACKEND_CALL_BOOT_SOURCE,     /* FC PUT /boot-source (pre-boot) */
+    BACKEND_CALL_DRIVE,           /* FC PUT /drives/<id> (pre-boot) */
+    BACKEND_CALL_NET_IFACE,       /* FC PUT /network-interfaces/<id> (pre-boot) */
+    BACKEND_CALL_INSTANCE_START,  /* FC PUT /actions {"action_type":"InstanceStart"} */
+    BACKEND_CALL_PATCH_VM,        /* FC PATCH /vm {"state":"Paused"|"Resumed"} */
+    BACKEND_CALL_COUNT
+} backend_call_id;
+
+typedef struct backend_call {
+    const char *method;   /* NULL: the backend has no such call */
+    const char *path;     /* request path; for DRIVE and NET_IFACE a prefix
+                             ending in "/" to which the caller appends the id */
+    const char *body;     /* fixed body, or NULL: none or caller-supplied */
+    int ok[3];            /* zero-terminated success statuses (eng_call's
+                             ok_codes) */
+} backend_call;
+
+struct backend_ops {
+    const char *name;          /* store directory: "cloudhypervisor" */
+    const char *hypervisor;    /* record value: "cloud-hypervisor" */
+    const char *short_name;    /* in error texts: "cloud-hypervisor", "firecracker" */
+    const char *pidfile;       /* "ch.pid" */
+    const char *default_binary;
+    const backend_call *calls; /* BACKEND_CALL_COUNT entries */
+
+    /* Runtime attach over a decoded vm.info.  Each returns 0 or -errno with
+     * the exact SPEC text in err.  NULL: not supported. */
+
+    /* SPEC §6 attach steps 4-7 (paused, shared memory, tag/id, eject
+     * pending).  id is the device id to be used ("cocoon-fs-<tag>"). */
+    int (*fs_attach_check)(const json_vm_info *vi, const cocoon_fs_spec *spec,
+                           const char *id, char *err, size_t errlen);
+    /* SPEC §6 detach: paused check, then the id of the first fs entry with
+     * tag, borrowed from vi. */
+    int (*fs_detach_find)(const json_vm_info *vi, const char *tag,
+                          const char **id, char *err, size_t errlen);
+    /* SPEC §7 attach after vm.info: paused, stat(path), path/id collisions.
+     * id may be NULL or "". */
+    int (*device_attach_check)(const json_vm_info *vi, const char *path,
+                               const char *id, char *err, size_t errlen);
+    /* SPEC §7 detach: paused, then id must be in config.devices. */
+    int (*device_detach_check)(const json_vm_info *vi, const char *id,
+                               char *err, size_t errlen);
+} ;
+
+extern const struct backend_ops backend_cloudhypervisor;
+extern const struct backend_ops backend_firecracker;
+
+/* By store directory name ("cloudhypervisor", "firecracker"); NULL if none. */
+const struct backend_ops *backend_by_name(const char *name);
+
+/* Pure queries over a decoded CH vm.info, shared by the hooks above, the
+ * lost-reply reconcile and detach --wait. */
+
+/* "vm is paused (...)" when state is Paused: -EBUSY. */
+int ch_check_not_paused(const json_vm_info *vi, char *err, size_t errlen);
+/* SPEC §6.5: vhost-user needs shared or hugepage memory (zones rule). */
+bool ch_memory_shareable(const json_vm_info *vi);
+/* device_tree holds <id> or _virtio-pci-<id>. */
+bool ch_tree_has(const json_vm_info *vi, const char *id);
+/* The config.fs entry with this id, or NULL. */
+const json_fs *ch_fs_by_id(const json_vm_info *vi, const char *id);
+/* The config.devices entry with this id / this path, or NULL. */
+const json_device *ch_device_by_id(const json_vm_info *vi, const char *id);
+const json_device *ch_device_by_path(const json_vm_info *vi, const char *path);
+
+/* Listening AF_UNIX paths from /proc/net/unix (flag 00010000): a hash set,
+ * owned, free with ch_unix_set_free. */
+typedef struct ch_unix_set ch_unix_set;
+/* Reads file (NULL: "/proc/net/unix").  NULL with errno set when it cannot
+ * be read or on ENOMEM. */
+ch_unix_set *ch_unix_set_load(const char *file);
+bool ch_unix_set_has(const ch_unix_set *s, const char *path);
+size_t ch_unix_set_count(const ch_unix_set *s);
+void ch_unix_set_free(ch_unix_set *s);
+
+/* SPEC §6.8 virtiofsd liveness without connecting.  listeners NULL skips
+ * the listener part.  0, or -ENOENT / -ENOTSOCK / -ECONNREFUSED (or the
+ * stat errno) with the exact SPEC text in err. */
+int ch_socket_check(const char *path, const ch_unix_set *listeners,
+                    char *err, size_t errlen);
+
+/* Listing of a decoded vm.info: fs entries and devices with host BDFs.
+ * Entries borrow from vi; the two arrays are owned (free with
+ * ch_listing_fini).  -ENOMEM. */
+int ch_listing_build(const json_vm_info *vi, cocoon_listing *l);
+void ch_listing_fini(cocoon_listing *l);
+
+/* Writes s as "%q" (double quotes, `"` and `\` escaped) into out. */
+void ch_quote(const char *s, char *out, size_t outlen);
+
+#endif
