@@ -1,0 +1,463 @@
+#include "http/client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "engine/err.h"
+#include "http/response.h"
+
+#define HTTPC_DEFAULT_TIMEOUT_MS 30000u
+/* A full listen backlog gives EAGAIN with no readiness event to wait for,
+ * so the connect is simply tried again after this delay (seconds). */
+#define HTTPC_CONNECT_RETRY 0.005
+/* Reads per I/O event, so one fast peer cannot monopolize the host's loop. */
+#define HTTPC_READS_PER_EVENT 64
+#define HTTPC_REQ_FMT \
+    "%s %s HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n%s%s\r\n"
+
+enum conn_state { CONN_CLOSED, CONN_CONNECTING, CONN_OPEN };
+
+struct httpc_conn {
+    struct ev_loop *loop;
+    struct sockaddr_un addr;
+    int fd;
+    enum conn_state state;
+    ev_io io;
+    ev_timer deadline;      /* connect to last reply byte */
+    ev_timer kick;          /* starts a request from the loop; connect retry */
+    httpc_resp *resp;
+
+    bool busy;              /* a request is in flight */
+    bool started;           /* the loop has begun working on it */
+    bool reuse_ok;          /* the connection may carry the next request */
+    char *req;
+    size_t req_len, req_off;
+    unsigned timeout_ms;
+    int send_err;           /* errno of a failed send(), 0 if none */
+    httpc_done_fn *cb;
+    void *priv;
+
+    int depth;              /* callbacks currently running */
+    bool free_pending;
+    char errstr[ENG_ERRSTR_MAX];
+};
+
+static const char *conn_strerror(int e, char *buf, size_t n)
+{
+    return strerror_r(e, buf, n);
+}
+
+static void conn_watch(httpc_conn *c, int events)
+{
+    ev_io_stop(c->loop, &c->io);
+    if (c->fd >= 0 && events) {
+        ev_io_set(&c->io, c->fd, events);
+        ev_io_start(c->loop, &c->io);
+    }
+}
+
+static void conn_close(httpc_conn *c)
+{
+    ev_io_stop(c->loop, &c->io);
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->state = CONN_CLOSED;
+}
+
+static void conn_destroy(httpc_conn *c)
+{
+    ev_timer_stop(c->loop, &c->deadline);
+    ev_timer_stop(c->loop, &c->kick);
+    conn_close(c);
+    httpc_resp_free(c->resp);
+    free(c->req);
+    free(c);
+}
+
+/* Completes the request in flight exactly once.  c may be freed when this
+ * returns (a free requested inside the callback), so callers return at once. */
+static void conn_done(httpc_conn *c, int err)
+{
+    if (!c->busy)
+        return;
+    ev_timer_stop(c->loop, &c->deadline);
+    ev_timer_stop(c->loop, &c->kick);
+    if (err == 0 && c->reuse_ok && c->state == CONN_OPEN &&
+        httpc_resp_keep_alive(c->resp))
+        conn_watch(c, EV_READ);     /* idle: notice a close by the peer */
+    else
+        conn_close(c);
+
+    httpc_response r = {
+        .err = err,
+        .errstr = err ? c->errstr : "",
+        .status = httpc_resp_status(c->resp),
+        .body = err ? "" : httpc_resp_body(c->resp),
+        .body_len = err ? 0 : httpc_resp_body_len(c->resp),
+        .written = c->req_len > 0 && c->req_off == c->req_len,
+    };
+    httpc_done_fn *cb = c->cb;
+    void *priv = c->priv;
+    c->busy = false;
+    c->started = false;
+    c->cb = NULL;
+    c->priv = NULL;
+
+    c->depth++;
+    cb(c, &r, priv);
+    c->depth--;
+    if (c->depth == 0 && c->free_pending)
+        conn_destroy(c);
+}
+
+/* An idle connection must carry no data and no EOF; anything else (the
+ * peer closed it, or sent bytes nobody asked for) makes it unusable. */
+static bool conn_idle_ok(httpc_conn *c)
+{
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+}
+
+static void conn_connect(httpc_conn *c)
+{
+    char eb[128];
+    int e;
+
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        e = errno;
+        conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -e,
+                              "socket(AF_UNIX): %s",
+                              conn_strerror(e, eb, sizeof eb)));
+        return;
+    }
+    if (connect(c->fd, (const struct sockaddr *)&c->addr, sizeof c->addr) == 0) {
+        c->state = CONN_OPEN;
+        c->reuse_ok = true;
+        conn_watch(c, EV_READ | EV_WRITE);
+        return;
+    }
+    e = errno;
+    if (e == EINPROGRESS || e == EINTR) {
+        c->state = CONN_CONNECTING;
+        conn_watch(c, EV_WRITE);
+        return;
+    }
+    conn_close(c);
+    if (e == EAGAIN) {
+        ev_timer_stop(c->loop, &c->kick);
+        ev_timer_set(&c->kick, HTTPC_CONNECT_RETRY, 0.);
+        ev_timer_start(c->loop, &c->kick);
+        return;
+    }
+    conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -e, "connect(%s): %s",
+                          c->addr.sun_path, conn_strerror(e, eb, sizeof eb)));
+}
+
+static void conn_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    httpc_conn *c = w->data;
+    (void)loop;
+    (void)revents;
+
+    if (!c->busy)
+        return;
+    if (!c->started) {
+        c->started = true;
+        httpc_resp_reset(c->resp);
+    }
+    if (c->state == CONN_OPEN && !conn_idle_ok(c))
+        conn_close(c);
+    if (c->state == CONN_CLOSED) {
+        conn_connect(c);
+        return;
+    }
+    if (c->state == CONN_OPEN)
+        conn_watch(c, EV_READ | EV_WRITE);
+}
+
+static void conn_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    httpc_conn *c = w->data;
+    const char *what;
+    (void)loop;
+    (void)revents;
+
+    if (!c->busy) {
+        ev_timer_stop(c->loop, &c->deadline);
+        return;
+    }
+    if (c->state != CONN_OPEN)
+        what = "connecting to";
+    else if (c->req_off < c->req_len)
+        what = "sending request to";
+    else
+        what = "waiting for reply from";
+    conn_close(c);
+    conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -ETIMEDOUT,
+                          "timeout after %u ms %s %s", c->timeout_ms, what,
+                          c->addr.sun_path));
+}
+
+/* The peer closed the stream: a close-delimited body ends here, anything
+ * else is a truncated reply. */
+static void conn_eof(httpc_conn *c)
+{
+    char eb[128];
+    int rc = httpc_resp_finish(c->resp);
+
+    c->reuse_ok = false;
+    if (rc == HTTPC_RESP_DONE) {
+        conn_done(c, 0);
+    } else if (rc == -ECONNRESET && c->send_err) {
+        conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -ECONNRESET,
+                              "connection closed by peer before complete "
+                              "reply from %s (%s; send: %s)",
+                              c->addr.sun_path, httpc_resp_errstr(c->resp),
+                              conn_strerror(c->send_err, eb, sizeof eb)));
+    } else if (rc == -ECONNRESET) {
+        conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -ECONNRESET,
+                              "connection closed by peer before complete "
+                              "reply from %s (%s)",
+                              c->addr.sun_path, httpc_resp_errstr(c->resp)));
+    } else {
+        conn_done(c, eng_errf(c->errstr, sizeof c->errstr, rc, "%s",
+                              httpc_resp_errstr(c->resp)));
+    }
+}
+
+/* Returns true when the request completed (c may be gone). */
+static bool conn_read(httpc_conn *c)
+{
+    char buf[16384];
+    char eb[128];
+
+    for (int i = 0; i < HTTPC_READS_PER_EVENT; i++) {
+        ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+        if (n > 0) {
+            size_t used = 0;
+            int rc = httpc_resp_feed(c->resp, buf, (size_t)n, &used);
+            if (rc == HTTPC_RESP_MORE)
+                continue;
+            if (rc == HTTPC_RESP_DONE) {
+                /* Nothing was pipelined, so trailing bytes mean the stream
+                 * can no longer be trusted for the next request. */
+                if (used < (size_t)n)
+                    c->reuse_ok = false;
+                conn_done(c, 0);
+            } else {
+                conn_done(c, eng_errf(c->errstr, sizeof c->errstr, rc, "%s",
+                                      httpc_resp_errstr(c->resp)));
+            }
+            return true;
+        }
+        if (n == 0) {
+            conn_eof(c);
+            return true;
+        }
+        int e = errno;
+        if (e == EINTR)
+            continue;
+        if (e == EAGAIN || e == EWOULDBLOCK)
+            return false;
+        if (e == ECONNRESET || e == EPIPE) {
+            conn_eof(c);
+            return true;
+        }
+        conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -e, "recv(%s): %s",
+                              c->addr.sun_path, conn_strerror(e, eb, sizeof eb)));
+        return true;
+    }
+    return false;
+}
+
+static void conn_write(httpc_conn *c)
+{
+    while (c->req_off < c->req_len) {
+        ssize_t n = send(c->fd, c->req + c->req_off, c->req_len - c->req_off,
+                         MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            /* The peer may already have answered (CH's connection cap
+             * replies 503 and closes without reading): keep reading and
+             * let the reply or the EOF decide. */
+            c->send_err = errno;
+            c->reuse_ok = false;
+            conn_watch(c, EV_READ);
+            return;
+        }
+        c->req_off += (size_t)n;
+    }
+    conn_watch(c, EV_READ);
+}
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    httpc_conn *c = w->data;
+    char eb[128];
+    (void)loop;
+
+    if (!c->busy || !c->started) {
+        if (!conn_idle_ok(c))
+            conn_close(c);
+        return;
+    }
+    if (c->state == CONN_CONNECTING) {
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+            soerr = errno;
+        if (soerr) {
+            conn_close(c);
+            conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -soerr,
+                                  "connect(%s): %s", c->addr.sun_path,
+                                  conn_strerror(soerr, eb, sizeof eb)));
+            return;
+        }
+        c->state = CONN_OPEN;
+        c->reuse_ok = true;
+        conn_watch(c, EV_READ | EV_WRITE);
+        revents = EV_WRITE;
+    }
+    if ((revents & EV_READ) && conn_read(c))
+        return;
+    if ((revents & EV_WRITE) && c->req_off < c->req_len && !c->send_err)
+        conn_write(c);
+}
+
+httpc_conn *httpc_conn_new(struct ev_loop *loop, const char *sock_path)
+{
+    if (!loop || !sock_path || !*sock_path) {
+        errno = EINVAL;
+        return NULL;
+    }
+    httpc_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    size_t len = strlen(sock_path);
+    if (len >= sizeof c->addr.sun_path) {
+        free(c);
+        errno = ENAMETOOLONG;
+        return NULL;
+    }
+    c->resp = httpc_resp_new();
+    if (!c->resp) {
+        free(c);
+        errno = ENOMEM;
+        return NULL;
+    }
+    c->addr.sun_family = AF_UNIX;
+    memcpy(c->addr.sun_path, sock_path, len + 1);
+    c->loop = loop;
+    c->fd = -1;
+    c->state = CONN_CLOSED;
+    ev_io_init(&c->io, conn_io_cb, -1, 0);
+    c->io.data = c;
+    ev_timer_init(&c->deadline, conn_deadline_cb, 0., 0.);
+    c->deadline.data = c;
+    ev_timer_init(&c->kick, conn_kick_cb, 0., 0.);
+    c->kick.data = c;
+    return c;
+}
+
+void httpc_conn_free(httpc_conn *c)
+{
+    if (!c || c->free_pending)
+        return;
+    c->free_pending = true;
+    if (c->busy) {
+        conn_close(c);
+        /* conn_done destroys c once no callback is running. */
+        conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -ECANCELED,
+                              "request to %s cancelled: connection freed",
+                              c->addr.sun_path));
+        return;
+    }
+    if (c->depth == 0)
+        conn_destroy(c);
+}
+
+static bool token_ok(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (*s < 'A' || *s > 'Z')
+            return false;
+    return true;
+}
+
+static bool path_ok(const char *s)
+{
+    if (s[0] != '/')
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s <= ' ' || *s == 0x7f)
+            return false;
+    return true;
+}
+
+int httpc_conn_send(httpc_conn *c, const char *method, const char *path,
+                    const char *body, size_t body_len, unsigned timeout_ms,
+                    httpc_done_fn *cb, void *priv)
+{
+    if (!c || !method || !path || !cb || (!body && body_len) ||
+        c->free_pending)
+        return -EINVAL;
+    if (c->busy)
+        return -EBUSY;
+    if (!token_ok(method) || !path_ok(path))
+        return -EINVAL;
+
+    /* CH frames request bodies by Content-Length only and rejects a PUT
+     * without one, hence "Content-Length: 0" for body-less non-GETs. */
+    char clen[48] = "";
+    if (body_len > 0 || strcmp(method, "GET") != 0)
+        snprintf(clen, sizeof clen, "Content-Length: %zu\r\n", body_len);
+    const char *ctype = body_len > 0 ? "Content-Type: application/json\r\n" : "";
+    int head = snprintf(NULL, 0, HTTPC_REQ_FMT, method, path, ctype, clen);
+    if (head < 0 || body_len > (size_t)-1 / 2)
+        return -EINVAL;
+    size_t total = (size_t)head + body_len;
+    char *req = malloc(total + 1);
+    if (!req)
+        return -ENOMEM;
+    snprintf(req, (size_t)head + 1, HTTPC_REQ_FMT, method, path, ctype, clen);
+    if (body_len)
+        memcpy(req + head, body, body_len);
+
+    free(c->req);
+    c->req = req;
+    c->req_len = total;
+    c->req_off = 0;
+    c->send_err = 0;
+    c->cb = cb;
+    c->priv = priv;
+    c->busy = true;
+    c->started = false;
+    c->timeout_ms = timeout_ms ? timeout_ms : HTTPC_DEFAULT_TIMEOUT_MS;
+
+    c->deadline.repeat = c->timeout_ms / 1000.;
+    ev_timer_again(c->loop, &c->deadline);
+    /* The parser is reset by the kick, not here: a send from inside a
+     * callback must not disturb the response that callback is reading. */
+    ev_timer_stop(c->loop, &c->kick);
+    ev_timer_set(&c->kick, 0., 0.);
+    ev_timer_start(c->loop, &c->kick);
+    return 0;
+}
+
+bool httpc_conn_busy(const httpc_conn *c)
+{
+    return c && c->busy;
+}
