@@ -1,0 +1,354 @@
+/* engine/call.c: one raw VMM API call under its endpoint's retry policy.
+ * The policy table below is the only place in the project that decides
+ * whether a request may be repeated (SPEC §5). */
+#include "engine/call.h"
+#include "engine/engine_int.h"
+#include "engine/err.h"
+#include "http/client.h"
+#include "json/ch.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CALL_MAX_ATTEMPTS 4
+
+/* Keyed by endpoint.  A prefix entry ends in '/' and matches any id below
+ * it.  Everything not listed is single-shot, including vm.info: a failed
+ * read is reported rather than hidden behind retries. */
+static const struct {
+    const char *method;
+    const char *path;
+    bool retry;
+} call_policy[] = {
+    { "GET", "/api/v1/vmm.ping", true },
+    { "PUT", "/machine-config", true },
+    { "PUT", "/boot-source", true },
+    { "PUT", "/drives/", true },
+    { "PUT", "/network-interfaces/", true },
+    /* Listed for the reader: these are the calls whose repetition would
+     * hide a success behind "duplicate id" or "already paused". */
+    { "GET", "/api/v1/vm.info", false },
+    { "PUT", "/api/v1/vm.add-fs", false },
+    { "PUT", "/api/v1/vm.add-device", false },
+    { "PUT", "/api/v1/vm.remove-device", false },
+    { "PUT", "/api/v1/vm.add-disk", false },
+    { "PUT", "/api/v1/vm.add-net", false },
+    { "PUT", "/api/v1/vm.shutdown", false },
+    { "PUT", "/api/v1/vm.pause", false },
+    { "PUT", "/api/v1/vm.resume", false },
+    { "PUT", "/api/v1/vm.power-button", false },
+    { "PUT", "/api/v1/vm.snapshot", false },
+    { "PUT", "/api/v1/vm.restore", false },
+    { "PUT", "/api/v1/vmm.shutdown", false },
+    { "PUT", "/actions", false },
+    { "PATCH", "/vm", false },
+};
+
+bool eng_call_retryable(const char *method, const char *path)
+{
+    if (!method || !path)
+        return false;
+    for (size_t i = 0; i < sizeof(call_policy) / sizeof(call_policy[0]); i++) {
+        const char *p = call_policy[i].path;
+        size_t n = strlen(p);
+        bool match;
+
+        if (strcmp(method, call_policy[i].method) != 0)
+            continue;
+        if (p[n - 1] == '/')
+            match = strncmp(path, p, n) == 0 && path[n] != '\0' && !strchr(path + n, '/');
+        else
+            match = strcmp(path, p) == 0;
+        if (match)
+            return call_policy[i].retry;
+    }
+    return false;
+}
+
+bool eng_retry_worthy(int err, int status)
+{
+    if (err) {
+        switch (err) {
+        case -ECONNREFUSED: case -ECONNRESET: case -ECONNABORTED: case -ENOENT:
+        case -EPIPE: case -EAGAIN: case -ENOTCONN:
+            return true;
+        default:
+            return false;
+        }
+    }
+    return status >= 500 || status == 429;
+}
+
+unsigned eng_backoff_ms(int attempt)
+{
+    /* attempt 1 failed -> 100 ms, 2 -> 200 ms, 3 -> 400 ms. */
+    return 100u << (attempt > 0 ? attempt - 1 : 0);
+}
+
+void eng_status_errf(char *err, size_t errlen, const char *prefix, const char *method,
+                     const char *path, int status, const char *body, size_t body_len)
+{
+    char rendered[1100];
+
+    json_error_render(body, body_len, rendered, sizeof(rendered));
+    eng_errf(err, errlen, -EREMOTEIO, "%s%s http://localhost%s \xe2\x86\x92 %d: %s",
+             prefix, method, path, status, rendered);
+}
+
+struct eng_call {
+    struct ev_loop *loop;
+    httpc_conn *conn;
+    char *method, *path, *body;
+    size_t body_len;
+    unsigned timeout_ms;
+    int ok[8];
+    bool retry;
+    int attempts;
+    ev_timer backoff;
+    eng_call_fn *cb;
+    void *priv;
+    char err[ENG_ERRSTR_MAX];
+};
+
+static bool call_ok(const struct eng_call *c, int status)
+{
+    for (int i = 0; c->ok[i]; i++)
+        if (c->ok[i] == status)
+            return true;
+    return false;
+}
+
+static void call_free(struct eng_call *c)
+{
+    ev_timer_stop(c->loop, &c->backoff);
+    httpc_conn_free(c->conn);
+    free(c->method);
+    free(c->path);
+    free(c->body);
+    free(c);
+}
+
+static void call_done(httpc_conn *conn, const httpc_response *r, void *priv);
+
+static int call_send(struct eng_call *c)
+{
+    c->attempts++;
+    return httpc_conn_send(c->conn, c->method, c->path, c->body, c->body_len,
+                           c->timeout_ms, call_done, c);
+}
+
+static void call_backoff_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct eng_call *c = w->data;
+    int rc;
+
+    (void)loop;
+    (void)revents;
+    rc = call_send(c);
+    if (rc) {
+        eng_call_result res = { .err = rc, .errstr = c->err, .body = "" };
+
+        eng_errf(c->err, sizeof(c->err), rc, "%s %s: %s", c->method, c->path, strerror(-rc));
+        c->cb(&res, c->priv);
+        call_free(c);
+    }
+}
+
+static void call_done(httpc_conn *conn, const httpc_response *r, void *priv)
+{
+    struct eng_call *c = priv;
+    eng_call_result res = { 0 };
+
+    (void)conn;
+    if (r->err == -ECANCELED && !c->cb)
+        return;
+    if (c->retry && c->attempts < CALL_MAX_ATTEMPTS &&
+        eng_retry_worthy(r->err, r->err ? 0 : r->status) &&
+        !(r->err == 0 && call_ok(c, r->status))) {
+        ev_timer_set(&c->backoff, eng_backoff_ms(c->attempts) / 1000.0, 0.);
+        ev_timer_start(c->loop, &c->backoff);
+        return;
+    }
+    res.status = r->status;
+    res.body = r->body ? r->body : "";
+    res.body_len = r->body ? r->body_len : 0;
+    if (r->err) {
+        res.err = r->err;
+        eng_errf(c->err, sizeof(c->err), r->err, "%s", r->errstr);
+    } else if (!call_ok(c, r->status)) {
+        res.err = -EREMOTEIO;
+        eng_status_errf(c->err, sizeof(c->err), "", c->method, c->path, r->status,
+                        r->body, r->body_len);
+    } else {
+        c->err[0] = '\0';
+    }
+    res.errstr = c->err;
+    c->cb(&res, c->priv);
+    /* httpc defers the free of conn because we are inside its callback. */
+    c->cb = NULL;
+    call_free(c);
+}
+
+static int call_start(struct ev_loop *loop, const char *sock_path, const char *method,
+                      const char *path, const char *body, unsigned timeout_ms,
+                      const int *ok_codes, bool allow_retry, eng_call_fn *cb, void *priv)
+{
+    struct eng_call *c;
+    int rc, n = 0;
+
+    if (!loop || !sock_path || !method || !path || !cb)
+        return -EINVAL;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->loop = loop;
+    c->method = strdup(method);
+    c->path = strdup(path);
+    c->body_len = body ? strlen(body) : 0;
+    c->body = body ? strdup(body) : NULL;
+    if (!c->method || !c->path || (body && !c->body)) {
+        call_free(c);
+        return -ENOMEM;
+    }
+    if (ok_codes) {
+        while (ok_codes[n] && n < 7) {
+            c->ok[n] = ok_codes[n];
+            n++;
+        }
+    } else {
+        c->ok[0] = 200;
+        c->ok[1] = 204;
+    }
+    c->timeout_ms = timeout_ms;
+    c->retry = allow_retry && eng_call_retryable(method, path);
+    c->cb = cb;
+    c->priv = priv;
+    ev_timer_init(&c->backoff, call_backoff_cb, 0., 0.);
+    c->backoff.data = c;
+    c->conn = httpc_conn_new(loop, sock_path);
+    if (!c->conn) {
+        rc = errno ? -errno : -ENOMEM;
+        call_free(c);
+        return rc;
+    }
+    rc = call_send(c);
+    if (rc) {
+        c->cb = NULL;
+        call_free(c);
+        return rc;
+    }
+    return 0;
+}
+
+int eng_call(struct ev_loop *loop, const char *sock_path, const char *method,
+             const char *path, const char *body, unsigned timeout_ms,
+             const int *ok_codes, eng_call_fn *cb, void *priv)
+{
+    return call_start(loop, sock_path, method, path, body, timeout_ms, ok_codes,
+                      true, cb, priv);
+}
+
+struct call_sync {
+    bool done;
+    int err;
+    int status;
+    char *body;
+    char *errbuf;
+    size_t errlen;
+};
+
+static void call_sync_cb(const eng_call_result *r, void *priv)
+{
+    struct call_sync *s = priv;
+
+    s->done = true;
+    s->err = r->err;
+    s->status = r->status;
+    s->body = malloc(r->body_len + 1);
+    if (s->body) {
+        memcpy(s->body, r->body, r->body_len);
+        s->body[r->body_len] = '\0';
+    }
+    eng_errf(s->errbuf, s->errlen, 0, "%s", r->errstr ? r->errstr : "");
+}
+
+static int call_sync_run(const char *sock_path, const char *method, const char *path,
+                         const char *body, unsigned timeout_ms, const int *ok_codes,
+                         bool allow_retry, int *status, char **body_out,
+                         char *err, size_t errlen)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct call_sync s = { .errbuf = err, .errlen = errlen };
+    int rc;
+
+    if (body_out)
+        *body_out = NULL;
+    if (status)
+        *status = 0;
+    if (!loop)
+        return eng_errf(err, errlen, -ENOMEM, "%s %s: cannot create event loop",
+                        method, path);
+    rc = call_start(loop, sock_path, method, path, body, timeout_ms, ok_codes,
+                    allow_retry, call_sync_cb, &s);
+    if (rc) {
+        ev_loop_destroy(loop);
+        return eng_errf(err, errlen, rc, "%s %s: %s", method, path, strerror(-rc));
+    }
+    while (!s.done)
+        ev_run(loop, EVRUN_ONCE);
+    ev_loop_destroy(loop);
+    if (status)
+        *status = s.status;
+    if (body_out)
+        *body_out = s.body;
+    else
+        free(s.body);
+    return s.err;
+}
+
+int eng_call_sync(const char *sock_path, const char *method, const char *path,
+                  const char *body, unsigned timeout_ms, const int *ok_codes,
+                  int *status, char **body_out, char *err, size_t errlen)
+{
+    return call_sync_run(sock_path, method, path, body, timeout_ms, ok_codes, true,
+                         status, body_out, err, errlen);
+}
+
+static double call_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int eng_ping_wait(const char *sock_path, unsigned deadline_ms, char *err, size_t errlen)
+{
+    static const int ok[] = { 200, 0 };
+    double deadline = call_now() + deadline_ms / 1000.0;
+    char last[ENG_ERRSTR_MAX] = "";
+
+    if (!sock_path)
+        return eng_errf(err, errlen, -EINVAL, "vmm.ping: no socket");
+    for (;;) {
+        double left = deadline - call_now();
+        unsigned t = left > 0 ? (unsigned)(left * 1000) + 1 : 1;
+        int rc;
+
+        /* The start-up poll runs under its own deadline instead of the
+         * 4-attempt policy, so each probe is a single attempt. */
+        rc = call_sync_run(sock_path, "GET", "/api/v1/vmm.ping", NULL, t, ok, false,
+                           NULL, NULL, last, sizeof(last));
+        if (rc == 0)
+            return 0;
+        if (call_now() + 0.020 >= deadline)
+            break;
+        struct timespec ts = { 0, 20 * 1000000L };
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+    }
+    return eng_errf(err, errlen, -ETIMEDOUT, "vmm.ping %s: no answer within %u ms: %s",
+                    sock_path, deadline_ms, last);
+}
