@@ -753,7 +753,8 @@ int store_db_serialize(const store_db *db, char **out, size_t *out_len, char *er
     sg_str(&s, "names");
     sg_open(&s);
     for (size_t i = 0; i < db->n; i++)
-        sg_kv(&s, db->vms[i].config.name, db->vms[i].id);
+        if (db->vms[i].config.name)
+            sg_kv(&s, db->vms[i].config.name, db->vms[i].id);
     sg_close(&s);
     sg_close(&s);
     int rc = 0;
