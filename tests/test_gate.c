@@ -1,0 +1,340 @@
+/* tests/test_gate.c: the running gate against real processes: chsim
+ * serving the VM's api.sock passes; a live process of another program, a
+ * VMM serving another socket, a dead pid, a missing or garbage pidfile and
+ * a non-running record all fail with the exact SPEC §2 texts. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "backends/gate.h"
+#include "backends/store.h"
+#include "engine/err.h"
+#include "tests/support/support.h"
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *p = NULL;
+    va_start(ap, fmt);
+    int r = vasprintf(&p, fmt, ap);
+    va_end(ap);
+    assert_true(r >= 0);
+    return p;
+}
+
+typedef struct fixture {
+    char *tmp;
+    char *chsim;            /* <build>/chsim */
+    store_vm vm;            /* running, run_dir <tmp>/run, binary chsim */
+    char *sock, *pidfile;
+    pid_t vmm;              /* chsim serving sock, or 0 */
+} fixture;
+
+static void fixture_vm(fixture *f, const char *backend)
+{
+    memset(&f->vm, 0, sizeof f->vm);
+    assert_int_equal(store_new_id(f->vm.id), 0);
+    f->vm.backend = backend;
+    f->vm.state = STORE_RUNNING;
+    f->vm.run_dir = xasprintf("%s/run", f->tmp);
+    f->vm.binary = strdup(f->chsim);
+    char err[ENG_ERRSTR_MAX];
+    assert_int_equal(store_make_private_dir(f->vm.run_dir, err, sizeof err), 0);
+    f->sock = gate_api_sock(&f->vm);
+    f->pidfile = gate_pidfile(&f->vm);
+    assert_non_null(f->sock);
+    assert_non_null(f->pidfile);
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    f->tmp = sup_tmpdir();
+    f->chsim = sup_build_path("chsim");
+    struct stat st;
+    if (stat(f->chsim, &st) < 0)
+        fail_msg("%s not built (run make chsim first)", f->chsim);
+    fixture_vm(f, STORE_BACKEND_CH);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    if (f->vmm > 0)
+        sup_kill(f->vmm);
+    store_vm_fini(&f->vm);
+    free(f->sock);
+    free(f->pidfile);
+    free(f->chsim);
+    sup_rmrf(f->tmp);
+    free(f->tmp);
+    free(f);
+    return 0;
+}
+
+static void start_chsim(fixture *f)
+{
+    f->vmm = sup_chsim_start(f->sock, NULL);
+    assert_true(f->vmm > 0);
+    char err[ENG_ERRSTR_MAX];
+    assert_int_equal(store_write_pidfile(f->pidfile, f->vmm, err, sizeof err), 0);
+}
+
+static pid_t spawn_sleep(void)
+{
+    char bin[] = "/bin/sleep", arg[] = "30";
+    char *argv[] = { bin, arg, NULL };
+    pid_t pid = sup_spawn(argv);
+    assert_true(pid > 0);
+    /* Wait until the exec has happened, so /proc shows sleep, not us. */
+    for (int i = 0; i < 500; i++) {
+        char path[64], buf[64] = "";
+        snprintf(path, sizeof path, "/proc/%ld/cmdline", (long)pid);
+        FILE *fp = fopen(path, "re");
+        if (fp) {
+            size_t n = fread(buf, 1, sizeof buf - 1, fp);
+            buf[n] = '\0';
+            fclose(fp);
+        }
+        if (strcmp(buf, "/bin/sleep") == 0)
+            return pid;
+        usleep(10000);
+    }
+    fail_msg("sleep did not exec");
+    return -1;
+}
+
+static void expect_gate(fixture *f, const char *default_binary, int want_rc, const char *want)
+{
+    char err[ENG_ERRSTR_MAX] = "";
+    pid_t pid = -1;
+    int rc = gate_check(&f->vm, default_binary, &pid, err, sizeof err);
+    if (rc != want_rc)
+        fail_msg("gate: rc %d (%s), want %d", rc, err, want_rc);
+    if (rc == 0) {
+        assert_int_equal(pid, f->vmm);
+    } else {
+        assert_string_equal(err, want);
+        assert_int_equal(pid, -1);
+    }
+}
+
+static void test_paths(void **state)
+{
+    fixture *f = *state;
+    char *want = xasprintf("%s/run/api.sock", f->tmp);
+    assert_string_equal(f->sock, want);
+    free(want);
+    want = xasprintf("%s/run/ch.pid", f->tmp);
+    assert_string_equal(f->pidfile, want);
+    free(want);
+    f->vm.backend = STORE_BACKEND_FC;
+    char *p = gate_pidfile(&f->vm);
+    want = xasprintf("%s/run/fc.pid", f->tmp);
+    assert_string_equal(p, want);
+    free(want);
+    free(p);
+    free(f->vm.run_dir);
+    f->vm.run_dir = NULL;
+    assert_null(gate_pidfile(&f->vm));
+    assert_null(gate_api_sock(&f->vm));
+}
+
+static void test_chsim_passes(void **state)
+{
+    fixture *f = *state;
+    start_chsim(f);
+    expect_gate(f, "cloud-hypervisor", 0, NULL);
+    /* pid may be NULL. */
+    char err[ENG_ERRSTR_MAX];
+    assert_int_equal(gate_check(&f->vm, NULL, NULL, err, sizeof err), 0);
+    assert_true(gate_cmdline_matches(f->vmm, f->chsim, f->sock));
+    assert_true(gate_cmdline_matches(f->vmm, "/elsewhere/chsim", f->sock));
+    assert_false(gate_cmdline_matches(f->vmm, "cloud-hypervisor", f->sock));
+    assert_false(gate_cmdline_matches(f->vmm, f->chsim, "/nope/api.sock"));
+    assert_false(gate_cmdline_matches(f->vmm, "", f->sock));
+    assert_false(gate_cmdline_matches(0, f->chsim, f->sock));
+}
+
+static void test_reused_pid_of_other_program(void **state)
+{
+    fixture *f = *state;
+    pid_t sleeper = spawn_sleep();
+    char err[ENG_ERRSTR_MAX];
+    assert_int_equal(store_write_pidfile(f->pidfile, sleeper, err, sizeof err), 0);
+    char *want = xasprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
+                           (long)sleeper);
+    expect_gate(f, "cloud-hypervisor", -EHOSTDOWN, want);
+    free(want);
+    /* Even when the expected binary is sleep itself, the socket is missing. */
+    free(f->vm.binary);
+    f->vm.binary = strdup("/bin/sleep");
+    assert_false(gate_cmdline_matches(sleeper, "/bin/sleep", f->sock));
+    assert_true(gate_cmdline_matches(sleeper, "/bin/sleep", "30"));
+    sup_kill(sleeper);
+}
+
+static void test_firecracker_text(void **state)
+{
+    fixture *f = *state;
+    f->vm.backend = STORE_BACKEND_FC;
+    char *fcpid = gate_pidfile(&f->vm);
+    pid_t sleeper = spawn_sleep();
+    char err[ENG_ERRSTR_MAX];
+    assert_int_equal(store_write_pidfile(fcpid, sleeper, err, sizeof err), 0);
+    char *want = xasprintf("vm %s pid %ld not firecracker: VM not running", f->vm.id,
+                           (long)sleeper);
+    expect_gate(f, "firecracker", -EHOSTDOWN, want);
+    free(want);
+    sup_kill(sleeper);
+    /* ch.pid is not consulted for a firecracker VM. */
+    unlink(fcpid);
+    assert_int_equal(store_write_pidfile(f->pidfile, sleeper, err, sizeof err), 0);
+    want = xasprintf("vm %s read pidfile: open %s: No such file or directory: VM not running",
+                     f->vm.id, fcpid);
+    expect_gate(f, "firecracker", -EHOSTDOWN, want);
+    free(want);
+    free(fcpid);
+}
+
+static void test_vmm_serving_another_socket(void **state)
+{
+    fixture *f = *state;
+    char *other_dir = xasprintf("%s/other", f->tmp);
+    assert_int_equal(mkdir(other_dir, 0700), 0);
+    char *other = xasprintf("%s/api.sock", other_dir);
+    f->vmm = sup_chsim_start(other, NULL);
+    assert_true(f->vmm > 0);
+    char err[ENG_ERRSTR_MAX];
+    assert_int_equal(store_write_pidfile(f->pidfile, f->vmm, err, sizeof err), 0);
+    char *want = xasprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
+                           (long)f->vmm);
+    expect_gate(f, NULL, -EHOSTDOWN, want);
+    free(want);
+    free(other);
+    free(other_dir);
+}
+
+static void test_dead_pid(void **state)
+{
+    fixture *f = *state;
+    start_chsim(f);
+    pid_t dead = f->vmm;
+    sup_kill(dead);
+    f->vmm = 0;
+    char *want = xasprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
+                           (long)dead);
+    expect_gate(f, NULL, -EHOSTDOWN, want);
+    free(want);
+}
+
+static void test_missing_pidfile(void **state)
+{
+    fixture *f = *state;
+    char *want = xasprintf("vm %s read pidfile: open %s: No such file or directory: "
+                           "VM not running",
+                           f->vm.id, f->pidfile);
+    expect_gate(f, NULL, -EHOSTDOWN, want);
+    free(want);
+}
+
+static void test_garbage_pidfile(void **state)
+{
+    fixture *f = *state;
+    int fd = open(f->pidfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "garbage\n", 8), 8);
+    close(fd);
+    char *want = xasprintf("vm %s read pidfile: parse PID from %s: invalid syntax "
+                           "\"garbage\": VM not running",
+                           f->vm.id, f->pidfile);
+    expect_gate(f, NULL, -EHOSTDOWN, want);
+    free(want);
+}
+
+static void test_state_not_running(void **state)
+{
+    fixture *f = *state;
+    /* Even with a healthy VMM, the record's state decides first. */
+    start_chsim(f);
+    static const struct {
+        store_state st;
+        const char *name;
+    } rows[] = {
+        { STORE_STOPPED, "stopped" },
+        { STORE_CREATED, "created" },
+        { STORE_CREATING, "creating" },
+        { STORE_ERROR, "error" },
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        f->vm.state = rows[i].st;
+        char *want = xasprintf("vm %s is %s: VM not running", f->vm.id, rows[i].name);
+        expect_gate(f, NULL, -EHOSTDOWN, want);
+        free(want);
+    }
+}
+
+static void test_null_binary_uses_default(void **state)
+{
+    fixture *f = *state;
+    start_chsim(f);
+    free(f->vm.binary);
+    f->vm.binary = NULL;
+    expect_gate(f, f->chsim, 0, NULL);
+    expect_gate(f, "chsim", 0, NULL);
+    char *want = xasprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
+                           (long)f->vmm);
+    expect_gate(f, "cloud-hypervisor", -EHOSTDOWN, want);
+    /* No default either: the backend's own program name is expected. */
+    expect_gate(f, NULL, -EHOSTDOWN, want);
+    free(want);
+    /* The recorded binary wins over the default. */
+    f->vm.binary = strdup("/opt/ch/chsim");
+    expect_gate(f, "cloud-hypervisor", 0, NULL);
+}
+
+static void test_no_run_dir(void **state)
+{
+    fixture *f = *state;
+    free(f->vm.run_dir);
+    f->vm.run_dir = NULL;
+    char *want = xasprintf("vm %s read pidfile: record has no run_dir: VM not running",
+                           f->vm.id);
+    expect_gate(f, NULL, -EHOSTDOWN, want);
+    free(want);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chsim_passes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reused_pid_of_other_program, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_firecracker_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmm_serving_another_socket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_pid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_pidfile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_pidfile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_not_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_null_binary_uses_default, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_run_dir, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
