@@ -135,3 +135,4 @@ clean:
 	rm -rf build
 
 -include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)
+TEST_LDFLAGS_test_json = -Wl,--wrap=malloc -Wl,--wrap=reallocarray

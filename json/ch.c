@@ -61,15 +61,59 @@ static void enc_st(enc *e, yajl_gen_status st, const char *what)
         e->rc = gen_check(st, what, e->err, e->errlen);
 }
 
+/* yajl's own check lets overlong forms, UTF-16 surrogates and code points
+ * above U+10FFFF through; CH's serde rejects them, so check strictly here. */
+static bool utf8_valid(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char c = s[i];
+        size_t n;
+        uint32_t cp, min;
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            n = 1, cp = c & 0x1F, min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            n = 2, cp = c & 0x0F, min = 0x800;
+        } else if ((c & 0xF8) == 0xF0) {
+            n = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        if (len - i - 1 < n)
+            return false;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
 static void enc_str(enc *e, const char *s, const char *what)
 {
+    size_t len;
+
     if (e->rc != 0)
         return;
     if (!s) {
         e->rc = eng_errf(e->err, e->errlen, -EINVAL, "%s: missing", what);
         return;
     }
-    enc_st(e, yajl_gen_string(e->g, (const unsigned char *)s, strlen(s)), what);
+    len = strlen(s);
+    if (!utf8_valid((const unsigned char *)s, len)) {
+        enc_st(e, yajl_gen_invalid_string, what);
+        return;
+    }
+    enc_st(e, yajl_gen_string(e->g, (const unsigned char *)s, len), what);
 }
 
 static void enc_key(enc *e, const char *key)
@@ -500,8 +544,13 @@ static int dec_push(dec *d, node kind, bool is_array)
 {
     frame *f;
 
-    if (d->depth == JSON_MAX_DEPTH)
-        return dec_fail(d, -EBADMSG, "nesting deeper than 64 levels");
+    if (d->depth == JSON_MAX_DEPTH) {
+        /* The path would be as deep as the nesting: say only what broke. */
+        if (d->rc == 0)
+            d->rc = eng_errf(d->err, d->errlen, -EBADMSG,
+                             "JSON nesting deeper than %d levels", JSON_MAX_DEPTH);
+        return 0;
+    }
     f = &d->stack[d->depth++];
     f->kind = kind;
     f->is_array = is_array;
