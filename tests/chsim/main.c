@@ -1,0 +1,407 @@
+/* tests/chsim/main.c: command line, modes (drop-in cloud-hypervisor, fleet,
+ * Firecracker), signals and the stats file. */
+#include "tests/chsim/chsim.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct chsim_opts chsim_opt = {
+    .gen = CHSIM_HEAD,
+    .mem_size = 512ull << 20,
+    .cpus = 1,
+    .connect_timeout_ms = 60000,
+};
+struct ev_loop *chsim_loop;
+uint32_t chsim_reserved_slots = 0x1f;
+
+static struct chsim_vm *vms;
+static int nvms;
+static ev_signal sig_term, sig_int, sig_usr1;
+
+static const char usage[] =
+"usage: chsim [cloud-hypervisor flags] [chsim flags]\n"
+"       chsim --fleet DIR --count N [flags]\n"
+"       chsim --firecracker --api-sock PATH\n"
+"\n"
+"Simulates Cloud Hypervisor's HTTP API on AF_UNIX sockets (see CH-WIRE.md).\n"
+"\n"
+"Cloud Hypervisor flags:\n"
+"  --api-socket path=P | P   serve the API on socket P (removed on exit)\n"
+"  --memory size=S[,shared=on|off][,hugepages=on|off]\n"
+"                            guest memory; S in bytes or with K/M/G suffix\n"
+"                            (default 512M, not shared; shared in fleet mode)\n"
+"  --memory-zone id=Z,size=S[,shared=on][,hugepages=on]   (repeatable)\n"
+"  --cpus boot=N             boot vCPUs (default 1); bounds fs num_queues\n"
+"  --kernel PATH             VM starts Running (otherwise Created)\n"
+"  --cmdline --disk --net --serial --console --initramfs --log-file --rng\n"
+"  -v ... and any other flag are accepted and ignored with their values\n"
+"\n"
+"chsim flags:\n"
+"  --api-version head|v53|v46   error generation (default head)\n"
+"  --no-vm                   no VM exists until PUT vm.create\n"
+"  --fleet DIR --count N     serve N VMs on DIR/vm<i>.sock (i from 0), all\n"
+"                            Running; raises RLIMIT_NOFILE to the hard limit\n"
+"  --firecracker --api-sock P   Firecracker pre-boot API instead of CH\n"
+"  --eject-delay-ms N        guest ejects a removed device after N ms (0 = at once)\n"
+"  --no-eject                guest never ejects (no ACPI hot-plug)\n"
+"  --connect-timeout-ms N    add-fs retries the vhost-user connect every\n"
+"                            100 ms for N ms (default 60000)\n"
+"  --no-connect              add-fs does not connect to the socket\n"
+"  --add-latency-ms N        delay every hot add by N ms (timer; the VM's\n"
+"                            queue waits, other VMs do not)\n"
+"  --reserved-slots N        PCI slots 0..N-1 are taken at boot (default 5,\n"
+"                            so the first hot add gets 0000:00:05.0)\n"
+"  --fault ENDPOINT=MODE[:COUNT]   inject a fault (repeatable); COUNT uses,\n"
+"                            0 or absent = forever.  MODE: none,\n"
+"                            close-before-reply, close-mid-headers,\n"
+"                            close-mid-body, garbage-status, oversized-headers,\n"
+"                            oversized-body, slow-drip, never-reply,\n"
+"                            plain-text-error, http10, chunked, die\n"
+"  --stats-file F            fleet-wide request counts as JSON, written on\n"
+"                            SIGUSR1 and at exit\n"
+"  -h, --help                this text\n"
+"\n"
+"Control endpoints on every VM socket (not counted, served at once when the\n"
+"connection has nothing queued, but they do occupy one of the 10 slots):\n"
+"  GET /chsim/stats                 {\"vm.info\":N,\"vm.add-fs\":N,...}\n"
+"  PUT /chsim/fault                 {\"endpoint\":E,\"mode\":M,\"count\":C}\n"
+"  PUT /chsim/vminfo-override       raw vm.info body (empty body clears)\n"
+"Exits on SIGTERM, SIGINT and PUT vmm.shutdown.\n";
+
+static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die_usage(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "chsim: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'chsim --help'.\n");
+    exit(2);
+}
+
+static uint64_t parse_size(const char *s)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        die_usage("bad size '%s'", s);
+    switch (*end) {
+    case 'K': case 'k': v <<= 10; end++; break;
+    case 'M': case 'm': v <<= 20; end++; break;
+    case 'G': case 'g': v <<= 30; end++; break;
+    case 'T': case 't': v <<= 40; end++; break;
+    default: break;
+    }
+    if (*end)
+        die_usage("bad size '%s'", s);
+    return v;
+}
+
+static bool parse_onoff(const char *v)
+{
+    if (strcmp(v, "on") == 0 || strcmp(v, "true") == 0)
+        return true;
+    if (strcmp(v, "off") == 0 || strcmp(v, "false") == 0)
+        return false;
+    die_usage("expected on|off, got '%s'", v);
+}
+
+static int parse_int(const char *s)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 0 || v > 1000000000)
+        die_usage("bad number '%s'", s);
+    return (int)v;
+}
+
+/* Calls fn(key, value) for each k=v item of a CH-style option list. */
+static void each_kv(const char *list, void (*fn)(const char *, const char *, void *), void *ctx)
+{
+    char *copy = strdup(list), *save = NULL;
+
+    if (!copy)
+        exit(1);
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+
+        if (!eq)
+            die_usage("expected key=value in '%s'", tok);
+        *eq = '\0';
+        fn(tok, eq + 1, ctx);
+    }
+    free(copy);
+}
+
+static void memory_kv(const char *k, const char *v, void *ctx)
+{
+    (void)ctx;
+    if (strcmp(k, "size") == 0)
+        chsim_opt.mem_size = parse_size(v);
+    else if (strcmp(k, "shared") == 0)
+        chsim_opt.mem_shared = parse_onoff(v);
+    else if (strcmp(k, "hugepages") == 0)
+        chsim_opt.mem_hugepages = parse_onoff(v);
+}
+
+static void zone_kv(const char *k, const char *v, void *ctx)
+{
+    struct chsim_zone *z = ctx;
+
+    if (strcmp(k, "id") == 0)
+        snprintf(z->id, sizeof(z->id), "%s", v);
+    else if (strcmp(k, "size") == 0)
+        z->size = parse_size(v);
+    else if (strcmp(k, "shared") == 0)
+        z->shared = parse_onoff(v);
+    else if (strcmp(k, "hugepages") == 0)
+        z->hugepages = parse_onoff(v);
+}
+
+static void cpus_kv(const char *k, const char *v, void *ctx)
+{
+    (void)ctx;
+    if (strcmp(k, "boot") == 0)
+        chsim_opt.cpus = parse_int(v);
+}
+
+static void write_stats(void)
+{
+    unsigned long total[CHSIM_MAX_EP] = { 0 };
+    char *text, tmp[4200];
+    FILE *f;
+
+    if (!chsim_opt.stats_file)
+        return;
+    for (int i = 0; i < nvms; i++)
+        for (int e = 0; e < CHSIM_MAX_EP; e++)
+            total[e] += vms[i].counts[e];
+    text = chsim_stats_text(total);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", chsim_opt.stats_file);
+    f = fopen(tmp, "w");
+    if (f) {
+        fprintf(f, "%s\n", text);
+        if (fclose(f) == 0)
+            rename(tmp, chsim_opt.stats_file);
+    }
+    free(text);
+}
+
+void chsim_request_exit(int status)
+{
+    write_stats();
+    for (int i = 0; i < nvms; i++) {
+        chsim_vm_close(&vms[i]);
+        chsim_vm_fini(&vms[i]);
+    }
+    free(vms);
+    ev_signal_stop(chsim_loop, &sig_term);
+    ev_signal_stop(chsim_loop, &sig_int);
+    ev_signal_stop(chsim_loop, &sig_usr1);
+    ev_loop_destroy(chsim_loop);
+    exit(status);
+}
+
+static void sig_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    if (w->signum == SIGUSR1)
+        write_stats();
+    else
+        chsim_request_exit(0);
+}
+
+static void add_fault(const char *spec)
+{
+    char buf[128], *eq, *colon;
+    int ep, mode;
+
+    snprintf(buf, sizeof(buf), "%s", spec);
+    eq = strchr(buf, '=');
+    if (!eq)
+        die_usage("--fault wants ENDPOINT=MODE, got '%s'", spec);
+    *eq = '\0';
+    colon = strchr(eq + 1, ':');
+    if (colon)
+        *colon = '\0';
+    ep = chsim_ep_lookup(buf);
+    mode = chsim_fault_parse(eq + 1);
+    if (ep < 0)
+        die_usage("unknown endpoint '%s'", buf);
+    if (mode < 0)
+        die_usage("unknown fault mode '%s'", eq + 1);
+    chsim_opt.faults[ep].mode = mode;
+    chsim_opt.faults[ep].count = colon ? parse_int(colon + 1) : 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *sock = NULL, *fleet = NULL;
+    int count = 1;
+    bool memory_given = false;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+
+#define NEED() do { if (!val) die_usage("%s needs a value", a); i++; } while (0)
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (strcmp(a, "--api-socket") == 0 || strcmp(a, "--api-sock") == 0) {
+            NEED();
+            sock = strncmp(val, "path=", 5) == 0 ? val + 5 : val;
+            if (strchr(sock, ','))
+                die_usage("unsupported --api-socket '%s'", val);
+        } else if (strcmp(a, "--memory") == 0) {
+            NEED();
+            memory_given = true;
+            chsim_opt.mem_set = true;
+            each_kv(val, memory_kv, NULL);
+        } else if (strcmp(a, "--memory-zone") == 0) {
+            NEED();
+            if (chsim_opt.nzones >= CHSIM_MAX_ZONES)
+                die_usage("too many zones at '%s'", val);
+            each_kv(val, zone_kv, &chsim_opt.zones[chsim_opt.nzones++]);
+        } else if (strcmp(a, "--cpus") == 0) {
+            NEED();
+            each_kv(val, cpus_kv, NULL);
+            if (chsim_opt.cpus < 1)
+                die_usage("bad --cpus '%s'", val);
+        } else if (strcmp(a, "--kernel") == 0) {
+            NEED();
+            chsim_opt.kernel = true;
+            snprintf(chsim_opt.kernel_path, sizeof(chsim_opt.kernel_path), "%s", val);
+        } else if (strcmp(a, "--api-version") == 0) {
+            NEED();
+            if (strcmp(val, "head") == 0)
+                chsim_opt.gen = CHSIM_HEAD;
+            else if (strcmp(val, "v53") == 0)
+                chsim_opt.gen = CHSIM_V53;
+            else if (strcmp(val, "v46") == 0)
+                chsim_opt.gen = CHSIM_V46;
+            else
+                die_usage("unknown --api-version '%s'", val);
+        } else if (strcmp(a, "--fleet") == 0) {
+            NEED();
+            fleet = val;
+        } else if (strcmp(a, "--count") == 0) {
+            NEED();
+            count = parse_int(val);
+        } else if (strcmp(a, "--firecracker") == 0) {
+            chsim_opt.firecracker = true;
+        } else if (strcmp(a, "--no-vm") == 0) {
+            chsim_opt.no_vm = true;
+        } else if (strcmp(a, "--eject-delay-ms") == 0) {
+            NEED();
+            chsim_opt.eject_delay_ms = parse_int(val);
+        } else if (strcmp(a, "--no-eject") == 0) {
+            chsim_opt.no_eject = true;
+        } else if (strcmp(a, "--connect-timeout-ms") == 0) {
+            NEED();
+            chsim_opt.connect_timeout_ms = parse_int(val);
+        } else if (strcmp(a, "--no-connect") == 0) {
+            chsim_opt.no_connect = true;
+        } else if (strcmp(a, "--add-latency-ms") == 0) {
+            NEED();
+            chsim_opt.add_latency_ms = parse_int(val);
+        } else if (strcmp(a, "--reserved-slots") == 0) {
+            int n;
+
+            NEED();
+            n = parse_int(val);
+            if (n > 31)
+                die_usage("--reserved-slots at most 31, got '%s'", val);
+            chsim_reserved_slots = n ? (uint32_t)((1ull << n) - 1) : 0;
+        } else if (strcmp(a, "--fault") == 0) {
+            NEED();
+            add_fault(val);
+        } else if (strcmp(a, "--stats-file") == 0) {
+            NEED();
+            chsim_opt.stats_file = val;
+        } else if (a[0] == '-') {
+            /* Other CH flags (--disk, --net, -v ...): skip their values. */
+            while (i + 1 < argc && argv[i + 1][0] != '-')
+                i++;
+        } else {
+            die_usage("unexpected argument '%s'", a);
+        }
+#undef NEED
+    }
+    if (fleet && !memory_given)
+        chsim_opt.mem_shared = true;
+    if (!fleet && !sock)
+        die_usage("%s", "--api-socket (or --fleet DIR) is required");
+    if (fleet && chsim_opt.firecracker)
+        die_usage("%s", "--fleet and --firecracker do not combine");
+    if (count < 1)
+        die_usage("%s", "--count must be at least 1");
+    if (chsim_opt.firecracker)
+        chsim_opt.kernel = false;
+    if (fleet) {
+        struct rlimit rl;
+
+        chsim_opt.kernel = true;
+        snprintf(chsim_opt.kernel_path, sizeof(chsim_opt.kernel_path), "/dev/null");
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        mkdir(fleet, 0700);
+    } else {
+        count = 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    chsim_loop = ev_default_loop(EVFLAG_AUTO);
+    nvms = count;
+    vms = calloc((size_t)count, sizeof(*vms));
+    if (!vms) {
+        fprintf(stderr, "chsim: out of memory\n");
+        return 1;
+    }
+    for (int i = 0; i < count; i++) {
+        int rc;
+
+        chsim_vm_init(&vms[i], i);
+        if (fleet)
+            snprintf(vms[i].sock, sizeof(vms[i].sock), "%s/vm%d.sock", fleet, i);
+        else
+            snprintf(vms[i].sock, sizeof(vms[i].sock), "%s", sock);
+        rc = chsim_vm_listen(&vms[i]);
+        if (rc < 0) {
+            fprintf(stderr, "chsim: listen on %s: %s\n", vms[i].sock, strerror(-rc));
+            nvms = i;
+            for (int j = 0; j <= i; j++)
+                chsim_vm_fini(&vms[j]);
+            for (int j = 0; j < i; j++)
+                chsim_vm_close(&vms[j]);
+            free(vms);
+            return 1;
+        }
+    }
+    ev_signal_init(&sig_term, sig_cb, SIGTERM);
+    ev_signal_init(&sig_int, sig_cb, SIGINT);
+    ev_signal_init(&sig_usr1, sig_cb, SIGUSR1);
+    ev_signal_start(chsim_loop, &sig_term);
+    ev_signal_start(chsim_loop, &sig_int);
+    ev_signal_start(chsim_loop, &sig_usr1);
+    ev_run(chsim_loop, 0);
+    chsim_request_exit(0);
+    return 0;
+}
