@@ -99,6 +99,25 @@ int cocoon_device_detach(cocoon_engine *e, const char *vm, const char *id,
                          cocoon_done_fn *cb, void *priv);
 /* fs and devices together, from one vm.info round trip. */
 int cocoon_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv);
+/* One half of the listing (the other half is empty), with errors naming
+ * "fs list" / "device list" as SPEC §8 wants. */
+int cocoon_fs_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv);
+int cocoon_device_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv);
+
+/* Error texts (r->errstr) by layer:
+ *  - resolution failures carry the operation: "<op>: vm <ref>: VM not found"
+ *    (-ENOENT), "<op>: vm <ref>: ambiguous ref ..." (-EINVAL);
+ *  - a Firecracker VM: "<op>: backend firecracker: backend does not support
+ *    fs attach" (or "device attach"), -EOPNOTSUPP;
+ *  - the running gate: the SPEC §2 text as is ("vm <id> is stopped: VM not
+ *    running"), -EHOSTDOWN; the CLI adds "vm is not running: ".  A direct
+ *    target whose vm.info state is not Running or Paused gives
+ *    "vm <path> is <state>: VM not running";
+ *  - everything else is the SPEC §3-§7 text, CH errors with the
+ *    "vm.add-fs: " etc. prefixes of SPEC §5.
+ * A lost single-shot reply that vm.info shows succeeded completes with
+ * err 0 and errstr carrying the note ("vm.add-fs: reply lost; vm.info shows
+ * the device attached (id=...)"); otherwise errstr is "" on success. */
 
 #ifdef __cplusplus
 }
