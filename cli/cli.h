@@ -1,0 +1,117 @@
+/* cli/cli.h: the cocoon command.  Argument parsing and help live in
+ * cli/main.c, VM lifecycle commands in cli/vm.c, attach/detach/list and
+ * batch in cli/ops.c, JSON output helpers in cli/out.c.  Only this part of
+ * the project prints or chooses an exit code. */
+#ifndef COCOON_CLI_H
+#define COCOON_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <yajl/yajl_gen.h>
+
+#include "backends/store.h"
+
+#define CLI_VERSION "0.1.0"
+
+enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
+
+typedef enum cli_flag_kind {
+    CLI_FLAG_BOOL,              /* --x, --x=true|false */
+    CLI_FLAG_STR,               /* --x V, --x=V; last one wins */
+    CLI_FLAG_LIST,              /* repeatable --x V */
+    CLI_FLAG_OPTVAL,            /* --x (default value) or --x=V only */
+} cli_flag_kind;
+
+typedef struct cli_flag {
+    const char *name;           /* long name without "--" */
+    char short_name;            /* 0: none */
+    cli_flag_kind kind;
+    const char *value_name;     /* "SECONDS" in help */
+    const char *def;            /* default shown in help; OPTVAL: bare value */
+    const char *help;
+    bool required;
+} cli_flag;
+
+/* Borrowed from argv. */
+typedef struct cli_flagval {
+    bool set;
+    const char *str;
+    const char **list;          /* owned array of borrowed strings */
+    size_t n;
+} cli_flagval;
+
+typedef struct cli_ctx cli_ctx;
+typedef int cli_run_fn(cli_ctx *ctx);
+
+typedef struct cli_cmd {
+    const char *name;
+    const char *use;            /* usage line after "cocoon ..." */
+    const char *summary;
+    const char *example;
+    const cli_flag *flags;
+    size_t n_flags;
+    const struct cli_cmd *const *children;   /* NULL-terminated, groups only */
+    cli_run_fn *run;            /* leaves only */
+    int min_args, max_args;     /* max -1: unlimited */
+} cli_cmd;
+
+struct cli_ctx {
+    const char *root;           /* resolved state root (borrowed) */
+    unsigned timeout_ms;
+    bool json;
+    const cli_cmd *cmd;
+    char path[128];             /* "cocoon vm fs attach" */
+    cli_flagval *vals;          /* one per cmd->flags entry */
+    const char **args;          /* positionals */
+    size_t n_args;
+};
+
+/* Flag access by long name; the name must exist on the command. */
+bool cli_flag_given(const cli_ctx *c, const char *name);
+const char *cli_flag_str(const cli_ctx *c, const char *name);  /* value or default */
+const char *const *cli_flag_list(const cli_ctx *c, const char *name, size_t *n);
+bool cli_flag_bool(const cli_ctx *c, const char *name);
+
+/* Prints "Error: <msg>" and the help hint on stderr; returns CLI_EXIT_USAGE. */
+int cli_usage_error(const cli_ctx *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Prints "Error: <msg>" on stderr; returns CLI_EXIT_FAIL. */
+int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Commands. */
+int cli_vm_create(cli_ctx *c);
+int cli_vm_run(cli_ctx *c);
+int cli_vm_start(cli_ctx *c);
+int cli_vm_stop(cli_ctx *c);
+int cli_vm_rm(cli_ctx *c);
+int cli_vm_list(cli_ctx *c);
+int cli_vm_inspect(cli_ctx *c);
+int cli_vm_debug(cli_ctx *c);
+int cli_fs_attach(cli_ctx *c);
+int cli_fs_detach(cli_ctx *c);
+int cli_fs_list(cli_ctx *c);
+int cli_device_attach(cli_ctx *c);
+int cli_device_detach(cli_ctx *c);
+int cli_device_list(cli_ctx *c);
+int cli_batch(cli_ctx *c);
+
+/* The gate's expected CH binary when a record names none:
+ * $COCOON_CH_BINARY, else "cloud-hypervisor".  Borrowed. */
+const char *cli_default_ch_binary(void);
+
+/* JSON output (cli/out.c).  All generators validate UTF-8. */
+yajl_gen cli_gen_new(bool pretty);
+/* Writes the generator's buffer and a newline to f, frees g.  0 or -1. */
+int cli_gen_print(yajl_gen g, FILE *f);
+void cli_gen_str(yajl_gen g, const char *s);
+void cli_gen_kv_str(yajl_gen g, const char *k, const char *v);   /* skipped when v NULL */
+void cli_gen_kv_int(yajl_gen g, const char *k, long long v);
+void cli_gen_kv_bool(yajl_gen g, const char *k, bool v);
+void cli_gen_kv_ms(yajl_gen g, const char *k, double ms);          /* 3 decimals */
+/* The record as SPEC §1 names it; the map is left open so callers can add
+ * keys (close it with yajl_gen_map_close).  state_override replaces the
+ * state text when non-NULL. */
+void cli_gen_record_open(yajl_gen g, const store_vm *vm, const char *state_override);
+
+#endif

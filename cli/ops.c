@@ -1,0 +1,870 @@
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backends/store.h"
+#include "cli/cli.h"
+#include "cli/plan.h"
+#include "engine/cocoon.h"
+#include "engine/err.h"
+
+#define MAX_ENGINES 16
+#define PROGRESS_INTERVAL 0.05
+
+typedef struct runner runner;
+
+/* One operation and, once done, its outcome (strings owned). */
+typedef struct job {
+    cli_op op;
+    int line;                   /* batch line, 0 for flag-driven ops */
+    char *pre_err;              /* failure known before any I/O */
+    bool done, ok, submitted;
+    char *errstr, *dev_id, *bdf;
+    uint64_t latency_us;
+    char **rows;                /* list ops: 3 strings per row */
+    size_t n_rows;
+    struct job *next;           /* next op on the same VM, in order */
+    runner *r;
+} job;
+
+typedef struct eng_slot {
+    int socket_check;
+    unsigned wait_ms;
+    cocoon_engine *e;
+} eng_slot;
+
+struct runner {
+    cli_ctx *c;
+    struct ev_loop *loop;
+    eng_slot eng[MAX_ENGINES];
+    size_t n_eng;
+    unsigned parallel;
+    job **jobs;
+    size_t n_jobs, done, ok, failed, n_vms;
+    bool batch, multi;
+    double t0;
+    bool progress, dirty;
+    int drawn;
+    ev_timer tick;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Big batches hold one connection per VM in flight. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static const char *op_text(cli_op_kind k)
+{
+    switch (k) {
+    case CLI_OP_FS_ATTACH: return "fs attach";
+    case CLI_OP_FS_DETACH: return "fs detach";
+    case CLI_OP_DEVICE_ATTACH: return "device attach";
+    case CLI_OP_DEVICE_DETACH: return "device detach";
+    case CLI_OP_FS_LIST: return "fs list";
+    case CLI_OP_DEVICE_LIST: return "device list";
+    }
+    return "?";
+}
+
+static void job_free(job *j)
+{
+    if (!j)
+        return;
+    cli_op_fini(&j->op);
+    free(j->pre_err);
+    free(j->errstr);
+    free(j->dev_id);
+    free(j->bdf);
+    for (size_t i = 0; i < j->n_rows * 3; i++)
+        free(j->rows[i]);
+    free(j->rows);
+    free(j);
+}
+
+static void progress_clear(runner *r)
+{
+    if (r->progress && r->drawn) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+        r->drawn = 0;
+    }
+}
+
+static void progress_draw(runner *r)
+{
+    double el = now_s() - r->t0;
+    size_t width = 30, fill = r->n_jobs ? r->done * width / r->n_jobs : width;
+    char bar[32];
+
+    for (size_t i = 0; i < width; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[width] = '\0';
+    fprintf(stderr, "\r\033[K[%s] %zu/%zu  ok %zu  failed %zu  %.0f ops/s", bar, r->done,
+            r->n_jobs, r->ok, r->failed, el > 0 ? (double)r->done / el : 0.0);
+    fflush(stderr);
+    r->drawn = 1;
+    r->dirty = false;
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    runner *r = w->data;
+
+    (void)loop;
+    (void)revents;
+    if (r->dirty)
+        progress_draw(r);
+}
+
+static char *message_for(const job *j, int err, const char *errstr)
+{
+    char *m = NULL;
+    const char *s = errstr && *errstr ? errstr : strerror(err < 0 ? -err : err);
+
+    if (err == -EHOSTDOWN) {
+        if (asprintf(&m, "vm is not running: %s", s) < 0)
+            m = NULL;
+    } else {
+        m = strdup(s);
+    }
+    (void)j;
+    return m;
+}
+
+static void print_job(runner *r, const job *j)
+{
+    cli_ctx *c = r->c;
+
+    if (c->json) {
+        yajl_gen g = cli_gen_new(false);
+
+        if (!g)
+            return;
+        yajl_gen_map_open(g);
+        cli_gen_kv_str(g, "vm", j->op.vm);
+        if (j->op.vm || j->line == 0)
+            cli_gen_kv_str(g, "op", cli_op_name(j->op.kind));
+        cli_gen_kv_bool(g, "ok", j->ok);
+        cli_gen_kv_str(g, "id", j->dev_id ? j->dev_id : j->op.id);
+        cli_gen_kv_str(g, "tag", j->op.tag);
+        cli_gen_kv_str(g, "pci", j->op.pci);
+        cli_gen_kv_str(g, "error", j->ok ? NULL : j->errstr);
+        if (j->submitted)
+            cli_gen_kv_ms(g, "latency_ms", (double)j->latency_us / 1000.0);
+        if (j->ok && (j->op.kind == CLI_OP_FS_LIST || j->op.kind == CLI_OP_DEVICE_LIST)) {
+            bool fs = j->op.kind == CLI_OP_FS_LIST;
+
+            cli_gen_str(g, fs ? "fs" : "devices");
+            yajl_gen_array_open(g);
+            for (size_t i = 0; i < j->n_rows; i++) {
+                char **row = &j->rows[i * 3];
+
+                yajl_gen_map_open(g);
+                cli_gen_kv_str(g, "id", row[0]);
+                if (fs) {
+                    cli_gen_kv_str(g, "tag", row[1]);
+                    cli_gen_kv_str(g, "socket", row[2]);
+                } else {
+                    cli_gen_kv_str(g, "bdf", row[1]);
+                }
+                yajl_gen_map_close(g);
+            }
+            yajl_gen_array_close(g);
+        }
+        yajl_gen_map_close(g);
+        progress_clear(r);
+        cli_gen_print(g, stdout);
+        return;
+    }
+    progress_clear(r);
+    if (!j->ok) {
+        if (j->line)
+            fprintf(stderr, "Error: line %d: %s%s%s\n", j->line, j->op.vm ? j->op.vm : "",
+                    j->op.vm ? ": " : "", j->errstr);
+        else if (r->multi)
+            fprintf(stderr, "Error: %s: %s\n", j->op.vm, j->errstr);
+        else
+            fprintf(stderr, "Error: %s\n", j->errstr);
+        return;
+    }
+    switch (j->op.kind) {
+    case CLI_OP_FS_ATTACH:
+        if (j->bdf)
+            printf("%s: attached fs %s (id=%s, bdf=%s)\n", j->op.vm, j->op.tag, j->dev_id, j->bdf);
+        else
+            printf("%s: attached fs %s (id=%s)\n", j->op.vm, j->op.tag, j->dev_id);
+        break;
+    case CLI_OP_FS_DETACH:
+        printf("%s: detached fs %s (id=%s)\n", j->op.vm, j->op.tag, j->dev_id ? j->dev_id : "?");
+        break;
+    case CLI_OP_DEVICE_ATTACH:
+        if (j->bdf)
+            printf("%s: attached device %s (id=%s, bdf=%s)\n", j->op.vm, j->op.pci, j->dev_id,
+                   j->bdf);
+        else
+            printf("%s: attached device %s (id=%s)\n", j->op.vm, j->op.pci, j->dev_id);
+        break;
+    case CLI_OP_DEVICE_DETACH:
+        printf("%s: detached device %s\n", j->op.vm, j->dev_id ? j->dev_id : j->op.id);
+        break;
+    case CLI_OP_FS_LIST:
+    case CLI_OP_DEVICE_LIST:
+        break;              /* tables are printed at the end */
+    }
+    fflush(stdout);
+}
+
+static void submit(job *j);
+
+static void finish(job *j, int err, const char *errstr, const char *dev_id, const char *bdf,
+                   uint64_t latency_us)
+{
+    runner *r = j->r;
+
+    j->done = true;
+    j->ok = err == 0;
+    j->latency_us = latency_us;
+    if (err) {
+        free(j->errstr);
+        j->errstr = message_for(j, err, errstr);
+        r->failed++;
+    } else {
+        j->dev_id = dev_id ? strdup(dev_id) : NULL;
+        j->bdf = bdf ? strdup(bdf) : NULL;
+        r->ok++;
+    }
+    r->done++;
+    r->dirty = true;
+    print_job(r, j);
+    if (j->next)
+        submit(j->next);
+}
+
+static void done_cb(cocoon_engine *e, const cocoon_result *res, void *priv)
+{
+    (void)e;
+    finish(priv, res->err, res->errstr, res->device_id, res->bdf, res->latency_us);
+}
+
+static char *dup_or_empty(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+static void list_cb(cocoon_engine *e, const cocoon_result *res, const cocoon_listing *l,
+                    void *priv)
+{
+    job *j = priv;
+    bool fs = j->op.kind == CLI_OP_FS_LIST;
+
+    (void)e;
+    if (res->err == 0 && l) {
+        size_t n = fs ? l->n_fs : l->n_devices;
+
+        j->rows = calloc(n * 3 + 1, sizeof(char *));
+        if (j->rows) {
+            for (size_t i = 0; i < n; i++) {
+                char **row = &j->rows[i * 3];
+
+                if (fs) {
+                    row[0] = dup_or_empty(l->fs[i].id);
+                    row[1] = dup_or_empty(l->fs[i].tag);
+                    row[2] = dup_or_empty(l->fs[i].socket);
+                } else {
+                    row[0] = dup_or_empty(l->devices[i].id);
+                    row[1] = l->devices[i].bdf ? strdup(l->devices[i].bdf) : NULL;
+                    row[2] = NULL;
+                }
+            }
+            j->n_rows = n;
+        }
+    }
+    finish(j, res->err, res->errstr, NULL, NULL, res->latency_us);
+}
+
+static cocoon_engine *engine_for(runner *r, const job *j)
+{
+    int sc = j->op.no_socket_check ? -1 : 1;
+    unsigned wait_ms = (unsigned)j->op.wait_s * 1000u;
+    cocoon_options opt;
+
+    if (j->op.kind != CLI_OP_FS_ATTACH)
+        sc = 1;
+    if (j->op.kind != CLI_OP_FS_DETACH && j->op.kind != CLI_OP_DEVICE_DETACH)
+        wait_ms = 0;
+    for (size_t i = 0; i < r->n_eng; i++)
+        if (r->eng[i].socket_check == sc && r->eng[i].wait_ms == wait_ms)
+            return r->eng[i].e;
+    if (r->n_eng == MAX_ENGINES)
+        return NULL;
+    memset(&opt, 0, sizeof(opt));
+    opt.root_dir = r->c->root;
+    opt.timeout_ms = r->c->timeout_ms;
+    opt.max_inflight_vms = r->parallel;
+    opt.ch_binary = cli_default_ch_binary();
+    opt.socket_check = sc;
+    opt.detach_wait_ms = wait_ms;
+    r->eng[r->n_eng].e = cocoon_engine_new(r->loop, &opt);
+    if (!r->eng[r->n_eng].e)
+        return NULL;
+    r->eng[r->n_eng].socket_check = sc;
+    r->eng[r->n_eng].wait_ms = wait_ms;
+    return r->eng[r->n_eng++].e;
+}
+
+static void submit(job *j)
+{
+    cocoon_engine *e;
+    int rc = -ENOMEM;
+
+    if (j->pre_err) {
+        char *m = j->pre_err;
+
+        j->pre_err = NULL;
+        finish(j, -EINVAL, m, NULL, NULL, 0);
+        free(m);
+        return;
+    }
+    e = engine_for(j->r, j);
+    j->submitted = true;
+    if (e) {
+        cocoon_fs_spec fs = { j->op.socket, j->op.tag, j->op.num_queues, j->op.queue_size };
+        cocoon_vfio_spec vf = { j->op.pci, j->op.id };
+
+        switch (j->op.kind) {
+        case CLI_OP_FS_ATTACH:
+            rc = cocoon_fs_attach(e, j->op.vm, &fs, done_cb, j);
+            break;
+        case CLI_OP_FS_DETACH:
+            rc = cocoon_fs_detach(e, j->op.vm, j->op.tag ? j->op.tag : "", done_cb, j);
+            break;
+        case CLI_OP_DEVICE_ATTACH:
+            rc = cocoon_device_attach(e, j->op.vm, &vf, done_cb, j);
+            break;
+        case CLI_OP_DEVICE_DETACH:
+            rc = cocoon_device_detach(e, j->op.vm, j->op.id ? j->op.id : "", done_cb, j);
+            break;
+        case CLI_OP_FS_LIST:
+        case CLI_OP_DEVICE_LIST:
+            rc = cocoon_list(e, j->op.vm, list_cb, j);
+            break;
+        }
+    }
+    if (rc < 0) {
+        char m[128];
+
+        snprintf(m, sizeof(m), "%s: submit: %s", op_text(j->op.kind), strerror(-rc));
+        j->submitted = false;
+        finish(j, rc, m, NULL, NULL, 0);
+    }
+}
+
+/* Replaces {name}, {id} and {vm} in a socket template. */
+static int expand_template(const cli_ctx *c, job *j)
+{
+    const char *t = j->op.socket, *name = NULL, *id = NULL;
+    char derived[256], err[ENG_ERRSTR_MAX], *out = NULL;
+    size_t len = 0;
+    FILE *f;
+    store_vm vm;
+    bool have_vm = false;
+
+    if (!t || !strchr(t, '{'))
+        return 0;
+    if (strstr(t, "{name}") || strstr(t, "{id}")) {
+        if (j->op.vm[0] == '/') {
+            /* A direct target has no record: its socket names it. */
+            const char *base = strrchr(j->op.vm, '/') + 1;
+            size_t bl = strlen(base);
+
+            if (bl > 5 && strcmp(base + bl - 5, ".sock") == 0)
+                bl -= 5;
+            snprintf(derived, sizeof(derived), "%.*s", (int)bl, base);
+            name = id = derived;
+        } else if (store_resolve(c->root, j->op.vm, &vm, err, sizeof(err)) == 0) {
+            have_vm = true;
+            name = vm.config.name ? vm.config.name : vm.id;
+            id = vm.id;
+        } else {
+            char m[ENG_ERRSTR_MAX + 64];
+
+            snprintf(m, sizeof(m), "%s: vm %s: %s", op_text(j->op.kind), j->op.vm, err);
+            j->pre_err = strdup(m);
+            return 0;
+        }
+    }
+    f = open_memstream(&out, &len);
+    if (!f) {
+        if (have_vm)
+            store_vm_fini(&vm);
+        return -ENOMEM;
+    }
+    while (*t) {
+        if (strncmp(t, "{name}", 6) == 0 && name) {
+            fputs(name, f);
+            t += 6;
+        } else if (strncmp(t, "{id}", 4) == 0 && id) {
+            fputs(id, f);
+            t += 4;
+        } else if (strncmp(t, "{vm}", 4) == 0) {
+            fputs(j->op.vm, f);
+            t += 4;
+        } else {
+            fputc(*t++, f);
+        }
+    }
+    if (have_vm)
+        store_vm_fini(&vm);
+    if (fclose(f) != 0) {
+        free(out);
+        return -ENOMEM;
+    }
+    free(j->op.socket);
+    j->op.socket = out;
+    return 0;
+}
+
+static int cmp_job_vm(const void *a, const void *b)
+{
+    const job *x = *(job *const *)a, *y = *(job *const *)b;
+    int c = strcmp(x->op.vm, y->op.vm);
+
+    if (c)
+        return c;
+    return x < y ? -1 : x > y;       /* stable: jobs are allocated in order */
+}
+
+static double percentile(uint64_t *v, size_t n, double p)
+{
+    size_t idx;
+
+    if (!n)
+        return 0;
+    idx = (size_t)ceil(p * (double)n);
+    if (idx == 0)
+        idx = 1;
+    if (idx > n)
+        idx = n;
+    return (double)v[idx - 1] / 1000.0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static void print_tables(runner *r)
+{
+    bool any_fs = false, any_dev = false;
+
+    for (size_t i = 0; i < r->n_jobs; i++) {
+        const job *j = r->jobs[i];
+
+        if (j->ok && j->op.kind == CLI_OP_FS_LIST)
+            any_fs = true;
+        if (j->ok && j->op.kind == CLI_OP_DEVICE_LIST)
+            any_dev = true;
+    }
+    if (any_fs) {
+        printf("%-20s  %-24s  %-16s  %s\n", "VM", "ID", "TAG", "SOCKET");
+        for (size_t i = 0; i < r->n_jobs; i++) {
+            const job *j = r->jobs[i];
+
+            if (j->ok && j->op.kind == CLI_OP_FS_LIST)
+                for (size_t k = 0; k < j->n_rows; k++)
+                    printf("%-20s  %-24s  %-16s  %s\n", j->op.vm, j->rows[k * 3],
+                           j->rows[k * 3 + 1], j->rows[k * 3 + 2]);
+        }
+    }
+    if (any_dev) {
+        if (any_fs)
+            putchar('\n');
+        printf("%-20s  %-24s  %s\n", "VM", "ID", "BDF");
+        for (size_t i = 0; i < r->n_jobs; i++) {
+            const job *j = r->jobs[i];
+
+            if (j->ok && j->op.kind == CLI_OP_DEVICE_LIST)
+                for (size_t k = 0; k < j->n_rows; k++)
+                    printf("%-20s  %-24s  %s\n", j->op.vm, j->rows[k * 3],
+                           j->rows[k * 3 + 1] ? j->rows[k * 3 + 1] : "-");
+        }
+    }
+}
+
+static void print_summary(runner *r, double wall_s)
+{
+    uint64_t *lat = calloc(r->n_jobs + 1, sizeof(*lat));
+    size_t n = 0;
+    double p50, p99;
+
+    for (size_t i = 0; lat && i < r->n_jobs; i++)
+        if (r->jobs[i]->submitted)
+            lat[n++] = r->jobs[i]->latency_us;
+    if (lat)
+        qsort(lat, n, sizeof(*lat), cmp_u64);
+    p50 = lat ? percentile(lat, n, 0.50) : 0;
+    p99 = lat ? percentile(lat, n, 0.99) : 0;
+    free(lat);
+    if (r->c->json) {
+        yajl_gen g = cli_gen_new(false);
+
+        if (!g)
+            return;
+        yajl_gen_map_open(g);
+        cli_gen_str(g, "summary");
+        yajl_gen_map_open(g);
+        cli_gen_kv_int(g, "total", (long long)r->n_jobs);
+        cli_gen_kv_int(g, "ok", (long long)r->ok);
+        cli_gen_kv_int(g, "failed", (long long)r->failed);
+        cli_gen_kv_ms(g, "wall_ms", wall_s * 1000.0);
+        cli_gen_kv_ms(g, "p50_ms", p50);
+        cli_gen_kv_ms(g, "p99_ms", p99);
+        yajl_gen_map_close(g);
+        yajl_gen_map_close(g);
+        cli_gen_print(g, stdout);
+    } else {
+        fprintf(stderr, "%zu ops on %zu VMs: %zu ok, %zu failed in %.1f ms "
+                "(p50 %.2f ms, p99 %.2f ms)\n", r->n_jobs, r->n_vms, r->ok, r->failed,
+                wall_s * 1000.0, p50, p99);
+    }
+}
+
+/* Runs every job (owned by the runner from here on) and prints results. */
+static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned parallel)
+{
+    runner r;
+    job **order;
+    size_t firsts = 0;
+    int rc;
+
+    memset(&r, 0, sizeof(r));
+    r.c = c;
+    r.jobs = jobs;
+    r.n_jobs = n;
+    r.batch = batch;
+    r.multi = batch || n > 1;
+    r.parallel = parallel;
+    raise_nofile();
+    r.loop = ev_loop_new(EVFLAG_AUTO);
+    order = calloc(n + 1, sizeof(*order));
+    if (!r.loop || !order) {
+        free(order);
+        if (r.loop)
+            ev_loop_destroy(r.loop);
+        for (size_t i = 0; i < n; i++)
+            job_free(jobs[i]);
+        return cli_error("out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        jobs[i]->r = &r;
+        if (jobs[i]->op.kind == CLI_OP_FS_ATTACH && !jobs[i]->pre_err &&
+            expand_template(c, jobs[i]) < 0)
+            jobs[i]->pre_err = strdup("out of memory");
+    }
+    /* Ops on one VM run in order: chain them, then start each chain. */
+    {
+        size_t m = 0;
+
+        for (size_t i = 0; i < n; i++)
+            if (jobs[i]->op.vm)
+                order[m++] = jobs[i];
+        qsort(order, m, sizeof(*order), cmp_job_vm);
+        for (size_t i = 0; i < m; i++) {
+            if (i + 1 < m && strcmp(order[i]->op.vm, order[i + 1]->op.vm) == 0)
+                order[i]->next = order[i + 1];
+            if (i == 0 || strcmp(order[i - 1]->op.vm, order[i]->op.vm) != 0)
+                order[firsts++] = order[i];
+        }
+        r.n_vms = firsts;
+    }
+    r.progress = isatty(STDERR_FILENO) && r.n_vms > 1;
+    r.t0 = now_s();
+    if (r.progress) {
+        ev_timer_init(&r.tick, tick_cb, PROGRESS_INTERVAL, PROGRESS_INTERVAL);
+        r.tick.data = &r;
+        ev_timer_start(r.loop, &r.tick);
+        progress_draw(&r);
+    }
+    /* Lines that failed to parse have no VM: report them first. */
+    for (size_t i = 0; i < n; i++)
+        if (!jobs[i]->op.vm)
+            submit(jobs[i]);
+    for (size_t i = 0; i < firsts; i++)
+        submit(order[i]);
+    while (r.done < r.n_jobs)
+        if (!ev_run(r.loop, EVRUN_ONCE) && r.done < r.n_jobs)
+            break;
+    if (r.progress) {
+        ev_timer_stop(r.loop, &r.tick);
+        progress_draw(&r);
+        progress_clear(&r);
+    }
+    for (size_t i = 0; i < r.n_eng; i++)
+        cocoon_engine_free(r.eng[i].e);
+    if (!c->json)
+        print_tables(&r);
+    if (r.batch || n > 1)
+        print_summary(&r, now_s() - r.t0);
+    rc = r.failed || r.done < r.n_jobs ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+    ev_loop_destroy(r.loop);
+    free(order);
+    for (size_t i = 0; i < n; i++)
+        job_free(jobs[i]);
+    return rc;
+}
+
+static int parse_uint_flag(const cli_ctx *c, const char *name, unsigned max, unsigned *out)
+{
+    const char *s = cli_flag_str(c, name);
+    char *end;
+    long v;
+
+    if (!s)
+        return 0;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 0 || (unsigned long)v > max)
+        return cli_usage_error(c, "invalid argument \"%s\" for \"--%s\" flag: "
+                                  "expected an integer between 0 and %u", s, name, max);
+    *out = (unsigned)v;
+    return 0;
+}
+
+/* num-queues/queue-size keep their sign: the spec check owns the message
+ * for negative values. */
+static int parse_int_flag(const cli_ctx *c, const char *name, int *out)
+{
+    const char *s = cli_flag_given(c, name) ? cli_flag_str(c, name) : NULL;
+    char *end;
+    long v;
+
+    *out = 0;
+    if (!s)
+        return 0;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < -1000000 || v > 1000000)
+        return cli_usage_error(c, "invalid argument \"%s\" for \"--%s\" flag: "
+                                  "expected an integer", s, name);
+    *out = (int)v;
+    return 0;
+}
+
+static int parallel_of(const cli_ctx *c, unsigned *par)
+{
+    int rc;
+
+    *par = 256;
+    rc = parse_uint_flag(c, "parallel", 1000000, par);
+    if (rc)
+        return rc;
+    if (*par == 0)
+        return cli_usage_error(c, "invalid argument \"0\" for \"--parallel\" flag: "
+                                  "must be at least 1");
+    return 0;
+}
+
+static int wait_of(const cli_ctx *c, int *wait_s)
+{
+    unsigned w = 0;
+    int rc;
+
+    *wait_s = 0;
+    if (!cli_flag_given(c, "wait"))
+        return 0;
+    rc = parse_uint_flag(c, "wait", 86400, &w);
+    *wait_s = (int)w;
+    return rc;
+}
+
+static char *dup_opt(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* One job per VM argument, all with the same flags. */
+static int run_flag_ops(cli_ctx *c, cli_op_kind kind)
+{
+    unsigned par;
+    int nq = 0, qs = 0, wait_s = 0, rc;
+    job **jobs;
+
+    rc = parallel_of(c, &par);
+    if (!rc && kind == CLI_OP_FS_ATTACH)
+        rc = parse_int_flag(c, "num-queues", &nq);
+    if (!rc && kind == CLI_OP_FS_ATTACH)
+        rc = parse_int_flag(c, "queue-size", &qs);
+    if (!rc && (kind == CLI_OP_FS_DETACH || kind == CLI_OP_DEVICE_DETACH))
+        rc = wait_of(c, &wait_s);
+    if (rc)
+        return rc;
+    jobs = calloc(c->n_args + 1, sizeof(*jobs));
+    if (!jobs)
+        return cli_error("out of memory");
+    for (size_t i = 0; i < c->n_args; i++) {
+        job *j = calloc(1, sizeof(*j));
+
+        if (!j) {
+            for (size_t k = 0; k < i; k++)
+                job_free(jobs[k]);
+            free(jobs);
+            return cli_error("out of memory");
+        }
+        j->op.kind = kind;
+        j->op.vm = strdup(c->args[i]);
+        if (kind == CLI_OP_FS_ATTACH) {
+            j->op.socket = dup_opt(cli_flag_str(c, "socket"));
+            j->op.num_queues = nq;
+            j->op.queue_size = qs;
+            j->op.no_socket_check = cli_flag_bool(c, "no-socket-check");
+        }
+        if (kind == CLI_OP_FS_ATTACH || kind == CLI_OP_FS_DETACH)
+            j->op.tag = dup_opt(cli_flag_str(c, "tag"));
+        if (kind == CLI_OP_DEVICE_ATTACH) {
+            j->op.pci = dup_opt(cli_flag_str(c, "pci"));
+            j->op.id = dup_opt(cli_flag_str(c, "id"));
+        }
+        if (kind == CLI_OP_DEVICE_DETACH)
+            j->op.id = dup_opt(cli_flag_str(c, "id"));
+        j->op.wait_s = wait_s;
+        jobs[i] = j;
+    }
+    rc = run_jobs(c, jobs, c->n_args, false, par);
+    free(jobs);
+    return rc;
+}
+
+int cli_fs_attach(cli_ctx *c) { return run_flag_ops(c, CLI_OP_FS_ATTACH); }
+int cli_fs_detach(cli_ctx *c) { return run_flag_ops(c, CLI_OP_FS_DETACH); }
+int cli_fs_list(cli_ctx *c) { return run_flag_ops(c, CLI_OP_FS_LIST); }
+int cli_device_attach(cli_ctx *c) { return run_flag_ops(c, CLI_OP_DEVICE_ATTACH); }
+int cli_device_detach(cli_ctx *c) { return run_flag_ops(c, CLI_OP_DEVICE_DETACH); }
+int cli_device_list(cli_ctx *c) { return run_flag_ops(c, CLI_OP_DEVICE_LIST); }
+
+static char *read_all(FILE *f, size_t *len)
+{
+    char *buf = NULL;
+    size_t cap = 0, n = 0, r;
+
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            size_t nc = cap ? cap * 2 : 65536;
+            char *nb = realloc(buf, nc);
+
+            if (!nb) {
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+            cap = nc;
+        }
+        r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0)
+            break;
+    }
+    if (ferror(f)) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+int cli_batch(cli_ctx *c)
+{
+    const char *path = c->n_args ? c->args[0] : "-";
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+    char *buf, *p, *end;
+    size_t len = 0, n = 0, cap = 0;
+    job **jobs = NULL;
+    unsigned par;
+    int rc, line = 0;
+    bool oom = false;
+
+    rc = parallel_of(c, &par);
+    if (rc) {
+        if (f && f != stdin)
+            fclose(f);
+        return rc;
+    }
+    if (!f)
+        return cli_error("open %s: %s", path, strerror(errno));
+    buf = read_all(f, &len);
+    if (f != stdin)
+        fclose(f);
+    if (!buf)
+        return cli_error("read %s: %s", path, strerror(errno ? errno : EIO));
+    for (p = buf, end = buf + len; p < end;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        char err[ENG_ERRSTR_MAX];
+        job *j;
+        int prc;
+
+        line++;
+        j = calloc(1, sizeof(*j));
+        if (!j) {
+            oom = true;
+            break;
+        }
+        prc = cli_plan_parse_line(p, ll, &j->op, err, sizeof(err));
+        p += ll + (nl ? 1 : 0);
+        if (prc == 1) {
+            free(j);
+            continue;
+        }
+        j->line = line;
+        if (prc < 0)
+            j->pre_err = strdup(err);
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            job **nj = realloc(jobs, nc * sizeof(*nj));
+
+            if (!nj) {
+                job_free(j);
+                oom = true;
+                break;
+            }
+            jobs = nj;
+            cap = nc;
+        }
+        jobs[n++] = j;
+    }
+    free(buf);
+    if (oom) {
+        for (size_t i = 0; i < n; i++)
+            job_free(jobs[i]);
+        free(jobs);
+        return cli_error("out of memory");
+    }
+    if (n == 0) {
+        free(jobs);
+        return cli_error("batch %s: no operations", path);
+    }
+    rc = run_jobs(c, jobs, n, true, par);
+    free(jobs);
+    return rc;
+}

@@ -1,0 +1,49 @@
+/* cli/plan.h: one operation of a batch, and the parser of one JSON Lines
+ * plan line into it.  Pure: no I/O, no VM lookup (the fuzz target drives
+ * cli_plan_parse_line directly). */
+#ifndef COCOON_CLI_PLAN_H
+#define COCOON_CLI_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum cli_op_kind {
+    CLI_OP_FS_ATTACH,
+    CLI_OP_FS_DETACH,
+    CLI_OP_DEVICE_ATTACH,
+    CLI_OP_DEVICE_DETACH,
+    CLI_OP_FS_LIST,
+    CLI_OP_DEVICE_LIST,
+} cli_op_kind;
+
+/* Every string owned (NULL when absent); free with cli_op_fini. */
+typedef struct cli_op {
+    cli_op_kind kind;
+    char *vm;
+    char *socket, *tag;
+    int num_queues, queue_size;
+    bool no_socket_check;
+    char *pci, *id;
+    int wait_s;                 /* detach: seconds to wait for the eject, 0: none */
+} cli_op;
+
+/* "fs-attach", ... (static). */
+const char *cli_op_name(cli_op_kind k);
+/* Returns 0 and sets *k, or -EINVAL. */
+int cli_op_parse_name(const char *s, cli_op_kind *k);
+
+/* Default --wait when given without a value, seconds. */
+#define CLI_WAIT_DEFAULT_S 30
+
+/* Parses one line (need not be NUL-terminated; a trailing "\r" is fine):
+ *   {"op":"fs-attach","vm":"web-1","socket":"/run/vfs/web-1.sock","tag":"data"}
+ * Fields: op, vm (required strings); socket, tag, pci, id (strings);
+ * num_queues, queue_size (integers); no_socket_check (bool); wait (seconds
+ * as an integer, or true for CLI_WAIT_DEFAULT_S, false for none).
+ * Returns 1 for a blank line (op untouched), 0 with *op filled, or -EINVAL
+ * with the reason in err (op left zeroed). */
+int cli_plan_parse_line(const char *line, size_t len, cli_op *op, char *err, size_t errlen);
+
+void cli_op_fini(cli_op *op);
+
+#endif

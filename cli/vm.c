@@ -1,0 +1,581 @@
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backends/gate.h"
+#include "backends/launch.h"
+#include "backends/store.h"
+#include "cli/cli.h"
+#include "engine/cocoon.h"
+#include "engine/err.h"
+
+#define FC_SHARED_TEXT "--fc and --shared-memory are mutually exclusive: " \
+                       "Firecracker does not support vhost-user-fs hot-plug"
+
+static bool is_fc_cmd(const cli_ctx *c)
+{
+    return cli_flag_bool(c, "fc");
+}
+
+/* SPEC §9: checked before anything else happens. */
+static int reject_fc_shared(const cli_ctx *c)
+{
+    if (is_fc_cmd(c) && cli_flag_bool(c, "shared-memory"))
+        return cli_error(FC_SHARED_TEXT);
+    return 0;
+}
+
+static char *abs_or_copy(const char *p)
+{
+    char *r;
+
+    if (!p)
+        return NULL;
+    r = realpath(p, NULL);
+    return r ? r : strdup(p);
+}
+
+/* Fills vm from the create flags.  Usage errors return CLI_EXIT_USAGE after
+ * printing; others CLI_EXIT_FAIL. */
+static int vm_from_flags(const cli_ctx *c, store_vm *vm)
+{
+    const char *name = cli_flag_str(c, "name");
+    const char *cpus = cli_flag_str(c, "cpus");
+    const char *mem = cli_flag_str(c, "memory");
+    const char *const *disks;
+    size_t nd;
+    char *end;
+    long cpu;
+    char err[ENG_ERRSTR_MAX];
+    int rc;
+
+    memset(vm, 0, sizeof(*vm));
+    errno = 0;
+    cpu = strtol(cpus, &end, 10);
+    if (errno || end == cpus || *end || cpu < 1 || cpu > 512)
+        return cli_usage_error(c, "invalid argument \"%s\" for \"--cpus\" flag: "
+                                  "expected an integer between 1 and 512", cpus);
+    if (launch_parse_size(mem, &vm->config.memory) < 0)
+        return cli_usage_error(c, "invalid argument \"%s\" for \"--memory\" flag: "
+                                  "expected a size like 512M, 2G or bytes", mem);
+    if (name && !store_name_valid(name))
+        return cli_error("invalid name \"%s\": must match ^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$",
+                         name);
+    rc = store_new_id(vm->id);
+    if (rc < 0)
+        return cli_error("generate VM id: %s", strerror(-rc));
+    vm->backend = is_fc_cmd(c) ? STORE_BACKEND_FC : STORE_BACKEND_CH;
+    vm->state = STORE_CREATED;
+    vm->config.cpu = (int)cpu;
+    vm->config.shared_memory = cli_flag_bool(c, "shared-memory");
+    if (name) {
+        vm->config.name = strdup(name);
+    } else {
+        char buf[16];
+
+        snprintf(buf, sizeof(buf), "vm-%.8s", vm->id);
+        for (char *p = buf; *p; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char)(*p - 'A' + 'a');
+        vm->config.name = strdup(buf);
+    }
+    vm->config.kernel = abs_or_copy(cli_flag_str(c, "kernel"));
+    vm->config.initramfs = abs_or_copy(cli_flag_str(c, "initramfs"));
+    if (cli_flag_str(c, "cmdline"))
+        vm->config.cmdline = strdup(cli_flag_str(c, "cmdline"));
+    disks = cli_flag_list(c, "disk", &nd);
+    if (nd) {
+        vm->config.disks = calloc(nd, sizeof(char *));
+        if (vm->config.disks)
+            for (size_t i = 0; i < nd; i++)
+                vm->config.disks[vm->config.n_disks++] = abs_or_copy(disks[i]);
+    }
+    vm->run_dir = store_default_run_dir(c->root, vm->backend, vm->id);
+    vm->log_dir = vm->run_dir ? strdup(vm->run_dir) : NULL;
+    vm->created_at = store_now();
+    vm->updated_at = vm->created_at ? strdup(vm->created_at) : NULL;
+    if (!vm->config.name || !vm->run_dir || !vm->log_dir || !vm->created_at ||
+        (nd && vm->config.n_disks != nd)) {
+        store_vm_fini(vm);
+        return cli_error("%s", eng_errf(err, sizeof(err), -ENOMEM, "out of memory") ? err : "");
+    }
+    return 0;
+}
+
+static int add_cb(store_db *db, void *priv, char *err, size_t errlen)
+{
+    store_vm *copy = priv;
+
+    return store_db_add(db, copy, err, errlen);
+}
+
+/* Names are unique per root, across both backends. */
+static int name_taken(const char *root, const char *name)
+{
+    store_vm other;
+    char err[ENG_ERRSTR_MAX];
+
+    if (store_resolve(root, name, &other, err, sizeof(err)) == 0) {
+        bool same = other.config.name && strcmp(other.config.name, name) == 0;
+
+        store_vm_fini(&other);
+        return same;
+    }
+    return 0;
+}
+
+static int create_record(const cli_ctx *c, store_vm *vm)
+{
+    char err[ENG_ERRSTR_MAX];
+    store_vm copy;
+    int rc;
+
+    rc = vm_from_flags(c, vm);
+    if (rc)
+        return rc;
+    if (name_taken(c->root, vm->config.name)) {
+        rc = cli_error("name \"%s\" already in use", vm->config.name);
+        store_vm_fini(vm);
+        return rc;
+    }
+    if (store_vm_copy(&copy, vm) < 0) {
+        store_vm_fini(vm);
+        return cli_error("out of memory");
+    }
+    rc = store_update(c->root, vm->backend, add_cb, &copy, err, sizeof(err));
+    store_vm_fini(&copy);
+    if (rc < 0) {
+        store_vm_fini(vm);
+        return cli_error("%s", err);
+    }
+    return 0;
+}
+
+static void print_vm_line(const cli_ctx *c, const store_vm *vm, const char *what, pid_t pid)
+{
+    if (c->json) {
+        yajl_gen g = cli_gen_new(false);
+
+        if (!g)
+            return;
+        yajl_gen_map_open(g);
+        cli_gen_kv_str(g, "id", vm->id);
+        cli_gen_kv_str(g, "name", vm->config.name);
+        cli_gen_kv_str(g, "state", store_state_name(vm->state));
+        if (pid > 0)
+            cli_gen_kv_int(g, "pid", pid);
+        yajl_gen_map_close(g);
+        cli_gen_print(g, stdout);
+        return;
+    }
+    if (pid > 0)
+        printf("%s: %s (id=%s, pid=%d)\n", vm->config.name, what, vm->id, (int)pid);
+    else
+        printf("%s: %s (id=%s)\n", vm->config.name, what, vm->id);
+}
+
+int cli_vm_create(cli_ctx *c)
+{
+    store_vm vm;
+    int rc = reject_fc_shared(c);
+
+    if (rc)
+        return rc;
+    rc = create_record(c, &vm);
+    if (rc)
+        return rc;
+    print_vm_line(c, &vm, "created", 0);
+    store_vm_fini(&vm);
+    return CLI_EXIT_OK;
+}
+
+static const char *vmm_binary(const cli_ctx *c, const store_vm *vm)
+{
+    if (strcmp(vm->backend, STORE_BACKEND_FC) == 0)
+        return launch_pick_binary(cli_flag_str(c, "fc-binary"), "COCOON_FC_BINARY",
+                                  LAUNCH_DEFAULT_FC);
+    return launch_pick_binary(cli_flag_str(c, "ch-binary"), "COCOON_CH_BINARY",
+                              LAUNCH_DEFAULT_CH);
+}
+
+static int start_one(const cli_ctx *c, store_vm *vm)
+{
+    char err[ENG_ERRSTR_MAX];
+    pid_t pid = 0;
+
+    if (vm->state == STORE_RUNNING &&
+        gate_check(vm, cli_default_ch_binary(), &pid, err, sizeof(err)) == 0) {
+        print_vm_line(c, vm, "already running", pid);
+        return CLI_EXIT_OK;
+    }
+    if (launch_start(c->root, vm, vmm_binary(c, vm), c->timeout_ms, &pid, err,
+                     sizeof(err)) < 0)
+        return cli_error("%s", err);
+    print_vm_line(c, vm, "running", pid);
+    return CLI_EXIT_OK;
+}
+
+int cli_vm_run(cli_ctx *c)
+{
+    store_vm vm;
+    int rc = reject_fc_shared(c);
+
+    if (rc)
+        return rc;
+    rc = create_record(c, &vm);
+    if (rc)
+        return rc;
+    rc = start_one(c, &vm);
+    store_vm_fini(&vm);
+    return rc;
+}
+
+int cli_vm_start(cli_ctx *c)
+{
+    int rc = CLI_EXIT_OK;
+
+    for (size_t i = 0; i < c->n_args; i++) {
+        char err[ENG_ERRSTR_MAX];
+        store_vm vm;
+
+        if (store_resolve(c->root, c->args[i], &vm, err, sizeof(err)) < 0) {
+            rc = cli_error("vm %s: %s", c->args[i], err);
+            continue;
+        }
+        if (start_one(c, &vm) != CLI_EXIT_OK)
+            rc = CLI_EXIT_FAIL;
+        store_vm_fini(&vm);
+    }
+    return rc;
+}
+
+static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
+{
+    char err[ENG_ERRSTR_MAX];
+    const char *defbin = launch_pick_binary(cli_flag_str(c, "ch-binary"), "COCOON_CH_BINARY",
+                                            LAUNCH_DEFAULT_CH);
+
+    if (strcmp(vm->backend, STORE_BACKEND_FC) == 0)
+        defbin = launch_pick_binary(NULL, "COCOON_FC_BINARY", LAUNCH_DEFAULT_FC);
+    if (vm->state != STORE_RUNNING && vm->state != STORE_ERROR) {
+        if (!quiet)
+            print_vm_line(c, vm, "not running", 0);
+        return CLI_EXIT_OK;
+    }
+    if (launch_stop(c->root, vm, defbin, NULL, err, sizeof(err)) < 0)
+        return cli_error("%s", err);
+    if (!quiet)
+        print_vm_line(c, vm, "stopped", 0);
+    return CLI_EXIT_OK;
+}
+
+int cli_vm_stop(cli_ctx *c)
+{
+    int rc = CLI_EXIT_OK;
+
+    for (size_t i = 0; i < c->n_args; i++) {
+        char err[ENG_ERRSTR_MAX];
+        store_vm vm;
+
+        if (store_resolve(c->root, c->args[i], &vm, err, sizeof(err)) < 0) {
+            rc = cli_error("vm %s: %s", c->args[i], err);
+            continue;
+        }
+        if (stop_one(c, &vm, false) != CLI_EXIT_OK)
+            rc = CLI_EXIT_FAIL;
+        store_vm_fini(&vm);
+    }
+    return rc;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    if (flag == FTW_DP)
+        return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+    return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+static int rm_tree(const char *path)
+{
+    if (!path || !*path || strcmp(path, "/") == 0)
+        return 0;
+    if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+static int remove_cb(store_db *db, void *priv, char *err, size_t errlen)
+{
+    const char *id = priv;
+
+    if (store_db_remove(db, id) < 0)
+        return eng_errf(err, errlen, -ENOENT, "vm %s: VM not found", id);
+    return 0;
+}
+
+int cli_vm_rm(cli_ctx *c)
+{
+    bool force = cli_flag_bool(c, "force");
+    int rc = CLI_EXIT_OK;
+
+    for (size_t i = 0; i < c->n_args; i++) {
+        char err[ENG_ERRSTR_MAX];
+        store_vm vm;
+        pid_t pid;
+
+        if (store_resolve(c->root, c->args[i], &vm, err, sizeof(err)) < 0) {
+            rc = cli_error("vm %s: %s", c->args[i], err);
+            continue;
+        }
+        if (vm.state == STORE_RUNNING &&
+            gate_check(&vm, cli_default_ch_binary(), &pid, err, sizeof(err)) == 0) {
+            if (!force) {
+                rc = cli_error("vm %s is running: stop it first or use --force",
+                               vm.config.name ? vm.config.name : vm.id);
+                store_vm_fini(&vm);
+                continue;
+            }
+            if (stop_one(c, &vm, true) != CLI_EXIT_OK) {
+                rc = CLI_EXIT_FAIL;
+                store_vm_fini(&vm);
+                continue;
+            }
+        }
+        if (store_update(c->root, vm.backend, remove_cb, vm.id, err, sizeof(err)) < 0) {
+            rc = cli_error("%s", err);
+            store_vm_fini(&vm);
+            continue;
+        }
+        if (vm.log_dir && (!vm.run_dir || strcmp(vm.log_dir, vm.run_dir) != 0))
+            rm_tree(vm.log_dir);
+        if (rm_tree(vm.run_dir) < 0)
+            fprintf(stderr, "Warning: remove %s: %s\n", vm.run_dir, strerror(errno));
+        if (c->json) {
+            yajl_gen g = cli_gen_new(false);
+
+            if (g) {
+                yajl_gen_map_open(g);
+                cli_gen_kv_str(g, "id", vm.id);
+                cli_gen_kv_str(g, "name", vm.config.name);
+                cli_gen_kv_str(g, "state", "removed");
+                yajl_gen_map_close(g);
+                cli_gen_print(g, stdout);
+            }
+        } else {
+            printf("%s: removed (id=%s)\n", vm.config.name ? vm.config.name : vm.id, vm.id);
+        }
+        store_vm_fini(&vm);
+    }
+    return rc;
+}
+
+/* The state a user should see: a running record whose process fails the
+ * gate is really stopped. */
+static const char *shown_state(const store_vm *vm, bool *stale)
+{
+    char err[ENG_ERRSTR_MAX];
+    const char *defbin = strcmp(vm->backend, STORE_BACKEND_FC) == 0
+        ? launch_pick_binary(NULL, "COCOON_FC_BINARY", LAUNCH_DEFAULT_FC)
+        : cli_default_ch_binary();
+
+    *stale = false;
+    if (vm->state == STORE_RUNNING && gate_check(vm, defbin, NULL, err, sizeof(err)) < 0) {
+        *stale = true;
+        return "stopped";
+    }
+    return store_state_name(vm->state);
+}
+
+static void fmt_mem(uint64_t b, char *out, size_t n)
+{
+    if (b && b % (1024ull * 1024 * 1024) == 0)
+        snprintf(out, n, "%" PRIu64 "G", (uint64_t)(b / (1024ull * 1024 * 1024)));
+    else if (b && b % (1024ull * 1024) == 0)
+        snprintf(out, n, "%" PRIu64 "M", (uint64_t)(b / (1024ull * 1024)));
+    else
+        snprintf(out, n, "%" PRIu64, b);
+}
+
+int cli_vm_list(cli_ctx *c)
+{
+    static const char *const backends[] = { STORE_BACKEND_CH, STORE_BACKEND_FC };
+    store_db dbs[2];
+    char err[ENG_ERRSTR_MAX];
+    yajl_gen g = NULL;
+    int rc = CLI_EXIT_OK;
+
+    memset(dbs, 0, sizeof(dbs));
+    for (size_t b = 0; b < 2; b++)
+        if (store_load(c->root, backends[b], &dbs[b], err, sizeof(err)) < 0) {
+            store_db_fini(&dbs[0]);
+            return cli_error("%s", err);
+        }
+    if (c->json) {
+        g = cli_gen_new(true);
+        if (!g) {
+            store_db_fini(&dbs[0]);
+            store_db_fini(&dbs[1]);
+            return cli_error("out of memory");
+        }
+        yajl_gen_array_open(g);
+    } else {
+        printf("%-26s  %-20s  %-16s  %-16s  %4s  %7s  %s\n", "ID", "NAME", "HYPERVISOR",
+               "STATE", "CPU", "MEMORY", "CREATED");
+    }
+    for (size_t b = 0; b < 2; b++)
+        for (size_t i = 0; i < dbs[b].n; i++) {
+            const store_vm *vm = &dbs[b].vms[i];
+            bool stale;
+            const char *st = shown_state(vm, &stale);
+
+            if (g) {
+                cli_gen_record_open(g, vm, st);
+                if (stale)
+                    cli_gen_kv_bool(g, "stale", true);
+                yajl_gen_map_close(g);
+            } else {
+                char mem[32], state[32];
+
+                fmt_mem(vm->config.memory, mem, sizeof(mem));
+                snprintf(state, sizeof(state), "%s%s", st, stale ? " (stale)" : "");
+                printf("%-26s  %-20s  %-16s  %-16s  %4d  %7s  %s\n", vm->id,
+                       vm->config.name ? vm->config.name : "-",
+                       store_hypervisor_name(vm->backend), state, vm->config.cpu, mem,
+                       vm->created_at ? vm->created_at : "-");
+            }
+        }
+    if (g) {
+        yajl_gen_array_close(g);
+        if (cli_gen_print(g, stdout) < 0)
+            rc = CLI_EXIT_FAIL;
+    }
+    store_db_fini(&dbs[0]);
+    store_db_fini(&dbs[1]);
+    return rc;
+}
+
+typedef struct inspect_ctx {
+    yajl_gen g;
+    bool done;
+    char warn[ENG_ERRSTR_MAX];
+} inspect_ctx;
+
+static void inspect_list_cb(cocoon_engine *e, const cocoon_result *r, const cocoon_listing *l,
+                            void *priv)
+{
+    inspect_ctx *ic = priv;
+
+    (void)e;
+    ic->done = true;
+    if (r->err) {
+        snprintf(ic->warn, sizeof(ic->warn), "%s", r->errstr ? r->errstr : "list failed");
+        return;
+    }
+    if (!l || (l->n_fs == 0 && l->n_devices == 0))
+        return;
+    cli_gen_str(ic->g, "attached_devices");
+    yajl_gen_map_open(ic->g);
+    if (l->n_fs) {
+        cli_gen_str(ic->g, "fs");
+        yajl_gen_array_open(ic->g);
+        for (size_t i = 0; i < l->n_fs; i++) {
+            yajl_gen_map_open(ic->g);
+            cli_gen_kv_str(ic->g, "id", l->fs[i].id);
+            cli_gen_kv_str(ic->g, "tag", l->fs[i].tag);
+            cli_gen_kv_str(ic->g, "socket", l->fs[i].socket);
+            yajl_gen_map_close(ic->g);
+        }
+        yajl_gen_array_close(ic->g);
+    }
+    if (l->n_devices) {
+        cli_gen_str(ic->g, "devices");
+        yajl_gen_array_open(ic->g);
+        for (size_t i = 0; i < l->n_devices; i++) {
+            yajl_gen_map_open(ic->g);
+            cli_gen_kv_str(ic->g, "id", l->devices[i].id);
+            cli_gen_kv_str(ic->g, "bdf", l->devices[i].bdf);
+            yajl_gen_map_close(ic->g);
+        }
+        yajl_gen_array_close(ic->g);
+    }
+    yajl_gen_map_close(ic->g);
+}
+
+int cli_vm_inspect(cli_ctx *c)
+{
+    char err[ENG_ERRSTR_MAX];
+    inspect_ctx ic;
+    store_vm vm;
+    bool stale;
+    const char *st;
+    int rc = CLI_EXIT_OK;
+
+    if (store_resolve(c->root, c->args[0], &vm, err, sizeof(err)) < 0)
+        return cli_error("vm %s: %s", c->args[0], err);
+    memset(&ic, 0, sizeof(ic));
+    ic.g = cli_gen_new(true);
+    if (!ic.g) {
+        store_vm_fini(&vm);
+        return cli_error("out of memory");
+    }
+    st = shown_state(&vm, &stale);
+    cli_gen_record_open(ic.g, &vm, st);
+    if (stale)
+        cli_gen_kv_bool(ic.g, "stale", true);
+    if (vm.state == STORE_RUNNING && !stale && strcmp(vm.backend, STORE_BACKEND_CH) == 0) {
+        struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+        cocoon_options opt = { .root_dir = c->root, .timeout_ms = c->timeout_ms,
+                               .ch_binary = cli_default_ch_binary() };
+        cocoon_engine *e = loop ? cocoon_engine_new(loop, &opt) : NULL;
+
+        if (!e || cocoon_list(e, vm.id, inspect_list_cb, &ic) < 0)
+            snprintf(ic.warn, sizeof(ic.warn), "cannot start the listing");
+        else
+            while (!ic.done && ev_run(loop, EVRUN_ONCE))
+                ;
+        cocoon_engine_free(e);
+        if (loop)
+            ev_loop_destroy(loop);
+        if (ic.warn[0])
+            fprintf(stderr, "Warning: list attached devices of vm %s: %s\n", vm.id, ic.warn);
+    }
+    yajl_gen_map_close(ic.g);
+    if (cli_gen_print(ic.g, stdout) < 0)
+        rc = CLI_EXIT_FAIL;
+    store_vm_fini(&vm);
+    return rc;
+}
+
+int cli_vm_debug(cli_ctx *c)
+{
+    char err[ENG_ERRSTR_MAX], **argv = NULL, *text;
+    store_vm vm;
+    int rc = reject_fc_shared(c);
+
+    if (rc)
+        return rc;
+    rc = vm_from_flags(c, &vm);
+    if (rc)
+        return rc;
+    rc = strcmp(vm.backend, STORE_BACKEND_FC) == 0
+        ? launch_fc_argv(&vm, vmm_binary(c, &vm), &argv, err, sizeof(err))
+        : launch_ch_argv(&vm, vmm_binary(c, &vm), &argv, err, sizeof(err));
+    store_vm_fini(&vm);
+    if (rc < 0)
+        return cli_error("%s", err);
+    text = launch_debug_format(argv);
+    launch_argv_free(argv);
+    if (!text)
+        return cli_error("out of memory");
+    fputs(text, stdout);
+    free(text);
+    return CLI_EXIT_OK;
+}
