@@ -201,12 +201,16 @@ static int resp_headers_done(httpc_resp *r)
 int httpc_resp_feed(httpc_resp *r, const char *data, size_t len, size_t *used)
 {
     size_t off = 0;
+    bool resumed = false;
 
     if (used)
         *used = 0;
     if (r->state != HTTPC_RESP_MORE)
         return r->state;
-    while (off < len) {
+    /* After a pause llhttp may still owe steps that need no input (a
+     * body-less message completes right after its headers), so a resumed
+     * parser runs once more even when no bytes are left. */
+    while (off < len || resumed) {
         const char *chunk = data + off;
         size_t n = len - off;
         bool in_headers = !r->headers_done;
@@ -218,9 +222,11 @@ int httpc_resp_feed(httpc_resp *r, const char *data, size_t len, size_t *used)
 
         llhttp_errno_t e = llhttp_execute(&r->p, chunk, n);
         size_t consumed = n;
+        resumed = false;
         if (e == HPE_PAUSED) {
             consumed = (size_t)(llhttp_get_error_pos(&r->p) - chunk);
             llhttp_resume(&r->p);
+            resumed = true;
         } else if (e != HPE_OK) {
             return resp_fail(r, e);
         }
