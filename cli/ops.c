@@ -364,8 +364,10 @@ static void submit(job *j)
             rc = cocoon_device_detach(e, j->op.vm, j->op.id ? j->op.id : "", done_cb, j);
             break;
         case CLI_OP_FS_LIST:
+            rc = cocoon_fs_list(e, j->op.vm, list_cb, j);
+            break;
         case CLI_OP_DEVICE_LIST:
-            rc = cocoon_list(e, j->op.vm, list_cb, j);
+            rc = cocoon_device_list(e, j->op.vm, list_cb, j);
             break;
         }
     }
