@@ -86,6 +86,10 @@ static int add_cb(store_db *db, void *priv, char *err, size_t errlen)
     if (r->id)
         memcpy(vm.id, r->id, STORE_ID_LEN + 1);
     vm.run_dir = r->run_dir ? strdup(r->run_dir) : NULL;
+    if ((r->name && !vm.config.name) || (r->run_dir && !vm.run_dir)) {
+        store_vm_fini(&vm);
+        return eng_errf(err, errlen, -ENOMEM, "out of memory");
+    }
     int rc = store_db_add(db, &vm, err, errlen);
     store_vm_fini(&vm);
     return rc;
@@ -241,7 +245,7 @@ static void fill_full(store_vm *vm)
 static void assert_vm_equal(const store_vm *a, const store_vm *b)
 {
     assert_string_equal(a->id, b->id);
-    assert_ptr_equal(a->backend, b->backend);
+    assert_string_equal(a->backend, b->backend);
     assert_int_equal(a->state, b->state);
     assert_string_equal(a->config.name, b->config.name);
     assert_int_equal(a->config.cpu, b->config.cpu);
@@ -334,7 +338,7 @@ static void test_parse_ignores_unknown_keys(void **state)
     if (rc)
         fail_msg("parse: %s", err);
     assert_int_equal(db.n, 1);
-    assert_ptr_equal(db.vms[0].backend, STORE_BACKEND_FC);
+    assert_string_equal(db.vms[0].backend, STORE_BACKEND_FC);
     assert_int_equal(db.vms[0].state, STORE_STOPPED);
     assert_int_equal(db.vms[0].config.cpu, 2);
     assert_int_equal(db.vms[0].config.n_disks, 1);
@@ -446,7 +450,7 @@ static void test_db_add_remove(void **state)
     char id_a[STORE_ID_LEN + 1];
     memcpy(id_a, a.id, sizeof id_a);
     assert_int_equal(store_db_add(&db, &a, err, sizeof err), 0);
-    assert_ptr_equal(db.vms[0].backend, STORE_BACKEND_FC);
+    assert_string_equal(db.vms[0].backend, STORE_BACKEND_FC);
     assert_int_equal(store_db_add(&db, &b, err, sizeof err), -EEXIST);
     assert_string_equal(err, "name \"web\" already in use");
     assert_int_equal(store_db_add(&db, &c, err, sizeof err), -EINVAL);
@@ -485,7 +489,7 @@ static void test_update_load_and_modes(void **state)
     assert_int_equal(db.n, 2);
     assert_non_null(store_db_find_name(&db, "one"));
     assert_non_null(store_db_find_name(&db, "two"));
-    assert_ptr_equal(db.backend, STORE_BACKEND_CH);
+    assert_string_equal(db.backend, STORE_BACKEND_CH);
     store_db_fini(&db);
 
     /* A failing callback writes nothing and passes its error through. */
@@ -650,7 +654,7 @@ static void test_resolve(void **state)
     char err[ENG_ERRSTR_MAX];
     store_vm vm;
     assert_int_equal(store_resolve(root, "delta", &vm, err, sizeof err), 0);
-    assert_ptr_equal(vm.backend, STORE_BACKEND_FC);
+    assert_string_equal(vm.backend, STORE_BACKEND_FC);
     assert_string_equal(vm.config.name, "delta");
     store_vm_fini(&vm);
 
@@ -970,6 +974,175 @@ static void test_pidfile_read_errors(void **state)
     free(root);
 }
 
+/* ---- allocation failures ---------------------------------------------- */
+
+/* Linked with -Wl,--wrap for these (Makefile TEST_LDFLAGS_test_store): when
+ * armed, the fail_at-th allocation made by our own code fails.  yajl's
+ * internal allocations are in the shared library and are not affected. */
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t m);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+char *__real_strndup(const char *s, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t m);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+char *__wrap_strndup(const char *s, size_t n);
+
+static long alloc_fail_at = -1, alloc_seen;
+
+static bool alloc_should_fail(void)
+{
+    return alloc_fail_at >= 0 && alloc_seen++ == alloc_fail_at;
+}
+
+void *__wrap_malloc(size_t n)
+{
+    return alloc_should_fail() ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t m)
+{
+    return alloc_should_fail() ? NULL : __real_calloc(n, m);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    return alloc_should_fail() ? NULL : __real_realloc(p, n);
+}
+
+char *__wrap_strdup(const char *s)
+{
+    return alloc_should_fail() ? NULL : __real_strdup(s);
+}
+
+char *__wrap_strndup(const char *s, size_t n)
+{
+    return alloc_should_fail() ? NULL : __real_strndup(s, n);
+}
+
+static void alloc_arm(long n)
+{
+    alloc_seen = 0;
+    alloc_fail_at = n;
+}
+
+static bool alloc_disarm(void)
+{
+    bool fired = alloc_seen > alloc_fail_at;
+    alloc_fail_at = -1;
+    return fired;
+}
+
+static void test_alloc_failures_leak_nothing(void **state)
+{
+    (void)state;
+    char err[ENG_ERRSTR_MAX];
+    store_db src = { .backend = STORE_BACKEND_CH };
+    store_vm vm;
+    fill_full(&vm);
+    assert_int_equal(store_db_add(&src, &vm, err, sizeof err), 0);
+    char *json = NULL;
+    size_t len = 0;
+    assert_int_equal(store_db_serialize(&src, &json, &len, err, sizeof err), 0);
+
+    /* Parse: fail each allocation in turn until the parse succeeds. */
+    long n;
+    for (n = 0;; n++) {
+        store_db db;
+        alloc_arm(n);
+        int rc = store_db_parse(json, len, STORE_BACKEND_CH, &db, err, sizeof err);
+        bool fired = alloc_disarm();
+        if (!fired) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(db.n, 1);
+            store_db_fini(&db);
+            break;
+        }
+        if (rc != -ENOMEM)
+            fail_msg("parse, allocation %ld: rc %d %s", n, rc, err);
+        assert_int_equal(db.n, 0);
+    }
+    assert_true(n > 10);
+
+    /* Serialize. */
+    for (n = 0;; n++) {
+        char *out = NULL;
+        alloc_arm(n);
+        int rc = store_db_serialize(&src, &out, NULL, err, sizeof err);
+        bool fired = alloc_disarm();
+        if (!fired) {
+            assert_int_equal(rc, 0);
+            assert_string_equal(out, json);
+            free(out);
+            break;
+        }
+        assert_int_equal(rc, -ENOMEM);
+        assert_null(out);
+    }
+
+    /* Deep copy. */
+    for (n = 0;; n++) {
+        store_vm copy;
+        alloc_arm(n);
+        int rc = store_vm_copy(&copy, &src.vms[0]);
+        bool fired = alloc_disarm();
+        if (!fired) {
+            assert_int_equal(rc, 0);
+            assert_vm_equal(&copy, &src.vms[0]);
+            store_vm_fini(&copy);
+            break;
+        }
+        assert_int_equal(rc, -ENOMEM);
+        assert_null(copy.config.name);
+    }
+
+    /* Add: a failed grow leaves the db and the record as they were. */
+    store_vm extra;
+    make_vm(&extra, "extra", STORE_CREATED);
+    alloc_arm(0);
+    int rc = store_db_add(&src, &extra, err, sizeof err);
+    assert_true(alloc_disarm());
+    assert_int_equal(rc, -ENOMEM);
+    assert_int_equal(src.n, 1);
+    assert_string_equal(extra.config.name, "extra");
+    assert_int_equal(store_db_add(&src, &extra, err, sizeof err), 0);
+    assert_int_equal(src.n, 2);
+
+    /* Whole update and resolve through the file system. */
+    char *root = sup_tmpdir();
+    for (n = 0;; n++) {
+        struct add_req r = { "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "oom", STORE_CREATED, NULL };
+        alloc_arm(n);
+        rc = store_update(root, STORE_BACKEND_CH, add_cb, &r, err, sizeof err);
+        bool fired = alloc_disarm();
+        if (!fired) {
+            if (rc)
+                fail_msg("update: %s", err);
+            break;
+        }
+        assert_int_equal(rc, -ENOMEM);
+    }
+    for (n = 0;; n++) {
+        store_vm got;
+        alloc_arm(n);
+        rc = store_resolve(root, "oom", &got, err, sizeof err);
+        bool fired = alloc_disarm();
+        if (!fired) {
+            assert_int_equal(rc, 0);
+            assert_string_equal(got.id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+            store_vm_fini(&got);
+            break;
+        }
+        assert_int_equal(rc, -ENOMEM);
+    }
+    sup_rmrf(root);
+    free(root);
+    free(json);
+    store_db_fini(&src);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -991,6 +1164,7 @@ int main(void)
         cmocka_unit_test(test_private_dir_modes),
         cmocka_unit_test(test_symlinks_refused),
         cmocka_unit_test(test_pidfile_read_errors),
+        cmocka_unit_test(test_alloc_failures_leak_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
