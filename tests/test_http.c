@@ -379,7 +379,7 @@ static void test_resp_interim_100(void **state)
 /* ------------------------------------------------------------------ */
 /* In-test AF_UNIX server on the test's loop                          */
 
-#define SRV_PEERS 32
+#define SRV_PEERS 16
 #define SRV_KEEP 4
 
 typedef struct srv srv;
@@ -389,7 +389,7 @@ typedef struct speer {
     int fd;
     ev_io rio, wio;
     ev_timer drip;
-    char in[65536];
+    char in[8192];
     size_t in_len;
     size_t out_off;
 } speer;
