@@ -122,14 +122,15 @@ soak: all $(BUILD)/tests/test_soak
 	COCOON_BUILD_DIR=$(BUILD) COCOON_SOAK=full ./$(BUILD)/tests/test_soak
 
 # The attach benchmark: `make bench` runs the full set, BENCH_QUICK=1 a
-# reduced set in under two minutes.  Reports go to bench/out/.
+# reduced set in under two minutes.  Reports go to bench/out/.  The binary
+# is not $(BUILD)/bench: that directory holds the objects of bench/*.c.
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(BUILD)/%.o)
 
-$(BUILD)/bench: $(BENCH_OBJS) $(BUILD)/libcocoon.a
+$(BUILD)/cocoon-bench: $(BENCH_OBJS) $(BUILD)/libcocoon.a
 	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $(BENCH_OBJS) $(BUILD)/libcocoon.a $(LIBS)
 
-bench: all $(BUILD)/bench
-	./$(BUILD)/bench --build $(BUILD) --out bench/out $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick)
+bench: all $(BUILD)/cocoon-bench
+	./$(BUILD)/cocoon-bench --build $(BUILD) --out bench/out $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick)
 
 clean:
 	rm -rf build
