@@ -1,0 +1,801 @@
+/* tests/test_chsim.c: chsim's wire behaviour checked from raw sockets
+ * against CH-WIRE.md: framing bytes, connection cap, keep-alive after
+ * errors, pipelining, micro_http parse errors, the status table of all
+ * three generations, cold/hot add, auto ids, eject window, counters,
+ * faults, per-VM serialization and fleet mode. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/support/support.h"
+
+struct fx {
+    char *dir;
+    char sock[256];
+    pid_t pid;
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int conn_open(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
+}
+
+static void send_str(int fd, const char *s)
+{
+    size_t n = strlen(s);
+
+    assert_int_equal(send(fd, s, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+/* Sends a PUT with a JSON body, Content-Length computed. */
+static void send_put(int fd, const char *path, const char *json)
+{
+    char rq[8192];
+
+    snprintf(rq, sizeof(rq), "PUT %s HTTP/1.1\r\nContent-Length: %zu\r\n\r\n%s", path,
+             strlen(json), json);
+    send_str(fd, rq);
+}
+
+/* Reads exactly one response (framed by Content-Length; none for 204).
+ * Returns its length, 0 on EOF before any byte, -1 on timeout. */
+static ssize_t read_resp(int fd, char *buf, size_t size, int timeout_ms)
+{
+    size_t got = 0;
+    long long deadline = now_ms() + timeout_ms;
+
+    for (;;) {
+        char *end;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        ssize_t r;
+
+        buf[got] = '\0';
+        end = strstr(buf, "\r\n\r\n");
+        if (end) {
+            size_t hlen = (size_t)(end - buf) + 4;
+            const char *cl = strstr(buf, "Content-Length: ");
+            size_t blen = cl && cl < end ? strtoul(cl + 16, NULL, 10) : 0;
+
+            if (got >= hlen + blen)
+                return (ssize_t)got;
+        }
+        if (got + 1 >= size || now_ms() >= deadline)
+            return -1;
+        if (poll(&p, 1, (int)(deadline - now_ms())) <= 0)
+            return -1;
+        r = recv(fd, buf + got, size - 1 - got, 0);
+        if (r <= 0)
+            return got ? (ssize_t)got : 0;
+        got += (size_t)r;
+    }
+}
+
+/* One request on a fresh connection; returns the status code and copies the
+ * body (after the blank line) into body. */
+static int req(const char *sock, const char *method, const char *path, const char *json,
+               char *body, size_t body_size)
+{
+    char rq[8192], resp[65536];
+    int fd = conn_open(sock), code = -1;
+    ssize_t n;
+
+    if (json)
+        snprintf(rq, sizeof(rq), "%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                 "application/json\r\nContent-Length: %zu\r\n\r\n%s", method, path,
+                 strlen(json), json);
+    else
+        snprintf(rq, sizeof(rq), "%s %s HTTP/1.1\r\nHost: localhost\r\n%s\r\n", method, path,
+                 strcmp(method, "GET") ? "Content-Length: 0\r\n" : "");
+    send_str(fd, rq);
+    n = read_resp(fd, resp, sizeof(resp), 10000);
+    close(fd);
+    if (n > 0 && sscanf(resp, "HTTP/1.1 %d ", &code) == 1 && body) {
+        const char *b = strstr(resp, "\r\n\r\n");
+
+        snprintf(body, body_size, "%s", b ? b + 4 : "");
+    }
+    return code;
+}
+
+static void fx_start(struct fx *f, const char *const extra[])
+{
+    f->dir = sup_tmpdir();
+    assert_non_null(f->dir);
+    snprintf(f->sock, sizeof(f->sock), "%s/api.sock", f->dir);
+    f->pid = sup_chsim_start(f->sock, extra);
+    assert_true(f->pid > 0);
+}
+
+static void fx_stop(struct fx *f)
+{
+    int st = sup_kill(f->pid);
+
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    /* chsim removes its socket on exit. */
+    assert_int_not_equal(access(f->sock, F_OK), 0);
+    sup_rmrf(f->dir);
+    free(f->dir);
+}
+
+static const char *const SHARED[] = { "--memory", "size=512M,shared=on", "--no-connect", NULL };
+
+static void test_framing_200_204_404(void **state)
+{
+    struct fx f;
+    char buf[4096], want[512];
+    int fd;
+    ssize_t n;
+    const char *body;
+
+    (void)state;
+    fx_start(&f, SHARED);
+    fd = conn_open(f.sock);
+    send_str(fd, "GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    n = read_resp(fd, buf, sizeof(buf), 5000);
+    assert_true(n > 0);
+    body = strstr(buf, "\r\n\r\n") + 4;
+    snprintf(want, sizeof(want), "HTTP/1.1 200 \r\nServer: Cloud Hypervisor API\r\n"
+             "Connection: keep-alive\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n", strlen(body));
+    assert_int_equal(strncmp(buf, want, strlen(want)), 0);
+    assert_non_null(strstr(body, "\"features\":[]"));
+    assert_non_null(strstr(body, "\"build_version\":"));
+
+    send_str(fd, "PUT /api/v1/vm.pause HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    n = read_resp(fd, buf, sizeof(buf), 5000);
+    assert_string_equal(buf, "HTTP/1.1 204 \r\nServer: Cloud Hypervisor API\r\n"
+                             "Connection: keep-alive\r\n\r\n");
+
+    send_str(fd, "GET /api/v1/nope HTTP/1.1\r\n\r\n");
+    n = read_resp(fd, buf, sizeof(buf), 5000);
+    assert_string_equal(buf, "HTTP/1.1 404 \r\nServer: Cloud Hypervisor API\r\n"
+                             "Connection: keep-alive\r\nContent-Type: application/json\r\n"
+                             "Content-Length: 13\r\n\r\n[\"Not Found\"]");
+    /* Exact match: query string and trailing slash are 404. */
+    assert_int_equal(req(f.sock, "GET", "/api/v1/vm.info?x=1", NULL, NULL, 0), 404);
+    assert_int_equal(req(f.sock, "GET", "/api/v1/vm.info/", NULL, NULL, 0), 404);
+    /* vmm.shutdown: 200 with an explicit zero length. */
+    send_str(fd, "PUT /api/v1/vm.resume HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+    close(fd);
+    fx_stop(&f);
+}
+
+static void test_vmm_shutdown_exits(void **state)
+{
+    struct fx f;
+    char buf[1024];
+    int fd, st;
+
+    (void)state;
+    fx_start(&f, NULL);
+    fd = conn_open(f.sock);
+    send_str(fd, "PUT /api/v1/vmm.shutdown HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+    assert_string_equal(buf, "HTTP/1.1 200 \r\nServer: Cloud Hypervisor API\r\n"
+                             "Connection: keep-alive\r\nContent-Type: application/json\r\n"
+                             "Content-Length: 0\r\n\r\n");
+    close(fd);
+    assert_int_equal(waitpid(f.pid, &st, 0), f.pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_int_not_equal(access(f.sock, F_OK), 0);
+    sup_rmrf(f.dir);
+    free(f.dir);
+}
+
+static void test_eleventh_connection(void **state)
+{
+    struct fx f;
+    int fds[10];
+    char buf[1024];
+    ssize_t n;
+    static const char want[] =
+        "HTTP/1.1 503\r\nServer: Firecracker API\r\nConnection: close\r\n"
+        "Content-Length: 40\r\n\r\n{ \"error\": \"Too many open connections\" }";
+
+    (void)state;
+    fx_start(&f, NULL);
+    for (int i = 0; i < 10; i++) {
+        fds[i] = conn_open(f.sock);
+        send_str(fds[i], "GET /api/v1/vmm.ping HTTP/1.1\r\n\r\n");
+        assert_true(read_resp(fds[i], buf, sizeof(buf), 5000) > 0);
+    }
+    n = sup_raw_exchange(f.sock, "GET /api/v1/vmm.ping HTTP/1.1\r\n\r\n", 33, buf, sizeof(buf),
+                         3000);
+    assert_int_equal(n, (ssize_t)strlen(want));
+    assert_string_equal(buf, want);
+    close(fds[0]);
+    usleep(100 * 1000);
+    /* A slot freed: the next connection is served. */
+    assert_int_equal(req(f.sock, "GET", "/api/v1/vmm.ping", NULL, NULL, 0), 200);
+    for (int i = 1; i < 10; i++)
+        close(fds[i]);
+    fx_stop(&f);
+}
+
+static void test_keepalive_after_errors_and_http10(void **state)
+{
+    struct fx f;
+    char buf[4096];
+    int fd;
+
+    (void)state;
+    fx_start(&f, NULL);
+    fd = conn_open(f.sock);
+    send_str(fd, "GET /api/v1/missing HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 404 \r\n", 15), 0);
+    send_str(fd, "GET /api/v1/vmm.ping HTTP/1.0\r\n\r\n");
+    assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 200 \r\n", 15), 0);
+    send_str(fd, "DELETE /api/v1/vmm.ping HTTP/1.1\r\n\r\n");
+    assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 400 \r\n", 15), 0);
+    send_str(fd, "GET /api/v1/vm.info HTTP/1.1\r\n\r\n");
+    assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 200 \r\n", 15), 0);
+    close(fd);
+    fx_stop(&f);
+}
+
+static void test_pipelining(void **state)
+{
+    struct fx f;
+    char buf[8192];
+    int fd;
+    ssize_t n;
+    const char *second;
+
+    (void)state;
+    fx_start(&f, NULL);
+    fd = conn_open(f.sock);
+    send_str(fd, "GET /api/v1/vmm.ping HTTP/1.1\r\n\r\n"
+                 "PUT /api/v1/vm.pause HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+                 "GET /api/v1/vm.info HTTP/1.1\r\n\r\n");
+    n = read_resp(fd, buf, sizeof(buf), 5000);
+    assert_true(n > 0);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 200 \r\n", 15), 0);
+    second = strstr(buf + 1, "HTTP/1.1 ");
+    if (!second) {
+        assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+        second = buf;
+    }
+    assert_int_equal(strncmp(second, "HTTP/1.1 204 \r\n", 15), 0);
+    /* The third reply must show the state the second request set. */
+    {
+        char b2[8192];
+        size_t have = strlen(second);
+        const char *third = strstr(second + 1, "HTTP/1.1 ");
+
+        if (!third || have == 0) {
+            assert_true(read_resp(fd, b2, sizeof(b2), 5000) > 0);
+            third = b2;
+        }
+        assert_non_null(strstr(third, "\"state\":\"Paused\""));
+    }
+    close(fd);
+    fx_stop(&f);
+}
+
+static void test_parse_errors(void **state)
+{
+    struct fx f;
+    char buf[8192], rq[4096], want[512];
+    int fd;
+    const char *text = "Invalid HTTP Method: Unsupported HTTP method."
+                       "\nAll previous unanswered requests will be dropped.";
+
+    (void)state;
+    fx_start(&f, NULL);
+    fd = conn_open(f.sock);
+    send_str(fd, "POST /api/v1/vmm.ping HTTP/1.1\r\n\r\n");
+    assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+    snprintf(want, sizeof(want), "HTTP/1.1 400 \r\nServer: Firecracker API\r\nConnection: "
+             "keep-alive\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n"
+             "{ \"error\": \"%s\" }", strlen(text) + 15, text);
+    assert_string_equal(buf, want);
+    /* Header line over 1024 bytes. */
+    memset(rq, 0, sizeof(rq));
+    strcpy(rq, "GET /api/v1/vmm.ping HTTP/1.1\r\nX-Long: ");
+    memset(rq + strlen(rq), 'a', 1100);
+    strcat(rq, "\r\n\r\n");
+    send_str(fd, rq);
+    assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 400 \r\nServer: Firecracker API\r\n", 40), 0);
+    assert_non_null(strstr(buf, "\nAll previous unanswered requests will be dropped.\" }"));
+    /* Exactly 1024 bytes is fine. */
+    strcpy(rq, "GET /api/v1/vmm.ping HTTP/1.1\r\nX-Long: ");
+    memset(rq + strlen(rq), 'a', 1024 - 8);
+    rq[31 + 1024] = '\0';
+    strcat(rq, "\r\n\r\n");
+    send_str(fd, rq);
+    assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 200 \r\n", 15), 0);
+    close(fd);
+    fx_stop(&f);
+}
+
+struct gen_row {
+    const char *gen;
+    int novm, nodev, dup, shm;
+};
+
+static void test_status_table(void **state)
+{
+    static const struct gen_row rows[] = {
+        { "head", 404, 404, 409, 400 },
+        { "v53", 404, 500, 500, 500 },
+        { "v46", 500, 500, 500, 500 },
+    };
+    char body[8192];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        const struct gen_row *r = &rows[i];
+        const char *shared[] = { "--api-version", r->gen, "--memory", "size=1G,shared=on",
+                                 "--no-connect", NULL };
+        const char *plain[] = { "--api-version", r->gen, "--memory", "size=1G", NULL };
+        const char *novm[] = { "--api-version", r->gen, "--no-vm", NULL };
+        bool json = strcmp(r->gen, "v46") != 0;
+        struct fx a, b, c;
+
+        fx_start(&a, shared);
+        assert_int_equal(req(a.sock, "GET", "/api/v1/bogus", NULL, body, sizeof(body)), 404);
+        assert_string_equal(body, json ? "[\"Not Found\"]" : "Not Found");
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.add-fs", "{nope", body, sizeof(body)), 400);
+        assert_int_equal(strncmp(body, json ? "[\"Failed to deserialize JSON\"," :
+                                 "Failed to deserialize JSON: ", json ? 30 : 28), 0);
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.add-fs", "{\"tag\":\"x\"}", body,
+                             sizeof(body)), 400);
+        assert_non_null(strstr(body, "missing field `socket`"));
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.add-fs", NULL, body, sizeof(body)), 400);
+        assert_string_equal(body, json ? "[\"Bad Request\"]" : "Bad Request");
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.pause", "{}", body, sizeof(body)), 400);
+        assert_int_equal(req(a.sock, "GET", "/api/v1/vm.pause", NULL, body, sizeof(body)), 400);
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.remove-device", "{\"id\":\"zz\"}", body,
+                             sizeof(body)), r->nodev);
+        assert_string_equal(body, json ?
+            "[\"Error from API\",\"The device could not be removed from the VM\","
+            "\"Error from device manager\",\"Failed to find device corresponding to the given "
+            "identifier: zz\"]" :
+            "Error from API: The device could not be removed from the VM: Error from device "
+            "manager: Failed to find device corresponding to the given identifier: zz");
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.add-fs",
+                             "{\"tag\":\"t\",\"socket\":\"/x\",\"id\":\"d1\"}", body,
+                             sizeof(body)), 200);
+        assert_string_equal(body, "{\"id\":\"d1\",\"bdf\":\"0000:00:05.0\"}");
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.add-fs",
+                             "{\"tag\":\"t2\",\"socket\":\"/y\",\"id\":\"d1\"}", body,
+                             sizeof(body)), r->dup);
+        assert_string_equal(body, json ?
+            "[\"Error from API\",\"The fs could not be added to the VM\",\"Failed to validate "
+            "config\",\"Identifier d1 is not unique\"]" :
+            "Error from API: The fs could not be added to the VM: Failed to validate config: "
+            "Identifier d1 is not unique");
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.add-device",
+                             "{\"path\":\"/tmp\",\"id\":\"v\"}", body, sizeof(body)), 200);
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.add-device", "{\"path\":\"/tmp\"}",
+                             body, sizeof(body)), r->dup);
+        assert_non_null(strstr(body, "Duplicated device path: /tmp"));
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.add-fs",
+                             "{\"tag\":\"t\",\"socket\":\"/x\",\"id\":\"__r\"}", body,
+                             sizeof(body)), r->shm);
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.add-fs",
+                             "{\"tag\":\"t\",\"socket\":\"/x\",\"num_queues\":2}", body,
+                             sizeof(body)), r->shm);
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.add-fs",
+                             "{\"tag\":\"t\",\"socket\":\"/x\",\"queue_size\":1000}", body,
+                             sizeof(body)), r->shm);
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.add-device",
+                             "{\"path\":\"/nonexistent/dev\"}", body, sizeof(body)), 500);
+        assert_non_null(strstr(body, "Cannot create a VFIO device"));
+        assert_non_null(strstr(body, "invalid file path"));
+        assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.snapshot",
+                             "{\"destination_url\":\"file:///tmp\"}", body, sizeof(body)), 500);
+        fx_stop(&a);
+
+        fx_start(&b, plain);
+        assert_int_equal(req(b.sock, "PUT", "/api/v1/vm.add-fs",
+                             "{\"tag\":\"t\",\"socket\":\"/x\"}", body, sizeof(body)), r->shm);
+        assert_non_null(strstr(body, "Using vhost-user requires using shared memory or huge pages"));
+        fx_stop(&b);
+
+        fx_start(&c, novm);
+        assert_int_equal(req(c.sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), r->novm);
+        assert_non_null(strstr(body, "VM is not created"));
+        assert_int_equal(req(c.sock, "GET", "/api/v1/vmm.ping", NULL, body, sizeof(body)), 200);
+        fx_stop(&c);
+    }
+}
+
+static void test_cold_then_hot_add_and_auto_ids(void **state)
+{
+    char *dir = sup_tmpdir(), *bin = sup_build_path("chsim");
+    char sock[256], body[8192], buf[1024];
+    char *argv[] = { bin, (char *)"--api-socket", sock, (char *)"--memory",
+                     (char *)"size=1G,shared=on", (char *)"--no-connect", (char *)"--cmdline",
+                     (char *)"console=ttyS0", (char *)"-v", NULL };
+    pid_t pid;
+    int fd;
+
+    (void)state;
+    snprintf(sock, sizeof(sock), "%s/api.sock", dir);
+    pid = sup_spawn(argv);
+    assert_int_equal(sup_wait_socket(sock, 5000), 0);
+    assert_int_equal(req(sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"state\":\"Created\""));
+    assert_null(strstr(body, "device_tree"));
+    assert_null(strstr(body, "\"fs\""));
+    fd = conn_open(sock);
+    send_put(fd, "/api/v1/vm.add-fs", "{\"tag\":\"c\",\"socket\":\"/cold\"}");
+    assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+    assert_string_equal(buf, "HTTP/1.1 204 \r\nServer: Cloud Hypervisor API\r\n"
+                             "Connection: keep-alive\r\n\r\n");
+    close(fd);
+    assert_int_equal(req(sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"fs\":[{\"tag\":\"c\",\"socket\":\"/cold\""));
+    assert_int_equal(req(sock, "PUT", "/api/v1/vm.boot", NULL, body, sizeof(body)), 204);
+    assert_int_equal(req(sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"state\":\"Running\""));
+    assert_non_null(strstr(body, "\"_virtio-pci-_fs0\":{"));
+    /* One counter across device types. */
+    assert_int_equal(req(sock, "PUT", "/api/v1/vm.add-device", "{\"path\":\"/tmp\"}", body,
+                         sizeof(body)), 200);
+    assert_string_equal(body, "{\"id\":\"_vfio1\",\"bdf\":\"0000:00:06.0\"}");
+    assert_int_equal(req(sock, "PUT", "/api/v1/vm.add-fs", "{\"tag\":\"h\",\"socket\":\"/h\"}",
+                         body, sizeof(body)), 200);
+    assert_string_equal(body, "{\"id\":\"_fs2\",\"bdf\":\"0000:00:07.0\"}");
+    assert_int_equal(req(sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"devices\":[{\"path\":\"/tmp\""));
+    assert_non_null(strstr(body, "\"_vfio1\":{\"id\":\"_vfio1\",\"resources\":[],\"parent\":null,"
+                                 "\"children\":[],\"pci_bdf\":\"0000:00:06.0\"}"));
+    assert_non_null(strstr(body, "\"_fs2\":{\"id\":\"_fs2\",\"resources\":[],\"parent\":"
+                                 "\"_virtio-pci-_fs2\""));
+    sup_kill(pid);
+    sup_rmrf(dir);
+    free(dir);
+    free(bin);
+}
+
+static void test_eject_window(void **state)
+{
+    const char *extra[] = { "--memory", "size=1G,shared=on", "--no-connect", "--eject-delay-ms",
+                            "400", NULL };
+    const char *add = "{\"tag\":\"t\",\"socket\":\"/s\",\"id\":\"e1\"}";
+    struct fx f;
+    char body[8192];
+
+    (void)state;
+    fx_start(&f, extra);
+    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.add-fs", add, body, sizeof(body)), 200);
+    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.remove-device", "{\"id\":\"e1\"}", body,
+                         sizeof(body)), 204);
+    assert_int_equal(req(f.sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), 200);
+    assert_null(strstr(body, "\"fs\":"));
+    assert_non_null(strstr(body, "\"_virtio-pci-e1\""));
+    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.add-fs", add, body, sizeof(body)), 500);
+    assert_string_equal(body, "[\"Error from API\",\"The fs could not be added to the VM\","
+                              "\"Error from device manager\",\"Invalid identifier as it is not "
+                              "unique: e1\"]");
+    /* Removing again during the window: the config entry is already gone. */
+    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.remove-device", "{\"id\":\"e1\"}", body,
+                         sizeof(body)), 404);
+    usleep(600 * 1000);
+    assert_int_equal(req(f.sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), 200);
+    assert_null(strstr(body, "e1"));
+    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.add-fs", add, body, sizeof(body)), 200);
+    assert_string_equal(body, "{\"id\":\"e1\",\"bdf\":\"0000:00:05.0\"}");
+    fx_stop(&f);
+}
+
+static void test_no_eject(void **state)
+{
+    const char *extra[] = { "--memory", "size=1G,shared=on", "--no-connect", "--no-eject", NULL };
+    struct fx f;
+    char body[8192];
+
+    (void)state;
+    fx_start(&f, extra);
+    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.add-fs",
+                         "{\"tag\":\"t\",\"socket\":\"/s\",\"id\":\"n\"}", body, sizeof(body)), 200);
+    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.remove-device", "{\"id\":\"n\"}", body,
+                         sizeof(body)), 204);
+    usleep(200 * 1000);
+    assert_int_equal(req(f.sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"_virtio-pci-n\""));
+    fx_stop(&f);
+}
+
+static void test_counters(void **state)
+{
+    struct fx f;
+
+    (void)state;
+    fx_start(&f, SHARED);
+    assert_int_equal(sup_chsim_count(f.sock, "vm.info"), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(req(f.sock, "GET", "/api/v1/vm.info", NULL, NULL, 0), 200);
+    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.add-fs", "{bad", NULL, 0), 400);
+    assert_int_equal(sup_chsim_count(f.sock, "vm.info"), 3);
+    assert_int_equal(sup_chsim_count(f.sock, "vm.add-fs"), 1);
+    assert_int_equal(sup_chsim_count(f.sock, "vmm.ping"), 0);
+    fx_stop(&f);
+}
+
+static void test_fault_close_before_reply(void **state)
+{
+    struct fx f;
+    char buf[4096], body[8192];
+    int fd;
+
+    (void)state;
+    fx_start(&f, SHARED);
+    assert_int_equal(req(f.sock, "PUT", "/chsim/fault",
+                         "{\"endpoint\":\"vm.add-fs\",\"mode\":\"close-before-reply\",\"count\":1}",
+                         NULL, 0), 204);
+    fd = conn_open(f.sock);
+    send_put(fd, "/api/v1/vm.add-fs", "{\"tag\":\"t\",\"socket\":\"/s\",\"id\":\"lost\"}");
+    assert_int_equal(read_resp(fd, buf, sizeof(buf), 5000), 0);
+    close(fd);
+    /* The request ran: the reply was lost, not the attach. */
+    assert_int_equal(req(f.sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"id\":\"lost\""));
+    assert_int_equal(sup_chsim_count(f.sock, "vm.add-fs"), 1);
+    /* count 1: the next add is answered normally. */
+    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.add-fs",
+                         "{\"tag\":\"t\",\"socket\":\"/s\",\"id\":\"ok\"}", NULL, 0), 200);
+    fx_stop(&f);
+}
+
+static void test_fault_cli_http10_and_plain(void **state)
+{
+    const char *extra[] = { "--fault", "vm.info=http10:1", "--fault", "vmm.ping=plain-text-error",
+                            NULL };
+    struct fx f;
+    char buf[8192];
+    ssize_t n;
+
+    (void)state;
+    fx_start(&f, extra);
+    n = sup_raw_exchange(f.sock, "GET /api/v1/vm.info HTTP/1.1\r\n\r\n", 32, buf, sizeof(buf), 3000);
+    assert_true(n > 0);
+    assert_int_equal(strncmp(buf, "HTTP/1.0 200 \r\n", 15), 0);
+    assert_null(strstr(buf, "Content-Length"));
+    assert_non_null(strstr(buf, "\"state\":\"Running\""));
+    assert_int_equal(buf[n - 1], '}');
+    assert_int_equal(req(f.sock, "GET", "/api/v1/vmm.ping", NULL, buf, sizeof(buf)), 500);
+    assert_string_equal(buf, "Error from API: chsim injected plain-text error");
+    assert_int_equal(req(f.sock, "PUT", "/chsim/fault",
+                         "{\"endpoint\":\"vm.info\",\"mode\":\"chunked\",\"count\":1}", NULL, 0),
+                     204);
+    {
+        int fd = conn_open(f.sock);
+        char b2[8192];
+        size_t got = 0;
+        long long deadline = now_ms() + 3000;
+
+        send_str(fd, "GET /api/v1/vm.info HTTP/1.1\r\n\r\n");
+        while (now_ms() < deadline && (got < 5 || strcmp(b2 + got - 5, "0\r\n\r\n") != 0)) {
+            ssize_t r = recv(fd, b2 + got, sizeof(b2) - 1 - got, MSG_DONTWAIT);
+
+            if (r > 0)
+                got += (size_t)r;
+            else
+                usleep(10000);
+            b2[got] = '\0';
+        }
+        assert_non_null(strstr(b2, "\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        assert_null(strstr(b2, "Content-Length"));
+        assert_int_equal(strcmp(b2 + got - 5, "0\r\n\r\n"), 0);
+        /* count was 1: the same connection then gets a normal reply. */
+        send_str(fd, "GET /api/v1/vm.info HTTP/1.1\r\n\r\n");
+        assert_true(read_resp(fd, b2, sizeof(b2), 3000) > 0);
+        assert_non_null(strstr(b2, "Content-Length: "));
+        close(fd);
+    }
+    assert_int_equal(sup_chsim_count(f.sock, "vm.info"), 3);
+    fx_stop(&f);
+}
+
+static void test_serialization(void **state)
+{
+    const char *extra[] = { "--memory", "size=1G,shared=on", "--no-connect", "--add-latency-ms",
+                            "500", NULL };
+    struct fx f;
+    char buf[8192];
+    int a, b;
+    long long t0, dt;
+
+    (void)state;
+    fx_start(&f, extra);
+    a = conn_open(f.sock);
+    b = conn_open(f.sock);
+    t0 = now_ms();
+    send_put(a, "/api/v1/vm.add-fs", "{\"tag\":\"t\",\"socket\":\"/s\"}");
+    usleep(50 * 1000);
+    send_str(b, "GET /api/v1/vmm.ping HTTP/1.1\r\n\r\n");
+    assert_true(read_resp(b, buf, sizeof(buf), 5000) > 0);
+    dt = now_ms() - t0;
+    assert_true(dt >= 450);
+    assert_true(read_resp(a, buf, sizeof(buf), 5000) > 0);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 200 \r\n", 15), 0);
+    close(a);
+    close(b);
+    fx_stop(&f);
+}
+
+static void test_connect_timeout(void **state)
+{
+    const char *head[] = { "--memory", "size=1G,shared=on", "--connect-timeout-ms", "300", NULL };
+    const char *v53[] = { "--api-version", "v53", "--memory", "size=1G,shared=on",
+                          "--connect-timeout-ms", "300", NULL };
+    struct fx f;
+    char body[8192];
+    long long t0;
+
+    (void)state;
+    fx_start(&f, head);
+    t0 = now_ms();
+    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.add-fs",
+                         "{\"tag\":\"t\",\"socket\":\"/nonexistent.sock\"}", body, sizeof(body)), 500);
+    assert_true(now_ms() - t0 >= 250);
+    assert_non_null(strstr(body, "\"Timed out waiting for vhost-user connection\"]"));
+    fx_stop(&f);
+    fx_start(&f, v53);
+    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.add-fs",
+                         "{\"tag\":\"t\",\"socket\":\"/nonexistent.sock\"}", body, sizeof(body)), 500);
+    assert_non_null(strstr(body, "\"Connection to socket failed\"]"));
+    fx_stop(&f);
+}
+
+static void test_fleet(void **state)
+{
+    char *dir = sup_tmpdir(), *bin = sup_build_path("chsim");
+    char fleet[256], last[300], sock[300], buf[4096], stats[300];
+    char *argv[] = { bin, (char *)"--fleet", fleet, (char *)"--count", (char *)"100",
+                     (char *)"--no-connect", (char *)"--add-latency-ms", (char *)"1000",
+                     (char *)"--stats-file", stats, NULL };
+    pid_t pid;
+    long long t0;
+    FILE *fp;
+
+    (void)state;
+    snprintf(fleet, sizeof(fleet), "%s/fleet", dir);
+    snprintf(last, sizeof(last), "%s/vm99.sock", fleet);
+    snprintf(stats, sizeof(stats), "%s/stats.json", dir);
+    pid = sup_spawn(argv);
+    assert_int_equal(sup_wait_socket(last, 5000), 0);
+    for (int i = 0; i < 100; i++) {
+        snprintf(sock, sizeof(sock), "%s/vm%d.sock", fleet, i);
+        assert_int_equal(req(sock, "GET", "/api/v1/vm.info", NULL, buf, sizeof(buf)), 200);
+        /* Fleet VMs have shared memory by default. */
+        assert_non_null(strstr(buf, "\"shared\":true"));
+    }
+    /* A slow add on vm0 does not hold vm1. */
+    {
+        int fd;
+
+        snprintf(sock, sizeof(sock), "%s/vm0.sock", fleet);
+        fd = conn_open(sock);
+        send_put(fd, "/api/v1/vm.add-fs", "{\"tag\":\"t\",\"socket\":\"/s\"}");
+        usleep(50 * 1000);
+        t0 = now_ms();
+        snprintf(sock, sizeof(sock), "%s/vm1.sock", fleet);
+        assert_int_equal(req(sock, "GET", "/api/v1/vmm.ping", NULL, NULL, 0), 200);
+        assert_true(now_ms() - t0 < 500);
+        assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+        assert_int_equal(strncmp(buf, "HTTP/1.1 200 \r\n", 15), 0);
+        close(fd);
+    }
+    sup_kill(pid);
+    fp = fopen(stats, "r");
+    assert_non_null(fp);
+    assert_non_null(fgets(buf, sizeof(buf), fp));
+    fclose(fp);
+    assert_non_null(strstr(buf, "\"vm.info\":100,"));
+    assert_non_null(strstr(buf, "\"vm.add-fs\":1,"));
+    assert_int_not_equal(access(last, F_OK), 0);
+    sup_rmrf(dir);
+    free(dir);
+    free(bin);
+}
+
+static void test_firecracker(void **state)
+{
+    char *dir = sup_tmpdir(), *bin = sup_build_path("chsim");
+    char sock[256], body[4096];
+    char *argv[] = { bin, (char *)"--firecracker", (char *)"--api-sock", sock, NULL };
+    pid_t pid;
+    int st;
+
+    (void)state;
+    snprintf(sock, sizeof(sock), "%s/fc.sock", dir);
+    pid = sup_spawn(argv);
+    assert_int_equal(sup_wait_socket(sock, 5000), 0);
+    assert_int_equal(req(sock, "GET", "/", NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"state\":\"Not started\""));
+    assert_int_equal(req(sock, "PUT", "/actions", "{\"action_type\":\"InstanceStart\"}", body,
+                         sizeof(body)), 400);
+    assert_non_null(strstr(body, "\"fault_message\":"));
+    assert_int_equal(req(sock, "PUT", "/machine-config", "{\"vcpu_count\":2,\"mem_size_mib\":256}",
+                         NULL, 0), 204);
+    assert_int_equal(req(sock, "PUT", "/boot-source", "{\"kernel_image_path\":\"/dev/null\"}",
+                         NULL, 0), 204);
+    assert_int_equal(req(sock, "PUT", "/drives/root", "{\"drive_id\":\"other\"}", NULL, 0), 400);
+    assert_int_equal(req(sock, "PUT", "/drives/root",
+                         "{\"drive_id\":\"root\",\"path_on_host\":\"/dev/null\","
+                         "\"is_root_device\":true,\"is_read_only\":true}", NULL, 0), 204);
+    assert_int_equal(req(sock, "PUT", "/actions", "{\"action_type\":\"InstanceStart\"}", NULL, 0),
+                     204);
+    assert_int_equal(req(sock, "PATCH", "/vm", "{\"state\":\"Paused\"}", NULL, 0), 204);
+    assert_int_equal(req(sock, "GET", "/", NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"state\":\"Paused\""));
+    assert_int_equal(req(sock, "PATCH", "/vm", "{\"state\":\"Resumed\"}", NULL, 0), 204);
+    assert_int_equal(req(sock, "PUT", "/machine-config", "{\"vcpu_count\":2,\"mem_size_mib\":256}",
+                         NULL, 0), 400);
+    assert_int_equal(req(sock, "PUT", "/actions", "{\"action_type\":\"SendCtrlAltDel\"}", NULL, 0),
+                     204);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    sup_rmrf(dir);
+    free(dir);
+    free(bin);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_framing_200_204_404),
+        cmocka_unit_test(test_vmm_shutdown_exits),
+        cmocka_unit_test(test_eleventh_connection),
+        cmocka_unit_test(test_keepalive_after_errors_and_http10),
+        cmocka_unit_test(test_pipelining),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_status_table),
+        cmocka_unit_test(test_cold_then_hot_add_and_auto_ids),
+        cmocka_unit_test(test_eject_window),
+        cmocka_unit_test(test_no_eject),
+        cmocka_unit_test(test_counters),
+        cmocka_unit_test(test_fault_close_before_reply),
+        cmocka_unit_test(test_fault_cli_http10_and_plain),
+        cmocka_unit_test(test_serialization),
+        cmocka_unit_test(test_connect_timeout),
+        cmocka_unit_test(test_fleet),
+        cmocka_unit_test(test_firecracker),
+    };
+
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
