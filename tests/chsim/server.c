@@ -784,9 +784,9 @@ static int parse_head(struct chsim_conn *c, const char *buf, size_t len, size_t 
                 goto fail;
             }
             *sp1 = *sp2 = '\0';
-            snprintf(method, sizeof(method), "%s", line);
+            snprintf(method, sizeof(method), "%.15s", line);
             snprintf(uri, sizeof(uri), "%s", sp1 + 1);
-            snprintf(version, sizeof(version), "%s", sp2 + 1);
+            snprintf(version, sizeof(version), "%.15s", sp2 + 1);
             if (strcmp(method, "GET") && strcmp(method, "PUT") && strcmp(method, "PATCH")) {
                 err = "Invalid HTTP Method: Unsupported HTTP method.";
                 goto fail;
@@ -851,7 +851,7 @@ static int parse_head(struct chsim_conn *c, const char *buf, size_t len, size_t 
                 path = "/";
         }
         req->conn = c;
-        snprintf(req->method, sizeof(req->method), "%s", method);
+        snprintf(req->method, sizeof(req->method), "%.7s", method);
         req->path = strdup(path);
         if (!req->path) {
             fprintf(stderr, "chsim: out of memory\n");
