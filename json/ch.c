@@ -938,9 +938,8 @@ static bool render_array(const char *body, size_t len, char *out, size_t outlen)
     size_t limit = render_limit(outlen);
     size_t cut;
 
-    /* Building the joined text needs room beyond the cut to know where a
-     * UTF-8 sequence ends; one scratch byte past the limit is enough to
-     * tell whether anything was dropped. */
+    /* A few bytes beyond the limit let utf8_cut see whether the cut lands
+     * inside a multi-byte sequence. */
     r.out = malloc(limit + 4);
     if (!r.out)
         return false;
