@@ -51,7 +51,8 @@ perf)
         grep -v '^$' | head -80 ;;
 callgrind)
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" $peer | head -1
-    callgrind_annotate "$dir/cg.out" 2>/dev/null | head -40 ;;
+    callgrind_annotate --inclusive=no "$dir/cg.out" 2>/dev/null | head -45
+    [ -n "${BENCH_CG_KEEP:-}" ] && cp "$dir/cg.out" "$BENCH_CG_KEEP" ;;
 none)
     $peer | head -1 ;;
 esac
