@@ -197,9 +197,10 @@ static void print_job(runner *r, const job *j)
     }
     progress_clear(r);
     if (!j->ok) {
-        if (j->line)
-            fprintf(stderr, "Error: line %d: %s%s%s\n", j->line, j->op.vm ? j->op.vm : "",
-                    j->op.vm ? ": " : "", j->errstr);
+        if (j->line && !j->op.vm)
+            fprintf(stderr, "Error: %s\n", j->errstr);
+        else if (j->line)
+            fprintf(stderr, "Error: line %d: %s: %s\n", j->line, j->op.vm, j->errstr);
         else if (r->multi)
             fprintf(stderr, "Error: %s: %s\n", j->op.vm, j->errstr);
         else
@@ -798,7 +799,7 @@ static char *read_all(FILE *f, size_t *len)
 int cli_batch(cli_ctx *c)
 {
     const char *path = c->n_args ? c->args[0] : "-";
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+    FILE *f;
     char *buf, *p, *end;
     size_t len = 0, n = 0, cap = 0;
     job **jobs = NULL;
@@ -807,11 +808,9 @@ int cli_batch(cli_ctx *c)
     bool oom = false;
 
     rc = parallel_of(c, &par);
-    if (rc) {
-        if (f && f != stdin)
-            fclose(f);
+    if (rc)
         return rc;
-    }
+    f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
     if (!f)
         return cli_error("open %s: %s", path, strerror(errno));
     buf = read_all(f, &len);
@@ -839,8 +838,13 @@ int cli_batch(cli_ctx *c)
             continue;
         }
         j->line = line;
-        if (prc < 0)
-            j->pre_err = strdup(err);
+        if (prc < 0 && asprintf(&j->pre_err, "line %d: %s", line, err) < 0)
+            j->pre_err = NULL;
+        if (prc < 0 && !j->pre_err) {
+            job_free(j);
+            oom = true;
+            break;
+        }
         if (n == cap) {
             size_t nc = cap ? cap * 2 : 64;
             job **nj = realloc(jobs, nc * sizeof(*nj));
