@@ -132,6 +132,32 @@ $(BUILD)/cocoon-bench: $(BENCH_OBJS) $(BUILD)/libcocoon.a
 bench: all $(BUILD)/cocoon-bench
 	./$(BUILD)/cocoon-bench --build $(BUILD) --out bench/out $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick)
 
+# Installs the embeddable library: libcocoon.a, the self-contained public
+# header and a pkg-config file, so a libev host builds with
+# `pkg-config --cflags --libs cocoon`.  The .pc is rewritten on every run
+# because it bakes in PREFIX.
+$(BUILD)/cocoon.pc: FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' 'prefix=$(PREFIX)' 'exec_prefix=$${prefix}' \
+	  'libdir=$${exec_prefix}/lib' 'includedir=$${prefix}/include' '' \
+	  'Name: cocoon' \
+	  'Description: hot-attach virtio-fs shares and VFIO devices to Cloud Hypervisor VMs' \
+	  'Version: 0.1.0' \
+	  'Libs: -L$${libdir} -lcocoon -lev -lyajl -lm' \
+	  'Cflags: -I$${includedir}' > $@.tmp && mv $@.tmp $@
+
+install: $(BUILD)/libcocoon.a $(BUILD)/cocoon.pc
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 0644 $(BUILD)/libcocoon.a $(DESTDIR)$(PREFIX)/lib/libcocoon.a
+	install -m 0644 engine/cocoon.h $(DESTDIR)$(PREFIX)/include/cocoon.h
+	install -m 0644 $(BUILD)/cocoon.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/lib/libcocoon.a $(DESTDIR)$(PREFIX)/include/cocoon.h \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon.pc
+
+FORCE:
+
 clean:
 	rm -rf build
 

@@ -773,13 +773,13 @@ static void op_detached(struct eng_op *op, char *note)
 {
     cocoon_engine *e = op->e;
 
-    if (!e->detach_wait_ms) {
-        op_finish(op, 0, note ? note : "");
-        return;
-    }
     if (note) {
         free(op->msg);
         op->msg = note;
+    }
+    if (!e->detach_wait_ms) {
+        op_finish(op, 0, op->msg ? op->msg : "");
+        return;
     }
     op->wait_deadline = eng_mono() + e->detach_wait_ms / 1000.0;
     op_send_info(op, ST_WAIT);

@@ -1,0 +1,132 @@
+/* tests/test_embed.c: a tiny host program that embeds cocoon through the
+ * public header alone, on its own libev loop: the example the README shows.
+ * The host part (between the markers) uses nothing but <cocoon.h>; the
+ * cmocka part only provides the chsim peer and a virtiofsd stand-in. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "tests/support/support.h"
+
+/* ---- README example begins ---- */
+#include "engine/cocoon.h"      /* installed as <cocoon.h> */
+
+struct host {
+    int pending;
+    int failures;
+    char last_id[128];
+};
+
+static void on_attached(cocoon_engine *e, const cocoon_result *r, void *priv)
+{
+    struct host *h = priv;
+
+    (void)e;
+    if (r->err)
+        h->failures++;
+    else
+        snprintf(h->last_id, sizeof(h->last_id), "%s", r->device_id);
+    h->pending--;
+}
+
+static void on_listed(cocoon_engine *e, const cocoon_result *r, const cocoon_listing *l,
+                      void *priv)
+{
+    struct host *h = priv;
+
+    (void)e;
+    if (r->err || l->n_fs != 1 || strcmp(l->fs[0].tag, "data") != 0)
+        h->failures++;
+    h->pending--;
+}
+
+/* Attaches the share on every VM, then lists the first one. */
+static int host_attach_all(const char *const vms[], size_t n, const char *vfs_sock,
+                           struct host *h)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    cocoon_options opt = { .timeout_ms = 5000 };
+    cocoon_engine *e = cocoon_engine_new(loop, &opt);
+    cocoon_fs_spec fs = { .socket = vfs_sock, .tag = "data" };
+
+    for (size_t i = 0; i < n; i++)
+        if (cocoon_fs_attach(e, vms[i], &fs, on_attached, h) == 0)
+            h->pending++;
+    if (n && cocoon_list(e, vms[0], on_listed, h) == 0)
+        h->pending++;
+    while (h->pending > 0)
+        ev_run(loop, EVRUN_ONCE);
+    cocoon_engine_free(e);
+    ev_loop_destroy(loop);
+    return h->failures ? -1 : 0;
+}
+/* ---- README example ends ---- */
+
+static void test_embed_host(void **state)
+{
+    char *dir = sup_tmpdir(), api[100], vfs[100];
+    static const char *const extra[] = { "--memory", "size=1G,shared=on", NULL };
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    struct host h = { 0 };
+    const char *vms[1];
+    int lfd;
+    pid_t pid;
+
+    (void)state;
+    assert_non_null(dir);
+    snprintf(api, sizeof(api), "%s/api.sock", dir);
+    snprintf(vfs, sizeof(vfs), "%s/vfs.sock", dir);
+    pid = sup_chsim_start(api, extra);
+    assert_true(pid > 0);
+    lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", vfs);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    vms[0] = api;
+    assert_int_equal(host_attach_all(vms, 1, vfs, &h), 0);
+    assert_int_equal(h.pending, 0);
+    assert_string_equal(h.last_id, "cocoon-fs-data");
+    assert_int_equal(sup_chsim_count(api, "vm.add-fs"), 1);
+    close(lfd);
+    sup_kill(pid);
+    sup_rmrf(dir);
+    free(dir);
+}
+
+static void test_embed_submit_errors(void **state)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    cocoon_engine *e = cocoon_engine_new(loop, NULL);
+    struct host h = { 0 };
+    cocoon_fs_spec fs = { .socket = "/x", .tag = "t" };
+
+    (void)state;
+    assert_non_null(e);
+    assert_null(cocoon_engine_new(NULL, NULL));
+    assert_int_equal(cocoon_fs_attach(e, NULL, &fs, on_attached, &h) < 0, 1);
+    assert_int_equal(cocoon_fs_attach(e, "/x", NULL, on_attached, &h) < 0, 1);
+    assert_int_equal(cocoon_fs_attach(e, "/x", &fs, NULL, &h) < 0, 1);
+    assert_int_equal(cocoon_list(e, "/x", NULL, &h) < 0, 1);
+    cocoon_engine_free(e);
+    cocoon_engine_free(NULL);
+    ev_loop_destroy(loop);
+    assert_int_equal(h.pending, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_embed_host),
+        cmocka_unit_test(test_embed_submit_errors),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
