@@ -80,6 +80,7 @@ static int resp_grow(httpc_resp *r, size_t need)
         return -ENOMEM;
     r->body = nb;
     r->body_cap = cap;
+    r->body[r->body_len] = '\0';
     return 0;
 }
 
@@ -181,6 +182,11 @@ static int resp_headers_done(httpc_resp *r)
 {
     if (r->hdr_bytes > HTTPC_MAX_HEADER_BYTES)
         return resp_header_limit(r);
+    /* llhttp takes any three digits; below 100 there is no HTTP status. */
+    if (r->status < 100)
+        return r->state = eng_errf(r->errstr, sizeof r->errstr, -EPROTO,
+                                   "malformed HTTP response: invalid status "
+                                   "code %d", r->status);
     if ((r->p.flags & F_CONTENT_LENGTH) &&
         r->p.content_length > HTTPC_MAX_BODY_BYTES)
         return r->state = eng_errf(r->errstr, sizeof r->errstr, -EMSGSIZE,

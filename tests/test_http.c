@@ -95,6 +95,7 @@ static void check_outcome(const fixture *f, const outcome *o, const char *how)
     if (o->rc != f->rc)
         fail_msg("%s (%s): rc %d, want %d (%s)", f->name, how, o->rc, f->rc,
                  o->errstr);
+    assert_int_equal(o->body[o->body_len], '\0');
     if (f->rc == HTTPC_RESP_DONE) {
         assert_int_equal(o->status, f->status);
         assert_int_equal(o->body_len, f->body_len);
@@ -232,6 +233,12 @@ static void test_resp_truncated(void **state)
     fixture g = { FIX("midhdr", "HTTP/1.1 200 \r\nContent-Le"),
                   .rc = -ECONNRESET, .errstr = "in headers after 25 bytes" };
     run_fixture(&g);
+    fixture nob = { FIX("nobody", "HTTP/1.1 200 \r\nContent-Length: 5\r\n\r\n"),
+                    .rc = -ECONNRESET, .errstr = "in body after 0 of 5 bytes" };
+    run_fixture(&nob);
+    fixture low = { FIX("status099", "HTTP/1.1 099 \r\n\r\n"), .rc = -EPROTO,
+                    .errstr = "malformed HTTP response: invalid status code 99" };
+    run_fixture(&low);
     fixture h = { .name = "empty", .data = "", .len = 0, .rc = -ECONNRESET,
                   .errstr = "no bytes received" };
     run_fixture(&h);
