@@ -158,6 +158,10 @@ uninstall:
 
 FORCE:
 
+# The main job: a fleet of simulated VMs, batch attach and detach.
+demo: all
+	bash tests/demo.sh $(BUILD)
+
 clean:
 	rm -rf build
 
