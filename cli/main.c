@@ -206,6 +206,8 @@ bool cli_flag_bool(const cli_ctx *c, const char *name)
 }
 
 static void vusage(const char *path, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void vusage(const char *path, const char *fmt, va_list ap)
 {
     fputs("Error: ", stderr);
     vfprintf(stderr, fmt, ap);
