@@ -166,6 +166,7 @@ static char *vm_id(const char *name)
     return id;
 }
 
+static char *root_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *root_path(const char *fmt, ...)
 {
     char rel[512], *p = NULL;
