@@ -25,6 +25,8 @@ typedef struct job {
     char *pre_err;              /* failure known before any I/O */
     bool done, ok, submitted;
     char *errstr, *dev_id, *bdf;
+    char *note;                 /* success with a remark (reply lost, vm.info
+                                   showed the outcome) */
     uint64_t latency_us;
     char **rows;                /* list ops: 3 strings per row */
     size_t n_rows;
@@ -94,6 +96,7 @@ static void job_free(job *j)
     free(j->errstr);
     free(j->dev_id);
     free(j->bdf);
+    free(j->note);
     for (size_t i = 0; i < j->n_rows * 3; i++)
         free(j->rows[i]);
     free(j->rows);
@@ -168,6 +171,7 @@ static void print_job(runner *r, const job *j)
         cli_gen_kv_str(g, "tag", j->op.tag);
         cli_gen_kv_str(g, "pci", j->op.pci);
         cli_gen_kv_str(g, "error", j->ok ? NULL : j->errstr);
+        cli_gen_kv_str(g, "note", j->ok ? j->note : NULL);
         if (j->submitted)
             cli_gen_kv_ms(g, "latency_ms", (double)j->latency_us / 1000.0);
         if (j->ok && (j->op.kind == CLI_OP_FS_LIST || j->op.kind == CLI_OP_DEVICE_LIST)) {
@@ -207,6 +211,8 @@ static void print_job(runner *r, const job *j)
             fprintf(stderr, "Error: %s\n", j->errstr);
         return;
     }
+    if (j->note)
+        fprintf(stderr, "Warning: %s: %s\n", j->op.vm, j->note);
     switch (j->op.kind) {
     case CLI_OP_FS_ATTACH:
         if (j->bdf)
@@ -249,6 +255,8 @@ static void finish(job *j, int err, const char *errstr, const char *dev_id, cons
         j->errstr = message_for(j, err, errstr);
         r->failed++;
     } else {
+        if (errstr && *errstr)
+            j->note = strdup(errstr);
         j->dev_id = dev_id ? strdup(dev_id) : NULL;
         j->bdf = bdf ? strdup(bdf) : NULL;
         r->ok++;

@@ -1079,6 +1079,31 @@ static void test_inspect_with_devices(void **state)
     free(sock);
 }
 
+static void test_lost_reply_note(void **state)
+{
+    char *out = NULL, *err = NULL, *id, *sock, *vs = root_path("lost.sock");
+    int lfd;
+
+    (void)state;
+    vm_run("lossy");
+    id = vm_id("lossy");
+    sock = root_path("run/cloudhypervisor/%s/api.sock", id);
+    lfd = listen_unix(vs);
+    chsim_fault(sock, "vm.add-fs", "close-before-reply");
+    assert_int_equal(cli(&out, &err, "vm", "fs", "attach", "lossy", "--socket", vs, "--tag", "d",
+                         (char *)NULL), 0);
+    assert_string_equal(out, "lossy: attached fs d (id=cocoon-fs-d)\n");
+    assert_string_equal(err, "Warning: lossy: vm.add-fs: reply lost; vm.info shows the device "
+                             "attached (id=cocoon-fs-d)\n");
+    free(out);
+    free(err);
+    assert_int_equal(sup_chsim_count(sock, "vm.add-fs"), 1);     /* never resent */
+    close(lfd);
+    free(vs);
+    free(id);
+    free(sock);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1099,6 +1124,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_ignored_shutdown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inspect_list_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inspect_with_devices, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_reply_note, setup, teardown),
     };
     int rc;
 
