@@ -12,7 +12,7 @@ set -euo pipefail
 BUILD=${1:-${COCOON_BUILD_DIR:-build}}
 COCOON=$(realpath "$BUILD/cocoon")
 CHSIM=$(realpath "$BUILD/chsim")
-VIRTIOFSD=/usr/lib/qemu/virtiofsd
+VIRTIOFSD=${VIRTIOFSD:-/usr/lib/qemu/virtiofsd}
 N=${DEMO_VMS:-8}
 ROOT=$(mktemp -d /tmp/cocoon-demo-XXXXXX)
 BACKEND_PIDS=()
