@@ -135,8 +135,15 @@ LEAF(cmd_dev_list, "list", "vm device list VM...", "List attached VFIO PCI devic
      "cocoon vm device list web-1", list_flags, cli_device_list, 1, -1);
 LEAF(cmd_batch, "batch", "batch [FILE|-] [flags]",
      "Run a JSON Lines plan of attach/detach/list operations concurrently",
-     "echo '{\"op\":\"fs-attach\",\"vm\":\"web-1\",\"socket\":\"/run/vfs/web-1.sock\","
-     "\"tag\":\"data\"}' | cocoon batch -o json",
+     "cocoon batch plan.jsonl -o json\n\n"
+     "  One JSON object per line (blank lines are skipped):\n"
+     "    {\"op\":\"fs-attach\",\"vm\":\"web-1\",\"socket\":\"/run/vfs/{name}.sock\",\"tag\":\"data\"}\n"
+     "    {\"op\":\"fs-detach\",\"vm\":\"web-1\",\"tag\":\"data\",\"wait\":10}\n"
+     "    {\"op\":\"device-attach\",\"vm\":\"gpu-1\",\"pci\":\"01:00.0\",\"id\":\"gpu0\"}\n"
+     "  ops: fs-attach fs-detach device-attach device-detach fs-list device-list\n"
+     "  fields: socket tag num_queues queue_size no_socket_check pci id wait (seconds or true)\n"
+     "  Ops on one VM run in order; VMs run concurrently.  A bad line is reported\n"
+     "  as \"line N: ...\" and the rest still runs (exit status 1).",
      batch_flags, cli_batch, 0, 1);
 
 static const cli_cmd *const fs_children[] = { &cmd_fs_attach, &cmd_fs_detach, &cmd_fs_list, NULL };
@@ -152,7 +159,7 @@ static const cli_cmd *const vm_children[] = {
 static const cli_cmd cmd_vm = { "vm", "vm COMMAND", "Manage VMs and their runtime devices",
     "cocoon vm list", NULL, 0, vm_children, NULL, 0, 0 };
 static const cli_cmd *const root_children[] = { &cmd_vm, &cmd_batch, NULL };
-static const cli_cmd cmd_root = { "cocoon", "COMMAND",
+static const cli_cmd cmd_root = { "cocoon", "[--root-dir DIR] [--timeout SECONDS] [-o text|json] COMMAND",
     "Hot-attach virtio-fs shares and VFIO devices to running Cloud Hypervisor VMs",
     "cocoon vm fs attach web-1 --socket /run/vfs/web-1.sock --tag data",
     version_flag, N(version_flag), root_children, NULL, 0, 0 };
@@ -242,14 +249,15 @@ static void print_flags(FILE *f, const cli_flag *fl, size_t n)
         char left[64];
         const char *vn = fl[i].value_name;
 
+        char sh[8] = "    ";
+
+        if (fl[i].short_name)
+            snprintf(sh, sizeof(sh), "-%c, ", fl[i].short_name);
         if (fl[i].kind == CLI_FLAG_OPTVAL)
-            snprintf(left, sizeof(left), "%s%c%c--%s[=%s]", fl[i].short_name ? "-" : "  ",
-                     fl[i].short_name ? fl[i].short_name : ' ', fl[i].short_name ? ',' : ' ',
-                     fl[i].name, vn);
+            snprintf(left, sizeof(left), "%s--%s[=%s]", sh, fl[i].name, vn);
         else
-            snprintf(left, sizeof(left), "%s%c%c--%s%s%s", fl[i].short_name ? "-" : "  ",
-                     fl[i].short_name ? fl[i].short_name : ' ', fl[i].short_name ? ',' : ' ',
-                     fl[i].name, vn ? " " : "", vn ? vn : "");
+            snprintf(left, sizeof(left), "%s--%s%s%s", sh, fl[i].name, vn ? " " : "",
+                     vn ? vn : "");
         fprintf(f, "  %-30s %s", left, fl[i].help);
         if (fl[i].required)
             fputs(" (required)", f);
