@@ -348,6 +348,85 @@ static void test_start_failure_records_error(void **state)
     free(dir);
 }
 
+/* A "VMM" that ignores SIGTERM and has no API: stop must escalate to
+ * SIGKILL within its bounds. */
+static void test_stop_escalates_to_sigkill(void **state)
+{
+    char err[ENG_ERRSTR_MAX], *root, *pidfile, *arg = NULL;
+    launch_stop_bounds b = { 200, 300, 400, 2000 };
+    store_vm vm;
+    pid_t pid;
+    long long t0, el;
+    int st;
+
+    (void)state;
+    root = make_root_rec(&vm);
+    assert_int_equal(store_make_private_dir(vm.run_dir, err, sizeof(err)), 0);
+    assert_true(asprintf(&arg, "path=%s/api.sock", vm.run_dir) > 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl("/bin/bash", "/bin/bash", "-c", "trap '' TERM; while :; do sleep 0.05; done",
+              arg, (char *)NULL);
+        _exit(127);
+    }
+    pidfile = gate_pidfile(&vm);
+    assert_int_equal(store_write_pidfile(pidfile, pid, err, sizeof(err)), 0);
+    vm.state = STORE_RUNNING;
+    vm.binary = strdup("/bin/bash");
+    assert_int_equal(launch_record_save(root, &vm, err, sizeof(err)), 0);
+    usleep(100000);              /* let bash install its trap */
+    assert_int_equal(gate_check(&vm, "cloud-hypervisor", NULL, err, sizeof(err)), 0);
+    t0 = mono_ms();
+    assert_int_equal(launch_stop(root, &vm, "cloud-hypervisor", &b, err, sizeof(err)), 0);
+    el = mono_ms() - t0;
+    assert_true(el >= 300 + 400);
+    assert_true(el < 300 + 400 + 2000);
+    /* reaped by launch_stop, killed by SIGKILL */
+    assert_int_equal(waitpid(pid, &st, WNOHANG), -1);
+    assert_int_equal(errno, ECHILD);
+    assert_int_equal(access(pidfile, F_OK), -1);
+    assert_stored_state(root, vm.id, STORE_STOPPED);
+    free(arg);
+    free(pidfile);
+    store_vm_fini(&vm);
+    sup_rmrf(root);
+    free(root);
+}
+
+/* A pid that fails the gate (reused by an unrelated process) is never
+ * signalled: the record is just marked stopped. */
+static void test_stop_never_signals_foreign_pid(void **state)
+{
+    char err[ENG_ERRSTR_MAX], *root, *pidfile;
+    store_vm vm;
+    pid_t pid;
+    int st;
+
+    (void)state;
+    root = make_root_rec(&vm);
+    assert_int_equal(store_make_private_dir(vm.run_dir, err, sizeof(err)), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl("/bin/sleep", "sleep", "5", (char *)NULL);
+        _exit(127);
+    }
+    pidfile = gate_pidfile(&vm);
+    assert_int_equal(store_write_pidfile(pidfile, pid, err, sizeof(err)), 0);
+    vm.state = STORE_RUNNING;
+    assert_int_equal(launch_record_save(root, &vm, err, sizeof(err)), 0);
+    assert_int_equal(launch_stop(root, &vm, "cloud-hypervisor", NULL, err, sizeof(err)), 0);
+    assert_int_equal(waitpid(pid, &st, WNOHANG), 0);       /* still running */
+    assert_int_equal(vm.state, STORE_STOPPED);
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    free(pidfile);
+    store_vm_fini(&vm);
+    sup_rmrf(root);
+    free(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -361,6 +440,8 @@ int main(void)
         cmocka_unit_test(test_start_stop_chsim),
         cmocka_unit_test(test_stop_ignored_shutdown),
         cmocka_unit_test(test_start_failure_records_error),
+        cmocka_unit_test(test_stop_escalates_to_sigkill),
+        cmocka_unit_test(test_stop_never_signals_foreign_pid),
     };
 
     signal(SIGPIPE, SIG_IGN);
