@@ -1,0 +1,1009 @@
+/* tests/test_faults.c: the fault matrix.  Every chsim fault mode, HTTP
+ * status class and connection failure, crossed with every operation (fs
+ * attach, fs detach, device attach, device detach, list) and every CH
+ * generation.  Each cell runs on a fresh engine and checks: one callback,
+ * a clear error or a correct success, what chsim really did (a fresh list),
+ * no state-changing call sent twice, and no fd left open. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/cocoon.h"
+#include "engine/call.h"
+#include "engine/err.h"
+#include "tests/support/support.h"
+
+#define ARROW "\xe2\x86\x92"
+#define FLEET_N 200
+
+enum op { OP_FSA, OP_FSD, OP_DEVA, OP_DEVD, OP_LIST, N_OPS };
+enum target { T_PUT, T_INFO };
+/* What a cell must end in: plain success, success carrying the lost-reply
+ * note (CH executed the call, the reply did not arrive intact), an error
+ * whose text is known exactly, or an error of a given errno. */
+enum outcome { O_OK, O_LOST_OK, O_ERR };
+
+static const char *const op_names[N_OPS] = { "fs attach", "fs detach", "device attach",
+                                             "device detach", "list" };
+static const char *const gens[] = { "head", "v53", "v46" };
+#define N_GENS 3
+
+static int g_verbose;
+static int g_valgrind;
+static unsigned g_timeout_ms;
+static int g_cells;
+static char g_pci[300];
+
+/* ------------------------------------------------------------ running ops */
+
+struct opres {
+    int calls;
+    bool cb_in_submit;
+    bool watchdog;
+    int err;
+    char errstr[2048];
+    char id[128];
+    int status;
+    int n_fs, n_dev;
+    char list[1024];
+};
+
+struct runner {
+    struct ev_loop *loop;
+    ev_timer wd;
+    bool in_submit;
+    struct opres *r;
+};
+
+static void run_wd_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct runner *run = w->data;
+
+    (void)revents;
+    run->r->watchdog = true;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void run_fill(struct runner *run, const cocoon_result *cr)
+{
+    struct opres *r = run->r;
+
+    r->calls++;
+    if (run->in_submit)
+        r->cb_in_submit = true;
+    r->err = cr->err;
+    snprintf(r->errstr, sizeof(r->errstr), "%s", cr->errstr ? cr->errstr : "(null)");
+    snprintf(r->id, sizeof(r->id), "%s", cr->device_id ? cr->device_id : "");
+    r->status = cr->http_status;
+}
+
+static void run_done_cb(cocoon_engine *e, const cocoon_result *cr, void *priv)
+{
+    struct runner *run = priv;
+
+    (void)e;
+    run_fill(run, cr);
+    ev_break(run->loop, EVBREAK_ALL);
+}
+
+static void run_list_cb(cocoon_engine *e, const cocoon_result *cr, const cocoon_listing *l,
+                        void *priv)
+{
+    struct runner *run = priv;
+    struct opres *r = run->r;
+    size_t o = 0;
+
+    (void)e;
+    r->n_fs = l ? (int)l->n_fs : -1;
+    r->n_dev = l ? (int)l->n_devices : -1;
+    for (size_t i = 0; l && i < l->n_fs && o < sizeof(r->list); i++)
+        o += (size_t)snprintf(r->list + o, sizeof(r->list) - o, "fs:%s,%s;", l->fs[i].id,
+                              l->fs[i].tag);
+    for (size_t i = 0; l && i < l->n_devices && o < sizeof(r->list); i++)
+        o += (size_t)snprintf(r->list + o, sizeof(r->list) - o, "dev:%s,%s;",
+                              l->devices[i].id, l->devices[i].bdf ? l->devices[i].bdf : "-");
+    run_fill(run, cr);
+    ev_break(run->loop, EVBREAK_ALL);
+}
+
+struct opargs {
+    const char *vfs_sock;
+    const char *tag;
+    const char *pci;
+    const char *dev_id;
+    int num_queues;
+};
+
+/* Runs one operation on a private loop and engine, both freed before
+ * returning, so the caller can compare fd counts around it.  No cmocka
+ * assertion here: the permission test calls it in a forked child. */
+static int run_op(const char *sock, enum op op, const struct opargs *a, unsigned timeout_ms,
+                  struct opres *r)
+{
+    struct runner run = { 0 };
+    cocoon_options o = { 0 };
+    cocoon_engine *e;
+    int rc = -1;
+
+    memset(r, 0, sizeof(*r));
+    run.r = r;
+    run.loop = ev_loop_new(EVFLAG_AUTO);
+    if (!run.loop)
+        return -1;
+    o.root_dir = "/nonexistent-cocoon-root";
+    o.timeout_ms = timeout_ms;
+    o.socket_check = -1;
+    e = cocoon_engine_new(run.loop, &o);
+    if (!e) {
+        ev_loop_destroy(run.loop);
+        return -1;
+    }
+    ev_timer_init(&run.wd, run_wd_cb, 30. + timeout_ms / 100.0, 0.);
+    run.wd.data = &run;
+    ev_timer_start(run.loop, &run.wd);
+    run.in_submit = true;
+    switch (op) {
+    case OP_FSA: {
+        cocoon_fs_spec s = { a->vfs_sock, a->tag, a->num_queues, 0 };
+
+        rc = cocoon_fs_attach(e, sock, &s, run_done_cb, &run);
+        break;
+    }
+    case OP_FSD:
+        rc = cocoon_fs_detach(e, sock, a->tag, run_done_cb, &run);
+        break;
+    case OP_DEVA: {
+        cocoon_vfio_spec s = { a->pci, a->dev_id };
+
+        rc = cocoon_device_attach(e, sock, &s, run_done_cb, &run);
+        break;
+    }
+    case OP_DEVD:
+        rc = cocoon_device_detach(e, sock, a->dev_id, run_done_cb, &run);
+        break;
+    default:
+        rc = cocoon_list(e, sock, run_list_cb, &run);
+        break;
+    }
+    run.in_submit = false;
+    if (rc == 0)
+        ev_run(run.loop, 0);
+    /* Drain what a callback may have left: the engine is freed while the
+     * loop still exists, as a host would do. */
+    cocoon_engine_free(e);
+    ev_timer_stop(run.loop, &run.wd);
+    ev_loop_destroy(run.loop);
+    return rc;
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    int n = 0;
+
+    assert_non_null(d);
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* ------------------------------------------------------------ chsim control */
+
+static void chsim_put(const char *sock, const char *path, const char *body)
+{
+    char err[ENG_ERRSTR_MAX];
+    int rc = eng_call_sync(sock, "PUT", path, body, 5000, NULL, NULL, NULL, err, sizeof(err));
+
+    if (rc)
+        fail_msg("%s on %s: %s", path, sock, err);
+}
+
+static void arm_fault(const char *sock, const char *endpoint, const char *mode)
+{
+    char body[256];
+
+    snprintf(body, sizeof(body), "{\"endpoint\":\"%s\",\"mode\":\"%s\",\"count\":1}", endpoint,
+             mode);
+    chsim_put(sock, "/chsim/fault", body);
+}
+
+static void set_override(const char *sock, const char *body)
+{
+    chsim_put(sock, "/chsim/vminfo-override", body);
+}
+
+struct counts {
+    int add_fs, add_dev, remove, info;
+};
+
+static struct counts get_counts(const char *sock)
+{
+    struct counts c = {
+        sup_chsim_count(sock, "vm.add-fs"), sup_chsim_count(sock, "vm.add-device"),
+        sup_chsim_count(sock, "vm.remove-device"), sup_chsim_count(sock, "vm.info"),
+    };
+
+    assert_true(c.add_fs >= 0 && c.add_dev >= 0 && c.remove >= 0 && c.info >= 0);
+    return c;
+}
+
+struct fleet {
+    char *dir;
+    pid_t pid;
+    int next;
+    const char *gen;
+};
+
+static void fleet_start(struct fleet *f, const char *gen)
+{
+    char *bin = sup_build_path("chsim");
+    char count[16], last[300];
+    char *argv[] = { bin, (char *)"--fleet", NULL, (char *)"--count", count,
+                     (char *)"--api-version", (char *)gen, (char *)"--no-connect", NULL };
+
+    memset(f, 0, sizeof(*f));
+    f->gen = gen;
+    f->dir = sup_tmpdir();
+    argv[2] = f->dir;
+    snprintf(count, sizeof(count), "%d", FLEET_N);
+    f->pid = sup_spawn(argv);
+    assert_true(f->pid > 0);
+    snprintf(last, sizeof(last), "%s/vm%d.sock", f->dir, FLEET_N - 1);
+    assert_int_equal(sup_wait_socket(last, 10000), 0);
+    free(bin);
+}
+
+static void fleet_stop(struct fleet *f)
+{
+    sup_kill(f->pid);
+    sup_rmrf(f->dir);
+    free(f->dir);
+}
+
+static void fleet_sock(struct fleet *f, char *out, size_t n)
+{
+    assert_true(f->next < FLEET_N);
+    snprintf(out, n, "%s/vm%d.sock", f->dir, f->next++);
+}
+
+/* ------------------------------------------------------------ the cells */
+
+static const char *op_put_endpoint(enum op op)
+{
+    switch (op) {
+    case OP_FSA: return "vm.add-fs";
+    case OP_DEVA: return "vm.add-device";
+    case OP_FSD: case OP_DEVD: return "vm.remove-device";
+    default: return "vm.info";
+    }
+}
+
+/* "vm.add-fs: ", "vm.remove-device cocoon-fs-t: ", ... */
+static void op_prefix(enum op op, char *out, size_t n)
+{
+    switch (op) {
+    case OP_FSA: snprintf(out, n, "vm.add-fs: "); break;
+    case OP_DEVA: snprintf(out, n, "vm.add-device: "); break;
+    case OP_FSD: snprintf(out, n, "vm.remove-device cocoon-fs-t: "); break;
+    case OP_DEVD: snprintf(out, n, "vm.remove-device gpu0: "); break;
+    default: out[0] = '\0'; break;
+    }
+}
+
+static bool op_is_attach(enum op op)
+{
+    return op == OP_FSA || op == OP_DEVA;
+}
+
+static bool op_is_detach(enum op op)
+{
+    return op == OP_FSD || op == OP_DEVD;
+}
+
+static const struct opargs g_args_base = { NULL, "t", NULL, "gpu0", 0 };
+
+static struct opargs cell_args(const char *sock)
+{
+    static char vfs[400];
+    struct opargs a = g_args_base;
+
+    /* Never connected to (--no-connect, socket check off): only carried. */
+    snprintf(vfs, sizeof(vfs), "%s.vfs", sock);
+    a.vfs_sock = vfs;
+    a.pci = g_pci;
+    return a;
+}
+
+/* Brings a detach cell's VM to "device attached" with a plain attach. */
+static void cell_prepare(const char *sock, enum op op, const struct opargs *a)
+{
+    struct opres r;
+
+    if (!op_is_detach(op))
+        return;
+    assert_int_equal(run_op(sock, op == OP_FSD ? OP_FSA : OP_DEVA, a, g_timeout_ms, &r), 0);
+    if (r.calls != 1 || r.err != 0)
+        fail_msg("prepare %s on %s: calls %d err %d %s", op_names[op], sock, r.calls, r.err,
+                 r.errstr);
+}
+
+/* What chsim holds now, read with a fault-free list: 1 when the cell's
+ * device is attached, 0 when not. */
+static int cell_present(const char *sock, enum op op)
+{
+    struct opres r;
+
+    assert_int_equal(run_op(sock, OP_LIST, &g_args_base, g_timeout_ms * 4, &r), 0);
+    if (r.calls != 1 || r.err != 0)
+        fail_msg("verify list on %s: calls %d err %d %s", sock, r.calls, r.err, r.errstr);
+    if (op == OP_FSA || op == OP_FSD)
+        return strstr(r.list, "fs:cocoon-fs-t,t;") != NULL;
+    if (op == OP_DEVA || op == OP_DEVD)
+        return strstr(r.list, "dev:gpu0,") != NULL;
+    return -1;
+}
+
+struct expect {
+    enum outcome out;
+    const char *exact;        /* O_ERR: the whole errstr, or NULL */
+    const char *prefix;       /* O_ERR: errstr prefix when exact is NULL */
+    int err;                  /* O_ERR: the errno, 0: any nonzero */
+    int puts;                 /* state-changing calls the cell must send */
+    bool check_reality;
+};
+
+static void cell_check(const char *what, const char *sock, enum op op, const struct opres *r,
+                       const struct expect *x, const struct counts *before, bool alive)
+{
+    char pre[128], note[512];
+
+    g_cells++;
+    if (g_verbose)
+        fprintf(stderr, "cell %-58s err %4d status %3d  %s\n", what, r->err, r->status,
+                r->errstr);
+    if (r->watchdog)
+        fail_msg("%s: watchdog fired", what);
+    if (r->calls != 1 || r->cb_in_submit)
+        fail_msg("%s: %d callbacks (in submit: %d)", what, r->calls, r->cb_in_submit);
+    op_prefix(op, pre, sizeof(pre));
+    switch (x->out) {
+    case O_OK:
+        if (r->err != 0 || strcmp(r->errstr, "") != 0)
+            fail_msg("%s: want success, got %d \"%s\"", what, r->err, r->errstr);
+        break;
+    case O_LOST_OK:
+        if (op_is_attach(op))
+            snprintf(note, sizeof(note), "%sreply lost; vm.info shows the device attached (id=%s)",
+                     pre, op == OP_FSA ? "cocoon-fs-t" : "gpu0");
+        else
+            snprintf(note, sizeof(note), "%sreply lost; vm.info shows the device removed", pre);
+        if (r->err != 0 || strcmp(r->errstr, note) != 0)
+            fail_msg("%s: want success with \"%s\", got %d \"%s\"", what, note, r->err,
+                     r->errstr);
+        break;
+    case O_ERR:
+        if (r->err >= 0)
+            fail_msg("%s: want an error, got %d \"%s\"", what, r->err, r->errstr);
+        if (x->err && r->err != x->err)
+            fail_msg("%s: want err %d, got %d \"%s\"", what, x->err, r->err, r->errstr);
+        if (x->exact && strcmp(r->errstr, x->exact) != 0)
+            fail_msg("%s: want \"%s\", got \"%s\"", what, x->exact, r->errstr);
+        if (x->prefix && strncmp(r->errstr, x->prefix, strlen(x->prefix)) != 0)
+            fail_msg("%s: want prefix \"%s\", got \"%s\"", what, x->prefix, r->errstr);
+        /* A clear message: one line, more than the prefix. */
+        if (strlen(r->errstr) < 20 || strchr(r->errstr, '\n'))
+            fail_msg("%s: unclear error \"%s\"", what, r->errstr);
+        break;
+    }
+    if (alive && before) {
+        struct counts now = get_counts(sock);
+        int d_fs = now.add_fs - before->add_fs, d_dev = now.add_dev - before->add_dev,
+            d_rm = now.remove - before->remove;
+
+        if (d_fs > 1 || d_dev > 1 || d_rm > 1 || d_fs + d_dev + d_rm != x->puts)
+            fail_msg("%s: state-changing calls add-fs %d add-device %d remove-device %d, "
+                     "want %d in all and none twice", what, d_fs, d_dev, d_rm, x->puts);
+    }
+    if (alive && x->check_reality && op != OP_LIST) {
+        int want = op_is_attach(op) ? r->err == 0 : r->err != 0;
+        int got = cell_present(sock, op);
+
+        if (got != want)
+            fail_msg("%s: reported err %d \"%s\" but the device is %s", what, r->err, r->errstr,
+                     got ? "attached" : "not attached");
+    }
+}
+
+struct mode_row {
+    const char *mode;
+    enum outcome put, info;
+    int info_err;             /* errno of an info-target failure, 0: any */
+    bool slow;                /* costs a timeout */
+};
+
+static const struct mode_row modes[] = {
+    { "none", O_OK, O_OK, 0, false },
+    { "close-before-reply", O_LOST_OK, O_ERR, -ECONNRESET, false },
+    { "close-mid-headers", O_LOST_OK, O_ERR, -ECONNRESET, false },
+    { "close-mid-body", O_LOST_OK, O_ERR, -ECONNRESET, false },
+    { "garbage-status", O_LOST_OK, O_ERR, -EPROTO, false },
+    { "oversized-headers", O_LOST_OK, O_ERR, -EMSGSIZE, false },
+    { "oversized-body", O_LOST_OK, O_ERR, -EMSGSIZE, false },
+    { "slow-drip", O_LOST_OK, O_ERR, -ETIMEDOUT, true },
+    { "never-reply", O_LOST_OK, O_ERR, -ETIMEDOUT, true },
+    { "plain-text-error", O_ERR, O_ERR, -EREMOTEIO, false },
+    { "http10", O_OK, O_OK, 0, false },
+    { "chunked", O_OK, O_OK, 0, false },
+};
+#define N_MODES (sizeof(modes) / sizeof(modes[0]))
+
+static void run_fault_cell(struct fleet *f, enum op op, const struct mode_row *m,
+                           enum target t)
+{
+    char sock[300], what[200], pre[128], exact[512];
+    struct opargs a;
+    struct counts before;
+    struct expect x = { 0 };
+    struct opres r;
+    int fd0;
+    const char *ep = t == T_PUT ? op_put_endpoint(op) : "vm.info";
+
+    fleet_sock(f, sock, sizeof(sock));
+    a = cell_args(sock);
+    snprintf(what, sizeof(what), "%s/%s/%s@%s", f->gen, op_names[op], m->mode, ep);
+    cell_prepare(sock, op, &a);
+    if (strcmp(m->mode, "none") != 0)
+        arm_fault(sock, ep, m->mode);
+    before = get_counts(sock);
+    fd0 = count_fds();
+    assert_int_equal(run_op(sock, op, &a, g_timeout_ms, &r), 0);
+    if (count_fds() != fd0)
+        fail_msg("%s: fds %d before, %d after", what, fd0, count_fds());
+
+    op_prefix(op, pre, sizeof(pre));
+    x.out = t == T_PUT ? m->put : m->info;
+    x.check_reality = true;
+    x.puts = op == OP_LIST || (t == T_INFO && x.out == O_ERR) ? 0 : 1;
+    if (x.out == O_ERR && strcmp(m->mode, "plain-text-error") == 0) {
+        x.err = -EREMOTEIO;
+        if (t == T_PUT)
+            snprintf(exact, sizeof(exact), "%sPUT http://localhost/api/v1/%s " ARROW
+                     " 500: Error from API: chsim injected plain-text error", pre, ep);
+        else
+            snprintf(exact, sizeof(exact), "query vm.info: GET http://localhost/api/v1/vm.info "
+                     ARROW " 500: Error from API: chsim injected plain-text error");
+        x.exact = exact;
+    } else if (x.out == O_ERR) {
+        x.prefix = "query vm.info: ";
+        x.err = m->info_err;
+    }
+    cell_check(what, sock, op, &r, &x, &before, true);
+}
+
+static void test_fault_modes(void **state)
+{
+    (void)state;
+    for (int g = 0; g < N_GENS; g++) {
+        struct fleet f;
+
+        fleet_start(&f, gens[g]);
+        for (size_t i = 0; i < N_MODES; i++) {
+            /* Under valgrind the timeout cells run for one generation. */
+            if (modes[i].slow && g_valgrind && g > 0)
+                continue;
+            for (int op = 0; op < N_OPS; op++) {
+                if ((op == OP_DEVA || op == OP_DEVD) && !g_pci[0])
+                    continue;
+                if (op != OP_LIST)
+                    run_fault_cell(&f, (enum op)op, &modes[i], T_PUT);
+                run_fault_cell(&f, (enum op)op, &modes[i], T_INFO);
+            }
+        }
+        fleet_stop(&f);
+    }
+}
+
+/* A VMM that exits mid-operation: chsim _exits on the faulted request, so
+ * every cell needs a chsim of its own. */
+static void run_die_cell(const char *gen, enum op op, enum target t)
+{
+    static const char *const base[] = { "--memory", "size=512M,shared=on", "--no-connect",
+                                        "--api-version", NULL, NULL };
+    const char *extra[6];
+    char *dir = sup_tmpdir(), sock[300], what[200], pre[128], prefix[1024];
+    struct opargs a;
+    struct opres r;
+    struct expect x = { 0 };
+    const char *ep = t == T_PUT ? op_put_endpoint(op) : "vm.info";
+    pid_t pid;
+    int fd0, st;
+
+    memcpy(extra, base, sizeof(base));
+    extra[4] = gen;
+    snprintf(sock, sizeof(sock), "%s/api.sock", dir);
+    pid = sup_chsim_start(sock, extra);
+    assert_true(pid > 0);
+    a = cell_args(sock);
+    snprintf(what, sizeof(what), "%s/%s/die@%s", gen, op_names[op], ep);
+    cell_prepare(sock, op, &a);
+    arm_fault(sock, ep, "die");
+    fd0 = count_fds();
+    assert_int_equal(run_op(sock, op, &a, g_timeout_ms, &r), 0);
+    if (count_fds() != fd0)
+        fail_msg("%s: fds %d before, %d after", what, fd0, count_fds());
+    /* The VMM really is gone. */
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+
+    op_prefix(op, pre, sizeof(pre));
+    x.out = O_ERR;
+    x.err = -ECONNRESET;
+    if (t == T_PUT)
+        snprintf(prefix, sizeof(prefix), "%soutcome unknown: query vm.info: connect(%s): "
+                 "Connection refused", pre, sock);
+    else
+        snprintf(prefix, sizeof(prefix), "query vm.info: connection closed by peer before "
+                 "complete reply from %s", sock);
+    x.prefix = prefix;
+    cell_check(what, sock, op, &r, &x, NULL, false);
+    sup_rmrf(dir);
+    free(dir);
+}
+
+static void test_vmm_dies(void **state)
+{
+    (void)state;
+    for (int g = 0; g < N_GENS; g++) {
+        if (g_valgrind && g > 0)
+            continue;
+        for (int op = 0; op < N_OPS; op++) {
+            if ((op == OP_DEVA || op == OP_DEVD) && !g_pci[0])
+                continue;
+            if (op != OP_LIST)
+                run_die_cell(gens[g], (enum op)op, T_PUT);
+            run_die_cell(gens[g], (enum op)op, T_INFO);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ status codes */
+
+#define INFO_BARE "{\"config\":{\"cpus\":{\"boot_vcpus\":1},\"memory\":{\"size\":536870912," \
+                  "\"shared\":true}},\"state\":\"Running\"}"
+
+/* CH's answer class for a condition, by generation (CH-WIRE.md table). */
+enum klass { K_DUP, K_NODEV, K_VALID };
+
+static int klass_status(enum klass k, int gen)
+{
+    static const int tab[3][N_GENS] = {
+        [K_DUP] = { 409, 500, 500 },
+        [K_NODEV] = { 404, 500, 500 },
+        [K_VALID] = { 400, 500, 500 },
+    };
+
+    return tab[k][gen];
+}
+
+/* One cell where CH itself refuses the state-changing call: the engine's
+ * prechecks are blinded with a vm.info override (or, for the queue count,
+ * pass by design) so the call reaches chsim. */
+static void run_status_cell(struct fleet *f, int gen, enum op op, const char *override,
+                            bool prep, int num_queues, enum klass k, const char *chain)
+{
+    char sock[300], what[200], pre[128], exact[1024];
+    struct opargs a;
+    struct counts before;
+    struct expect x = { 0 };
+    struct opres r;
+    int fd0, code = klass_status(k, gen);
+
+    fleet_sock(f, sock, sizeof(sock));
+    a = cell_args(sock);
+    a.num_queues = num_queues;
+    snprintf(what, sizeof(what), "%s/%s/status-%d", f->gen, op_names[op], code);
+    if (prep) {
+        struct opres p;
+        struct opargs pa = a;
+
+        pa.num_queues = 0;
+        assert_int_equal(run_op(sock, op == OP_FSA ? OP_FSA : OP_DEVA, &pa, g_timeout_ms, &p), 0);
+        assert_int_equal(p.err, 0);
+    }
+    if (override)
+        set_override(sock, override);
+    before = get_counts(sock);
+    fd0 = count_fds();
+    assert_int_equal(run_op(sock, op, &a, g_timeout_ms, &r), 0);
+    if (count_fds() != fd0)
+        fail_msg("%s: fds %d before, %d after", what, fd0, count_fds());
+    if (override)
+        set_override(sock, "");
+    op_prefix(op, pre, sizeof(pre));
+    snprintf(exact, sizeof(exact), "%sPUT http://localhost/api/v1/%s " ARROW " %d: %s", pre,
+             op_put_endpoint(op), code, chain);
+    x.out = O_ERR;
+    x.exact = exact;
+    x.err = -EREMOTEIO;
+    x.puts = 1;
+    cell_check(what, sock, op, &r, &x, &before, true);
+    assert_int_equal(r.status, code);
+    /* The refused call changed nothing: a prepared device is still there,
+     * an unprepared one never appeared. */
+    if (op != OP_LIST)
+        assert_int_equal(cell_present(sock, op), prep ? 1 : 0);
+}
+
+static void test_status_bodies(void **state)
+{
+    char fs_info[1024], dev_info[1024];
+
+    (void)state;
+    snprintf(fs_info, sizeof(fs_info),
+             "{\"config\":{\"cpus\":{\"boot_vcpus\":1},\"memory\":{\"size\":536870912,"
+             "\"shared\":true},\"fs\":[{\"tag\":\"t\",\"socket\":\"/x.sock\",\"num_queues\":1,"
+             "\"queue_size\":1024,\"id\":\"cocoon-fs-t\"}]},\"state\":\"Running\"}");
+    snprintf(dev_info, sizeof(dev_info),
+             "{\"config\":{\"cpus\":{\"boot_vcpus\":1},\"memory\":{\"size\":536870912,"
+             "\"shared\":true},\"devices\":[{\"path\":\"%s\",\"id\":\"gpu0\"}]},"
+             "\"state\":\"Running\"}", g_pci[0] ? g_pci : "/sys/bus/pci/devices/0000:00:00.0");
+    for (int g = 0; g < N_GENS; g++) {
+        struct fleet f;
+
+        fleet_start(&f, gens[g]);
+        run_status_cell(&f, g, OP_FSA, INFO_BARE, true, 0, K_DUP,
+                        "Error from API: The fs could not be added to the VM: Failed to "
+                        "validate config: Identifier cocoon-fs-t is not unique");
+        run_status_cell(&f, g, OP_FSA, NULL, false, 2, K_VALID,
+                        "Error from API: The fs could not be added to the VM: Failed to "
+                        "validate config: Number of queues to virtio_fs (2) exceeds the "
+                        "number of vCPUs (1)");
+        run_status_cell(&f, g, OP_FSD, fs_info, false, 0, K_NODEV,
+                        "Error from API: The device could not be removed from the VM: Error "
+                        "from device manager: Failed to find device corresponding to the "
+                        "given identifier: cocoon-fs-t");
+        if (g_pci[0]) {
+            run_status_cell(&f, g, OP_DEVA, INFO_BARE, true, 0, K_DUP,
+                            "Error from API: The device could not be added to the VM: Failed "
+                            "to validate config: Identifier gpu0 is not unique");
+            run_status_cell(&f, g, OP_DEVD, dev_info, false, 0, K_NODEV,
+                            "Error from API: The device could not be removed from the VM: "
+                            "Error from device manager: Failed to find device corresponding "
+                            "to the given identifier: gpu0");
+        }
+        fleet_stop(&f);
+    }
+}
+
+/* ------------------------------------------------------------ vm.info types */
+
+static const char *const bad_infos[] = {
+    "[]",
+    "{\"config\":{},\"state\":7}",
+    "{\"config\":{\"fs\":{\"tag\":\"t\"}},\"state\":\"Running\"}",
+    "{\"config\":{\"devices\":[{\"id\":5,\"path\":\"/sys/bus/pci/devices/0000:00:00.0\"}]},"
+    "\"state\":\"Running\"}",
+    "{\"config\":{\"fs\":[{\"tag\":[\"t\"],\"socket\":\"/x\",\"id\":\"cocoon-fs-t\"}]},"
+    "\"state\":\"Running\"}",
+    "{\"config\":\"x\",\"state\":\"Running\"}",
+    "{\"config\":{\"memory\":{\"shared\":\"yes\"}},\"state\":\"Running\"}",
+    "{\"config\":{\"memory\":{\"size\":536870912,\"shared\":true}},\"state\":\"Running\","
+    "\"device_tree\":[1,2]}",
+    "{\"config\":{\"fs\":[{\"tag\":\"t\",\"socket\":\"/x\",\"id\":\"cocoon-fs-t\","
+    "\"num_queues\":\"1\"}]},\"state\":\"Running\"}",
+};
+#define N_BAD_INFOS (sizeof(bad_infos) / sizeof(bad_infos[0]))
+
+static void test_vminfo_wrong_types(void **state)
+{
+    (void)state;
+    for (int g = 0; g < N_GENS; g++) {
+        struct fleet f;
+
+        if (g_valgrind && g > 0)
+            continue;
+        fleet_start(&f, gens[g]);
+        for (size_t i = 0; i < N_BAD_INFOS; i++) {
+            for (int op = 0; op < N_OPS; op++) {
+                char sock[300], what[200];
+                struct opargs a;
+                struct counts before;
+                struct expect x = { 0 };
+                struct opres r;
+                int fd0;
+
+                if ((op == OP_DEVA || op == OP_DEVD) && !g_pci[0])
+                    continue;
+                fleet_sock(&f, sock, sizeof(sock));
+                a = cell_args(sock);
+                snprintf(what, sizeof(what), "%s/%s/vminfo-type-%zu", f.gen, op_names[op], i);
+                cell_prepare(sock, (enum op)op, &a);
+                set_override(sock, bad_infos[i]);
+                before = get_counts(sock);
+                fd0 = count_fds();
+                assert_int_equal(run_op(sock, (enum op)op, &a, g_timeout_ms, &r), 0);
+                if (count_fds() != fd0)
+                    fail_msg("%s: fds %d before, %d after", what, fd0, count_fds());
+                set_override(sock, "");
+                x.out = O_ERR;
+                x.prefix = "decode vm.info: ";
+                x.puts = 0;
+                x.check_reality = true;
+                cell_check(what, sock, (enum op)op, &r, &x, &before, true);
+            }
+        }
+        fleet_stop(&f);
+    }
+}
+
+/* ------------------------------------------------------------ connections */
+
+static void run_conn_cell(const char *kind, const char *sock, enum op op, int want_err,
+                          const char *want_exact)
+{
+    char what[200];
+    struct opargs a = cell_args(sock);
+    struct expect x = { 0 };
+    struct opres r;
+    int fd0 = count_fds();
+
+    snprintf(what, sizeof(what), "-/%s/%s", op_names[op], kind);
+    assert_int_equal(run_op(sock, op, &a, g_timeout_ms, &r), 0);
+    if (count_fds() != fd0)
+        fail_msg("%s: fds %d before, %d after", what, fd0, count_fds());
+    x.out = O_ERR;
+    x.err = want_err;
+    x.exact = want_exact;
+    cell_check(what, sock, op, &r, &x, NULL, false);
+}
+
+static int bind_unix(const char *path, bool do_listen)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    assert_true(strlen(path) < sizeof(sa.sun_path));
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    if (do_listen)
+        assert_int_equal(listen(fd, 8), 0);
+    return fd;
+}
+
+static void test_socket_missing_and_refused(void **state)
+{
+    char *dir = sup_tmpdir(), missing[300], stale[300], exact[600];
+
+    (void)state;
+    snprintf(missing, sizeof(missing), "%s/missing.sock", dir);
+    snprintf(stale, sizeof(stale), "%s/stale.sock", dir);
+    /* A socket file nobody listens on, as a dead VMM leaves behind. */
+    close(bind_unix(stale, false));
+    for (int op = 0; op < N_OPS; op++) {
+        snprintf(exact, sizeof(exact), "query vm.info: connect(%s): No such file or directory",
+                 missing);
+        run_conn_cell("socket-missing", missing, (enum op)op, -ENOENT, exact);
+        snprintf(exact, sizeof(exact), "query vm.info: connect(%s): Connection refused", stale);
+        run_conn_cell("connect-refused", stale, (enum op)op, -ECONNREFUSED, exact);
+    }
+    sup_rmrf(dir);
+    free(dir);
+}
+
+/* Root passes every permission check, so the denied cells run the engine
+ * in a child that dropped to nobody (65534); the child reports through a
+ * pipe and the parent asserts. */
+static void perm_cell(const char *kind, const char *sock, enum op op)
+{
+    int p[2], st, fd0 = count_fds();
+    pid_t pid;
+    struct opres r;
+    ssize_t n;
+    char what[200], exact[600];
+
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct opargs a = cell_args(sock);
+
+        close(p[0]);
+        if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(3);
+        memset(&r, 0, sizeof(r));
+        if (run_op(sock, op, &a, g_timeout_ms, &r) != 0)
+            r.calls = -1;
+        n = write(p[1], &r, sizeof(r));
+        _exit(n == (ssize_t)sizeof(r) ? 0 : 4);
+    }
+    close(p[1]);
+    memset(&r, 0, sizeof(r));
+    n = read(p[0], &r, sizeof(r));
+    close(p[0]);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_int_equal(n, (ssize_t)sizeof(r));
+    assert_int_equal(count_fds(), fd0);
+    snprintf(what, sizeof(what), "-/%s/%s", op_names[op], kind);
+    snprintf(exact, sizeof(exact), "query vm.info: connect(%s): Permission denied", sock);
+    {
+        struct expect x = { O_ERR, exact, NULL, -EACCES, 0, false };
+
+        cell_check(what, sock, op, &r, &x, NULL, false);
+    }
+}
+
+static void test_permission_denied(void **state)
+{
+    char *dir = sup_tmpdir(), sub[300], closed[300], s1[400], s2[400];
+    int l1, l2;
+
+    (void)state;
+    /* The tmp dir is 0700; nobody must be able to reach the open parts. */
+    assert_int_equal(chmod(dir, 0755), 0);
+    snprintf(sub, sizeof(sub), "%s/open", dir);
+    snprintf(closed, sizeof(closed), "%s/closed", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    assert_int_equal(mkdir(closed, 0700), 0);
+    snprintf(s1, sizeof(s1), "%s/api.sock", sub);
+    snprintf(s2, sizeof(s2), "%s/api.sock", closed);
+    l1 = bind_unix(s1, true);
+    l2 = bind_unix(s2, true);
+    /* A socket without write permission, and one in a dir without search
+     * permission: both are EACCES for connect. */
+    assert_int_equal(chmod(s1, 0), 0);
+    for (int op = 0; op < N_OPS; op++) {
+        perm_cell("socket-mode-000", s1, (enum op)op);
+        perm_cell("dir-without-x", s2, (enum op)op);
+    }
+    close(l1);
+    close(l2);
+    sup_rmrf(dir);
+    free(dir);
+}
+
+static int raw_connect(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    assert_true(strlen(path) < sizeof(sa.sun_path));
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
+}
+
+/* Every held connection has had one reply, so chsim has accepted (and
+ * counted) all of them before the engine connects. */
+static void hold_round_trip(int fd)
+{
+    static const char req[] = "GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    char buf[1024];
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+    assert_int_equal(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t)sizeof(req) - 1);
+    assert_int_equal(poll(&pfd, 1, 5000), 1);
+    assert_true(recv(fd, buf, sizeof(buf), 0) > 0);
+}
+
+static struct counts counts_when_free(const char *sock)
+{
+    for (int i = 0; i < 200; i++) {
+        if (sup_chsim_count(sock, "vm.info") >= 0)
+            break;
+        usleep(10000);
+    }
+    return get_counts(sock);
+}
+
+static void test_connection_cap(void **state)
+{
+    (void)state;
+    for (int g = 0; g < N_GENS; g++) {
+        struct fleet f;
+
+        fleet_start(&f, gens[g]);
+        for (int op = 0; op < N_OPS; op++) {
+            char sock[300], what[200];
+            struct opargs a;
+            struct counts before;
+            struct opres r;
+            int held[10], fd0;
+            struct expect x = { O_ERR,
+                                "query vm.info: GET http://localhost/api/v1/vm.info " ARROW
+                                " 503: { \"error\": \"Too many open connections\" }",
+                                NULL, -EREMOTEIO, 0, true };
+
+            if ((op == OP_DEVA || op == OP_DEVD) && !g_pci[0])
+                continue;
+            fleet_sock(&f, sock, sizeof(sock));
+            a = cell_args(sock);
+            snprintf(what, sizeof(what), "%s/%s/10-connection-cap", f.gen, op_names[op]);
+            cell_prepare(sock, (enum op)op, &a);
+            before = get_counts(sock);
+            for (int i = 0; i < 10; i++) {
+                held[i] = raw_connect(sock);
+                hold_round_trip(held[i]);
+            }
+            fd0 = count_fds();
+            assert_int_equal(run_op(sock, (enum op)op, &a, g_timeout_ms, &r), 0);
+            if (count_fds() != fd0)
+                fail_msg("%s: fds %d before, %d after", what, fd0, count_fds());
+            for (int i = 0; i < 10; i++)
+                close(held[i]);
+            (void)counts_when_free(sock);
+            cell_check(what, sock, (enum op)op, &r, &x, &before, true);
+        }
+        fleet_stop(&f);
+    }
+}
+
+/* ------------------------------------------------------------ main */
+
+static void pick_pci(void)
+{
+    DIR *d = opendir("/sys/bus/pci/devices");
+    struct dirent *de;
+
+    g_pci[0] = '\0';
+    if (!d)
+        return;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(g_pci, sizeof(g_pci), "/sys/bus/pci/devices/%s", de->d_name);
+        break;
+    }
+    closedir(d);
+}
+
+static int report(void **state)
+{
+    (void)state;
+    fprintf(stderr, "fault matrix: %d cells checked so far\n", g_cells);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_socket_missing_and_refused, report),
+        cmocka_unit_test_teardown(test_permission_denied, report),
+        cmocka_unit_test_teardown(test_connection_cap, report),
+        cmocka_unit_test_teardown(test_fault_modes, report),
+        cmocka_unit_test_teardown(test_vmm_dies, report),
+        cmocka_unit_test_teardown(test_status_bodies, report),
+        cmocka_unit_test_teardown(test_vminfo_wrong_types, report),
+    };
+    const char *vg = getenv("COCOON_VALGRIND");
+
+    g_verbose = getenv("COCOON_FAULTS_VERBOSE") != NULL;
+    g_valgrind = vg && *vg && strcmp(vg, "0") != 0;
+    g_timeout_ms = g_valgrind ? 1500 : 300;
+    pick_pci();
+    if (!g_pci[0])
+        fprintf(stderr, "test_faults: /sys/bus/pci/devices is empty: device cells skipped\n");
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
