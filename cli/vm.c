@@ -303,9 +303,15 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
 }
 
-static int rm_tree(const char *path)
+/* Only trees under <root>/run/ are ours to delete: a hand-edited record
+ * must not turn `vm rm` into a recursive delete of anything else. */
+static int rm_tree(const char *root, const char *path)
 {
-    if (!path || !*path || strcmp(path, "/") == 0)
+    char prefix[PATH_MAX];
+    int n = snprintf(prefix, sizeof(prefix), "%s/run/", root);
+
+    if (!path || n < 0 || (size_t)n >= sizeof(prefix) || strncmp(path, prefix, (size_t)n) != 0 ||
+        strstr(path, "/../") || strlen(path) <= (size_t)n)
         return 0;
     if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
         return -errno;
@@ -355,8 +361,8 @@ int cli_vm_rm(cli_ctx *c)
             continue;
         }
         if (vm.log_dir && (!vm.run_dir || strcmp(vm.log_dir, vm.run_dir) != 0))
-            rm_tree(vm.log_dir);
-        if (rm_tree(vm.run_dir) < 0)
+            rm_tree(c->root, vm.log_dir);
+        if (rm_tree(c->root, vm.run_dir) < 0)
             fprintf(stderr, "Warning: remove %s: %s\n", vm.run_dir, strerror(errno));
         if (c->json) {
             yajl_gen g = cli_gen_new(false);
@@ -419,7 +425,8 @@ int cli_vm_list(cli_ctx *c)
             return cli_error("%s", err);
         }
     if (c->json) {
-        g = cli_gen_new(true);
+        /* yajl renders an empty beautified array over three lines */
+        g = cli_gen_new(dbs[0].n + dbs[1].n > 0);
         if (!g) {
             store_db_fini(&dbs[0]);
             store_db_fini(&dbs[1]);

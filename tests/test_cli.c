@@ -1104,6 +1104,106 @@ static void test_lost_reply_note(void **state)
     free(sock);
 }
 
+static void test_create_defaults_and_rm(void **state)
+{
+    char *out = NULL, *err = NULL, *id, *run, *name = NULL;
+    pid_t pid;
+    struct stat st;
+
+    (void)state;
+    assert_int_equal(cli(&out, &err, "-o", "json", "vm", "list", (char *)NULL), 0);
+    assert_string_equal(out, "[]\n");
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "-o", "json", "vm", "create", (char *)NULL), 0);
+    /* {"id":"<26>","name":"vm-<8 lower-case id chars>","state":"created"} */
+    assert_memory_equal(out, "{\"id\":\"", 7);
+    id = strndup(out + 7, 26);
+    assert_true(asprintf(&name, "vm-%.8s", id) > 0);
+    for (char *p = name; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    assert_non_null(strstr(out, name));
+    assert_non_null(strstr(out, "\"state\":\"created\"}"));
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "inspect", id, (char *)NULL), 0);
+    assert_non_null(strstr(out, "\"cpu\": 1,"));
+    assert_non_null(strstr(out, "\"memory\": 536870912"));
+    assert_null(strstr(out, "shared_memory"));
+    free(out);
+    free(err);
+    /* the same name twice is refused */
+    assert_int_equal(cli(&out, &err, "vm", "create", "--name", name, (char *)NULL), 1);
+    assert_non_null(strstr(err, "already in use"));
+    free(out);
+    free(err);
+    /* like pflag, a flag's value may start with '-' */
+    assert_int_equal(cli(&out, &err, "vm", "create", "--name", "-bad", (char *)NULL), 1);
+    assert_memory_equal(err, "Error: invalid name \"-bad\"", 26);
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "create", "--name", "bad/name", (char *)NULL), 1);
+    assert_memory_equal(err, "Error: invalid name \"bad/name\"", 30);
+    free(out);
+    free(err);
+
+    /* A VM whose VMM died is not running: rm needs no --force and removes
+     * the run dir. */
+    vm_run("gone");
+    free(id);
+    id = vm_id("gone");
+    run = root_path("run/cloudhypervisor/%s", id);
+    assert_int_equal(stat(run, &st), 0);
+    pid = read_pid(id, "cloudhypervisor", "ch.pid");
+    kill(pid, SIGKILL);
+    for (int i = 0; i < 100 && vmm_alive(pid); i++)
+        usleep(20000);
+    assert_int_equal(cli(&out, &err, "vm", "rm", "gone", (char *)NULL), 0);
+    assert_non_null(strstr(out, "gone: removed"));
+    assert_int_equal(stat(run, &st), -1);
+    free(out);
+    free(err);
+    free(run);
+    free(name);
+    free(id);
+}
+
+static void test_batch_plan_template(void **state)
+{
+    char *out = NULL, *err = NULL, *plan = NULL, *s1 = root_path("plan-p1.sock");
+    char *s2 = root_path("plan-p2.sock");
+    int l1, l2;
+
+    (void)state;
+    vm_run("p1");
+    vm_run("p2");
+    l1 = listen_unix(s1);
+    l2 = listen_unix(s2);
+    assert_true(asprintf(&plan,
+        "{\"op\":\"fs-attach\",\"vm\":\"p1\",\"socket\":\"%s/plan-{name}.sock\",\"tag\":\"t\"}\n"
+        "{\"op\":\"fs-attach\",\"vm\":\"p2\",\"socket\":\"%s/plan-{vm}.sock\",\"tag\":\"t\","
+        "\"num_queues\":1,\"queue_size\":256}\n"
+        "{\"op\":\"fs-list\",\"vm\":\"p2\"}\n",
+        g_root, g_root) > 0);
+    assert_int_equal(cli_in(plan, &out, &err, "-o", "json", "batch", "--parallel", "1",
+                            (char *)NULL), 0);
+    assert_int_equal(count_str(out, "\"ok\":true"), 3);
+    assert_non_null(strstr(out, s2));
+    assert_non_null(strstr(out, "{\"summary\":{\"total\":3,\"ok\":3,\"failed\":0,"));
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "fs", "list", "p1", (char *)NULL), 0);
+    assert_non_null(strstr(out, s1));
+    free(out);
+    free(err);
+    close(l1);
+    close(l2);
+    free(plan);
+    free(s1);
+    free(s2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1125,6 +1225,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inspect_list_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inspect_with_devices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_reply_note, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_defaults_and_rm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_plan_template, setup, teardown),
     };
     int rc;
 
