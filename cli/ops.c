@@ -138,7 +138,9 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         progress_draw(r);
 }
 
-static char *message_for(const job *j, int err, const char *errstr)
+/* The engine reports the running gate's SPEC §2 text; users are told
+ * first that the VM is not running. */
+static char *message_for(int err, const char *errstr)
 {
     char *m = NULL;
     const char *s = errstr && *errstr ? errstr : strerror(err < 0 ? -err : err);
@@ -149,7 +151,6 @@ static char *message_for(const job *j, int err, const char *errstr)
     } else {
         m = strdup(s);
     }
-    (void)j;
     return m;
 }
 
@@ -240,9 +241,10 @@ static void print_job(runner *r, const job *j)
     fflush(stdout);
 }
 
-static void submit(job *j);
+static void submit_chain(job *j);
 
-static void finish(job *j, int err, const char *errstr, const char *dev_id, const char *bdf,
+/* Records and prints one outcome; the caller decides what runs next. */
+static void record(job *j, int err, const char *errstr, const char *dev_id, const char *bdf,
                    uint64_t latency_us)
 {
     runner *r = j->r;
@@ -252,7 +254,7 @@ static void finish(job *j, int err, const char *errstr, const char *dev_id, cons
     j->latency_us = latency_us;
     if (err) {
         free(j->errstr);
-        j->errstr = message_for(j, err, errstr);
+        j->errstr = message_for(err, errstr);
         r->failed++;
     } else {
         if (errstr && *errstr)
@@ -264,14 +266,15 @@ static void finish(job *j, int err, const char *errstr, const char *dev_id, cons
     r->done++;
     r->dirty = true;
     print_job(r, j);
-    if (j->next)
-        submit(j->next);
 }
 
 static void done_cb(cocoon_engine *e, const cocoon_result *res, void *priv)
 {
+    job *j = priv;
+
     (void)e;
-    finish(priv, res->err, res->errstr, res->device_id, res->bdf, res->latency_us);
+    record(j, res->err, res->errstr, res->device_id, res->bdf, res->latency_us);
+    submit_chain(j->next);
 }
 
 static char *dup_or_empty(const char *s)
@@ -307,7 +310,8 @@ static void list_cb(cocoon_engine *e, const cocoon_result *res, const cocoon_lis
             j->n_rows = n;
         }
     }
-    finish(j, res->err, res->errstr, NULL, NULL, res->latency_us);
+    record(j, res->err, res->errstr, NULL, NULL, res->latency_us);
+    submit_chain(j->next);
 }
 
 static cocoon_engine *engine_for(runner *r, const job *j)
@@ -340,7 +344,9 @@ static cocoon_engine *engine_for(runner *r, const job *j)
     return r->eng[r->n_eng++].e;
 }
 
-static void submit(job *j)
+/* Returns true when j is in flight (its callback continues the chain),
+ * false when it already failed here. */
+static bool submit_one(job *j)
 {
     cocoon_engine *e;
     int rc = -ENOMEM;
@@ -349,9 +355,9 @@ static void submit(job *j)
         char *m = j->pre_err;
 
         j->pre_err = NULL;
-        finish(j, -EINVAL, m, NULL, NULL, 0);
+        record(j, -EINVAL, m, NULL, NULL, 0);
         free(m);
-        return;
+        return false;
     }
     e = engine_for(j->r, j);
     j->submitted = true;
@@ -380,13 +386,29 @@ static void submit(job *j)
             break;
         }
     }
+    if (!e && j->r->n_eng == MAX_ENGINES)
+        rc = -E2BIG;
     if (rc < 0) {
-        char m[128];
+        char m[160];
 
-        snprintf(m, sizeof(m), "%s: submit: %s", op_text(j->op.kind), strerror(-rc));
+        if (rc == -E2BIG)
+            snprintf(m, sizeof(m), "%s: more than %d distinct wait/no_socket_check settings "
+                     "in one batch", op_text(j->op.kind), MAX_ENGINES);
+        else
+            snprintf(m, sizeof(m), "%s: submit: %s", op_text(j->op.kind), strerror(-rc));
         j->submitted = false;
-        finish(j, rc, m, NULL, NULL, 0);
+        record(j, rc, m, NULL, NULL, 0);
+        return false;
     }
+    return true;
+}
+
+/* Iterative, so a long run of failures on one VM cannot deepen the stack. */
+static void submit_chain(job *j)
+{
+    for (; j; j = j->next)
+        if (submit_one(j))
+            return;
 }
 
 /* Replaces {name}, {id} and {vm} in a socket template. */
@@ -620,9 +642,9 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
     /* Lines that failed to parse have no VM: report them first. */
     for (size_t i = 0; i < n; i++)
         if (!jobs[i]->op.vm)
-            submit(jobs[i]);
+            submit_one(jobs[i]);
     for (size_t i = 0; i < firsts; i++)
-        submit(order[i]);
+        submit_chain(order[i]);
     while (r.done < r.n_jobs)
         if (!ev_run(r.loop, EVRUN_ONCE) && r.done < r.n_jobs)
             break;
