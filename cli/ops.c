@@ -22,6 +22,7 @@ typedef struct runner runner;
 typedef struct job {
     cli_op op;
     int line;                   /* batch line, 0 for flag-driven ops */
+    size_t seq;                 /* position in the plan: order within a VM */
     char *pre_err;              /* failure known before any I/O */
     bool done, ok, submitted;
     char *errstr, *dev_id, *bdf;
@@ -483,7 +484,7 @@ static int cmp_job_vm(const void *a, const void *b)
 
     if (c)
         return c;
-    return x < y ? -1 : x > y;       /* stable: jobs are allocated in order */
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
 static double percentile(uint64_t *v, size_t n, double p)
@@ -611,6 +612,7 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
     }
     for (size_t i = 0; i < n; i++) {
         jobs[i]->r = &r;
+        jobs[i]->seq = i;
         if (jobs[i]->op.kind == CLI_OP_FS_ATTACH && !jobs[i]->pre_err &&
             expand_template(c, jobs[i]) < 0)
             jobs[i]->pre_err = strdup("out of memory");

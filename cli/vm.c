@@ -52,7 +52,6 @@ static int vm_from_flags(const cli_ctx *c, store_vm *vm)
     size_t nd;
     char *end;
     long cpu;
-    char err[ENG_ERRSTR_MAX];
     int rc;
 
     memset(vm, 0, sizeof(*vm));
@@ -103,7 +102,7 @@ static int vm_from_flags(const cli_ctx *c, store_vm *vm)
     if (!vm->config.name || !vm->run_dir || !vm->log_dir || !vm->created_at ||
         (nd && vm->config.n_disks != nd)) {
         store_vm_fini(vm);
-        return cli_error("%s", eng_errf(err, sizeof(err), -ENOMEM, "out of memory") ? err : "");
+        return cli_error("out of memory");
     }
     return 0;
 }

@@ -1204,6 +1204,42 @@ static void test_batch_plan_template(void **state)
     free(s2);
 }
 
+/* Many VMs, an attach then a detach each: order within a VM must hold no
+ * matter how the ops are laid out in memory. */
+static void test_batch_fleet_order(void **state)
+{
+    enum { NVM = 1000 };
+    char *fleet = root_path("fleet"), *last = NULL, *out = NULL, *err = NULL, *plan;
+    char cnt[16], *argv[] = { g_chsim, (char *)"--fleet", fleet, (char *)"--count", cnt,
+                              (char *)"--no-connect", NULL };
+    size_t cap = (size_t)NVM * 600, len = 0;
+    pid_t pid;
+
+    (void)state;
+    assert_int_equal(mkdir(fleet, 0700), 0);
+    snprintf(cnt, sizeof(cnt), "%d", NVM);
+    pid = sup_spawn(argv);
+    assert_true(asprintf(&last, "%s/vm%d.sock", fleet, NVM - 1) > 0);
+    assert_int_equal(sup_wait_socket(last, 5000), 0);
+    plan = malloc(cap);
+    assert_non_null(plan);
+    for (int i = 0; i < NVM; i++)
+        len += (size_t)snprintf(plan + len, cap - len,
+            "{\"op\":\"fs-attach\",\"vm\":\"%s/vm%d.sock\",\"socket\":\"/run/x/{name}.sock\","
+            "\"tag\":\"d\",\"no_socket_check\":true}\n"
+            "{\"op\":\"fs-detach\",\"vm\":\"%s/vm%d.sock\",\"tag\":\"d\"}\n",
+            fleet, i, fleet, i);
+    assert_int_equal(cli_in(plan, &out, &err, "-o", "json", "batch", "--parallel", "64",
+                            (char *)NULL), 0);
+    assert_int_equal(count_str(out, "\"ok\":true"), 2 * NVM);
+    free(out);
+    free(err);
+    free(plan);
+    sup_kill(pid);
+    free(last);
+    free(fleet);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1227,6 +1263,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lost_reply_note, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_defaults_and_rm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_plan_template, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_fleet_order, setup, teardown),
     };
     int rc;
 
