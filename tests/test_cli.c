@@ -613,7 +613,7 @@ static void test_firecracker_unsupported(void **state)
     fclose(f);
     chmod(wrap, 0755);
     assert_int_equal(cli(&out, &err, "vm", "create", "--fc", "--name", "fc-1", "--kernel",
-                         "/dev/null", (char *)NULL), 0);
+                         "/dev/null", "--disk", "/dev/null", "--disk", "/dev/zero", (char *)NULL), 0);
     free(out);
     free(err);
     rc = cli(&out, &err, "vm", "start", "fc-1", "--fc-binary", wrap, (char *)NULL);
@@ -646,7 +646,26 @@ static void test_firecracker_unsupported(void **state)
     assert_null(strstr(out, "stale"));
     free(out);
     free(err);
-    assert_int_equal(cli(&out, &err, "vm", "rm", "--force", "fc-1", (char *)NULL), 0);
+    /* configured and booted through the pre-boot API */
+    {
+        char *id = vm_id("fc-1"), *sock = root_path("run/firecracker/%s/api.sock", id);
+        char resp[1024];
+        static const char get[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        long long t0;
+
+        assert_true(sup_raw_exchange(sock, get, strlen(get), resp, sizeof(resp), 300) > 0);
+        assert_non_null(strstr(resp, "\"state\":\"Running\""));
+        /* SendCtrlAltDel ends it: no signal needed */
+        t0 = mono_ms();
+        assert_int_equal(cli(&out, &err, "vm", "stop", "fc-1", (char *)NULL), 0);
+        assert_non_null(strstr(out, "fc-1: stopped"));
+        assert_true(mono_ms() - t0 < 2000);
+        free(out);
+        free(err);
+        free(id);
+        free(sock);
+    }
+    assert_int_equal(cli(&out, &err, "vm", "rm", "fc-1", (char *)NULL), 0);
     free(out);
     free(err);
     free(wrap);
