@@ -201,8 +201,10 @@ static void wait_ok(pid_t pid, const char *what)
 
 static void test_store_contention(void **state)
 {
-    char *root = sup_tmpdir(), *stop = xasprintf("%s/stop", root),
-         *fail_log = xasprintf("%s/reader-error", root);
+    /* Static paths: the forked children _exit without freeing, and must
+     * not inherit heap blocks only their parent's frame points to. */
+    static char root[256], stop[300], fail_log[300];
+    char *tmpdir = sup_tmpdir();
     int per = env_on("COCOON_SOAK") ? 200 : env_on("COCOON_VALGRIND") ? 20 : 50;
     pid_t writers[WRITERS], reader, resolver;
     int start[2];
@@ -211,6 +213,10 @@ static void test_store_contention(void **state)
     size_t want = 0;
 
     (void)state;
+    snprintf(root, sizeof(root), "%s", tmpdir);
+    free(tmpdir);
+    snprintf(stop, sizeof(stop), "%s/stop", root);
+    snprintf(fail_log, sizeof(fail_log), "%s/reader-error", root);
     assert_int_equal(pipe(start), 0);
     reader = fork();
     assert_true(reader >= 0);
@@ -285,10 +291,7 @@ static void test_store_contention(void **state)
     fprintf(stderr, "store contention: %d writers x %d creates, %zu records kept\n", WRITERS,
             per, want);
     store_db_fini(&db);
-    free(stop);
-    free(fail_log);
     sup_rmrf(root);
-    free(root);
 }
 
 /* ---------------------------------------------------------- crash safety */
@@ -478,8 +481,11 @@ static void test_interrupted_write(void **state)
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        char *lock = xasprintf("%s/cloudhypervisor/db/vms.lock", root);
-        int lfd = open(lock, O_RDWR | O_CLOEXEC);
+        char lock[512];
+        int lfd;
+
+        snprintf(lock, sizeof(lock), "%s/cloudhypervisor/db/vms.lock", root);
+        lfd = open(lock, O_RDWR | O_CLOEXEC);
         const char *newer = "{\"vms\":{},\"names\":{}}";
         int fd;
 
