@@ -276,26 +276,21 @@ static void test_ping_wait(void **state)
 
 static void test_ping_wait_late_start(void **state)
 {
-    char *dir = sup_tmpdir(), sock[256], err[ENG_ERRSTR_MAX];
-    pid_t child;
+    char *dir = sup_tmpdir(), sock[256], err[ENG_ERRSTR_MAX], cmd[1024];
+    char *bin = sup_build_path("chsim");
+    char *argv[] = { (char *)"/bin/sh", (char *)"-c", cmd, NULL };
+    pid_t pid;
 
     (void)state;
     snprintf(sock, sizeof(sock), "%s/api.sock", dir);
-    child = fork();
-    assert_true(child >= 0);
-    if (child == 0) {
-        usleep(200 * 1000);
-        pid_t p = sup_chsim_start(sock, NULL);
-        /* Keep chsim alive until the parent kills the group member. */
-        if (p > 0)
-            pause();
-        _exit(0);
-    }
-    assert_int_equal(eng_ping_wait(sock, 3000, err, sizeof(err)), 0);
-    sup_kill(child);
-    /* chsim was the child's child: ask it to exit through vmm.shutdown. */
-    eng_call_sync(sock, "PUT", "/api/v1/vmm.shutdown", NULL, 1000, NULL, NULL, NULL, err,
-                  sizeof(err));
+    /* The VMM brings its socket up 200 ms after we start polling. */
+    snprintf(cmd, sizeof(cmd), "sleep 0.2; exec %s --api-socket path=%s --kernel /dev/null",
+             bin, sock);
+    pid = sup_spawn(argv);
+    assert_true(pid > 0);
+    assert_int_equal(eng_ping_wait(sock, 5000, err, sizeof(err)), 0);
+    sup_kill(pid);
+    free(bin);
     sup_rmrf(dir);
     free(dir);
 }
