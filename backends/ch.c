@@ -15,6 +15,7 @@
 #define CH_API "/api/v1/"
 #define CH_VIRTIO_PCI "_virtio-pci-"
 #define QMAX 300
+#define CH_UNIX_IOBUF (64 * 1024)
 
 void ch_quote(const char *s, char *out, size_t outlen)
 {
@@ -306,14 +307,21 @@ ch_unix_set *ch_unix_set_load(const char *file)
     ch_unix_set *s;
     char *line = NULL;
     size_t cap = 0;
+    char *iobuf;
     bool first = true;
     int rc = 0;
 
     if (!f)
         return NULL;
+    /* A host with thousands of sockets has a large table: read it in big
+     * chunks rather than stdio's default 4 KiB. */
+    iobuf = malloc(CH_UNIX_IOBUF);
+    if (iobuf)
+        setvbuf(f, iobuf, _IOFBF, CH_UNIX_IOBUF);
     s = calloc(1, sizeof(*s));
     if (!s) {
         fclose(f);
+        free(iobuf);
         errno = ENOMEM;
         return NULL;
     }
@@ -328,6 +336,7 @@ ch_unix_set *ch_unix_set_load(const char *file)
     }
     free(line);
     fclose(f);
+    free(iobuf);
     if (rc) {
         ch_unix_set_free(s);
         errno = -rc;
