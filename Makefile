@@ -132,7 +132,7 @@ $(BUILD)/cocoon-bench: $(BENCH_OBJS) $(BUILD)/libcocoon.a
 bench: all $(BUILD)/cocoon-bench
 	./$(BUILD)/cocoon-bench --build $(BUILD) --out bench/out $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick)
 
-# Installs the embeddable library: libcocoon.a, the self-contained public
+# Installs the cocoon command and the embeddable library: libcocoon.a, the self-contained public
 # header and a pkg-config file, so a libev host builds with
 # `pkg-config --cflags --libs cocoon`.  The .pc is rewritten on every run
 # because it bakes in PREFIX.
@@ -146,14 +146,15 @@ $(BUILD)/cocoon.pc: FORCE
 	  'Libs: -L$${libdir} -lcocoon -lev -lyajl -lm' \
 	  'Cflags: -I$${includedir}' > $@.tmp && mv $@.tmp $@
 
-install: $(BUILD)/libcocoon.a $(BUILD)/cocoon.pc
-	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+install: $(BUILD)/libcocoon.a $(BUILD)/cocoon.pc $(BUILD)/cocoon
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(BUILD)/cocoon $(DESTDIR)$(PREFIX)/bin/cocoon
 	install -m 0644 $(BUILD)/libcocoon.a $(DESTDIR)$(PREFIX)/lib/libcocoon.a
 	install -m 0644 engine/cocoon.h $(DESTDIR)$(PREFIX)/include/cocoon.h
 	install -m 0644 $(BUILD)/cocoon.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon.pc
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/lib/libcocoon.a $(DESTDIR)$(PREFIX)/include/cocoon.h \
+	rm -f $(DESTDIR)$(PREFIX)/bin/cocoon $(DESTDIR)$(PREFIX)/lib/libcocoon.a $(DESTDIR)$(PREFIX)/include/cocoon.h \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon.pc
 
 FORCE:
