@@ -34,7 +34,8 @@ CHSIM_OBJS  := $(CHSIM_SRCS:%.c=$(BUILD)/%.o)
 SUPP_OBJS   := $(SUPP_SRCS:%.c=$(BUILD)/%.o)
 TESTS       := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 
-DEPS_CHECK = /usr/include/ev.h:libev-dev \
+DEPS_CHECK = /usr/bin/cc:gcc /usr/include/stdio.h:libc6-dev \
+             /usr/include/ev.h:libev-dev \
              $(LLHTTP_DIR)/llhttp.c:node-llhttp \
              /usr/include/yajl/yajl_tree.h:libyajl-dev \
              /usr/include/cmocka.h:libcmocka-dev \
@@ -115,6 +116,7 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libcocoon.a $(CLI_OBJS)
 	  -o $@ $< $(FUZZ_EXTRA) $(BUILD)/libcocoon.a $(LIBS)
 
 valgrind: all $(TESTS)
+	@$(MAKE) --no-print-directory deps EXTRA_DEPS=/usr/bin/valgrind:valgrind
 	$(MAKE) TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full \
 	  --errors-for-leak-kinds=definite --show-leak-kinds=definite" COCOON_VALGRIND=1 test
 
@@ -165,6 +167,13 @@ demo: all
 
 clean:
 	rm -rf build
+
+# House layout the compiler does not check: no tabs, trailing blanks or CRs
+# in C sources and headers.
+format-check:
+	@bad=$$(grep -lP '\t| +$$|\r' $$(git ls-files '*.c' '*.h') || true); \
+	if [ -n "$$bad" ]; then echo "format-check: fix tabs/trailing blanks in:"; echo "$$bad"; exit 1; fi; \
+	echo "format-check: ok"
 
 -include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)
 TEST_LDFLAGS_test_json = -Wl,--wrap=malloc -Wl,--wrap=reallocarray
