@@ -15,22 +15,6 @@
 #include "engine/cocoon.h"
 #include "engine/err.h"
 
-#define FC_SHARED_TEXT "--fc and --shared-memory are mutually exclusive: " \
-                       "Firecracker does not support vhost-user-fs hot-plug"
-
-static bool is_fc_cmd(const cli_ctx *c)
-{
-    return cli_flag_bool(c, "fc");
-}
-
-/* SPEC §9: checked before anything else happens. */
-static int reject_fc_shared(const cli_ctx *c)
-{
-    if (is_fc_cmd(c) && cli_flag_bool(c, "shared-memory"))
-        return cli_error(FC_SHARED_TEXT);
-    return 0;
-}
-
 static char *abs_or_copy(const char *p)
 {
     char *r;
@@ -42,7 +26,8 @@ static char *abs_or_copy(const char *p)
 }
 
 /* Fills vm from the create flags.  Usage errors return CLI_EXIT_USAGE after
- * printing; others CLI_EXIT_FAIL. */
+ * printing; others CLI_EXIT_FAIL.  SPEC §9: --fc with --shared-memory is
+ * refused before anything else happens. */
 static int vm_from_flags(const cli_ctx *c, store_vm *vm)
 {
     const char *name = cli_flag_str(c, "name");
@@ -54,6 +39,9 @@ static int vm_from_flags(const cli_ctx *c, store_vm *vm)
     long cpu;
     int rc;
 
+    if (cli_flag_bool(c, "fc") && cli_flag_bool(c, "shared-memory"))
+        return cli_error("--fc and --shared-memory are mutually exclusive: "
+                         "Firecracker does not support vhost-user-fs hot-plug");
     memset(vm, 0, sizeof(*vm));
     errno = 0;
     cpu = strtol(cpus, &end, 10);
@@ -69,7 +57,7 @@ static int vm_from_flags(const cli_ctx *c, store_vm *vm)
     rc = store_new_id(vm->id);
     if (rc < 0)
         return cli_error("generate VM id: %s", strerror(-rc));
-    vm->backend = is_fc_cmd(c) ? STORE_BACKEND_FC : STORE_BACKEND_CH;
+    vm->backend = cli_flag_bool(c, "fc") ? STORE_BACKEND_FC : STORE_BACKEND_CH;
     vm->state = STORE_CREATED;
     vm->config.cpu = (int)cpu;
     vm->config.shared_memory = cli_flag_bool(c, "shared-memory");
@@ -182,11 +170,8 @@ static void print_vm_line(const cli_ctx *c, const store_vm *vm, const char *what
 int cli_vm_create(cli_ctx *c)
 {
     store_vm vm;
-    int rc = reject_fc_shared(c);
+    int rc = create_record(c, &vm);
 
-    if (rc)
-        return rc;
-    rc = create_record(c, &vm);
     if (rc)
         return rc;
     print_vm_line(c, &vm, "created", 0);
@@ -194,6 +179,9 @@ int cli_vm_create(cli_ctx *c)
     return CLI_EXIT_OK;
 }
 
+/* The --ch-binary/--fc-binary flag of vm's backend, else its environment
+ * variable, else the default name; commands without the flag read it as
+ * not given. */
 static const char *vmm_binary(const cli_ctx *c, const store_vm *vm)
 {
     if (strcmp(vm->backend, STORE_BACKEND_FC) == 0)
@@ -201,6 +189,28 @@ static const char *vmm_binary(const cli_ctx *c, const store_vm *vm)
                                   LAUNCH_DEFAULT_FC);
     return launch_pick_binary(cli_flag_str(c, "ch-binary"), "COCOON_CH_BINARY",
                               LAUNCH_DEFAULT_CH);
+}
+
+typedef int vm_fn(const cli_ctx *c, store_vm *vm);
+
+/* Runs fn on every VM argument; one failure does not stop the others. */
+static int each_vm(const cli_ctx *c, vm_fn *fn)
+{
+    int rc = CLI_EXIT_OK;
+
+    for (size_t i = 0; i < c->n_args; i++) {
+        char err[ENG_ERRSTR_MAX];
+        store_vm vm;
+
+        if (store_resolve(c->root, c->args[i], &vm, err, sizeof(err)) < 0) {
+            rc = cli_error("vm %s: %s", c->args[i], err);
+            continue;
+        }
+        if (fn(c, &vm) != CLI_EXIT_OK)
+            rc = CLI_EXIT_FAIL;
+        store_vm_fini(&vm);
+    }
+    return rc;
 }
 
 static int start_one(const cli_ctx *c, store_vm *vm)
@@ -223,11 +233,8 @@ static int start_one(const cli_ctx *c, store_vm *vm)
 int cli_vm_run(cli_ctx *c)
 {
     store_vm vm;
-    int rc = reject_fc_shared(c);
+    int rc = create_record(c, &vm);
 
-    if (rc)
-        return rc;
-    rc = create_record(c, &vm);
     if (rc)
         return rc;
     rc = start_one(c, &vm);
@@ -237,60 +244,33 @@ int cli_vm_run(cli_ctx *c)
 
 int cli_vm_start(cli_ctx *c)
 {
-    int rc = CLI_EXIT_OK;
-
-    for (size_t i = 0; i < c->n_args; i++) {
-        char err[ENG_ERRSTR_MAX];
-        store_vm vm;
-
-        if (store_resolve(c->root, c->args[i], &vm, err, sizeof(err)) < 0) {
-            rc = cli_error("vm %s: %s", c->args[i], err);
-            continue;
-        }
-        if (start_one(c, &vm) != CLI_EXIT_OK)
-            rc = CLI_EXIT_FAIL;
-        store_vm_fini(&vm);
-    }
-    return rc;
+    return each_vm(c, start_one);
 }
 
 static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
 {
     char err[ENG_ERRSTR_MAX];
-    const char *defbin = launch_pick_binary(cli_flag_str(c, "ch-binary"), "COCOON_CH_BINARY",
-                                            LAUNCH_DEFAULT_CH);
 
-    if (strcmp(vm->backend, STORE_BACKEND_FC) == 0)
-        defbin = launch_pick_binary(NULL, "COCOON_FC_BINARY", LAUNCH_DEFAULT_FC);
     if (vm->state != STORE_RUNNING && vm->state != STORE_ERROR) {
         if (!quiet)
             print_vm_line(c, vm, "not running", 0);
         return CLI_EXIT_OK;
     }
-    if (launch_stop(c->root, vm, defbin, NULL, err, sizeof(err)) < 0)
+    if (launch_stop(c->root, vm, vmm_binary(c, vm), NULL, err, sizeof(err)) < 0)
         return cli_error("%s", err);
     if (!quiet)
         print_vm_line(c, vm, "stopped", 0);
     return CLI_EXIT_OK;
 }
 
+static int stop_loud(const cli_ctx *c, store_vm *vm)
+{
+    return stop_one(c, vm, false);
+}
+
 int cli_vm_stop(cli_ctx *c)
 {
-    int rc = CLI_EXIT_OK;
-
-    for (size_t i = 0; i < c->n_args; i++) {
-        char err[ENG_ERRSTR_MAX];
-        store_vm vm;
-
-        if (store_resolve(c->root, c->args[i], &vm, err, sizeof(err)) < 0) {
-            rc = cli_error("vm %s: %s", c->args[i], err);
-            continue;
-        }
-        if (stop_one(c, &vm, false) != CLI_EXIT_OK)
-            rc = CLI_EXIT_FAIL;
-        store_vm_fini(&vm);
-    }
-    return rc;
+    return each_vm(c, stop_loud);
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -326,73 +306,55 @@ static int remove_cb(store_db *db, void *priv, char *err, size_t errlen)
     return 0;
 }
 
+static int rm_one(const cli_ctx *c, store_vm *vm)
+{
+    char err[ENG_ERRSTR_MAX];
+
+    if (vm->state == STORE_RUNNING &&
+        gate_check(vm, cli_default_ch_binary(), NULL, err, sizeof(err)) == 0) {
+        if (!cli_flag_bool(c, "force"))
+            return cli_error("vm %s is running: stop it first or use --force",
+                             vm->config.name ? vm->config.name : vm->id);
+        if (stop_one(c, vm, true) != CLI_EXIT_OK)
+            return CLI_EXIT_FAIL;
+    }
+    if (store_update(c->root, vm->backend, remove_cb, vm->id, err, sizeof(err)) < 0)
+        return cli_error("%s", err);
+    if (vm->log_dir && (!vm->run_dir || strcmp(vm->log_dir, vm->run_dir) != 0))
+        rm_tree(c->root, vm->log_dir);
+    if (rm_tree(c->root, vm->run_dir) < 0)
+        fprintf(stderr, "Warning: remove %s: %s\n", vm->run_dir, strerror(errno));
+    if (c->json) {
+        yajl_gen g = cli_gen_new(false);
+
+        if (g) {
+            yajl_gen_map_open(g);
+            cli_gen_kv_str(g, "id", vm->id);
+            cli_gen_kv_str(g, "name", vm->config.name);
+            cli_gen_kv_str(g, "state", "removed");
+            yajl_gen_map_close(g);
+            cli_gen_print(g, stdout);
+        }
+    } else {
+        printf("%s: removed (id=%s)\n", vm->config.name ? vm->config.name : vm->id, vm->id);
+    }
+    return CLI_EXIT_OK;
+}
+
 int cli_vm_rm(cli_ctx *c)
 {
-    bool force = cli_flag_bool(c, "force");
-    int rc = CLI_EXIT_OK;
-
-    for (size_t i = 0; i < c->n_args; i++) {
-        char err[ENG_ERRSTR_MAX];
-        store_vm vm;
-        pid_t pid;
-
-        if (store_resolve(c->root, c->args[i], &vm, err, sizeof(err)) < 0) {
-            rc = cli_error("vm %s: %s", c->args[i], err);
-            continue;
-        }
-        if (vm.state == STORE_RUNNING &&
-            gate_check(&vm, cli_default_ch_binary(), &pid, err, sizeof(err)) == 0) {
-            if (!force) {
-                rc = cli_error("vm %s is running: stop it first or use --force",
-                               vm.config.name ? vm.config.name : vm.id);
-                store_vm_fini(&vm);
-                continue;
-            }
-            if (stop_one(c, &vm, true) != CLI_EXIT_OK) {
-                rc = CLI_EXIT_FAIL;
-                store_vm_fini(&vm);
-                continue;
-            }
-        }
-        if (store_update(c->root, vm.backend, remove_cb, vm.id, err, sizeof(err)) < 0) {
-            rc = cli_error("%s", err);
-            store_vm_fini(&vm);
-            continue;
-        }
-        if (vm.log_dir && (!vm.run_dir || strcmp(vm.log_dir, vm.run_dir) != 0))
-            rm_tree(c->root, vm.log_dir);
-        if (rm_tree(c->root, vm.run_dir) < 0)
-            fprintf(stderr, "Warning: remove %s: %s\n", vm.run_dir, strerror(errno));
-        if (c->json) {
-            yajl_gen g = cli_gen_new(false);
-
-            if (g) {
-                yajl_gen_map_open(g);
-                cli_gen_kv_str(g, "id", vm.id);
-                cli_gen_kv_str(g, "name", vm.config.name);
-                cli_gen_kv_str(g, "state", "removed");
-                yajl_gen_map_close(g);
-                cli_gen_print(g, stdout);
-            }
-        } else {
-            printf("%s: removed (id=%s)\n", vm.config.name ? vm.config.name : vm.id, vm.id);
-        }
-        store_vm_fini(&vm);
-    }
-    return rc;
+    return each_vm(c, rm_one);
 }
 
 /* The state a user should see: a running record whose process fails the
  * gate is really stopped. */
-static const char *shown_state(const store_vm *vm, bool *stale)
+static const char *shown_state(const cli_ctx *c, const store_vm *vm, bool *stale)
 {
     char err[ENG_ERRSTR_MAX];
-    const char *defbin = strcmp(vm->backend, STORE_BACKEND_FC) == 0
-        ? launch_pick_binary(NULL, "COCOON_FC_BINARY", LAUNCH_DEFAULT_FC)
-        : cli_default_ch_binary();
 
     *stale = false;
-    if (vm->state == STORE_RUNNING && gate_check(vm, defbin, NULL, err, sizeof(err)) < 0) {
+    if (vm->state == STORE_RUNNING &&
+        gate_check(vm, vmm_binary(c, vm), NULL, err, sizeof(err)) < 0) {
         *stale = true;
         return "stopped";
     }
@@ -440,7 +402,7 @@ int cli_vm_list(cli_ctx *c)
         for (size_t i = 0; i < dbs[b].n; i++) {
             const store_vm *vm = &dbs[b].vms[i];
             bool stale;
-            const char *st = shown_state(vm, &stale);
+            const char *st = shown_state(c, vm, &stale);
 
             if (g) {
                 cli_gen_record_open(g, vm, st);
@@ -532,7 +494,7 @@ int cli_vm_inspect(cli_ctx *c)
         store_vm_fini(&vm);
         return cli_error("out of memory");
     }
-    st = shown_state(&vm, &stale);
+    st = shown_state(c, &vm, &stale);
     cli_gen_record_open(ic.g, &vm, st);
     if (stale)
         cli_gen_kv_bool(ic.g, "stale", true);
@@ -564,11 +526,8 @@ int cli_vm_debug(cli_ctx *c)
 {
     char err[ENG_ERRSTR_MAX], **argv = NULL, *text;
     store_vm vm;
-    int rc = reject_fc_shared(c);
+    int rc = vm_from_flags(c, &vm);
 
-    if (rc)
-        return rc;
-    rc = vm_from_flags(c, &vm);
     if (rc)
         return rc;
     rc = strcmp(vm.backend, STORE_BACKEND_FC) == 0
