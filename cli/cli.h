@@ -67,7 +67,8 @@ struct cli_ctx {
     size_t n_args;
 };
 
-/* Flag access by long name; the name must exist on the command. */
+/* Flag access by long name; a flag the command lacks reads as not given
+ * (NULL, false, no list). */
 bool cli_flag_given(const cli_ctx *c, const char *name);
 const char *cli_flag_str(const cli_ctx *c, const char *name);  /* value or default */
 const char *const *cli_flag_list(const cli_ctx *c, const char *name, size_t *n);

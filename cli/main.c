@@ -317,10 +317,8 @@ static int apply_flag(cli_ctx *c, const cli_flag *fl, cli_flagval *v, const char
         if (fl->kind == CLI_FLAG_LIST) {
             const char **nl = realloc(v->list, (v->n + 1) * sizeof(*nl));
 
-            if (!nl) {
-                fputs("Error: out of memory\n", stderr);
-                return CLI_EXIT_FAIL;
-            }
+            if (!nl)
+                return cli_error("out of memory");
             nl[v->n++] = val;
             v->list = nl;
         }
@@ -329,14 +327,20 @@ static int apply_flag(cli_ctx *c, const cli_flag *fl, cli_flagval *v, const char
     return 0;
 }
 
-static const cli_flag *find_flag(const cli_flag *fl, size_t n, const char *name, char sh,
-                                 size_t *idx)
+/* The command's own flags first, then the global ones; by long name, or by
+ * short name when name is NULL.  *v is the matching value slot. */
+static const cli_flag *find_flag(cli_ctx *c, const char *name, char sh, cli_flagval **v)
 {
-    for (size_t i = 0; i < n; i++)
-        if ((name && strcmp(fl[i].name, name) == 0) || (!name && sh && fl[i].short_name == sh)) {
-            *idx = i;
-            return &fl[i];
-        }
+    const cli_flag *tabs[] = { c->cmd->flags, global_flags };
+    size_t lens[] = { c->cmd->n_flags, G_N };
+    cli_flagval *vals[] = { c->vals, g_vals };
+
+    for (size_t t = 0; t < 2; t++)
+        for (size_t i = 0; i < lens[t]; i++)
+            if (name ? strcmp(tabs[t][i].name, name) == 0 : sh && tabs[t][i].short_name == sh) {
+                *v = &vals[t][i];
+                return &tabs[t][i];
+            }
     return NULL;
 }
 
@@ -346,10 +350,9 @@ static int parse_flag(cli_ctx *c, int *i, int argc, char **argv)
     char name[64], shown[72];
     const char *inline_val = NULL, *eq;
     const cli_flag *fl;
-    size_t idx;
-    bool is_long = tok[1] == '-';
+    cli_flagval *v;
 
-    if (is_long) {
+    if (tok[1] == '-') {
         size_t nl;
 
         eq = strchr(tok + 2, '=');
@@ -360,13 +363,10 @@ static int parse_flag(cli_ctx *c, int *i, int argc, char **argv)
         name[nl] = '\0';
         inline_val = eq ? eq + 1 : NULL;
         snprintf(shown, sizeof(shown), "--%s", name);
-        fl = find_flag(c->cmd->flags, c->cmd->n_flags, name, 0, &idx);
-        if (fl)
-            return apply_flag(c, fl, &c->vals[idx], shown, inline_val, i, argc, argv);
-        fl = find_flag(global_flags, N(global_flags), name, 0, &idx);
-        if (fl)
-            return apply_flag(c, fl, &g_vals[idx], shown, inline_val, i, argc, argv);
-        return cli_usage_error(c, "unknown flag: --%s", name);
+        fl = find_flag(c, name, 0, &v);
+        if (!fl)
+            return cli_usage_error(c, "unknown flag: --%s", name);
+        return apply_flag(c, fl, v, shown, inline_val, i, argc, argv);
     }
     /* Short flags: one letter, value attached (-ojson), after '=' or next. */
     if (tok[2] == '=')
@@ -374,19 +374,12 @@ static int parse_flag(cli_ctx *c, int *i, int argc, char **argv)
     else if (tok[2])
         inline_val = tok + 2;
     snprintf(shown, sizeof(shown), "-%c", tok[1]);
-    fl = find_flag(c->cmd->flags, c->cmd->n_flags, NULL, tok[1], &idx);
-    if (fl) {
-        if (fl->kind == CLI_FLAG_BOOL && inline_val && tok[2] != '=')
-            return cli_usage_error(c, "unknown shorthand flag: '%c' in %s", tok[2], tok);
-        return apply_flag(c, fl, &c->vals[idx], shown, inline_val, i, argc, argv);
-    }
-    fl = find_flag(global_flags, N(global_flags), NULL, tok[1], &idx);
-    if (fl) {
-        if (fl->kind == CLI_FLAG_BOOL && inline_val && tok[2] != '=')
-            return cli_usage_error(c, "unknown shorthand flag: '%c' in %s", tok[2], tok);
-        return apply_flag(c, fl, &g_vals[idx], shown, inline_val, i, argc, argv);
-    }
-    return cli_usage_error(c, "unknown shorthand flag: '%c' in %s", tok[1], tok);
+    fl = find_flag(c, NULL, tok[1], &v);
+    if (!fl)
+        return cli_usage_error(c, "unknown shorthand flag: '%c' in %s", tok[1], tok);
+    if (fl->kind == CLI_FLAG_BOOL && inline_val && tok[2] != '=')
+        return cli_usage_error(c, "unknown shorthand flag: '%c' in %s", tok[2], tok);
+    return apply_flag(c, fl, v, shown, inline_val, i, argc, argv);
 }
 
 static void free_vals(cli_ctx *c)
@@ -407,11 +400,7 @@ static int enter(cli_ctx *c, const cli_cmd *cmd)
     c->vals = calloc(cmd->n_flags ? cmd->n_flags : 1, sizeof(*c->vals));
     if (cmd != &cmd_root)
         snprintf(c->path + l, sizeof(c->path) - l, " %s", cmd->name);
-    if (!c->vals) {
-        fputs("Error: out of memory\n", stderr);
-        return CLI_EXIT_FAIL;
-    }
-    return 0;
+    return c->vals ? 0 : cli_error("out of memory");
 }
 
 static int parse_and_run(int argc, char **argv)
@@ -425,8 +414,7 @@ static int parse_and_run(int argc, char **argv)
     c.args = calloc((size_t)argc + 1, sizeof(*c.args));
     if (!c.args || enter(&c, &cmd_root) != 0) {
         free(c.args);
-        fputs("Error: out of memory\n", stderr);
-        return CLI_EXIT_FAIL;
+        return cli_error("out of memory");
     }
     for (int i = 1; i < argc; i++) {
         const char *tok = argv[i];

@@ -217,20 +217,16 @@ static void print_job(runner *r, const job *j)
         fprintf(stderr, "Warning: %s: %s\n", j->op.vm, j->note);
     switch (j->op.kind) {
     case CLI_OP_FS_ATTACH:
-        if (j->bdf)
-            printf("%s: attached fs %s (id=%s, bdf=%s)\n", j->op.vm, j->op.tag, j->dev_id, j->bdf);
-        else
-            printf("%s: attached fs %s (id=%s)\n", j->op.vm, j->op.tag, j->dev_id);
+    case CLI_OP_DEVICE_ATTACH: {
+        bool fs = j->op.kind == CLI_OP_FS_ATTACH;
+
+        printf("%s: attached %s %s (id=%s%s%s)\n", j->op.vm, fs ? "fs" : "device",
+               fs ? j->op.tag : j->op.pci, j->dev_id, j->bdf ? ", bdf=" : "",
+               j->bdf ? j->bdf : "");
         break;
+    }
     case CLI_OP_FS_DETACH:
         printf("%s: detached fs %s (id=%s)\n", j->op.vm, j->op.tag, j->dev_id ? j->dev_id : "?");
-        break;
-    case CLI_OP_DEVICE_ATTACH:
-        if (j->bdf)
-            printf("%s: attached device %s (id=%s, bdf=%s)\n", j->op.vm, j->op.pci, j->dev_id,
-                   j->bdf);
-        else
-            printf("%s: attached device %s (id=%s)\n", j->op.vm, j->op.pci, j->dev_id);
         break;
     case CLI_OP_DEVICE_DETACH:
         printf("%s: detached device %s\n", j->op.vm, j->dev_id ? j->dev_id : j->op.id);
@@ -584,7 +580,15 @@ static void print_summary(runner *r, double wall_s)
     }
 }
 
-/* Runs every job (owned by the runner from here on) and prints results. */
+static void jobs_free(job **jobs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        job_free(jobs[i]);
+    free(jobs);
+}
+
+/* Runs every job and prints results; jobs and the array are owned by the
+ * runner from here on. */
 static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned parallel)
 {
     runner r;
@@ -606,8 +610,7 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
         free(order);
         if (r.loop)
             ev_loop_destroy(r.loop);
-        for (size_t i = 0; i < n; i++)
-            job_free(jobs[i]);
+        jobs_free(jobs, n);
         return cli_error("out of memory");
     }
     for (size_t i = 0; i < n; i++) {
@@ -664,8 +667,7 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
     rc = r.failed || r.done < r.n_jobs ? CLI_EXIT_FAIL : CLI_EXIT_OK;
     ev_loop_destroy(r.loop);
     free(order);
-    for (size_t i = 0; i < n; i++)
-        job_free(jobs[i]);
+    jobs_free(jobs, n);
     return rc;
 }
 
@@ -738,7 +740,8 @@ static char *dup_opt(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-/* One job per VM argument, all with the same flags. */
+/* One job per VM argument, all with the same flags.  A flag the command
+ * does not have reads as not given, so every kind takes the same path. */
 static int run_flag_ops(cli_ctx *c, cli_op_kind kind)
 {
     unsigned par;
@@ -746,11 +749,11 @@ static int run_flag_ops(cli_ctx *c, cli_op_kind kind)
     job **jobs;
 
     rc = parallel_of(c, &par);
-    if (!rc && kind == CLI_OP_FS_ATTACH)
+    if (!rc)
         rc = parse_int_flag(c, "num-queues", &nq);
-    if (!rc && kind == CLI_OP_FS_ATTACH)
+    if (!rc)
         rc = parse_int_flag(c, "queue-size", &qs);
-    if (!rc && (kind == CLI_OP_FS_DETACH || kind == CLI_OP_DEVICE_DETACH))
+    if (!rc)
         rc = wait_of(c, &wait_s);
     if (rc)
         return rc;
@@ -761,33 +764,22 @@ static int run_flag_ops(cli_ctx *c, cli_op_kind kind)
         job *j = calloc(1, sizeof(*j));
 
         if (!j) {
-            for (size_t k = 0; k < i; k++)
-                job_free(jobs[k]);
-            free(jobs);
+            jobs_free(jobs, i);
             return cli_error("out of memory");
         }
         j->op.kind = kind;
         j->op.vm = strdup(c->args[i]);
-        if (kind == CLI_OP_FS_ATTACH) {
-            j->op.socket = dup_opt(cli_flag_str(c, "socket"));
-            j->op.num_queues = nq;
-            j->op.queue_size = qs;
-            j->op.no_socket_check = cli_flag_bool(c, "no-socket-check");
-        }
-        if (kind == CLI_OP_FS_ATTACH || kind == CLI_OP_FS_DETACH)
-            j->op.tag = dup_opt(cli_flag_str(c, "tag"));
-        if (kind == CLI_OP_DEVICE_ATTACH) {
-            j->op.pci = dup_opt(cli_flag_str(c, "pci"));
-            j->op.id = dup_opt(cli_flag_str(c, "id"));
-        }
-        if (kind == CLI_OP_DEVICE_DETACH)
-            j->op.id = dup_opt(cli_flag_str(c, "id"));
+        j->op.socket = dup_opt(cli_flag_str(c, "socket"));
+        j->op.tag = dup_opt(cli_flag_str(c, "tag"));
+        j->op.pci = dup_opt(cli_flag_str(c, "pci"));
+        j->op.id = dup_opt(cli_flag_str(c, "id"));
+        j->op.num_queues = nq;
+        j->op.queue_size = qs;
+        j->op.no_socket_check = cli_flag_bool(c, "no-socket-check");
         j->op.wait_s = wait_s;
         jobs[i] = j;
     }
-    rc = run_jobs(c, jobs, c->n_args, false, par);
-    free(jobs);
-    return rc;
+    return run_jobs(c, jobs, c->n_args, false, par);
 }
 
 int cli_fs_attach(cli_ctx *c) { return run_flag_ops(c, CLI_OP_FS_ATTACH); }
@@ -893,16 +885,12 @@ int cli_batch(cli_ctx *c)
     }
     free(buf);
     if (oom) {
-        for (size_t i = 0; i < n; i++)
-            job_free(jobs[i]);
-        free(jobs);
+        jobs_free(jobs, n);
         return cli_error("out of memory");
     }
     if (n == 0) {
         free(jobs);
         return cli_error("batch %s: no operations", path);
     }
-    rc = run_jobs(c, jobs, n, true, par);
-    free(jobs);
-    return rc;
+    return run_jobs(c, jobs, n, true, par);
 }
