@@ -3,14 +3,17 @@
  * table. */
 #include "backends/backend.h"
 #include "backends/spec.h"
+#include "engine/engine_int.h"
 #include "engine/err.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define CH_API "/api/v1/"
 #define CH_VIRTIO_PCI "_virtio-pci-"
@@ -215,128 +218,192 @@ static int ch_device_detach_check(const json_vm_info *vi, const char *id,
 
 /* ---- /proc/net/unix snapshot ---- */
 
+/* A fleet host lists tens of thousands of sockets, and a batch reads the
+ * table at least once, so the loader reads with plain read() in big chunks,
+ * looks at nothing but the flags of a non-listening line, and keeps every
+ * listening path in one arena instead of one allocation each. */
+struct ch_unix_slot {
+    uint32_t off;       /* arena offset + 1; 0: empty */
+    uint32_t hash;
+};
+
 struct ch_unix_set {
-    char **slots;       /* open addressing; NULL empty; each owned */
+    char *arena;        /* listening paths, each NUL-terminated */
+    size_t used, size;
+    struct ch_unix_slot *slots;
     size_t cap;         /* power of two */
     size_t n;
 };
 
-static uint64_t ch_hash(const char *s)
+static struct ch_unix_slot *ch_unix_find(const ch_unix_set *s, const char *path,
+                                         size_t len, uint32_t h)
 {
-    uint64_t h = 1469598103934665603ull;
+    size_t i = h & (s->cap - 1);
 
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ull;
+    for (;; i = (i + 1) & (s->cap - 1)) {
+        struct ch_unix_slot *sl = &s->slots[i];
+        const char *q;
+
+        if (!sl->off)
+            return sl;
+        q = s->arena + sl->off - 1;
+        if (sl->hash == h && memcmp(q, path, len) == 0 && q[len] == '\0')
+            return sl;
     }
-    return h;
 }
 
 static int ch_unix_set_add(ch_unix_set *s, const char *path, size_t len)
 {
-    char *dup;
-    size_t i;
+    uint32_t h = (uint32_t)eng_hash(path, len);
+    struct ch_unix_slot *sl;
 
     if ((s->n + 1) * 2 > s->cap) {
-        size_t ncap = s->cap ? s->cap * 2 : 64;
-        char **ns = calloc(ncap, sizeof(*ns));
+        size_t ncap = s->cap ? s->cap * 2 : 256;
+        struct ch_unix_slot *ns = calloc(ncap, sizeof(*ns));
 
         if (!ns)
             return -ENOMEM;
         for (size_t k = 0; k < s->cap; k++) {
-            if (!s->slots[k])
+            size_t i;
+
+            if (!s->slots[k].off)
                 continue;
-            i = ch_hash(s->slots[k]) & (ncap - 1);
-            while (ns[i])
-                i = (i + 1) & (ncap - 1);
+            for (i = s->slots[k].hash & (ncap - 1); ns[i].off; i = (i + 1) & (ncap - 1))
+                ;
             ns[i] = s->slots[k];
         }
         free(s->slots);
         s->slots = ns;
         s->cap = ncap;
     }
-    dup = strndup(path, len);
-    if (!dup)
-        return -ENOMEM;
-    i = ch_hash(dup) & (s->cap - 1);
-    while (s->slots[i]) {
-        if (strcmp(s->slots[i], dup) == 0) {
-            free(dup);
-            return 0;
-        }
-        i = (i + 1) & (s->cap - 1);
+    sl = ch_unix_find(s, path, len, h);
+    if (sl->off)
+        return 0;
+    if (s->used + len + 1 > s->size) {
+        size_t nsize = s->size ? s->size * 2 : 16384;
+        char *na;
+
+        while (nsize < s->used + len + 1)
+            nsize *= 2;
+        if (nsize > UINT32_MAX || !(na = realloc(s->arena, nsize)))
+            return -ENOMEM;
+        s->arena = na;
+        s->size = nsize;
     }
-    s->slots[i] = dup;
+    memcpy(s->arena + s->used, path, len);
+    s->arena[s->used + len] = '\0';
+    sl->off = (uint32_t)s->used + 1;
+    sl->hash = h;
+    s->used += len + 1;
     s->n++;
     return 0;
 }
 
-/* One line: "Num: RefCount Protocol Flags Type St Inode Path".  The path
- * is everything after the seventh field, so a path with spaces survives. */
-static int ch_unix_line(ch_unix_set *s, char *line)
+/* Past the token at p and the spaces after it. */
+static const char *ch_unix_skip(const char *p, const char *end)
 {
-    char *p = line, *fields[7];
-    size_t len;
-
-    for (int f = 0; f < 7; f++) {
-        while (*p == ' ')
-            p++;
-        if (!*p)
-            return 0;
-        fields[f] = p;
-        while (*p && *p != ' ')
-            p++;
-        if (*p)
-            *p++ = '\0';
-    }
-    if (strcmp(fields[3], "00010000") != 0)
-        return 0;
-    while (*p == ' ')
+    while (p < end && *p != ' ')
         p++;
-    len = strlen(p);
-    while (len && (p[len - 1] == '\n' || p[len - 1] == '\r'))
-        len--;
-    if (!len || p[0] == '@')
+    while (p < end && *p == ' ')
+        p++;
+    return p;
+}
+
+/* One line: "Num: RefCount Protocol Flags Type St Inode Path".  The kernel
+ * prints "%pK: %08X %08X %08X %04X %02X %5lu" and then " <path>", so past
+ * the colon the flags sit at a fixed offset; a line of another shape goes
+ * through the field-by-field reading.  The path is everything after the
+ * seventh field, so a path with spaces survives. */
+static int ch_unix_line(ch_unix_set *s, const char *p, const char *end)
+{
+    static const char listening[] = "00010000";
+    const char *c = memchr(p, ':', (size_t)(end - p) < 40 ? (size_t)(end - p) : 40);
+
+    if (c && end - c > 38 && c[1] == ' ' && c[10] == ' ' && c[19] == ' ' &&
+        c[28] == ' ' && c[33] == ' ' && c[36] == ' ') {
+        if (memcmp(c + 20, listening, 8) != 0)
+            return 0;
+        p = c + 37;
+        while (p < end && *p == ' ')
+            p++;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        if (p < end && *p != ' ')
+            return 0;
+    } else {
+        while (p < end && *p == ' ')
+            p++;
+        for (int f = 0; f < 3; f++)
+            p = ch_unix_skip(p, end);
+        if (end - p < 9 || memcmp(p, listening, 8) != 0 || p[8] != ' ')
+            return 0;
+        for (int f = 3; f < 6; f++)
+            p = ch_unix_skip(p, end);
+        while (p < end && *p != ' ')
+            p++;
+    }
+    while (p < end && *p == ' ')
+        p++;
+    while (end > p && end[-1] == '\r')
+        end--;
+    if (p == end || *p == '@')
         return 0;
-    return ch_unix_set_add(s, p, len);
+    return ch_unix_set_add(s, p, (size_t)(end - p));
 }
 
 ch_unix_set *ch_unix_set_load(const char *file)
 {
-    FILE *f = fopen(file ? file : "/proc/net/unix", "re");
-    ch_unix_set *s;
-    char *line = NULL;
-    size_t cap = 0;
-    char *iobuf;
-    bool first = true;
+    int fd = open(file ? file : "/proc/net/unix", O_RDONLY | O_CLOEXEC);
+    ch_unix_set *s = NULL;
+    char *io = NULL;
+    size_t have = 0;
+    bool header = true, skipping = false;
     int rc = 0;
 
-    if (!f)
+    if (fd < 0)
         return NULL;
-    /* A host with thousands of sockets has a large table: read it in big
-     * chunks rather than stdio's default 4 KiB. */
-    iobuf = malloc(CH_UNIX_IOBUF);
-    if (iobuf)
-        setvbuf(f, iobuf, _IOFBF, CH_UNIX_IOBUF);
     s = calloc(1, sizeof(*s));
-    if (!s) {
-        fclose(f);
-        free(iobuf);
-        errno = ENOMEM;
-        return NULL;
+    io = malloc(CH_UNIX_IOBUF);
+    if (!s || !io) {
+        rc = -ENOMEM;
+        goto out;
     }
-    while (getline(&line, &cap, f) >= 0) {
-        if (first) {
-            first = false;
-            continue;
+    for (;;) {
+        ssize_t n = read(fd, io + have, CH_UNIX_IOBUF - have);
+        const char *p = io, *end, *nl;
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            break;
         }
-        rc = ch_unix_line(s, line);
+        end = io + have + n;
+        if (n == 0 && have && !skipping && !header)
+            rc = ch_unix_line(s, io, end);      /* no final newline */
+        if (n == 0)
+            break;
+        while (!rc && (nl = memchr(p, '\n', (size_t)(end - p)))) {
+            if (header || skipping)
+                header = skipping = false;
+            else
+                rc = ch_unix_line(s, p, nl);
+            p = nl + 1;
+        }
         if (rc)
             break;
+        have = (size_t)(end - p);
+        /* No line is this long; should one be, it is dropped whole rather
+         * than read as a cut path. */
+        if (have == CH_UNIX_IOBUF) {
+            have = 0;
+            skipping = true;
+        }
+        memmove(io, p, have);
     }
-    free(line);
-    fclose(f);
-    free(iobuf);
+out:
+    free(io);
+    close(fd);
     if (rc) {
         ch_unix_set_free(s);
         errno = -rc;
@@ -347,17 +414,12 @@ ch_unix_set *ch_unix_set_load(const char *file)
 
 bool ch_unix_set_has(const ch_unix_set *s, const char *path)
 {
-    size_t i;
+    size_t len;
 
     if (!s || !s->cap)
         return false;
-    i = ch_hash(path) & (s->cap - 1);
-    while (s->slots[i]) {
-        if (strcmp(s->slots[i], path) == 0)
-            return true;
-        i = (i + 1) & (s->cap - 1);
-    }
-    return false;
+    len = strlen(path);
+    return ch_unix_find(s, path, len, (uint32_t)eng_hash(path, len))->off != 0;
 }
 
 size_t ch_unix_set_count(const ch_unix_set *s)
@@ -369,8 +431,7 @@ void ch_unix_set_free(ch_unix_set *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; i < s->cap; i++)
-        free(s->slots[i]);
+    free(s->arena);
     free(s->slots);
     free(s);
 }
