@@ -40,12 +40,13 @@ static const char *const op_names[] = {
     [OP_LIST] = "list", [OP_FS_LIST] = "fs list", [OP_DEV_LIST] = "device list",
 };
 
-enum op_step { ST_NONE, ST_INFO, ST_PUT, ST_RECONCILE, ST_WAIT };
+enum op_step { ST_NONE, ST_INFO, ST_PUT, ST_RECONCILE, ST_WAIT, ST_RECHECK };
 
 struct eng_vm;
 
 struct eng_op {
     struct eng_op *next;
+    struct eng_op *recheck_next;  /* on the engine's recheck list */
     cocoon_engine *e;
     struct eng_vm *vm;
     unsigned char kind, step;
@@ -64,6 +65,8 @@ struct eng_op {
     const char *vm_arg;     /* the strings below live in buf */
     const char *socket, *tag, *fs_id, *path, *dev_id;
     int num_queues, queue_size;
+    unsigned gen;           /* submission generation (socket snapshot) */
+    unsigned recheck_seq;   /* the snapshot that missed the listener */
     char buf[];
 };
 
@@ -106,17 +109,30 @@ struct cocoon_engine {
     int depth;                           /* nesting of our libev callbacks */
     bool free_requested, dying;
 
-    /* Per-loop-iteration caches: a batch of thousands of operations reads
-     * vms.json and /proc/net/unix once, not once per operation. */
+    /* Per-loop-iteration cache: a batch of thousands of operations reads
+     * vms.json once, not once per operation. */
     bool db_valid;
     unsigned db_iter;
     int db_rc;
     char *db_err;
     store_db db[2];
     struct eng_sidx by_id[2], by_name[2];
-    bool unix_valid;
-    unsigned unix_iter;
-    ch_unix_set *unix_set;
+
+    /* The /proc/net/unix snapshot belongs to submissions, not to loop
+     * iterations: the operations submitted in one loop iteration form a
+     * generation, and a snapshot taken after a generation was submitted
+     * serves it and every older one.  A miss is checked once more against
+     * a later snapshot (ST_RECHECK) before it is reported, since the
+     * kernel's listing may skip entries while sockets come and go. */
+    unsigned gen, gen_iter;              /* newest generation; its iteration */
+    bool gen_any;
+    ch_unix_set *unix_set;               /* NULL: unreadable or not taken */
+    bool unix_loaded;
+    unsigned unix_gen;                   /* newest generation it serves */
+    unsigned unix_seq;                   /* counts snapshots taken */
+    size_t n_ops;                        /* submitted, not yet completed */
+    ev_timer recheck;
+    struct eng_op *recheck_head, *recheck_tail;
 
     char err[ENG_ERRSTR_MAX];            /* scratch for the current step */
 };
@@ -315,17 +331,28 @@ static const store_vm *eng_resolve(cocoon_engine *e, const char *ref, int *rc)
     return hit[0] ? hit[0] : hit[1];
 }
 
-/* NULL when /proc/net/unix cannot be read: the listener part is skipped. */
-static const ch_unix_set *eng_unix_set(cocoon_engine *e)
+static void unix_snapshot_take(cocoon_engine *e)
 {
-    unsigned it = ev_iteration(e->loop);
-
-    if (e->unix_valid && e->unix_iter == it)
-        return e->unix_set;
     ch_unix_set_free(e->unix_set);
     e->unix_set = ch_unix_set_load(NULL);
-    e->unix_valid = true;
-    e->unix_iter = it;
+    e->unix_loaded = true;
+    e->unix_gen = e->gen;
+    e->unix_seq++;
+}
+
+static void unix_snapshot_drop(cocoon_engine *e)
+{
+    ch_unix_set_free(e->unix_set);
+    e->unix_set = NULL;
+    e->unix_loaded = false;
+}
+
+/* A snapshot taken after op was submitted.  NULL when /proc/net/unix
+ * cannot be read: the listener part is skipped. */
+static const ch_unix_set *eng_unix_set(cocoon_engine *e, const struct eng_op *op)
+{
+    if (!e->unix_loaded || (int)(e->unix_gen - op->gen) < 0)
+        unix_snapshot_take(e);
     return e->unix_set;
 }
 
@@ -357,6 +384,14 @@ static void op_free(struct eng_op *op)
     free(op);
 }
 
+/* The snapshot is dropped once nothing is pending, so an idle engine does
+ * not hold a fleet's worth of socket paths. */
+static void op_gone(cocoon_engine *e)
+{
+    if (--e->n_ops == 0 && !e->dying)
+        unix_snapshot_drop(e);
+}
+
 /* Calls back and frees op.  The caller has already unlinked op. */
 static void op_complete(struct eng_op *op, int err, const char *errstr)
 {
@@ -381,6 +416,7 @@ static void op_complete(struct eng_op *op, int err, const char *errstr)
         op->done(e, &r, op->priv);
     e->depth--;
     op_free(op);
+    op_gone(e);
 }
 
 static void ready_push(cocoon_engine *e, struct eng_vm *vm)
@@ -441,6 +477,7 @@ static void op_list_done(struct eng_op *op, const cocoon_listing *l)
     op->list(e, &r, l, op->priv);
     e->depth--;
     op_free(op);
+    op_gone(e);
     if (!e->free_requested) {
         ready_push(e, vm);
         engine_pump(e);
@@ -614,6 +651,75 @@ static void op_send_put(struct eng_op *op, char *body, size_t len)
     }
 }
 
+static void op_fs_put(struct eng_op *op)
+{
+    cocoon_engine *e = op->e;
+    json_fs jf = { (char *)op->fs_id, (char *)op->tag, (char *)op->socket,
+                   op->num_queues, op->queue_size };
+    char *body = NULL;
+    size_t len = 0;
+    int rc = json_fs_config_encode(&jf, &body, &len, e->err, sizeof(e->err));
+
+    if (rc) {
+        char tmp[ENG_ERRSTR_MAX];
+
+        memcpy(tmp, e->err, sizeof(tmp));
+        eng_errf(e->err, sizeof(e->err), rc, "vm.add-fs: %s", tmp);
+        free(body);
+        op_fail(op, rc);
+        return;
+    }
+    op_send_put(op, body, len);
+}
+
+/* The listener was missing from the snapshot: look again in a later one
+ * before saying nothing listens.  Misses of one loop iteration share that
+ * second read. */
+static void op_recheck_defer(struct eng_op *op)
+{
+    cocoon_engine *e = op->e;
+
+    op->step = ST_RECHECK;
+    op->recheck_seq = e->unix_seq;
+    op->recheck_next = NULL;
+    if (e->recheck_tail)
+        e->recheck_tail->recheck_next = op;
+    else
+        e->recheck_head = op;
+    e->recheck_tail = op;
+    if (!ev_is_active(&e->recheck)) {
+        ev_timer_set(&e->recheck, 0., 0.);
+        ev_timer_start(e->loop, &e->recheck);
+    }
+}
+
+static void recheck_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    cocoon_engine *e = w->data;
+    struct eng_op *list = e->recheck_head;
+
+    (void)loop;
+    (void)revents;
+    e->recheck_head = e->recheck_tail = NULL;
+    eng_enter(e);
+    while (list && !e->free_requested) {
+        struct eng_op *op = list;
+        int rc;
+
+        list = op->recheck_next;
+        if (e->unix_seq == op->recheck_seq || !e->unix_loaded)
+            unix_snapshot_take(e);
+        rc = ch_socket_check(op->socket, e->unix_set, e->err, sizeof(e->err));
+        if (rc)
+            op_fail(op, rc);
+        else
+            op_fs_put(op);
+    }
+    /* Left over after a free request: engine_destroy cancels them through
+     * their VMs' queues. */
+    eng_leave(e);
+}
+
 static void op_run(struct eng_op *op)
 {
     struct eng_vm *vm = op->vm;
@@ -719,20 +825,22 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
     }
     case OP_FS_ATTACH: {
         cocoon_fs_spec spec = { op->socket, op->tag, op->num_queues, op->queue_size };
-        json_fs jf = { (char *)op->fs_id, (char *)op->tag, (char *)op->socket,
-                       op->num_queues, op->queue_size };
 
         rc = ops->fs_attach_check(&vi, &spec, op->fs_id, e->err, sizeof(e->err));
         json_vm_info_fini(&vi);
-        if (!rc && e->socket_check >= 0)
-            rc = ch_socket_check(op->socket, eng_unix_set(e), e->err, sizeof(e->err));
-        if (!rc && (rc = json_fs_config_encode(&jf, &body, &len, e->err, sizeof(e->err)))) {
-            char tmp[ENG_ERRSTR_MAX];
+        if (!rc && e->socket_check >= 0) {
+            const ch_unix_set *ls = eng_unix_set(e, op);
 
-            memcpy(tmp, e->err, sizeof(tmp));
-            eng_errf(e->err, sizeof(e->err), rc, "vm.add-fs: %s", tmp);
+            rc = ch_socket_check(op->socket, ls, e->err, sizeof(e->err));
+            if (rc == -ECONNREFUSED) {
+                op_recheck_defer(op);
+                return;
+            }
         }
-        break;
+        if (rc)
+            break;
+        op_fs_put(op);
+        return;
     }
     case OP_DEV_ATTACH:
         rc = ops->device_attach_check(&vi, op->path, op->dev_id, e->err, sizeof(e->err));
@@ -1224,6 +1332,17 @@ static struct eng_op *op_new(cocoon_engine *e, enum op_kind kind, const char *vm
 
 static void op_submit(cocoon_engine *e, struct eng_op *op)
 {
+    unsigned it = ev_iteration(e->loop);
+
+    /* A snapshot already taken for the current generation predates this
+     * submission, so it opens a new generation too. */
+    if (!e->gen_any || e->gen_iter != it || (e->unix_loaded && e->unix_gen == e->gen)) {
+        e->gen++;
+        e->gen_iter = it;
+        e->gen_any = true;
+    }
+    op->gen = e->gen;
+    e->n_ops++;
     op->next = NULL;
     if (e->start_tail)
         e->start_tail->next = op;
@@ -1432,6 +1551,8 @@ cocoon_engine *cocoon_engine_new(struct ev_loop *loop, const cocoon_options *opt
     e->socket_check = o.socket_check;
     ev_timer_init(&e->kick, kick_cb, 0., 0.);
     e->kick.data = e;
+    ev_timer_init(&e->recheck, recheck_cb, 0., 0.);
+    e->recheck.data = e;
     return e;
 }
 
@@ -1446,6 +1567,8 @@ static void engine_destroy(cocoon_engine *e)
 
     e->dying = true;
     ev_timer_stop(e->loop, &e->kick);
+    ev_timer_stop(e->loop, &e->recheck);
+    e->recheck_head = e->recheck_tail = NULL;
     /* Connections first: their pending requests complete with -ECANCELED
      * into on_http, which ignores them while dying. */
     for (size_t i = 0; i < e->nbuckets; i++) {

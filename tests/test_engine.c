@@ -21,6 +21,7 @@
 #include "engine/cocoon.h"
 #include "engine/call.h"
 #include "engine/err.h"
+#include "backends/backend.h"
 #include "backends/store.h"
 #include "tests/support/support.h"
 
@@ -53,6 +54,28 @@ struct env {
 };
 
 static struct env *g_env;
+
+/* Reads of /proc/net/unix, counted through -Wl,--wrap=open. */
+static int g_unix_reads;
+
+int __real_open(const char *path, int flags, ...);
+int __wrap_open(const char *path, int flags, ...);
+
+int __wrap_open(const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+
+    if (flags & (O_CREAT | O_TMPFILE)) {
+        va_list ap;
+
+        va_start(ap, flags);
+        mode = (mode_t)va_arg(ap, int);
+        va_end(ap);
+    }
+    if (path && strcmp(path, "/proc/net/unix") == 0)
+        g_unix_reads++;
+    return __real_open(path, flags, mode);
+}
 
 static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -496,6 +519,102 @@ static void test_fs_socket_liveness(void **state)
     assert_non_null(strstr(r.errstr, "vm.add-fs: PUT http://localhost/api/v1/vm.add-fs " ARROW
                                      " 500: Error from API: "));
     assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 1);
+    env_free(v);
+}
+
+/* The snapshot parser on a fixture: listening flag only, paths with
+ * spaces, abstract names skipped, CRLF, a line of another shape, no final
+ * newline, and a table big enough to cross the read chunks. */
+static void test_unix_snapshot_parse(void **state)
+{
+    char *dir = sup_tmpdir(), path[300], want[64];
+    FILE *f;
+    ch_unix_set *s;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/unix", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("Num       RefCount Protocol Flags    Type St Inode Path\n", f);
+    fputs("0000000000000000: 00000002 00000000 00010000 0001 01 12345 /run/a.sock\n", f);
+    fputs("0000000000000000: 00000003 00000000 00000000 0001 03 12346 /run/b.sock\n", f);
+    fputs("0000000000000000: 00000002 00000000 00010000 0001 01    77 /run/with space.sock\n", f);
+    fputs("0000000000000000: 00000002 00000000 00010000 0001 01 12348 @abstract\n", f);
+    fputs("0000000000000000: 00000002 00000000 00010000 0001 01 12349\n", f);
+    fputs("0000000000000000: 00000002 00000000 00010000 0001 01 12350 /run/crlf.sock\r\n", f);
+    fputs("ffff: 2 0 00010000 1 1 99 /run/odd.sock\n", f);
+    for (int i = 0; i < 3000; i++)
+        fprintf(f, "0000000000000000: 00000002 00000000 %s 0001 01 %d /run/fleet/vm%d.sock\n",
+                i % 3 ? "00010000" : "00000000", 20000 + i, i);
+    fputs("0000000000000000: 00000002 00000000 00010000 0001 01 12351 /run/last.sock", f);
+    fclose(f);
+    s = ch_unix_set_load(path);
+    assert_non_null(s);
+    assert_true(ch_unix_set_has(s, "/run/a.sock"));
+    assert_false(ch_unix_set_has(s, "/run/b.sock"));
+    assert_true(ch_unix_set_has(s, "/run/with space.sock"));
+    assert_false(ch_unix_set_has(s, "@abstract"));
+    assert_true(ch_unix_set_has(s, "/run/crlf.sock"));
+    assert_true(ch_unix_set_has(s, "/run/odd.sock"));
+    assert_true(ch_unix_set_has(s, "/run/last.sock"));
+    assert_false(ch_unix_set_has(s, "/run/last"));
+    assert_false(ch_unix_set_has(s, "/run/a.soc"));
+    for (int i = 0; i < 3000; i++) {
+        snprintf(want, sizeof(want), "/run/fleet/vm%d.sock", i);
+        assert_int_equal(ch_unix_set_has(s, want), i % 3 != 0);
+    }
+    assert_int_equal(ch_unix_set_count(s), 5 + 2000);
+    ch_unix_set_free(s);
+    errno = 0;
+    snprintf(path, sizeof(path), "%s/absent", dir);
+    assert_null(ch_unix_set_load(path));
+    assert_int_equal(errno, ENOENT);
+    sup_rmrf(dir);
+    free(dir);
+}
+
+struct late {
+    int fd;                 /* bound, listens once op 0 is done */
+    struct res r[2];
+};
+
+static struct late *g_late;
+
+static void late_first_cb(cocoon_engine *e, const cocoon_result *cr, void *priv)
+{
+    assert_int_equal(listen(g_late->fd, 16), 0);
+    done_cb(e, cr, priv);
+}
+
+/* Two attaches submitted together share one snapshot.  The second socket
+ * starts listening only after that snapshot was taken (when the first
+ * attach completes), so it is missing from it: the check must look again
+ * before saying nothing listens. */
+static void test_fs_socket_listens_after_snapshot(void **state)
+{
+    struct env *v = env_new(shared_mem, NULL);
+    int a = listener(vfs_path(v, "a.sock"), true);
+    struct late l = { .fd = listener(vfs_path(v, "b.sock"), false) };
+    cocoon_fs_spec sa = { vfs_path(v, "a.sock"), "a", 0, 0 };
+    cocoon_fs_spec sb = { vfs_path(v, "b.sock"), "b", 0, 0 };
+
+    (void)state;
+    g_late = &l;
+    g_unix_reads = 0;
+    assert_int_equal(cocoon_fs_attach(v->e, v->sock, &sa, late_first_cb, &l.r[0]), 0);
+    assert_int_equal(cocoon_fs_attach(v->e, v->sock, &sb, done_cb, &l.r[1]), 0);
+    run(v, 2);
+    assert_int_equal(l.r[0].calls, 1);
+    assert_int_equal(l.r[0].err, 0);
+    assert_int_equal(l.r[1].calls, 1);
+    assert_string_equal(l.r[1].errstr, "");
+    assert_int_equal(l.r[1].err, 0);
+    assert_string_equal(l.r[1].id, "cocoon-fs-b");
+    /* One snapshot for the batch, one more for the miss. */
+    assert_int_equal(g_unix_reads, 2);
+    assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 2);
+    close(a);
+    close(l.fd);
     env_free(v);
 }
 
@@ -1180,6 +1299,41 @@ static void test_fleet_1000(void **state)
     fleet_stop(&f);
 }
 
+/* Submissions of one loop iteration share one /proc/net/unix read, a later
+ * batch reads afresh, and a miss costs exactly one more read. */
+static void test_unix_snapshot_per_batch(void **state)
+{
+    struct fleet f;
+    struct env *v;
+    struct res *rs, rm = { 0 };
+    char dead[300], want[800];
+    int dfd;
+
+    (void)state;
+    fleet_start(&f, 6, NULL);
+    v = env_new(NULL, NULL);
+    g_unix_reads = 0;
+    rs = fleet_attach_all(v, &f);
+    for (int i = 0; i < f.n; i++)
+        assert_int_equal(rs[i].err, 0);
+    assert_int_equal(g_unix_reads, 1);
+    free(rs);
+
+    snprintf(dead, sizeof(dead), "%s/dead.sock", f.dir);
+    dfd = listener(dead, false);
+    snprintf(v->sock, sizeof(v->sock), "%s/vm0.sock", f.dir);
+    rm = fs_attach(v, v->sock, dead, "dead");
+    assert_int_equal(rm.err, -ECONNREFUSED);
+    snprintf(want, sizeof(want),
+             "nothing is listening on virtiofsd socket %s (virtiofsd exited or already "
+             "serves a VM; start a new virtiofsd)", dead);
+    assert_string_equal(rm.errstr, want);
+    assert_int_equal(g_unix_reads, 3);
+    close(dfd);
+    env_free(v);
+    fleet_stop(&f);
+}
+
 /* ------------------------------------------------------ cancel and free */
 
 struct cancel {
@@ -1297,6 +1451,9 @@ int main(void)
         cmocka_unit_test(test_fs_collisions),
         cmocka_unit_test(test_fs_eject_pending),
         cmocka_unit_test(test_fs_socket_liveness),
+        cmocka_unit_test(test_unix_snapshot_parse),
+        cmocka_unit_test(test_fs_socket_listens_after_snapshot),
+        cmocka_unit_test(test_unix_snapshot_per_batch),
         cmocka_unit_test(test_fs_detach_and_list),
         cmocka_unit_test(test_detach_wait),
         cmocka_unit_test(test_lost_reply),
