@@ -173,6 +173,8 @@ int launch_ch_argv(const store_vm *vm, const char *binary, char ***argv_out,
 {
     argv_buf a = { 0 };
     const store_vm_config *c = &vm->config;
+    const char *const opt[3][2] = {
+        { "--kernel", c->kernel }, { "--initramfs", c->initramfs }, { "--cmdline", c->cmdline } };
 
     if (!vm->run_dir || !binary)
         return eng_errf(err, errlen, -EINVAL, "build VMM argv: no run dir or binary");
@@ -184,18 +186,11 @@ int launch_ch_argv(const store_vm *vm, const char *binary, char ***argv_out,
     argv_add(&a, "--memory");
     argv_add(&a, "size=%" PRIu64 "M%s", launch_memory_mib(c->memory),
              c->shared_memory ? ",shared=on" : "");
-    if (c->kernel) {
-        argv_add(&a, "--kernel");
-        argv_add(&a, "%s", c->kernel);
-    }
-    if (c->initramfs) {
-        argv_add(&a, "--initramfs");
-        argv_add(&a, "%s", c->initramfs);
-    }
-    if (c->cmdline) {
-        argv_add(&a, "--cmdline");
-        argv_add(&a, "%s", c->cmdline);
-    }
+    for (size_t i = 0; i < 3; i++)
+        if (opt[i][1]) {
+            argv_add(&a, "%s", opt[i][0]);
+            argv_add(&a, "%s", opt[i][1]);
+        }
     for (size_t i = 0; i < c->n_disks; i++) {
         argv_add(&a, "--disk");
         argv_add(&a, "path=%s", c->disks[i]);
@@ -389,13 +384,29 @@ static int gen_str(yajl_gen g, const char *s)
     return yajl_gen_string(g, (const unsigned char *)s, strlen(s)) == yajl_gen_status_ok ? 0 : -1;
 }
 
-static char *gen_take(yajl_gen g)
+/* A fresh generator with its top-level map open, or NULL. */
+static yajl_gen gen_open(void)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+
+    if (g && (!yajl_gen_config(g, yajl_gen_validate_utf8, 1) ||
+              yajl_gen_map_open(g) != yajl_gen_status_ok)) {
+        yajl_gen_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* Closes the map and frees g; the document (owned), or NULL when rc or
+ * any step failed. */
+static char *gen_close(yajl_gen g, int rc)
 {
     const unsigned char *b;
     size_t l;
     char *out = NULL;
 
-    if (yajl_gen_get_buf(g, &b, &l) == yajl_gen_status_ok) {
+    if (!rc && yajl_gen_map_close(g) == yajl_gen_status_ok &&
+        yajl_gen_get_buf(g, &b, &l) == yajl_gen_status_ok) {
         out = malloc(l + 1);
         if (out) {
             memcpy(out, b, l);
@@ -408,33 +419,25 @@ static char *gen_take(yajl_gen g)
 
 static char *fc_machine_config(const store_vm *vm)
 {
-    yajl_gen g = yajl_gen_alloc(NULL);
+    yajl_gen g = gen_open();
     int rc = 0;
 
     if (!g)
         return NULL;
-    rc |= yajl_gen_map_open(g);
     rc |= gen_str(g, "vcpu_count");
     rc |= yajl_gen_integer(g, vm->config.cpu > 0 ? vm->config.cpu : 1);
     rc |= gen_str(g, "mem_size_mib");
     rc |= yajl_gen_integer(g, (long long)launch_memory_mib(vm->config.memory));
-    rc |= yajl_gen_map_close(g);
-    if (rc) {
-        yajl_gen_free(g);
-        return NULL;
-    }
-    return gen_take(g);
+    return gen_close(g, rc);
 }
 
 static char *fc_boot_source(const store_vm *vm)
 {
-    yajl_gen g = yajl_gen_alloc(NULL);
+    yajl_gen g = gen_open();
     int rc = 0;
 
     if (!g)
         return NULL;
-    yajl_gen_config(g, yajl_gen_validate_utf8, 1);
-    rc |= yajl_gen_map_open(g);
     rc |= gen_str(g, "kernel_image_path");
     rc |= gen_str(g, vm->config.kernel ? vm->config.kernel : "");
     if (vm->config.initramfs) {
@@ -445,23 +448,16 @@ static char *fc_boot_source(const store_vm *vm)
         rc |= gen_str(g, "boot_args");
         rc |= gen_str(g, vm->config.cmdline);
     }
-    rc |= yajl_gen_map_close(g);
-    if (rc) {
-        yajl_gen_free(g);
-        return NULL;
-    }
-    return gen_take(g);
+    return gen_close(g, rc);
 }
 
 static char *fc_drive(const char *drive_id, const char *path, bool root)
 {
-    yajl_gen g = yajl_gen_alloc(NULL);
+    yajl_gen g = gen_open();
     int rc = 0;
 
     if (!g)
         return NULL;
-    yajl_gen_config(g, yajl_gen_validate_utf8, 1);
-    rc |= yajl_gen_map_open(g);
     rc |= gen_str(g, "drive_id");
     rc |= gen_str(g, drive_id);
     rc |= gen_str(g, "path_on_host");
@@ -470,23 +466,17 @@ static char *fc_drive(const char *drive_id, const char *path, bool root)
     rc |= yajl_gen_bool(g, root);
     rc |= gen_str(g, "is_read_only");
     rc |= yajl_gen_bool(g, 0);
-    rc |= yajl_gen_map_close(g);
-    if (rc) {
-        yajl_gen_free(g);
-        return NULL;
-    }
-    return gen_take(g);
+    return gen_close(g, rc);
 }
 
 static int fc_put(const char *sock, const char *path, char *body, unsigned timeout_ms,
                   char *err, size_t errlen)
 {
-    static const int ok[] = { 204, 200, 0 };
     int rc;
 
     if (!body)
         return eng_errf(err, errlen, -ENOMEM, "PUT %s: cannot encode body", path);
-    rc = eng_call_sync(sock, "PUT", path, body, timeout_ms, ok, NULL, NULL, err, errlen);
+    rc = eng_call_sync(sock, "PUT", path, body, timeout_ms, NULL, NULL, NULL, err, errlen);
     free(body);
     return rc;
 }
@@ -632,7 +622,6 @@ static int check_running(const char *sock, const store_vm *vm, unsigned timeout_
 static int fc_configure(const char *sock, const store_vm *vm, unsigned timeout_ms,
                         char *err, size_t errlen)
 {
-    static const int ok[] = { 204, 200, 0 };
     int rc;
 
     rc = fc_put(sock, "/machine-config", fc_machine_config(vm), timeout_ms, err, errlen);
@@ -651,8 +640,15 @@ static int fc_configure(const char *sock, const store_vm *vm, unsigned timeout_m
     }
     if (rc == 0)
         rc = eng_call_sync(sock, "PUT", "/actions", "{\"action_type\":\"InstanceStart\"}",
-                           timeout_ms, ok, NULL, NULL, err, errlen);
+                           timeout_ms, NULL, NULL, NULL, err, errlen);
     return rc;
+}
+
+static int make_dir(const char *path, char *err, size_t errlen)
+{
+    int rc = store_make_private_dir(path, err, errlen);
+
+    return rc == -EEXIST ? 0 : rc;
 }
 
 int launch_start(const char *root, store_vm *vm, const char *binary,
@@ -673,18 +669,11 @@ int launch_start(const char *root, store_vm *vm, const char *binary,
                       strerror(errno));
         goto fail;
     }
-    rc = store_make_private_dir(vm->run_dir, why, sizeof(why));
-    if (rc == -EEXIST)
-        rc = 0;
+    rc = make_dir(vm->run_dir, why, sizeof(why));
+    if (rc == 0 && vm->log_dir && strcmp(vm->log_dir, vm->run_dir) != 0)
+        rc = make_dir(vm->log_dir, why, sizeof(why));
     if (rc < 0)
         goto fail;
-    if (vm->log_dir && strcmp(vm->log_dir, vm->run_dir) != 0) {
-        rc = store_make_private_dir(vm->log_dir, why, sizeof(why));
-        if (rc == -EEXIST)
-            rc = 0;
-        if (rc < 0)
-            goto fail;
-    }
     sock = gate_api_sock(vm);
     pidfile = gate_pidfile(vm);
     if (asprintf(&log_path, "%s/%s.log", vm->log_dir ? vm->log_dir : vm->run_dir,
@@ -728,12 +717,7 @@ int launch_start(const char *root, store_vm *vm, const char *binary,
         goto fail;
     if (pid_out)
         *pid_out = pid;
-    launch_argv_free(argv);
-    free(abs);
-    free(sock);
-    free(pidfile);
-    free(log_path);
-    return 0;
+    goto out;
 
 fail:
     if (pid > 0) {
@@ -755,6 +739,7 @@ fail:
 
         launch_record_save(root, vm, ignored, sizeof(ignored));
     }
+out:
     launch_argv_free(argv);
     free(abs);
     free(sock);
@@ -766,7 +751,6 @@ fail:
 int launch_stop(const char *root, store_vm *vm, const char *default_binary,
                 const launch_stop_bounds *bounds, char *err, size_t errlen)
 {
-    static const int ok[] = { 200, 204, 0 };
     launch_stop_bounds b = bounds ? *bounds : (launch_stop_bounds){ 0 };
     bool fc = strcmp(vm->backend, STORE_BACKEND_FC) == 0;
     const char *binary = vm->binary ? vm->binary : default_binary;
@@ -793,15 +777,15 @@ int launch_stop(const char *root, store_vm *vm, const char *default_binary,
          * never by resending. */
         if (fc) {
             crc = eng_call_sync(sock, "PUT", "/actions",
-                                "{\"action_type\":\"SendCtrlAltDel\"}", b.call_ms, ok,
+                                "{\"action_type\":\"SendCtrlAltDel\"}", b.call_ms, NULL,
                                 NULL, NULL, why, sizeof(why));
         } else {
-            crc = eng_call_sync(sock, "PUT", "/api/v1/vm.shutdown", NULL, b.call_ms, ok,
+            crc = eng_call_sync(sock, "PUT", "/api/v1/vm.shutdown", NULL, b.call_ms, NULL,
                                 NULL, NULL, why, sizeof(why));
             /* After a timeout the API thread is wedged: a second call
              * would only wait again. */
             if (crc != -ETIMEDOUT && !proc_gone(pid, binary, sock))
-                eng_call_sync(sock, "PUT", "/api/v1/vmm.shutdown", NULL, b.call_ms, ok,
+                eng_call_sync(sock, "PUT", "/api/v1/vmm.shutdown", NULL, b.call_ms, NULL,
                               NULL, NULL, why, sizeof(why));
         }
         {
