@@ -22,26 +22,19 @@
 static const char *quote(const char *s, char buf[QUOTE_MAX])
 {
     static const char hex[] = "0123456789abcdef";
+    static const char esc_in[] = "\"\\\n\t\r", esc_out[] = "\"\\ntr";
     size_t o = 0;
 
     buf[o++] = '"';
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
+        const char *e = strchr(esc_in, c);
         char esc[4];
         size_t n = 0;
 
-        if (c == '"' || c == '\\') {
+        if (e) {
             esc[n++] = '\\';
-            esc[n++] = (char)c;
-        } else if (c == '\n') {
-            esc[n++] = '\\';
-            esc[n++] = 'n';
-        } else if (c == '\t') {
-            esc[n++] = '\\';
-            esc[n++] = 't';
-        } else if (c == '\r') {
-            esc[n++] = '\\';
-            esc[n++] = 'r';
+            esc[n++] = esc_out[e - esc_in];
         } else if (c < 0x20 || c == 0x7f) {
             esc[n++] = '\\';
             esc[n++] = 'x';
@@ -81,28 +74,16 @@ static char to_lower(char c)
     return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
 }
 
-/* ^[A-Za-z0-9][A-Za-z0-9_-]{0,35}$ */
-static bool tag_valid(const char *s)
+/* ^[A-Za-z0-9][A-Za-z0-9<extra>]{0,max-1}$: tags take "_-" up to 36, ids
+ * "_.-" up to 64. */
+static bool word_valid(const char *s, size_t max, const char *extra)
 {
     size_t n = strlen(s);
 
-    if (n < 1 || n > 36 || !is_alnum(s[0]))
+    if (n < 1 || n > max || !is_alnum(s[0]))
         return false;
     for (size_t i = 1; i < n; i++)
-        if (!is_alnum(s[i]) && s[i] != '_' && s[i] != '-')
-            return false;
-    return true;
-}
-
-/* ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ */
-static bool id_valid(const char *s)
-{
-    size_t n = strlen(s);
-
-    if (n < 1 || n > 64 || !is_alnum(s[0]))
-        return false;
-    for (size_t i = 1; i < n; i++)
-        if (!is_alnum(s[i]) && s[i] != '_' && s[i] != '.' && s[i] != '-')
+        if (!is_alnum(s[i]) && !strchr(extra, s[i]))
             return false;
     return true;
 }
@@ -143,7 +124,7 @@ int spec_fs_normalize(cocoon_fs_spec *spec, char *err, size_t errlen)
                         quote(spec->socket, q));
     if (!spec->tag || !*spec->tag)
         return eng_errf(err, errlen, -EINVAL, "tag is required");
-    if (!tag_valid(spec->tag))
+    if (!word_valid(spec->tag, 36, "_-"))
         return eng_errf(err, errlen, -EINVAL,
                         "tag %s invalid: must match [A-Za-z0-9][A-Za-z0-9_-]{0,35}",
                         quote(spec->tag, q));
@@ -174,7 +155,7 @@ int spec_vfio_normalize(const cocoon_vfio_spec *spec, char out[SPEC_PCI_PATH_MAX
     if (!spec || !spec->pci || !*spec->pci)
         return eng_errf(err, errlen, -EINVAL, "pci is required");
     if (spec->id && *spec->id &&
-        (strncmp(spec->id, "cocoon-", 7) == 0 || !id_valid(spec->id)))
+        (strncmp(spec->id, "cocoon-", 7) == 0 || !word_valid(spec->id, 64, "_.-")))
         return eng_errf(err, errlen, -EINVAL,
                         "id %s invalid: must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63} "
                         "and not start with cocoon-",

@@ -75,13 +75,9 @@ const char *store_hypervisor_name(const char *backend)
  * copies never need an allocation. */
 static const char *store_backend_static(const char *backend)
 {
-    if (!backend)
+    if (!store_hypervisor_name(backend))
         return NULL;
-    if (strcmp(backend, STORE_BACKEND_CH) == 0)
-        return STORE_BACKEND_CH;
-    if (strcmp(backend, STORE_BACKEND_FC) == 0)
-        return STORE_BACKEND_FC;
-    return NULL;
+    return strcmp(backend, STORE_BACKEND_CH) == 0 ? STORE_BACKEND_CH : STORE_BACKEND_FC;
 }
 
 const char *store_root(const char *root)
@@ -156,21 +152,14 @@ static const char *store_quote(char *buf, size_t n, const char *s)
             buf[0] = '\0';
         return buf;
     }
+    static const char esc_in[] = "\"\\\n\t\r", esc_out[] = "\"\\ntr";
     buf[o++] = '"';
     for (; s && *s && o + 6 < n; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
+        const char *e = strchr(esc_in, c);
+        if (e) {
             buf[o++] = '\\';
-            buf[o++] = (char)c;
-        } else if (c == '\n') {
-            buf[o++] = '\\';
-            buf[o++] = 'n';
-        } else if (c == '\t') {
-            buf[o++] = '\\';
-            buf[o++] = 't';
-        } else if (c == '\r') {
-            buf[o++] = '\\';
-            buf[o++] = 'r';
+            buf[o++] = esc_out[e - esc_in];
         } else if (c < 0x20 || c == 0x7f) {
             o += (size_t)snprintf(buf + o, n - o, "\\x%02x", c);
         } else {
@@ -1132,9 +1121,10 @@ out_lock:
 
 /* ---- resolution ------------------------------------------------------- */
 
+static const char *const store_backends[2] = { STORE_BACKEND_CH, STORE_BACKEND_FC };
+
 int store_resolve(const char *root, const char *ref, store_vm *out, char *err, size_t errlen)
 {
-    static const char *const backends[2] = { STORE_BACKEND_CH, STORE_BACKEND_FC };
     store_db dbs[2];
     char q[ENG_ERRSTR_MAX / 2];
     int rc;
@@ -1143,7 +1133,7 @@ int store_resolve(const char *root, const char *ref, store_vm *out, char *err, s
     if (!ref || !*ref)
         return eng_errf(err, errlen, -ENOENT, "VM not found");
     for (int b = 0; b < 2; b++) {
-        if ((rc = store_load(root, backends[b], &dbs[b], err, errlen))) {
+        if ((rc = store_load(root, store_backends[b], &dbs[b], err, errlen))) {
             store_db_fini(&dbs[0]);
             return rc;
         }
@@ -1190,11 +1180,10 @@ int store_resolve(const char *root, const char *ref, store_vm *out, char *err, s
 
 int store_name_taken(const char *root, const char *name, char *err, size_t errlen)
 {
-    static const char *const backends[2] = { STORE_BACKEND_CH, STORE_BACKEND_FC };
     char q[ENG_ERRSTR_MAX / 2];
     for (int b = 0; b < 2; b++) {
         store_db db;
-        int rc = store_load(root, backends[b], &db, err, errlen);
+        int rc = store_load(root, store_backends[b], &db, err, errlen);
         if (rc)
             return rc;
         bool taken = store_db_find_name(&db, name) != NULL;
