@@ -1,3 +1,9 @@
+/* http/client.c: the HTTP/1.1 client connection.  A request costs one
+ * send() on an open connection and one or two recv(): the request is sent
+ * from httpc_conn_send itself when the connection is open (the callback
+ * still runs from the loop only), the read watcher stays started while the
+ * connection is open, and the write watcher is started only when a send
+ * would block. */
 #include "http/client.h"
 
 #include <errno.h>
@@ -17,8 +23,9 @@
 #define HTTPC_CONNECT_RETRY 0.005
 /* Reads per I/O event, so one fast peer cannot monopolize the host's loop. */
 #define HTTPC_READS_PER_EVENT 64
-#define HTTPC_REQ_FMT \
-    "%s %s HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n%s%s\r\n"
+#define HTTPC_REQ_VERSION " HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
+#define HTTPC_REQ_CTYPE   "Content-Type: application/json\r\n"
+#define HTTPC_REQ_CLEN    "Content-Length: "
 
 enum conn_state { CONN_CLOSED, CONN_CONNECTING, CONN_OPEN };
 
@@ -33,10 +40,12 @@ struct httpc_conn {
     httpc_resp *resp;
 
     bool busy;              /* a request is in flight */
-    bool started;           /* the loop has begun working on it */
+    bool started;           /* the parser has been reset for its reply */
     bool reuse_ok;          /* the connection may carry the next request */
-    char *req;
-    size_t req_len, req_off;
+    bool reused;            /* the request went out on an idle connection */
+    int events;             /* events c->io is started with, 0: stopped */
+    char *req;              /* request buffer, kept for the next request */
+    size_t req_cap, req_len, req_off;
     unsigned timeout_ms;
     int send_err;           /* errno of a failed send(), 0 if none */
     httpc_done_fn *cb;
@@ -52,10 +61,17 @@ static const char *conn_strerror(int e, char *buf, size_t n)
     return strerror_r(e, buf, n);
 }
 
+/* Touches the watcher only when the events change: every restart is an
+ * epoll_ctl on the next loop iteration. */
 static void conn_watch(httpc_conn *c, int events)
 {
+    if (c->fd < 0)
+        events = 0;
+    if (events == c->events)
+        return;
     ev_io_stop(c->loop, &c->io);
-    if (c->fd >= 0 && events) {
+    c->events = events;
+    if (events) {
         ev_io_set(&c->io, c->fd, events);
         ev_io_start(c->loop, &c->io);
     }
@@ -64,6 +80,7 @@ static void conn_watch(httpc_conn *c, int events)
 static void conn_close(httpc_conn *c)
 {
     ev_io_stop(c->loop, &c->io);
+    c->events = 0;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -89,15 +106,16 @@ static void conn_done(httpc_conn *c, int err)
     ev_timer_stop(c->loop, &c->deadline);
     ev_timer_stop(c->loop, &c->kick);
     if (err == 0 && c->reuse_ok && c->state == CONN_OPEN &&
-        httpc_resp_keep_alive(c->resp))
+        httpc_resp_keep_alive(c->resp)) {
         conn_watch(c, EV_READ);     /* idle: notice a close by the peer */
-    else
+    } else {
         conn_close(c);
+    }
 
     httpc_response r = {
         .err = err,
         .errstr = err ? c->errstr : "",
-        .status = httpc_resp_status(c->resp),
+        .status = c->started ? httpc_resp_status(c->resp) : 0,
         .body = err ? "" : httpc_resp_body(c->resp),
         .body_len = err ? 0 : httpc_resp_body_len(c->resp),
         .written = c->req_len > 0 && c->req_off == c->req_len,
@@ -125,6 +143,26 @@ static bool conn_idle_ok(httpc_conn *c)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
+static void conn_write(httpc_conn *c);
+
+/* The reply to the request in flight begins: forget the previous one.  Done
+ * lazily, at the first byte or EOF, because httpc_conn_send may run inside
+ * the previous reply's callback, which still reads that reply's body. */
+static void conn_begin(httpc_conn *c)
+{
+    if (!c->started) {
+        c->started = true;
+        httpc_resp_reset(c->resp);
+    }
+}
+
+static void conn_kick_later(httpc_conn *c, double after)
+{
+    ev_timer_stop(c->loop, &c->kick);
+    ev_timer_set(&c->kick, after, 0.);
+    ev_timer_start(c->loop, &c->kick);
+}
+
 static void conn_connect(httpc_conn *c)
 {
     char eb[128];
@@ -138,10 +176,11 @@ static void conn_connect(httpc_conn *c)
                               conn_strerror(e, eb, sizeof eb)));
         return;
     }
+    c->reused = false;
     if (connect(c->fd, (const struct sockaddr *)&c->addr, sizeof c->addr) == 0) {
         c->state = CONN_OPEN;
         c->reuse_ok = true;
-        conn_watch(c, EV_READ | EV_WRITE);
+        conn_write(c);
         return;
     }
     e = errno;
@@ -152,15 +191,15 @@ static void conn_connect(httpc_conn *c)
     }
     conn_close(c);
     if (e == EAGAIN) {
-        ev_timer_stop(c->loop, &c->kick);
-        ev_timer_set(&c->kick, HTTPC_CONNECT_RETRY, 0.);
-        ev_timer_start(c->loop, &c->kick);
+        conn_kick_later(c, HTTPC_CONNECT_RETRY);
         return;
     }
     conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -e, "connect(%s): %s",
                           c->addr.sun_path, conn_strerror(e, eb, sizeof eb)));
 }
 
+/* Connects (and sends) from the loop, so that a connect failure never
+ * calls back inside httpc_conn_send; also the retry after EAGAIN. */
 static void conn_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     httpc_conn *c = w->data;
@@ -169,18 +208,8 @@ static void conn_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
     if (!c->busy)
         return;
-    if (!c->started) {
-        c->started = true;
-        httpc_resp_reset(c->resp);
-    }
-    if (c->state == CONN_OPEN && !conn_idle_ok(c))
-        conn_close(c);
-    if (c->state == CONN_CLOSED) {
+    if (c->state == CONN_CLOSED)
         conn_connect(c);
-        return;
-    }
-    if (c->state == CONN_OPEN)
-        conn_watch(c, EV_READ | EV_WRITE);
 }
 
 static void conn_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -211,8 +240,10 @@ static void conn_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void conn_eof(httpc_conn *c)
 {
     char eb[128];
-    int rc = httpc_resp_finish(c->resp);
+    int rc;
 
+    conn_begin(c);
+    rc = httpc_resp_finish(c->resp);
     c->reuse_ok = false;
     if (rc == HTTPC_RESP_DONE) {
         conn_done(c, 0);
@@ -243,7 +274,10 @@ static bool conn_read(httpc_conn *c)
         ssize_t n = recv(c->fd, buf, sizeof buf, 0);
         if (n > 0) {
             size_t used = 0;
-            int rc = httpc_resp_feed(c->resp, buf, (size_t)n, &used);
+            int rc;
+
+            conn_begin(c);
+            rc = httpc_resp_feed(c->resp, buf, (size_t)n, &used);
             if (rc == HTTPC_RESP_MORE)
                 continue;
             if (rc == HTTPC_RESP_DONE) {
@@ -278,6 +312,8 @@ static bool conn_read(httpc_conn *c)
     return false;
 }
 
+/* Sends what is left of the request; never calls back, so it is safe
+ * inside httpc_conn_send. */
 static void conn_write(httpc_conn *c)
 {
     while (c->req_off < c->req_len) {
@@ -286,8 +322,18 @@ static void conn_write(httpc_conn *c)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                conn_watch(c, EV_READ | EV_WRITE);
                 return;
+            }
+            if (c->reused && c->req_off == 0) {
+                /* The peer closed the idle connection before a byte of
+                 * this request went out: nothing reached it, so connect
+                 * again and send it there. */
+                conn_close(c);
+                conn_kick_later(c, 0.);
+                return;
+            }
             /* The peer may already have answered (CH's connection cap
              * replies 503 and closes without reading): keep reading and
              * let the reply or the EOF decide. */
@@ -307,7 +353,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     char eb[128];
     (void)loop;
 
-    if (!c->busy || !c->started) {
+    if (!c->busy) {
         if (!conn_idle_ok(c))
             conn_close(c);
         return;
@@ -326,8 +372,8 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         c->state = CONN_OPEN;
         c->reuse_ok = true;
-        conn_watch(c, EV_READ | EV_WRITE);
-        revents = EV_WRITE;
+        conn_write(c);
+        return;
     }
     if ((revents & EV_READ) && conn_read(c))
         return;
@@ -407,6 +453,27 @@ static bool path_ok(const char *s)
     return true;
 }
 
+/* Decimal digits of v at p; returns the end. */
+static char *fmt_size(char *p, size_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
 int httpc_conn_send(httpc_conn *c, const char *method, const char *path,
                     const char *body, size_t body_len, unsigned timeout_ms,
                     httpc_done_fn *cb, void *priv)
@@ -421,24 +488,38 @@ int httpc_conn_send(httpc_conn *c, const char *method, const char *path,
 
     /* CH frames request bodies by Content-Length only and rejects a PUT
      * without one, hence "Content-Length: 0" for body-less non-GETs. */
-    char clen[48] = "";
-    if (body_len > 0 || strcmp(method, "GET") != 0)
-        snprintf(clen, sizeof clen, "Content-Length: %zu\r\n", body_len);
-    const char *ctype = body_len > 0 ? "Content-Type: application/json\r\n" : "";
-    int head = snprintf(NULL, 0, HTTPC_REQ_FMT, method, path, ctype, clen);
-    if (head < 0 || body_len > (size_t)-1 / 2)
+    size_t mlen = strlen(method), plen = strlen(path);
+    bool clen = body_len > 0 || strcmp(method, "GET") != 0;
+    if (body_len > (size_t)-1 / 2 || plen > (size_t)-1 / 4)
         return -EINVAL;
-    size_t total = (size_t)head + body_len;
-    char *req = malloc(total + 1);
-    if (!req)
-        return -ENOMEM;
-    snprintf(req, (size_t)head + 1, HTTPC_REQ_FMT, method, path, ctype, clen);
+    size_t need = mlen + 1 + plen + sizeof HTTPC_REQ_VERSION - 1 +
+                  (body_len ? sizeof HTTPC_REQ_CTYPE - 1 : 0) +
+                  (clen ? sizeof HTTPC_REQ_CLEN - 1 + 20 + 2 : 0) + 2 + body_len;
+    if (need > c->req_cap) {
+        char *nb = malloc(need);
+        if (!nb)
+            return -ENOMEM;
+        free(c->req);
+        c->req = nb;
+        c->req_cap = need;
+    }
+    char *p = c->req;
+    p = put(p, method, mlen);
+    *p++ = ' ';
+    p = put(p, path, plen);
+    p = put(p, HTTPC_REQ_VERSION, sizeof HTTPC_REQ_VERSION - 1);
     if (body_len)
-        memcpy(req + head, body, body_len);
+        p = put(p, HTTPC_REQ_CTYPE, sizeof HTTPC_REQ_CTYPE - 1);
+    if (clen) {
+        p = put(p, HTTPC_REQ_CLEN, sizeof HTTPC_REQ_CLEN - 1);
+        p = fmt_size(p, body_len);
+        p = put(p, "\r\n", 2);
+    }
+    p = put(p, "\r\n", 2);
+    if (body_len)
+        p = put(p, body, body_len);
 
-    free(c->req);
-    c->req = req;
-    c->req_len = total;
+    c->req_len = (size_t)(p - c->req);
     c->req_off = 0;
     c->send_err = 0;
     c->cb = cb;
@@ -449,11 +530,18 @@ int httpc_conn_send(httpc_conn *c, const char *method, const char *path,
 
     c->deadline.repeat = c->timeout_ms / 1000.;
     ev_timer_again(c->loop, &c->deadline);
-    /* The parser is reset by the kick, not here: a send from inside a
-     * callback must not disturb the response that callback is reading. */
-    ev_timer_stop(c->loop, &c->kick);
-    ev_timer_set(&c->kick, 0., 0.);
-    ev_timer_start(c->loop, &c->kick);
+    /* An idle connection must show no EOF and no bytes nobody asked for.
+     * Inside this connection's own callback the reply has just been read
+     * to its end, so the check is skipped there: that is the hot path of
+     * a request that follows another (vm.info, then the PUT). */
+    if (c->state == CONN_OPEN && c->depth == 0 && !conn_idle_ok(c))
+        conn_close(c);
+    if (c->state == CONN_OPEN) {
+        c->reused = true;
+        conn_write(c);
+    } else {
+        conn_kick_later(c, 0.);
+    }
     return 0;
 }
 

@@ -858,6 +858,63 @@ static void test_client_reconnect_after_idle_close(void **state)
     tctx_fini(&t);
 }
 
+/* The server side of the (single) accepted connection. */
+static int srv_peer_fd(const srv *s)
+{
+    for (int i = 0; i < SRV_PEERS; i++)
+        if (s->peers[i].fd >= 0)
+            return s->peers[i].fd;
+    return -1;
+}
+
+/* On an open connection the request is on the wire when the send returns;
+ * the callback still comes from the loop. */
+static void test_client_send_direct_on_open(void **state)
+{
+    (void)state;
+    tctx t;
+    char buf[512];
+    tctx_start(&t, OK200, false);
+    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
+    run_until_calls(&t, 1);
+    assert_int_equal(t.err, 0);
+    int pfd = srv_peer_fd(&t.s);
+    assert_true(pfd >= 0);
+    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
+    assert_int_equal(t.calls, 1);
+    assert_int_equal(recv(pfd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT),
+                     (ssize_t)strlen(GET_INFO));
+    run_until_calls(&t, 2);
+    assert_false(t.cb_in_send);
+    assert_int_equal(t.err, 0);
+    assert_int_equal(t.status, 200);
+    assert_int_equal(t.s.accepts, 1);
+    assert_int_equal(t.s.requests, 2);
+    tctx_fini(&t);
+}
+
+/* Bytes nobody asked for on an idle connection, not yet seen by the loop:
+ * the next request goes out on a new connection and is not answered by
+ * them. */
+static void test_client_stray_bytes_while_idle(void **state)
+{
+    (void)state;
+    tctx t;
+    tctx_start(&t, OK200, false);
+    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
+    run_until_calls(&t, 1);
+    assert_int_equal(t.err, 0);
+    int pfd = srv_peer_fd(&t.s);
+    assert_true(pfd >= 0);
+    assert_int_equal(send(pfd, "HTTP/1.1 500 X\r\n\r\n", 19, MSG_NOSIGNAL), 19);
+    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
+    run_until_calls(&t, 2);
+    assert_int_equal(t.err, 0);
+    assert_int_equal(t.status, 200);
+    assert_int_equal(t.s.accepts, 2);
+    tctx_fini(&t);
+}
+
 /* The expected errstr is pre, then (when post is not NULL) the socket path
  * and post. */
 static void client_error_case(const char *reply, bool close_after, int want,
@@ -1309,6 +1366,8 @@ int main(void)
         cmocka_unit_test(test_client_get_ok),
         cmocka_unit_test(test_client_request_bytes_put),
         cmocka_unit_test(test_client_keepalive_reuse),
+        cmocka_unit_test(test_client_send_direct_on_open),
+        cmocka_unit_test(test_client_stray_bytes_while_idle),
         cmocka_unit_test(test_client_reconnect_after_idle_close),
         cmocka_unit_test(test_client_close_before_reply),
         cmocka_unit_test(test_client_close_mid_headers),
