@@ -479,6 +479,9 @@ static void test_cold_then_hot_add_and_auto_ids(void **state)
     assert_string_equal(body, "{\"id\":\"_fs2\",\"bdf\":\"0000:00:07.0\"}");
     assert_int_equal(req(sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), 200);
     assert_non_null(strstr(body, "\"devices\":[{\"path\":\"/tmp\""));
+    /* config.fs keeps the order of addition, as CH's does. */
+    assert_non_null(strstr(body, "\"fs\":[{\"tag\":\"c\""));
+    assert_true(strstr(body, "\"tag\":\"c\"") < strstr(body, "\"tag\":\"h\""));
     assert_non_null(strstr(body, "\"_vfio1\":{\"id\":\"_vfio1\",\"resources\":[],\"parent\":null,"
                                  "\"children\":[],\"pci_bdf\":\"0000:00:06.0\"}"));
     assert_non_null(strstr(body, "\"_fs2\":{\"id\":\"_fs2\",\"resources\":[],\"parent\":"

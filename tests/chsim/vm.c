@@ -131,6 +131,17 @@ static int slot_alloc(struct chsim_vm *vm)
     return -1;
 }
 
+/* CH keeps config.fs and config.devices in the order they were added. */
+static void dev_append(struct chsim_vm *vm, struct chsim_dev *d)
+{
+    struct chsim_dev **pp = &vm->devs;
+
+    while (*pp)
+        pp = &(*pp)->next;
+    d->next = NULL;
+    *pp = d;
+}
+
 static void dev_unlink_free(struct chsim_dev *d)
 {
     struct chsim_vm *vm = d->vm;
@@ -428,8 +439,7 @@ static void add_commit(struct chsim_vm *vm)
     }
     assign_auto_id(vm, d);
     d->in_config = d->in_tree = true;
-    d->next = vm->devs;
-    vm->devs = d;
+    dev_append(vm, d);
     sb_printf(&b, "{\"id\":");
     sb_str(&b, d->id);
     sb_printf(&b, ",\"bdf\":\"%04x:00:%02x.0\"}", (unsigned)d->pci_segment, (unsigned)d->slot);
@@ -576,8 +586,7 @@ static void start_add(struct chsim_vm *vm, struct chsim_dev *d)
         /* Cold add: config only; ids and slots come at boot. */
         d->slot = -1;
         d->in_config = true;
-        d->next = vm->devs;
-        vm->devs = d;
+        dev_append(vm, d);
         reply_empty(vm, 204);
         return;
     }
@@ -737,16 +746,6 @@ static void remove_device(struct chsim_vm *vm, struct chsim_req *req)
 /* Boot gives cold-added devices their ids and slots, in config order. */
 static void boot(struct chsim_vm *vm)
 {
-    struct chsim_dev *rev = NULL;
-
-    while (vm->devs) {
-        struct chsim_dev *d = vm->devs;
-
-        vm->devs = d->next;
-        d->next = rev;
-        rev = d;
-    }
-    vm->devs = rev;
     for (struct chsim_dev *d = vm->devs; d; d = d->next) {
         if (!d->in_config || d->in_tree)
             continue;
