@@ -204,6 +204,41 @@ static uint64_t mem_total(void)
     return t;
 }
 
+/* config.fs or config.devices, in the order the devices were added. */
+static void info_devs(struct sb *b, const struct chsim_vm *vm, enum chsim_dev_type type,
+                      const char *key)
+{
+    bool first = true;
+
+    for (const struct chsim_dev *d = vm->devs; d; d = d->next) {
+        if (!d->in_config || d->type != type)
+            continue;
+        if (first)
+            sb_printf(b, ",\"%s\":[", key);
+        else
+            sb_printf(b, ",");
+        first = false;
+        if (type == CHSIM_DEV_FS) {
+            sb_printf(b, "{\"tag\":");
+            sb_str(b, d->tag);
+            sb_printf(b, ",\"socket\":");
+            sb_str(b, d->path);
+            sb_printf(b, ",\"num_queues\":%d,\"queue_size\":%d", d->num_queues, d->queue_size);
+        } else {
+            sb_printf(b, "{\"path\":");
+            sb_str(b, d->path);
+            sb_printf(b, ",\"iommu\":false");
+        }
+        if (d->id[0]) {
+            sb_printf(b, ",\"id\":");
+            sb_str(b, d->id);
+        }
+        sb_printf(b, ",\"pci_segment\":%d}", d->pci_segment);
+    }
+    if (!first)
+        sb_printf(b, "]");
+}
+
 static void vm_info(struct chsim_vm *vm)
 {
     struct sb b = { 0 };
@@ -239,42 +274,8 @@ static void vm_info(struct chsim_vm *vm)
         sb_str(&b, o->kernel_path);
         sb_printf(&b, "}");
     }
-    first = true;
-    for (struct chsim_dev *d = vm->devs; d; d = d->next) {
-        if (!d->in_config || d->type != CHSIM_DEV_FS)
-            continue;
-        sb_printf(&b, first ? ",\"fs\":[{" : ",{");
-        first = false;
-        sb_printf(&b, "\"tag\":");
-        sb_str(&b, d->tag);
-        sb_printf(&b, ",\"socket\":");
-        sb_str(&b, d->path);
-        sb_printf(&b, ",\"num_queues\":%d,\"queue_size\":%d", d->num_queues, d->queue_size);
-        if (d->id[0]) {
-            sb_printf(&b, ",\"id\":");
-            sb_str(&b, d->id);
-        }
-        sb_printf(&b, ",\"pci_segment\":%d}", d->pci_segment);
-    }
-    if (!first)
-        sb_printf(&b, "]");
-    first = true;
-    for (struct chsim_dev *d = vm->devs; d; d = d->next) {
-        if (!d->in_config || d->type != CHSIM_DEV_VFIO)
-            continue;
-        sb_printf(&b, first ? ",\"devices\":[{" : ",{");
-        first = false;
-        sb_printf(&b, "\"path\":");
-        sb_str(&b, d->path);
-        sb_printf(&b, ",\"iommu\":false");
-        if (d->id[0]) {
-            sb_printf(&b, ",\"id\":");
-            sb_str(&b, d->id);
-        }
-        sb_printf(&b, ",\"pci_segment\":%d}", d->pci_segment);
-    }
-    if (!first)
-        sb_printf(&b, "]");
+    info_devs(&b, vm, CHSIM_DEV_FS, "fs");
+    info_devs(&b, vm, CHSIM_DEV_VFIO, "devices");
     sb_printf(&b, ",\"iommu\":false,\"watchdog\":false,\"pvpanic\":false},\"state\":\"%s\","
               "\"memory_actual_size\":%llu", state_name(vm->state),
               (unsigned long long)mem_total());
@@ -627,32 +628,20 @@ static void add_fs(struct chsim_vm *vm, struct chsim_req *req)
         free(d);
         return;
     }
-    if (!shared_memory_ok()) {
-        free(d);
-        reply_err(vm, K_VALID, "Error from API", "The fs could not be added to the VM",
-                  "Failed to validate config",
-                  "Using vhost-user requires using shared memory or huge pages", NULL);
-        return;
-    }
-    if (nq == 0 || nq > chsim_opt.cpus) {
-        free(d);
+    t[0] = '\0';
+    if (!shared_memory_ok())
+        snprintf(t, sizeof(t), "Using vhost-user requires using shared memory or huge pages");
+    else if (nq == 0 || nq > chsim_opt.cpus)
         snprintf(t, sizeof(t), "Number of queues to virtio_fs (%lld) exceeds the number of vCPUs (%d)",
                  nq, chsim_opt.cpus);
-        reply_err(vm, K_VALID, "Error from API", "The fs could not be added to the VM",
-                  "Failed to validate config", t, NULL);
-        return;
-    }
-    if (qs == 0 || (qs & (qs - 1)) || qs > 32768) {
-        free(d);
+    else if (qs == 0 || (qs & (qs - 1)) || qs > 32768)
         snprintf(t, sizeof(t), "Queue size %lld is not a power of two or exceeds 32768", qs);
-        reply_err(vm, K_VALID, "Error from API", "The fs could not be added to the VM",
-                  "Failed to validate config", t, NULL);
-        return;
-    }
-    if (iommu) {
+    else if (iommu)
+        snprintf(t, sizeof(t), "Device is not allowed to use IOMMU");
+    if (t[0]) {
         free(d);
         reply_err(vm, K_VALID, "Error from API", "The fs could not be added to the VM",
-                  "Failed to validate config", "Device is not allowed to use IOMMU", NULL);
+                  "Failed to validate config", t, NULL);
         return;
     }
     start_add(vm, d);
