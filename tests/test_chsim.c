@@ -20,7 +20,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "tests/support/support.h"
@@ -30,14 +29,6 @@ struct fx {
     char sock[256];
     pid_t pid;
 };
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int conn_open(const char *path)
 {
@@ -72,7 +63,7 @@ static void send_put(int fd, const char *path, const char *json)
 static ssize_t read_resp(int fd, char *buf, size_t size, int timeout_ms)
 {
     size_t got = 0;
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = sup_now_ms() + timeout_ms;
 
     for (;;) {
         char *end;
@@ -89,9 +80,9 @@ static ssize_t read_resp(int fd, char *buf, size_t size, int timeout_ms)
             if (got >= hlen + blen)
                 return (ssize_t)got;
         }
-        if (got + 1 >= size || now_ms() >= deadline)
+        if (got + 1 >= size || sup_now_ms() >= deadline)
             return -1;
-        if (poll(&p, 1, (int)(deadline - now_ms())) <= 0)
+        if (poll(&p, 1, (int)(deadline - sup_now_ms())) <= 0)
             return -1;
         r = recv(fd, buf + got, size - 1 - got, 0);
         if (r <= 0)
@@ -607,10 +598,10 @@ static void test_fault_cli_http10_and_plain(void **state)
         int fd = conn_open(f.sock);
         char b2[8192];
         size_t got = 0;
-        long long deadline = now_ms() + 3000;
+        long long deadline = sup_now_ms() + 3000;
 
         send_str(fd, "GET /api/v1/vm.info HTTP/1.1\r\n\r\n");
-        while (now_ms() < deadline && (got < 5 || strcmp(b2 + got - 5, "0\r\n\r\n") != 0)) {
+        while (sup_now_ms() < deadline && (got < 5 || strcmp(b2 + got - 5, "0\r\n\r\n") != 0)) {
             ssize_t r = recv(fd, b2 + got, sizeof(b2) - 1 - got, MSG_DONTWAIT);
 
             if (r > 0)
@@ -645,12 +636,12 @@ static void test_serialization(void **state)
     fx_start(&f, extra);
     a = conn_open(f.sock);
     b = conn_open(f.sock);
-    t0 = now_ms();
+    t0 = sup_now_ms();
     send_put(a, "/api/v1/vm.add-fs", "{\"tag\":\"t\",\"socket\":\"/s\"}");
     usleep(50 * 1000);
     send_str(b, "GET /api/v1/vmm.ping HTTP/1.1\r\n\r\n");
     assert_true(read_resp(b, buf, sizeof(buf), 5000) > 0);
-    dt = now_ms() - t0;
+    dt = sup_now_ms() - t0;
     assert_true(dt >= 450);
     assert_true(read_resp(a, buf, sizeof(buf), 5000) > 0);
     assert_int_equal(strncmp(buf, "HTTP/1.1 200 \r\n", 15), 0);
@@ -670,10 +661,10 @@ static void test_connect_timeout(void **state)
 
     (void)state;
     fx_start(&f, head);
-    t0 = now_ms();
+    t0 = sup_now_ms();
     assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.add-fs",
                          "{\"tag\":\"t\",\"socket\":\"/nonexistent.sock\"}", body, sizeof(body)), 500);
-    assert_true(now_ms() - t0 >= 250);
+    assert_true(sup_now_ms() - t0 >= 250);
     assert_non_null(strstr(body, "\"Timed out waiting for vhost-user connection\"]"));
     fx_stop(&f);
     fx_start(&f, v53);
@@ -714,10 +705,10 @@ static void test_fleet(void **state)
         fd = conn_open(sock);
         send_put(fd, "/api/v1/vm.add-fs", "{\"tag\":\"t\",\"socket\":\"/s\"}");
         usleep(50 * 1000);
-        t0 = now_ms();
+        t0 = sup_now_ms();
         snprintf(sock, sizeof(sock), "%s/vm1.sock", fleet);
         assert_int_equal(req(sock, "GET", "/api/v1/vmm.ping", NULL, NULL, 0), 200);
-        assert_true(now_ms() - t0 < 500);
+        assert_true(sup_now_ms() - t0 < 500);
         assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
         assert_int_equal(strncmp(buf, "HTTP/1.1 200 \r\n", 15), 0);
         close(fd);

@@ -205,28 +205,6 @@ static pid_t read_pid(const char *id, const char *backend, const char *pidname)
     return pid;
 }
 
-static void chsim_fault(const char *sock, const char *endpoint, const char *mode)
-{
-    char body[256], req[512], resp[1024];
-    int bl = snprintf(body, sizeof(body), "{\"endpoint\":\"%s\",\"mode\":\"%s\",\"count\":0}",
-                      endpoint, mode);
-    int rl = snprintf(req, sizeof(req),
-                      "PUT /chsim/fault HTTP/1.1\r\nHost: localhost\r\n"
-                      "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-                      bl, body);
-
-    assert_true(sup_raw_exchange(sock, req, (size_t)rl, resp, sizeof(resp), 300) > 0);
-    assert_non_null(strstr(resp, "HTTP/1.1 20"));
-}
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static size_t count_str(const char *hay, const char *needle)
 {
     size_t n = 0;
@@ -656,10 +634,10 @@ static void test_firecracker_unsupported(void **state)
         assert_true(sup_raw_exchange(sock, get, strlen(get), resp, sizeof(resp), 300) > 0);
         assert_non_null(strstr(resp, "\"state\":\"Running\""));
         /* SendCtrlAltDel ends it: no signal needed */
-        t0 = mono_ms();
+        t0 = sup_now_ms();
         assert_int_equal(cli(&out, &err, "vm", "stop", "fc-1", (char *)NULL), 0);
         assert_non_null(strstr(out, "fc-1: stopped"));
-        assert_true(mono_ms() - t0 < 2000);
+        assert_true(sup_now_ms() - t0 < 2000);
         free(out);
         free(err);
         free(id);
@@ -846,7 +824,7 @@ static char *run_on_pty(char *const argv[], int *status)
     pid_t pid;
     char *buf = calloc(1, 65536), tmp[4096];
     size_t len = 0;
-    long long deadline = mono_ms() + 20000;
+    long long deadline = sup_now_ms() + 20000;
 
     assert_int_equal(pipe(pout), 0);
     pid = forkpty(&master, NULL, NULL, NULL);
@@ -863,7 +841,7 @@ static char *run_on_pty(char *const argv[], int *status)
         struct pollfd pfd[2] = { { master, POLLIN, 0 }, { pout[0], POLLIN, 0 } };
         ssize_t n;
 
-        if (poll(pfd, 2, 200) < 0 || mono_ms() > deadline)
+        if (poll(pfd, 2, 200) < 0 || sup_now_ms() > deadline)
             break;
         if (pfd[1].revents) {
             n = read(pout[0], tmp, sizeof(tmp));
@@ -1010,11 +988,11 @@ static void test_stop_ignored_shutdown(void **state)
     id = vm_id("stubborn");
     sock = root_path("run/cloudhypervisor/%s/api.sock", id);
     pid = read_pid(id, "cloudhypervisor", "ch.pid");
-    chsim_fault(sock, "vm.shutdown", "never-reply");
-    chsim_fault(sock, "vmm.shutdown", "never-reply");
-    t0 = mono_ms();
+    assert_int_equal(sup_chsim_fault(sock, "vm.shutdown", "never-reply", 0), 0);
+    assert_int_equal(sup_chsim_fault(sock, "vmm.shutdown", "never-reply", 0), 0);
+    t0 = sup_now_ms();
     assert_int_equal(cli(&out, &err, "vm", "stop", "stubborn", (char *)NULL), 0);
-    el = mono_ms() - t0;
+    el = sup_now_ms() - t0;
     assert_non_null(strstr(out, "stubborn: stopped"));
     /* one 2 s shutdown call, then the graceful window, then SIGTERM */
     assert_true(el >= 1900);
@@ -1041,7 +1019,7 @@ static void test_inspect_list_fails(void **state)
     vm_run("flaky");
     id = vm_id("flaky");
     sock = root_path("run/cloudhypervisor/%s/api.sock", id);
-    chsim_fault(sock, "vm.info", "garbage-status");
+    assert_int_equal(sup_chsim_fault(sock, "vm.info", "garbage-status", 0), 0);
     before = sup_chsim_count(sock, "vm.info");
     assert_int_equal(cli(&out, &err, "vm", "inspect", "flaky", (char *)NULL), 0);
     assert_non_null(strstr(out, "\"name\": \"flaky\""));
@@ -1108,7 +1086,7 @@ static void test_lost_reply_note(void **state)
     id = vm_id("lossy");
     sock = root_path("run/cloudhypervisor/%s/api.sock", id);
     lfd = listen_unix(vs);
-    chsim_fault(sock, "vm.add-fs", "close-before-reply");
+    assert_int_equal(sup_chsim_fault(sock, "vm.add-fs", "close-before-reply", 0), 0);
     assert_int_equal(cli(&out, &err, "vm", "fs", "attach", "lossy", "--socket", vs, "--tag", "d",
                          (char *)NULL), 0);
     assert_string_equal(out, "lossy: attached fs d (id=cocoon-fs-d)\n");

@@ -9,7 +9,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -190,20 +189,6 @@ static int run_op(const char *sock, enum op op, const struct opargs *a, unsigned
     ev_timer_stop(run.loop, &run.wd);
     ev_loop_destroy(run.loop);
     return rc;
-}
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *de;
-    int n = 0;
-
-    assert_non_null(d);
-    while ((de = readdir(d)))
-        if (de->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
 }
 
 /* ------------------------------------------------------------ chsim control */
@@ -474,10 +459,10 @@ static void run_fault_cell(struct fleet *f, enum op op, const struct mode_row *m
     if (strcmp(m->mode, "none") != 0)
         arm_fault(sock, ep, m->mode);
     before = get_counts(sock);
-    fd0 = count_fds();
+    fd0 = sup_count_fds();
     assert_int_equal(run_op(sock, op, &a, g_timeout_ms, &r), 0);
-    if (count_fds() != fd0)
-        fail_msg("%s: fds %d before, %d after", what, fd0, count_fds());
+    if (sup_count_fds() != fd0)
+        fail_msg("%s: fds %d before, %d after", what, fd0, sup_count_fds());
 
     op_prefix(op, pre, sizeof(pre));
     x.out = t == T_PUT ? m->put : m->info;
@@ -546,10 +531,10 @@ static void run_die_cell(const char *gen, enum op op, enum target t)
     snprintf(what, sizeof(what), "%s/%s/die@%s", gen, op_names[op], ep);
     cell_prepare(sock, op, &a);
     arm_fault(sock, ep, "die");
-    fd0 = count_fds();
+    fd0 = sup_count_fds();
     assert_int_equal(run_op(sock, op, &a, g_timeout_ms, &r), 0);
-    if (count_fds() != fd0)
-        fail_msg("%s: fds %d before, %d after", what, fd0, count_fds());
+    if (sup_count_fds() != fd0)
+        fail_msg("%s: fds %d before, %d after", what, fd0, sup_count_fds());
     /* The VMM really is gone. */
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
@@ -632,10 +617,10 @@ static void run_status_cell(struct fleet *f, int gen, enum op op, const char *ov
     if (override)
         set_override(sock, override);
     before = get_counts(sock);
-    fd0 = count_fds();
+    fd0 = sup_count_fds();
     assert_int_equal(run_op(sock, op, &a, g_timeout_ms, &r), 0);
-    if (count_fds() != fd0)
-        fail_msg("%s: fds %d before, %d after", what, fd0, count_fds());
+    if (sup_count_fds() != fd0)
+        fail_msg("%s: fds %d before, %d after", what, fd0, sup_count_fds());
     if (override)
         set_override(sock, "");
     op_prefix(op, pre, sizeof(pre));
@@ -739,10 +724,10 @@ static void test_vminfo_wrong_types(void **state)
                 cell_prepare(sock, (enum op)op, &a);
                 set_override(sock, bad_infos[i]);
                 before = get_counts(sock);
-                fd0 = count_fds();
+                fd0 = sup_count_fds();
                 assert_int_equal(run_op(sock, (enum op)op, &a, g_timeout_ms, &r), 0);
-                if (count_fds() != fd0)
-                    fail_msg("%s: fds %d before, %d after", what, fd0, count_fds());
+                if (sup_count_fds() != fd0)
+                    fail_msg("%s: fds %d before, %d after", what, fd0, sup_count_fds());
                 set_override(sock, "");
                 x.out = O_ERR;
                 x.prefix = "decode vm.info: ";
@@ -764,12 +749,12 @@ static void run_conn_cell(const char *kind, const char *sock, enum op op, int wa
     struct opargs a = cell_args(sock);
     struct expect x = { 0 };
     struct opres r;
-    int fd0 = count_fds();
+    int fd0 = sup_count_fds();
 
     snprintf(what, sizeof(what), "-/%s/%s", op_names[op], kind);
     assert_int_equal(run_op(sock, op, &a, g_timeout_ms, &r), 0);
-    if (count_fds() != fd0)
-        fail_msg("%s: fds %d before, %d after", what, fd0, count_fds());
+    if (sup_count_fds() != fd0)
+        fail_msg("%s: fds %d before, %d after", what, fd0, sup_count_fds());
     x.out = O_ERR;
     x.err = want_err;
     x.exact = want_exact;
@@ -815,7 +800,7 @@ static void test_socket_missing_and_refused(void **state)
  * pipe and the parent asserts. */
 static void perm_cell(const char *kind, const char *sock, enum op op)
 {
-    int p[2], st, fd0 = count_fds();
+    int p[2], st, fd0 = sup_count_fds();
     pid_t pid;
     struct opres r;
     ssize_t n;
@@ -844,7 +829,7 @@ static void perm_cell(const char *kind, const char *sock, enum op op)
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     assert_int_equal(n, (ssize_t)sizeof(r));
-    assert_int_equal(count_fds(), fd0);
+    assert_int_equal(sup_count_fds(), fd0);
     snprintf(what, sizeof(what), "-/%s/%s", op_names[op], kind);
     snprintf(exact, sizeof(exact), "query vm.info: connect(%s): Permission denied", sock);
     {
@@ -947,10 +932,10 @@ static void test_connection_cap(void **state)
                 held[i] = raw_connect(sock);
                 hold_round_trip(held[i]);
             }
-            fd0 = count_fds();
+            fd0 = sup_count_fds();
             assert_int_equal(run_op(sock, (enum op)op, &a, g_timeout_ms, &r), 0);
-            if (count_fds() != fd0)
-                fail_msg("%s: fds %d before, %d after", what, fd0, count_fds());
+            if (sup_count_fds() != fd0)
+                fail_msg("%s: fds %d before, %d after", what, fd0, sup_count_fds());
             for (int i = 0; i < 10; i++)
                 close(held[i]);
             (void)counts_when_free(sock);
@@ -961,23 +946,6 @@ static void test_connection_cap(void **state)
 }
 
 /* ------------------------------------------------------------ main */
-
-static void pick_pci(void)
-{
-    DIR *d = opendir("/sys/bus/pci/devices");
-    struct dirent *de;
-
-    g_pci[0] = '\0';
-    if (!d)
-        return;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        snprintf(g_pci, sizeof(g_pci), "/sys/bus/pci/devices/%s", de->d_name);
-        break;
-    }
-    closedir(d);
-}
 
 static int report(void **state)
 {
@@ -1002,7 +970,7 @@ int main(void)
     g_verbose = getenv("COCOON_FAULTS_VERBOSE") != NULL;
     g_valgrind = vg && *vg && strcmp(vg, "0") != 0;
     g_timeout_ms = g_valgrind ? 1500 : 300;
-    pick_pci();
+    sup_first_pci(g_pci, sizeof(g_pci));
     if (!g_pci[0])
         fprintf(stderr, "test_faults: /sys/bus/pci/devices is empty: device cells skipped\n");
     return cmocka_run_group_tests(tests, NULL, NULL);

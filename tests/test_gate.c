@@ -23,18 +23,6 @@
 #include "engine/err.h"
 #include "tests/support/support.h"
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *p = NULL;
-    va_start(ap, fmt);
-    int r = vasprintf(&p, fmt, ap);
-    va_end(ap);
-    assert_true(r >= 0);
-    return p;
-}
-
 typedef struct fixture {
     char *tmp;
     char *chsim;            /* <build>/chsim */
@@ -49,7 +37,7 @@ static void fixture_vm(fixture *f, const char *backend)
     assert_int_equal(store_new_id(f->vm.id), 0);
     f->vm.backend = backend;
     f->vm.state = STORE_RUNNING;
-    f->vm.run_dir = xasprintf("%s/run", f->tmp);
+    f->vm.run_dir = sup_asprintf("%s/run", f->tmp);
     f->vm.binary = strdup(f->chsim);
     char err[ENG_ERRSTR_MAX];
     assert_int_equal(store_make_private_dir(f->vm.run_dir, err, sizeof err), 0);
@@ -138,15 +126,15 @@ static void expect_gate(fixture *f, const char *default_binary, int want_rc, con
 static void test_paths(void **state)
 {
     fixture *f = *state;
-    char *want = xasprintf("%s/run/api.sock", f->tmp);
+    char *want = sup_asprintf("%s/run/api.sock", f->tmp);
     assert_string_equal(f->sock, want);
     free(want);
-    want = xasprintf("%s/run/ch.pid", f->tmp);
+    want = sup_asprintf("%s/run/ch.pid", f->tmp);
     assert_string_equal(f->pidfile, want);
     free(want);
     f->vm.backend = STORE_BACKEND_FC;
     char *p = gate_pidfile(&f->vm);
-    want = xasprintf("%s/run/fc.pid", f->tmp);
+    want = sup_asprintf("%s/run/fc.pid", f->tmp);
     assert_string_equal(p, want);
     free(want);
     free(p);
@@ -178,7 +166,7 @@ static void test_reused_pid_of_other_program(void **state)
     pid_t sleeper = spawn_sleep();
     char err[ENG_ERRSTR_MAX];
     assert_int_equal(store_write_pidfile(f->pidfile, sleeper, err, sizeof err), 0);
-    char *want = xasprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
+    char *want = sup_asprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
                            (long)sleeper);
     expect_gate(f, "cloud-hypervisor", -EHOSTDOWN, want);
     free(want);
@@ -198,7 +186,7 @@ static void test_firecracker_text(void **state)
     pid_t sleeper = spawn_sleep();
     char err[ENG_ERRSTR_MAX];
     assert_int_equal(store_write_pidfile(fcpid, sleeper, err, sizeof err), 0);
-    char *want = xasprintf("vm %s pid %ld not firecracker: VM not running", f->vm.id,
+    char *want = sup_asprintf("vm %s pid %ld not firecracker: VM not running", f->vm.id,
                            (long)sleeper);
     expect_gate(f, "firecracker", -EHOSTDOWN, want);
     free(want);
@@ -206,7 +194,7 @@ static void test_firecracker_text(void **state)
     /* ch.pid is not consulted for a firecracker VM. */
     unlink(fcpid);
     assert_int_equal(store_write_pidfile(f->pidfile, sleeper, err, sizeof err), 0);
-    want = xasprintf("vm %s read pidfile: open %s: No such file or directory: VM not running",
+    want = sup_asprintf("vm %s read pidfile: open %s: No such file or directory: VM not running",
                      f->vm.id, fcpid);
     expect_gate(f, "firecracker", -EHOSTDOWN, want);
     free(want);
@@ -216,14 +204,14 @@ static void test_firecracker_text(void **state)
 static void test_vmm_serving_another_socket(void **state)
 {
     fixture *f = *state;
-    char *other_dir = xasprintf("%s/other", f->tmp);
+    char *other_dir = sup_asprintf("%s/other", f->tmp);
     assert_int_equal(mkdir(other_dir, 0700), 0);
-    char *other = xasprintf("%s/api.sock", other_dir);
+    char *other = sup_asprintf("%s/api.sock", other_dir);
     f->vmm = sup_chsim_start(other, NULL);
     assert_true(f->vmm > 0);
     char err[ENG_ERRSTR_MAX];
     assert_int_equal(store_write_pidfile(f->pidfile, f->vmm, err, sizeof err), 0);
-    char *want = xasprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
+    char *want = sup_asprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
                            (long)f->vmm);
     expect_gate(f, NULL, -EHOSTDOWN, want);
     free(want);
@@ -238,7 +226,7 @@ static void test_dead_pid(void **state)
     pid_t dead = f->vmm;
     sup_kill(dead);
     f->vmm = 0;
-    char *want = xasprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
+    char *want = sup_asprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
                            (long)dead);
     expect_gate(f, NULL, -EHOSTDOWN, want);
     free(want);
@@ -247,7 +235,7 @@ static void test_dead_pid(void **state)
 static void test_missing_pidfile(void **state)
 {
     fixture *f = *state;
-    char *want = xasprintf("vm %s read pidfile: open %s: No such file or directory: "
+    char *want = sup_asprintf("vm %s read pidfile: open %s: No such file or directory: "
                            "VM not running",
                            f->vm.id, f->pidfile);
     expect_gate(f, NULL, -EHOSTDOWN, want);
@@ -261,7 +249,7 @@ static void test_garbage_pidfile(void **state)
     assert_true(fd >= 0);
     assert_int_equal(write(fd, "garbage\n", 8), 8);
     close(fd);
-    char *want = xasprintf("vm %s read pidfile: parse PID from %s: invalid syntax "
+    char *want = sup_asprintf("vm %s read pidfile: parse PID from %s: invalid syntax "
                            "\"garbage\": VM not running",
                            f->vm.id, f->pidfile);
     expect_gate(f, NULL, -EHOSTDOWN, want);
@@ -284,7 +272,7 @@ static void test_state_not_running(void **state)
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         f->vm.state = rows[i].st;
-        char *want = xasprintf("vm %s is %s: VM not running", f->vm.id, rows[i].name);
+        char *want = sup_asprintf("vm %s is %s: VM not running", f->vm.id, rows[i].name);
         expect_gate(f, NULL, -EHOSTDOWN, want);
         free(want);
     }
@@ -298,7 +286,7 @@ static void test_null_binary_uses_default(void **state)
     f->vm.binary = NULL;
     expect_gate(f, f->chsim, 0, NULL);
     expect_gate(f, "chsim", 0, NULL);
-    char *want = xasprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
+    char *want = sup_asprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
                            (long)f->vmm);
     expect_gate(f, "cloud-hypervisor", -EHOSTDOWN, want);
     /* No default either: the backend's own program name is expected. */
@@ -314,7 +302,7 @@ static void test_no_run_dir(void **state)
     fixture *f = *state;
     free(f->vm.run_dir);
     f->vm.run_dir = NULL;
-    char *want = xasprintf("vm %s read pidfile: record has no run_dir: VM not running",
+    char *want = sup_asprintf("vm %s read pidfile: record has no run_dir: VM not running",
                            f->vm.id);
     expect_gate(f, NULL, -EHOSTDOWN, want);
     free(want);

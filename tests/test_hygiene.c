@@ -29,25 +29,6 @@
 #include "backends/store.h"
 #include "tests/support/support.h"
 
-static bool env_on(const char *name)
-{
-    const char *v = getenv(name);
-
-    return v && *v && strcmp(v, "0") != 0;
-}
-
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-
-    va_start(ap, fmt);
-    assert_true(vasprintf(&s, fmt, ap) >= 0);
-    va_end(ap);
-    return s;
-}
-
 static void write_file(const char *path, const char *data, size_t len)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -163,7 +144,7 @@ static void hammer_writer(const char *root, int w, int per, int start_fd)
  * exists, 20 on a partial or unparsable file. */
 static void raw_reader(const char *root, const char *stop, const char *fail_log)
 {
-    char *file = xasprintf("%s/cloudhypervisor/db/vms.json", root);
+    char *file = sup_asprintf("%s/cloudhypervisor/db/vms.json", root);
     long reads = 0;
 
     for (;;) {
@@ -205,7 +186,7 @@ static void test_store_contention(void **state)
      * not inherit heap blocks only their parent's frame points to. */
     static char root[256], stop[300], fail_log[300];
     char *tmpdir = sup_tmpdir();
-    int per = env_on("COCOON_SOAK") ? 200 : env_on("COCOON_VALGRIND") ? 20 : 50;
+    int per = sup_env_on("COCOON_SOAK") ? 200 : sup_env_on("COCOON_VALGRIND") ? 20 : 50;
     pid_t writers[WRITERS], reader, resolver;
     int start[2];
     char err[ENG_ERRSTR_MAX];
@@ -389,7 +370,7 @@ static void test_corrupt_db_through_engine_and_cli(void **state)
 
     (void)state;
     add_rec(root, 0);
-    file = xasprintf("%s/cloudhypervisor/db/vms.json", root);
+    file = sup_asprintf("%s/cloudhypervisor/db/vms.json", root);
     orig = read_all(file, &orig_len);
     assert_non_null(orig);
     /* Byte flips in a real file, plus whole-file garbage. */
@@ -419,7 +400,7 @@ static void test_corrupt_db_through_engine_and_cli(void **state)
         {
             cocoon_fs_spec fs = { "/tmp/v.sock", "data", 0, 0 };
             struct engine_run er = engine_once(root, ER_FSA, "some-vm", &fs, NULL, 0);
-            char *want = xasprintf("%s: ", file);
+            char *want = sup_asprintf("%s: ", file);
 
             if (er.err == 0 || !strstr(er.errstr, want) || strstr(er.errstr, "VM not found"))
                 fail_msg("corruption %zu: engine said %d \"%s\"", k, er.err, er.errstr);
@@ -473,9 +454,9 @@ static void test_interrupted_write(void **state)
 
     (void)state;
     add_rec(root, 0);
-    file = xasprintf("%s/cloudhypervisor/db/vms.json", root);
+    file = sup_asprintf("%s/cloudhypervisor/db/vms.json", root);
     orig = read_all(file, &orig_len);
-    tmp = xasprintf("%s/cloudhypervisor/db/.vms.json.tmp.0BADF00D", root);
+    tmp = sup_asprintf("%s/cloudhypervisor/db/.vms.json.tmp.0BADF00D", root);
     /* Play the dying writer in a child: take the lock like store_update
      * does, write the temp file, and get killed before the rename. */
     pid = fork();
@@ -585,9 +566,9 @@ static void test_vm_run_modes_umask0(void **state)
     free(out);
     free(err);
     id = id_of(root, "m");
-    rdir = xasprintf("%s/run/cloudhypervisor/%s", root, id);
-    pidf = xasprintf("%s/ch.pid", rdir);
-    db = xasprintf("%s/cloudhypervisor/db/vms.json", root);
+    rdir = sup_asprintf("%s/run/cloudhypervisor/%s", root, id);
+    pidf = sup_asprintf("%s/ch.pid", rdir);
+    db = sup_asprintf("%s/cloudhypervisor/db/vms.json", root);
     assert_int_equal(mode_of(rdir), 0700);
     assert_int_equal(mode_of(pidf), 0600);
     /* Nothing the store writes is writable by others even under umask 0. */
@@ -624,10 +605,10 @@ static void test_vm_start_symlinked_run_dir(void **state)
     free(out);
     free(err);
     id = id_of(root, "s");
-    rdir = xasprintf("%s/run/cloudhypervisor/%s", root, id);
-    elsewhere = xasprintf("%s/elsewhere", root);
+    rdir = sup_asprintf("%s/run/cloudhypervisor/%s", root, id);
+    elsewhere = sup_asprintf("%s/elsewhere", root);
     assert_int_equal(mkdir(elsewhere, 0755), 0);
-    cmd = xasprintf("mkdir -p '%s/run/cloudhypervisor' && rm -rf '%s' && ln -s '%s' '%s'", root,
+    cmd = sup_asprintf("mkdir -p '%s/run/cloudhypervisor' && rm -rf '%s' && ln -s '%s' '%s'", root,
                     rdir, elsewhere, rdir);
     argv[2] = cmd;
     assert_int_equal(sup_run(argv, NULL, NULL, NULL, 5000), 0);
@@ -637,7 +618,7 @@ static void test_vm_start_symlinked_run_dir(void **state)
     free(out);
     free(err);
     free(cmd);
-    cmd = xasprintf("ls -A '%s'", elsewhere);
+    cmd = sup_asprintf("ls -A '%s'", elsewhere);
     argv[2] = cmd;
     assert_int_equal(sup_run(argv, NULL, &out, &err, 5000), 0);
     assert_string_equal(out, "");
@@ -655,16 +636,16 @@ static void test_vm_start_symlinked_run_dir(void **state)
 
 static void test_shell_metacharacters(void **state)
 {
-    char *dir = sup_tmpdir(), *pwned = xasprintf("%s/pwned", dir);
-    char *tag = xasprintf("$(touch %s)", pwned), *tag2 = xasprintf("a;touch %s", pwned),
-         *ref = xasprintf("`touch %s`", pwned), *want;
+    char *dir = sup_tmpdir(), *pwned = sup_asprintf("%s/pwned", dir);
+    char *tag = sup_asprintf("$(touch %s)", pwned), *tag2 = sup_asprintf("a;touch %s", pwned),
+         *ref = sup_asprintf("`touch %s`", pwned), *want;
     struct engine_run er;
     cocoon_fs_spec fs = { "/tmp/v.sock", tag, 0, 0 };
     cocoon_vfio_spec dev = { "01:00.0", tag };
 
     (void)state;
     er = engine_once(dir, ER_FSA, "vm", &fs, NULL, 0);
-    want = xasprintf("tag \"%s\" invalid: must match [A-Za-z0-9][A-Za-z0-9_-]{0,35}", tag);
+    want = sup_asprintf("tag \"%s\" invalid: must match [A-Za-z0-9][A-Za-z0-9_-]{0,35}", tag);
     assert_int_equal(er.err, -EINVAL);
     assert_string_equal(er.errstr, want);
     free(want);
@@ -672,14 +653,14 @@ static void test_shell_metacharacters(void **state)
     er = engine_once(dir, ER_FSA, "vm", &fs, NULL, 0);
     assert_int_equal(er.err, -EINVAL);
     er = engine_once(dir, ER_DEVA, "vm", NULL, &dev, 0);
-    want = xasprintf("id \"%s\" invalid: must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63} and not "
+    want = sup_asprintf("id \"%s\" invalid: must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63} and not "
                      "start with cocoon-", tag);
     assert_int_equal(er.err, -EINVAL);
     assert_string_equal(er.errstr, want);
     free(want);
     fs.tag = "data";
     er = engine_once(dir, ER_FSA, ref, &fs, NULL, 0);
-    want = xasprintf("fs attach: vm %s: VM not found", ref);
+    want = sup_asprintf("fs attach: vm %s: VM not found", ref);
     assert_int_equal(er.err, -ENOENT);
     assert_string_equal(er.errstr, want);
     free(want);
@@ -808,8 +789,8 @@ static void test_socket_path_json_escaping(void **state)
 {
     static const char *const extra[] = { "--memory", "size=512M,shared=on", "--no-connect",
                                          NULL };
-    char *dir = sup_tmpdir(), *api = xasprintf("%s/api.sock", dir),
-         *vfs = xasprintf("%s/q\"b\\s\nn\tt\x01.sock", dir);
+    char *dir = sup_tmpdir(), *api = sup_asprintf("%s/api.sock", dir),
+         *vfs = sup_asprintf("%s/q\"b\\s\nn\tt\x01.sock", dir);
     pid_t pid = sup_chsim_start(api, extra);
     cocoon_fs_spec fs = { vfs, "t", 0, 0 };
     struct engine_run er;

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -215,14 +214,6 @@ static char *make_root_rec(store_vm *vm)
     return root;
 }
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void assert_stored_state(const char *root, const char *id, store_state want)
 {
     char err[ENG_ERRSTR_MAX];
@@ -275,21 +266,6 @@ static void test_start_stop_chsim(void **state)
     free(chsim);
 }
 
-/* Makes chsim never answer endpoint, through its control endpoint. */
-static void chsim_fault(const char *sock, const char *endpoint, const char *mode)
-{
-    char body[256], req[512], resp[1024];
-    int bl = snprintf(body, sizeof(body), "{\"endpoint\":\"%s\",\"mode\":\"%s\",\"count\":0}",
-                      endpoint, mode);
-    int rl = snprintf(req, sizeof(req),
-                      "PUT /chsim/fault HTTP/1.1\r\nHost: localhost\r\n"
-                      "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-                      bl, body);
-
-    assert_true(sup_raw_exchange(sock, req, (size_t)rl, resp, sizeof(resp), 300) > 0);
-    assert_non_null(strstr(resp, "HTTP/1.1 20"));
-}
-
 static void test_stop_ignored_shutdown(void **state)
 {
     char err[ENG_ERRSTR_MAX], *chsim = sup_build_path("chsim"), *root, *sock;
@@ -302,13 +278,13 @@ static void test_stop_ignored_shutdown(void **state)
     root = make_root_rec(&vm);
     assert_int_equal(launch_start(root, &vm, chsim, 5000, &pid, err, sizeof(err)), 0);
     sock = gate_api_sock(&vm);
-    chsim_fault(sock, "vm.shutdown", "never-reply");
-    chsim_fault(sock, "vmm.shutdown", "never-reply");
-    t0 = mono_ms();
+    assert_int_equal(sup_chsim_fault(sock, "vm.shutdown", "never-reply", 0), 0);
+    assert_int_equal(sup_chsim_fault(sock, "vmm.shutdown", "never-reply", 0), 0);
+    t0 = sup_now_ms();
     assert_int_equal(launch_stop(root, &vm, "cloud-hypervisor", &b, err, sizeof(err)), 0);
     /* The never-answered call costs call_ms, then SIGTERM ends chsim. */
-    assert_true(mono_ms() - t0 < 300 + 600 + 1500 + 500);
-    assert_true(mono_ms() - t0 >= 300);
+    assert_true(sup_now_ms() - t0 < 300 + 600 + 1500 + 500);
+    assert_true(sup_now_ms() - t0 >= 300);
     assert_int_equal(kill(pid, 0), -1);
     assert_stored_state(root, vm.id, STORE_STOPPED);
     free(sock);
@@ -377,9 +353,9 @@ static void test_stop_escalates_to_sigkill(void **state)
     assert_int_equal(launch_record_save(root, &vm, err, sizeof(err)), 0);
     usleep(100000);              /* let bash install its trap */
     assert_int_equal(gate_check(&vm, "cloud-hypervisor", NULL, err, sizeof(err)), 0);
-    t0 = mono_ms();
+    t0 = sup_now_ms();
     assert_int_equal(launch_stop(root, &vm, "cloud-hypervisor", &b, err, sizeof(err)), 0);
-    el = mono_ms() - t0;
+    el = sup_now_ms() - t0;
     assert_true(el >= 300 + 400);
     assert_true(el < 300 + 400 + 2000);
     /* reaped by launch_stop, killed by SIGKILL */

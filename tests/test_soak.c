@@ -7,7 +7,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -57,20 +56,6 @@ struct soak {
     long rss_first_kb, rss_last_kb;
     const char *pci;
 };
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *de;
-    int n = 0;
-
-    assert_non_null(d);
-    while ((de = readdir(d)))
-        if (de->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
 
 static long rss_kb(void)
 {
@@ -157,32 +142,6 @@ static void soak_wd_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
-static const char *first_pci(char *buf, size_t n)
-{
-    DIR *d = opendir("/sys/bus/pci/devices");
-    struct dirent *de;
-    const char *out = NULL;
-
-    if (!d)
-        return NULL;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        snprintf(buf, n, "/sys/bus/pci/devices/%s", de->d_name);
-        out = buf;
-        break;
-    }
-    closedir(d);
-    return out;
-}
-
-static bool env_on(const char *name)
-{
-    const char *v = getenv(name);
-
-    return v && *v && strcmp(v, "0") != 0;
-}
-
 static void test_soak(void **state)
 {
     struct soak *s = calloc(1, sizeof(*s));
@@ -190,7 +149,7 @@ static void test_soak(void **state)
     char *argv[] = { bin, (char *)"--fleet", dir, (char *)"--count", count,
                      (char *)"--no-connect", (char *)"--eject-delay-ms", (char *)"1", NULL };
     cocoon_options o = { 0 };
-    bool full = env_on("COCOON_SOAK"), vg = env_on("COCOON_VALGRIND");
+    bool full = sup_env_on("COCOON_SOAK"), vg = sup_env_on("COCOON_VALGRIND");
     struct timespec t0, t1;
     long puts = 0;
     pid_t pid;
@@ -198,7 +157,7 @@ static void test_soak(void **state)
     (void)state;
     assert_non_null(s);
     s->target = full ? 10000 : vg ? 200 : 300;
-    s->pci = first_pci(pci, sizeof(pci));
+    s->pci = sup_first_pci(pci, sizeof(pci));
     snprintf(count, sizeof(count), "%d", NVMS);
     pid = sup_spawn(argv);
     assert_true(pid > 0);
@@ -238,12 +197,12 @@ static void test_soak(void **state)
         /* After the first round every lazily created buffer, connection
          * and table has its steady size. */
         if (round == 0) {
-            s->fds_first = count_fds();
+            s->fds_first = sup_count_fds();
             s->rss_first_kb = rss_kb();
         }
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    s->fds_last = count_fds();
+    s->fds_last = sup_count_fds();
     s->rss_last_kb = rss_kb();
     assert_int_equal(s->started, s->target);
     assert_int_equal(s->done, s->target);

@@ -20,18 +20,6 @@
 #include "engine/err.h"
 #include "tests/support/support.h"
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *p = NULL;
-    va_start(ap, fmt);
-    int r = vasprintf(&p, fmt, ap);
-    va_end(ap);
-    assert_true(r >= 0);
-    return p;
-}
-
 static void write_file(const char *path, const char *data, size_t len)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -474,7 +462,7 @@ static void test_update_load_and_modes(void **state)
     /* A fresh root loads as empty and is not created by the read. */
     assert_int_equal(store_load(root, STORE_BACKEND_CH, &db, err, sizeof err), 0);
     assert_int_equal(db.n, 0);
-    char *dbdir = xasprintf("%s/cloudhypervisor/db", root);
+    char *dbdir = sup_asprintf("%s/cloudhypervisor/db", root);
     struct stat st;
     assert_int_equal(stat(dbdir, &st), -1);
 
@@ -482,7 +470,7 @@ static void test_update_load_and_modes(void **state)
     add_vm(root, STORE_BACKEND_CH, NULL, "one");
     umask(old);
     add_vm(root, STORE_BACKEND_CH, NULL, "two");
-    char *file = xasprintf("%s/vms.json", dbdir);
+    char *file = sup_asprintf("%s/vms.json", dbdir);
     assert_int_equal(mode_of(dbdir), 0700);
     assert_int_equal(mode_of(file), 0600);
     assert_int_equal(store_load(root, STORE_BACKEND_CH, &db, err, sizeof err), 0);
@@ -528,7 +516,7 @@ static void test_corrupt_file_refused(void **state)
     char *root = sup_tmpdir();
     char err[ENG_ERRSTR_MAX] = "";
     add_vm(root, STORE_BACKEND_CH, NULL, "keep");
-    char *file = xasprintf("%s/cloudhypervisor/db/vms.json", root);
+    char *file = sup_asprintf("%s/cloudhypervisor/db/vms.json", root);
     char *full = read_file(file);
     size_t full_len = strlen(full);
     /* yajl's pretty printer ends with a newline, which is not content. */
@@ -541,7 +529,7 @@ static void test_corrupt_file_refused(void **state)
         int rc = store_load(root, STORE_BACKEND_CH, &db, err, sizeof err);
         if (rc != -EBADMSG)
             fail_msg("cut %zu: rc %d", cut, rc);
-        char *want = xasprintf("%s: ", file);
+        char *want = sup_asprintf("%s: ", file);
         assert_memory_equal(err, want, strlen(want));
         free(want);
         assert_int_equal(db.n, 0);
@@ -572,7 +560,7 @@ static void test_leftover_temp_file(void **state)
     char *root = sup_tmpdir();
     char err[ENG_ERRSTR_MAX] = "";
     add_vm(root, STORE_BACKEND_FC, NULL, "a");
-    char *tmp = xasprintf("%s/firecracker/db/.vms.json.tmp.DEADBEEF", root);
+    char *tmp = sup_asprintf("%s/firecracker/db/.vms.json.tmp.DEADBEEF", root);
     write_file(tmp, "{\"vms\":{", 8);
     store_db db;
     assert_int_equal(store_load(root, STORE_BACKEND_FC, &db, err, sizeof err), 0);
@@ -587,10 +575,10 @@ static void test_leftover_temp_file(void **state)
     assert_int_equal(db.n, 2);
     store_db_fini(&db);
     /* No temp file of our own is left behind either. */
-    char *dir = xasprintf("%s/firecracker/db", root);
+    char *dir = sup_asprintf("%s/firecracker/db", root);
     char sh[] = "/bin/sh", dash_c[] = "-c";
     char *argv[] = { sh, dash_c, NULL, NULL };
-    char *cmd = xasprintf("ls -A '%s'", dir);
+    char *cmd = sup_asprintf("ls -A '%s'", dir);
     argv[2] = cmd;
     char *out = NULL, *errout = NULL;
     assert_int_equal(sup_run(argv, NULL, &out, &errout, 5000), 0);
@@ -750,7 +738,7 @@ static void test_concurrent_writers(void **state)
 {
     (void)state;
     char *root = sup_tmpdir();
-    char *stop = xasprintf("%s/stop", root);
+    char *stop = sup_asprintf("%s/stop", root);
     pid_t writers[CONC_WRITERS], reader;
     /* The reader starts first so it overlaps the whole write phase. */
     reader = fork();
@@ -802,14 +790,14 @@ static void test_private_dir_modes(void **state)
     (void)state;
     char *root = sup_tmpdir();
     char err[ENG_ERRSTR_MAX] = "";
-    char *dir = xasprintf("%s/run/cloudhypervisor/ABC", root);
+    char *dir = sup_asprintf("%s/run/cloudhypervisor/ABC", root);
     mode_t old = umask(0);
     int rc = store_make_private_dir(dir, err, sizeof err);
     umask(old);
     if (rc)
         fail_msg("%s", err);
     assert_int_equal(mode_of(dir), 0700);
-    char *pidf = xasprintf("%s/ch.pid", dir);
+    char *pidf = sup_asprintf("%s/ch.pid", dir);
     old = umask(0);
     rc = store_write_pidfile(pidf, 4242, err, sizeof err);
     umask(old);
@@ -827,7 +815,7 @@ static void test_private_dir_modes(void **state)
     assert_int_equal(pid, 77);
     char sh[] = "/bin/sh", dash_c[] = "-c";
     char *argv[] = { sh, dash_c, NULL, NULL };
-    argv[2] = xasprintf("ls -A '%s'", dir);
+    argv[2] = sup_asprintf("ls -A '%s'", dir);
     char *out = NULL, *eout = NULL;
     assert_int_equal(sup_run(argv, NULL, &out, &eout, 5000), 0);
     assert_string_equal(out, "ch.pid\n");
@@ -836,20 +824,20 @@ static void test_private_dir_modes(void **state)
     free(eout);
 
     /* A restrictive umask does not leave the dir unusable. */
-    char *dir2 = xasprintf("%s/run/cloudhypervisor/DEF", root);
+    char *dir2 = sup_asprintf("%s/run/cloudhypervisor/DEF", root);
     old = umask(0777);
     rc = store_make_private_dir(dir2, err, sizeof err);
     umask(old);
     assert_int_equal(rc, 0);
     assert_int_equal(mode_of(dir2), 0700);
     /* A pre-existing, too open dir is tightened. */
-    char *dir3 = xasprintf("%s/run/cloudhypervisor/GHI", root);
+    char *dir3 = sup_asprintf("%s/run/cloudhypervisor/GHI", root);
     assert_int_equal(mkdir(dir3, 0777), 0);
     assert_int_equal(chmod(dir3, 0777), 0);
     assert_int_equal(store_make_private_dir(dir3, err, sizeof err), 0);
     assert_int_equal(mode_of(dir3), 0700);
     /* A plain file in the way is an error. */
-    char *file = xasprintf("%s/plain", root);
+    char *file = sup_asprintf("%s/plain", root);
     write_file(file, "x", 1);
     assert_int_equal(store_make_private_dir(file, err, sizeof err), -ENOTDIR);
 
@@ -867,33 +855,33 @@ static void test_symlinks_refused(void **state)
     (void)state;
     char *root = sup_tmpdir();
     char err[ENG_ERRSTR_MAX] = "";
-    char *target = xasprintf("%s/elsewhere", root);
+    char *target = sup_asprintf("%s/elsewhere", root);
     assert_int_equal(mkdir(target, 0755), 0);
-    char *link = xasprintf("%s/run", root);
+    char *link = sup_asprintf("%s/run", root);
     assert_int_equal(symlink(target, link), 0);
     assert_int_equal(store_make_private_dir(link, err, sizeof err), -ELOOP);
-    char *want = xasprintf("%s is a symlink", link);
+    char *want = sup_asprintf("%s is a symlink", link);
     assert_string_equal(err, want);
     free(want);
     assert_int_equal(mode_of(target), 0755); /* not chmodded through the link */
 
     /* Writing a pidfile into a symlinked run dir is refused. */
-    char *via = xasprintf("%s/ch.pid", link);
+    char *via = sup_asprintf("%s/ch.pid", link);
     assert_true(store_write_pidfile(via, 1, err, sizeof err) < 0);
     struct stat st;
-    char *real = xasprintf("%s/ch.pid", target);
+    char *real = sup_asprintf("%s/ch.pid", target);
     assert_int_equal(stat(real, &st), -1);
 
     /* Reading a pidfile that is a symlink is refused. */
-    char *dir = xasprintf("%s/rd", root);
+    char *dir = sup_asprintf("%s/rd", root);
     assert_int_equal(store_make_private_dir(dir, err, sizeof err), 0);
-    char *good = xasprintf("%s/good.pid", dir);
+    char *good = sup_asprintf("%s/good.pid", dir);
     assert_int_equal(store_write_pidfile(good, 123, err, sizeof err), 0);
-    char *bad = xasprintf("%s/ch.pid", dir);
+    char *bad = sup_asprintf("%s/ch.pid", dir);
     assert_int_equal(symlink(good, bad), 0);
     pid_t pid = 0;
     assert_int_equal(store_read_pidfile(bad, &pid, err, sizeof err), -ELOOP);
-    want = xasprintf("open %s: Too many levels of symbolic links", bad);
+    want = sup_asprintf("open %s: Too many levels of symbolic links", bad);
     assert_string_equal(err, want);
     free(want);
     assert_int_equal(pid, 0);
@@ -920,9 +908,9 @@ static void test_pidfile_read_errors(void **state)
     (void)state;
     char *root = sup_tmpdir();
     char err[ENG_ERRSTR_MAX] = "";
-    char *path = xasprintf("%s/ch.pid", root);
+    char *path = sup_asprintf("%s/ch.pid", root);
     pid_t pid = -5;
-    char *want = xasprintf("open %s: No such file or directory", path);
+    char *want = sup_asprintf("open %s: No such file or directory", path);
     assert_int_equal(store_read_pidfile(path, &pid, err, sizeof err), -ENOENT);
     assert_string_equal(err, want);
     free(want);
@@ -955,7 +943,7 @@ static void test_pidfile_read_errors(void **state)
             assert_int_equal(pid, rows[i].pid);
             continue;
         }
-        want = xasprintf("parse PID from %s: %s", path, rows[i].detail);
+        want = sup_asprintf("parse PID from %s: %s", path, rows[i].detail);
         if (rc >= 0 || strcmp(err, want) != 0)
             fail_msg("row %zu: rc %d err '%s' want '%s'", i, rc, err, want);
         free(want);

@@ -18,20 +18,11 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "tests/support/support.h"
 
 #define VIRTIOFSD "/usr/lib/qemu/virtiofsd"
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* True when /proc/net/unix has a listening entry (flags 00010000) for path. */
 static bool unix_listening(const char *path)
@@ -64,7 +55,7 @@ static int put(const char *sock, const char *path, const char *json, char *body,
     char rq[4096], resp[8192];
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), code = -1;
     size_t got = 0;
-    long long deadline = now_ms() + 10000;
+    long long deadline = sup_now_ms() + 10000;
 
     assert_true(fd >= 0);
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
@@ -89,7 +80,7 @@ static int put(const char *sock, const char *path, const char *json, char *body,
                 break;
             }
         }
-        if (now_ms() >= deadline || poll(&p, 1, 200) < 0)
+        if (sup_now_ms() >= deadline || poll(&p, 1, 200) < 0)
             break;
         if (!(p.revents & POLLIN))
             continue;
@@ -134,8 +125,8 @@ static void test_virtiofsd_lifecycle(void **state)
         vpid = sup_spawn(argv);
     }
     assert_true(vpid > 0);
-    deadline = now_ms() + 5000;
-    while (!unix_listening(vsock) && now_ms() < deadline)
+    deadline = sup_now_ms() + 5000;
+    while (!unix_listening(vsock) && sup_now_ms() < deadline)
         usleep(20 * 1000);
     if (!unix_listening(vsock)) {
         int ws = sup_kill(vpid);
@@ -150,8 +141,8 @@ static void test_virtiofsd_lifecycle(void **state)
     assert_int_equal(put(api, "/api/v1/vm.add-fs", json, body, sizeof(body)), 200);
     assert_string_equal(body, "{\"id\":\"vfs0\",\"bdf\":\"0000:00:05.0\"}");
     /* virtiofsd serves one client: its listening entry is gone. */
-    deadline = now_ms() + 3000;
-    while (unix_listening(vsock) && now_ms() < deadline)
+    deadline = sup_now_ms() + 3000;
+    while (unix_listening(vsock) && sup_now_ms() < deadline)
         usleep(20 * 1000);
     assert_false(unix_listening(vsock));
     assert_int_equal(waitpid(vpid, &st, WNOHANG), 0);
@@ -159,8 +150,8 @@ static void test_virtiofsd_lifecycle(void **state)
     assert_int_equal(put(api, "/api/v1/vm.remove-device", "{\"id\":\"vfs0\"}", body,
                          sizeof(body)), 204);
     /* The eject closes the vhost-user connection and virtiofsd exits. */
-    deadline = now_ms() + 5000;
-    while (waitpid(vpid, &st, WNOHANG) == 0 && now_ms() < deadline)
+    deadline = sup_now_ms() + 5000;
+    while (waitpid(vpid, &st, WNOHANG) == 0 && sup_now_ms() < deadline)
         usleep(20 * 1000);
     assert_true(WIFEXITED(st) || WIFSIGNALED(st));
     assert_int_equal(kill(vpid, 0), -1);

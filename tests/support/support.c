@@ -3,11 +3,13 @@
  * cmocka so every test binary can link it. */
 #include "tests/support/support.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,12 +20,41 @@
 #include <time.h>
 #include <unistd.h>
 
-static long long sup_now_ms(void)
+long long sup_now_ms(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *sup_asprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *p = NULL;
+    int r;
+
+    va_start(ap, fmt);
+    r = vasprintf(&p, fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        abort();
+    return p;
+}
+
+int sup_count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    int n = 0;
+
+    if (!d)
+        return -1;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
 }
 
 static void sup_sleep_ms(int ms)
@@ -32,6 +63,31 @@ static void sup_sleep_ms(int ms)
 
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
+}
+
+bool sup_env_on(const char *name)
+{
+    const char *v = getenv(name);
+
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+const char *sup_first_pci(char *buf, size_t n)
+{
+    DIR *d = opendir("/sys/bus/pci/devices");
+    struct dirent *de;
+    const char *out = NULL;
+
+    buf[0] = '\0';
+    if (!d)
+        return NULL;
+    while (!out && (de = readdir(d)))
+        if (de->d_name[0] != '.') {
+            snprintf(buf, n, "/sys/bus/pci/devices/%s", de->d_name);
+            out = buf;
+        }
+    closedir(d);
+    return out;
 }
 
 const char *sup_build_dir(void)
@@ -323,6 +379,22 @@ int sup_chsim_count(const char *sock, const char *endpoint)
     if (!p)
         return 0;
     return (int)strtol(p + strlen(key), NULL, 10);
+}
+
+/* chsim keeps the connection open, so the exchange ends at its timeout. */
+int sup_chsim_fault(const char *sock, const char *endpoint, const char *mode, int count)
+{
+    char body[256], req[512], resp[1024];
+    int bl = snprintf(body, sizeof(body), "{\"endpoint\":\"%s\",\"mode\":\"%s\",\"count\":%d}",
+                      endpoint, mode, count);
+    int rl = snprintf(req, sizeof(req),
+                      "PUT /chsim/fault HTTP/1.1\r\nHost: localhost\r\n"
+                      "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                      bl, body);
+
+    if (sup_raw_exchange(sock, req, (size_t)rl, resp, sizeof(resp), 300) <= 0)
+        return -1;
+    return strstr(resp, "HTTP/1.1 20") ? 0 : -1;
 }
 
 static void sup_buf_append(char **buf, size_t *len, size_t *cap,

@@ -4,8 +4,27 @@
 #ifndef COCOON_TESTS_SUPPORT_H
 #define COCOON_TESTS_SUPPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+
+/* CLOCK_MONOTONIC in milliseconds. */
+long long sup_now_ms(void);
+
+/* vasprintf that never returns NULL: aborts the test when out of memory.
+ * Owned (free()). */
+char *sup_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Open descriptors of this process (entries of /proc/self/fd, including
+ * the one used to list them), or -1. */
+int sup_count_fds(void);
+
+/* True when $name is set, non-empty and not "0". */
+bool sup_env_on(const char *name);
+
+/* "/sys/bus/pci/devices/<first entry>" in buf, returned; NULL (buf empty)
+ * when the host lists no PCI device. */
+const char *sup_first_pci(char *buf, size_t n);
 
 /* $COCOON_BUILD_DIR, else "build".  Borrowed. */
 const char *sup_build_dir(void);
@@ -39,6 +58,10 @@ ssize_t sup_raw_exchange(const char *sock, const char *req, size_t req_len,
 /* chsim's counter for endpoint (e.g. "vm.add-fs") from GET /chsim/stats on
  * sock; -1 on error. */
 int sup_chsim_count(const char *sock, const char *endpoint);
+
+/* Sets a fault on chsim's endpoint through PUT /chsim/fault (count 0:
+ * every request).  0 when chsim answered 2xx, else -1. */
+int sup_chsim_fault(const char *sock, const char *endpoint, const char *mode, int count);
 
 /* Runs argv to completion with a timeout, capturing stdout and stderr
  * (owned, NUL-terminated).  Returns the exit status (0-255), 128+sig when
