@@ -397,152 +397,138 @@ int sup_chsim_fault(const char *sock, const char *endpoint, const char *mode, in
     return strstr(resp, "HTTP/1.1 20") ? 0 : -1;
 }
 
-static void sup_buf_append(char **buf, size_t *len, size_t *cap,
-                           const char *data, size_t n)
+/* One captured output stream of sup_run. */
+struct sup_sink {
+    int fd;
+    char *buf;                  /* NULL once an allocation failed */
+    size_t len, cap;
+};
+
+/* Reads what is there; closes the stream at EOF or on an error. */
+static void sup_sink_read(struct sup_sink *k)
 {
-    if (!*buf)
+    char tmp[4096];
+    ssize_t r = read(k->fd, tmp, sizeof(tmp));
+
+    if (r <= 0) {
+        if (r == 0 || errno != EINTR) {
+            close(k->fd);
+            k->fd = -1;
+        }
         return;
-    if (*len + n + 1 > *cap) {
-        size_t nc = (*cap ? *cap : 256);
+    }
+    if (!k->buf)
+        return;
+    if (k->len + (size_t)r + 1 > k->cap) {
+        size_t nc = k->cap;
         char *nb;
 
-        while (*len + n + 1 > nc)
+        while (k->len + (size_t)r + 1 > nc)
             nc *= 2;
-        nb = realloc(*buf, nc);
+        nb = realloc(k->buf, nc);
         if (!nb) {
-            free(*buf);
-            *buf = NULL;
+            free(k->buf);
+            k->buf = NULL;
             return;
         }
-        *buf = nb;
-        *cap = nc;
+        k->buf = nb;
+        k->cap = nc;
     }
-    memcpy(*buf + *len, data, n);
-    *len += n;
-    (*buf)[*len] = '\0';
+    memcpy(k->buf + k->len, tmp, (size_t)r);
+    k->len += (size_t)r;
+    k->buf[k->len] = '\0';
 }
 
 int sup_run(char *const argv[], const char *stdin_data, char **out, char **err,
             int timeout_ms)
 {
-    int pin[2], pout[2], perr[2];
-    size_t olen = 0, ocap = 256, elen = 0, ecap = 256;
+    int pfds[3][2] = { { -1, -1 }, { -1, -1 }, { -1, -1 } };    /* stdin, stdout, stderr */
+    struct sup_sink sink[2] = { { -1, calloc(1, 256), 0, 256 }, { -1, calloc(1, 256), 0, 256 } };
     size_t in_len = stdin_data ? strlen(stdin_data) : 0, in_off = 0;
-    char *obuf = calloc(1, ocap), *ebuf = calloc(1, ecap);
     long long deadline = sup_now_ms() + timeout_ms;
-    int status = 0, killed = 0;
-    pid_t pid;
+    int status = 0, killed = 0, in_fd;
+    pid_t pid = -1;
 
     if (out)
         *out = NULL;
     if (err)
         *err = NULL;
-    if (!obuf || !ebuf || pipe2(pin, O_CLOEXEC) < 0) {
-        free(obuf);
-        free(ebuf);
-        return -1;
-    }
-    if (pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
-        close(pin[0]);
-        close(pin[1]);
-        free(obuf);
-        free(ebuf);
-        return -1;
-    }
-    pid = fork();
-    if (pid < 0) {
-        close(pin[0]); close(pin[1]); close(pout[0]); close(pout[1]);
-        close(perr[0]); close(perr[1]);
-        free(obuf);
-        free(ebuf);
-        return -1;
-    }
+    for (int k = 0; k < 3; k++)
+        if (pipe2(pfds[k], O_CLOEXEC) < 0)
+            goto fail;
+    if (!sink[0].buf || !sink[1].buf || (pid = fork()) < 0)
+        goto fail;
     if (pid == 0) {
         sigset_t none;
 
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
-        dup2(pin[0], 0);
-        dup2(pout[1], 1);
-        dup2(perr[1], 2);
+        dup2(pfds[0][0], 0);
+        dup2(pfds[1][1], 1);
+        dup2(pfds[2][1], 2);
         execv(argv[0], argv);
         _exit(127);
     }
-    close(pin[0]);
-    close(pout[1]);
-    close(perr[1]);
+    close(pfds[0][0]);
+    close(pfds[1][1]);
+    close(pfds[2][1]);
+    in_fd = pfds[0][1];
+    sink[0].fd = pfds[1][0];
+    sink[1].fd = pfds[2][0];
     if (in_len == 0) {
-        close(pin[1]);
-        pin[1] = -1;
+        close(in_fd);
+        in_fd = -1;
     } else {
-        fcntl(pin[1], F_SETFL, O_NONBLOCK);
+        fcntl(in_fd, F_SETFL, O_NONBLOCK);
     }
-    while (pout[0] >= 0 || perr[0] >= 0) {
+    while (sink[0].fd >= 0 || sink[1].fd >= 0) {
         struct pollfd pfd[3];
-        int nfd = 0, io = -1, ie = -1, ii = -1;
+        int nfd = 0, who[3];    /* sink index, or 2 for stdin */
         long long left = deadline - sup_now_ms();
-        char tmp[4096];
 
         if (left <= 0) {
             kill(pid, SIGKILL);
             killed = 1;
             break;
         }
-        if (pout[0] >= 0) {
-            io = nfd;
-            pfd[nfd++] = (struct pollfd){ .fd = pout[0], .events = POLLIN };
-        }
-        if (perr[0] >= 0) {
-            ie = nfd;
-            pfd[nfd++] = (struct pollfd){ .fd = perr[0], .events = POLLIN };
-        }
-        if (pin[1] >= 0) {
-            ii = nfd;
-            pfd[nfd++] = (struct pollfd){ .fd = pin[1], .events = POLLOUT };
+        for (int k = 0; k < 2; k++)
+            if (sink[k].fd >= 0) {
+                who[nfd] = k;
+                pfd[nfd++] = (struct pollfd){ .fd = sink[k].fd, .events = POLLIN };
+            }
+        if (in_fd >= 0) {
+            who[nfd] = 2;
+            pfd[nfd++] = (struct pollfd){ .fd = in_fd, .events = POLLOUT };
         }
         if (poll(pfd, (nfds_t)nfd, (int)left) < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
-        if (io >= 0 && pfd[io].revents) {
-            ssize_t r = read(pout[0], tmp, sizeof(tmp));
+        for (int i = 0; i < nfd; i++) {
+            ssize_t w;
 
-            if (r > 0)
-                sup_buf_append(&obuf, &olen, &ocap, tmp, (size_t)r);
-            else if (r == 0 || errno != EINTR) {
-                close(pout[0]);
-                pout[0] = -1;
+            if (!pfd[i].revents)
+                continue;
+            if (who[i] < 2) {
+                sup_sink_read(&sink[who[i]]);
+                continue;
             }
-        }
-        if (ie >= 0 && pfd[ie].revents) {
-            ssize_t r = read(perr[0], tmp, sizeof(tmp));
-
-            if (r > 0)
-                sup_buf_append(&ebuf, &elen, &ecap, tmp, (size_t)r);
-            else if (r == 0 || errno != EINTR) {
-                close(perr[0]);
-                perr[0] = -1;
-            }
-        }
-        if (ii >= 0 && pfd[ii].revents) {
-            ssize_t w = write(pin[1], stdin_data + in_off, in_len - in_off);
-
+            w = write(in_fd, stdin_data + in_off, in_len - in_off);
             if (w > 0)
                 in_off += (size_t)w;
             if ((w < 0 && errno != EAGAIN && errno != EINTR) || in_off == in_len) {
-                close(pin[1]);
-                pin[1] = -1;
+                close(in_fd);
+                in_fd = -1;
             }
         }
     }
-    if (pin[1] >= 0)
-        close(pin[1]);
-    if (pout[0] >= 0)
-        close(pout[0]);
-    if (perr[0] >= 0)
-        close(perr[0]);
+    if (in_fd >= 0)
+        close(in_fd);
+    for (int k = 0; k < 2; k++)
+        if (sink[k].fd >= 0)
+            close(sink[k].fd);
     if (!killed) {
         /* Output closed; give the child until the deadline to exit. */
         for (;;) {
@@ -551,8 +537,8 @@ int sup_run(char *const argv[], const char *stdin_data, char **out, char **err,
             if (r == pid)
                 break;
             if (r < 0 && errno != EINTR) {
-                free(obuf);
-                free(ebuf);
+                free(sink[0].buf);
+                free(sink[1].buf);
                 return -1;
             }
             if (sup_now_ms() >= deadline) {
@@ -567,18 +553,27 @@ int sup_run(char *const argv[], const char *stdin_data, char **out, char **err,
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
             ;
     if (out)
-        *out = obuf;
+        *out = sink[0].buf;
     else
-        free(obuf);
+        free(sink[0].buf);
     if (err)
-        *err = ebuf;
+        *err = sink[1].buf;
     else
-        free(ebuf);
-    if (!obuf && out)
+        free(sink[1].buf);
+    if (!sink[0].buf && out)
         return -1;
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
     if (WIFSIGNALED(status))
         return 128 + WTERMSIG(status);
+    return -1;
+
+fail:
+    for (int k = 0; k < 3; k++)
+        for (int e = 0; e < 2; e++)
+            if (pfds[k][e] >= 0)
+                close(pfds[k][e]);
+    free(sink[0].buf);
+    free(sink[1].buf);
     return -1;
 }
