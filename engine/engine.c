@@ -614,13 +614,19 @@ static void op_send_info(struct eng_op *op, enum op_step step)
     }
 }
 
-static const char *op_endpoint(const struct eng_op *op)
+/* "/api/v1/vm.add-fs" etc.; op_endpoint is the part after "/api/v1/". */
+static const char *op_put_path(const struct eng_op *op)
 {
     switch (op->kind) {
-    case OP_FS_ATTACH: return "vm.add-fs";
-    case OP_DEV_ATTACH: return "vm.add-device";
-    default: return "vm.remove-device";
+    case OP_FS_ATTACH: return "/api/v1/vm.add-fs";
+    case OP_DEV_ATTACH: return "/api/v1/vm.add-device";
+    default: return "/api/v1/vm.remove-device";
     }
+}
+
+static const char *op_endpoint(const struct eng_op *op)
+{
+    return op_put_path(op) + sizeof("/api/v1/") - 1;
 }
 
 /* "vm.add-fs: ", "vm.add-device: ", "vm.remove-device <id>: " */
@@ -634,12 +640,10 @@ static void op_prefix(const struct eng_op *op, char *out, size_t n)
 
 static void op_send_put(struct eng_op *op, char *body, size_t len)
 {
-    char path[64];
     int rc;
 
-    snprintf(path, sizeof(path), "/api/v1/%s", op_endpoint(op));
     op->step = ST_PUT;
-    rc = vm_send(op->vm, "PUT", path, body, len);
+    rc = vm_send(op->vm, "PUT", op_put_path(op), body, len);
     free(body);
     if (rc) {
         char tmp[ENG_ERRSTR_MAX], pre[128];
@@ -905,7 +909,6 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
     char pre[128];
     bool attach = op->kind == OP_FS_ATTACH || op->kind == OP_DEV_ATTACH;
 
-    op_prefix(op, pre, sizeof(pre));
     if (r->err) {
         if (r->written && r->err != -ECANCELED && r->err != -ENOMEM) {
             /* The request reached CH, which may have executed it: never
@@ -915,6 +918,7 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
             op_send_info(op, ST_RECONCILE);
             return;
         }
+        op_prefix(op, pre, sizeof(pre));
         eng_errf(e->err, sizeof(e->err), r->err, "%s%s", pre, r->errstr);
         op_fail(op, r->err);
         return;
@@ -927,6 +931,7 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
 
             if (rc) {
                 json_pci_info_fini(&pi);
+                op_prefix(op, pre, sizeof(pre));
                 eng_errf(e->err, sizeof(e->err), rc, "%sdecode PciDeviceInfo: %s", pre, tmp);
                 op_fail(op, rc);
                 return;
@@ -947,6 +952,7 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
             return;
         }
         if (!(op->res_id = strdup(fallback))) {
+            op_prefix(op, pre, sizeof(pre));
             eng_errf(e->err, sizeof(e->err), 0, "%sout of memory", pre);
             op_fail(op, -ENOMEM);
             return;
@@ -958,14 +964,10 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
         op_detached(op, NULL);
         return;
     }
-    {
-        char path[64];
-
-        snprintf(path, sizeof(path), "/api/v1/%s", op_endpoint(op));
-        eng_status_errf(e->err, sizeof(e->err), pre, "PUT", path, r->status, r->body,
-                        r->body_len);
-        op_fail(op, -EREMOTEIO);
-    }
+    op_prefix(op, pre, sizeof(pre));
+    eng_status_errf(e->err, sizeof(e->err), pre, "PUT", op_put_path(op), r->status, r->body,
+                    r->body_len);
+    op_fail(op, -EREMOTEIO);
 }
 
 static void op_reconcile_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
