@@ -28,7 +28,7 @@ const char *cli_op_name(cli_op_kind k)
     return "?";
 }
 
-int cli_op_parse_name(const char *s, cli_op_kind *k)
+static int cli_op_parse_name(const char *s, cli_op_kind *k)
 {
     for (size_t i = 0; i < sizeof(op_names) / sizeof(op_names[0]); i++)
         if (strcmp(s, op_names[i]) == 0) {

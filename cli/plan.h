@@ -29,8 +29,6 @@ typedef struct cli_op {
 
 /* "fs-attach", ... (static). */
 const char *cli_op_name(cli_op_kind k);
-/* Returns 0 and sets *k, or -EINVAL. */
-int cli_op_parse_name(const char *s, cli_op_kind *k);
 
 /* Default --wait when given without a value, seconds. */
 #define CLI_WAIT_DEFAULT_S 30

@@ -161,7 +161,6 @@ char *chsim_json_str(const char *s);   /* quoted, escaped, malloc'd */
 void chsim_vm_init(struct chsim_vm *vm, int index);
 void chsim_vm_fini(struct chsim_vm *vm);
 void chsim_vm_serve(struct chsim_vm *vm, struct chsim_req *req);
-void chsim_dev_eject_now(struct chsim_dev *d);
 
 /* fc.c */
 void chsim_fc_serve(struct chsim_vm *vm, struct chsim_req *req);

@@ -161,7 +161,7 @@ static void dev_unlink_free(struct chsim_dev *d)
 
 /* The guest acknowledged the eject: the nodes leave the device tree, the
  * slot frees up and the vhost-user connection closes (virtiofsd exits). */
-void chsim_dev_eject_now(struct chsim_dev *d)
+static void chsim_dev_eject_now(struct chsim_dev *d)
 {
     d->in_tree = false;
     if (!d->in_config)

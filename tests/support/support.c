@@ -90,22 +90,11 @@ const char *sup_first_pci(char *buf, size_t n)
     return out;
 }
 
-const char *sup_build_dir(void)
+char *sup_build_path(const char *name)
 {
     const char *d = getenv("COCOON_BUILD_DIR");
 
-    return d && *d ? d : "build";
-}
-
-char *sup_build_path(const char *name)
-{
-    const char *d = sup_build_dir();
-    size_t n = strlen(d) + strlen(name) + 2;
-    char *p = malloc(n);
-
-    if (p)
-        snprintf(p, n, "%s/%s", d, name);
-    return p;
+    return sup_asprintf("%s/%s", d && *d ? d : "build", name);
 }
 
 char *sup_tmpdir(void)

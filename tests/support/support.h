@@ -26,9 +26,8 @@ bool sup_env_on(const char *name);
  * when the host lists no PCI device. */
 const char *sup_first_pci(char *buf, size_t n);
 
-/* $COCOON_BUILD_DIR, else "build".  Borrowed. */
-const char *sup_build_dir(void);
-/* "<build>/<name>", owned (free()). */
+/* "<build>/<name>" where build is $COCOON_BUILD_DIR, else "build"; owned
+ * (free()), never NULL. */
 char *sup_build_path(const char *name);
 
 /* mkdtemp("/tmp/cocoon-test-XXXXXX"), owned; sup_rmrf removes the tree. */
