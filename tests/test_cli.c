@@ -17,7 +17,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -177,19 +176,6 @@ static char *root_path(const char *fmt, ...)
     va_end(ap);
     assert_true(asprintf(&p, "%s/%s", g_root, rel) > 0);
     return p;
-}
-
-static int listen_unix(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    assert_true(fd >= 0);
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    unlink(path);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(fd, 16), 0);
-    return fd;
 }
 
 static pid_t read_pid(const char *id, const char *backend, const char *pidname)
@@ -418,7 +404,7 @@ static void test_attach_list_detach(void **state)
 
     (void)state;
     vm_run("web-1");
-    lfd = listen_unix(sock);
+    lfd = sup_unix_bind(sock, true);
     assert_int_equal(cli(&out, &err, "vm", "fs", "attach", "web-1", "--socket", sock, "--tag",
                          "data", (char *)NULL), 0);
     assert_string_equal(out, "web-1: attached fs data (id=cocoon-fs-data, bdf=0000:00:05.0)\n");
@@ -660,8 +646,8 @@ static void test_batch_partial_failure(void **state)
     (void)state;
     vm_run("web-a");
     vm_run("web-b");
-    l1 = listen_unix(s1);
-    l2 = listen_unix(s2);
+    l1 = sup_unix_bind(s1, true);
+    l2 = sup_unix_bind(s2, true);
     assert_true(asprintf(&plan,
         "{\"op\":\"fs-attach\",\"vm\":\"web-a\",\"socket\":\"%s\",\"tag\":\"data\"}\n"
         "{\"op\":\"fs-attach\",\"vm\":\"web-b\",\"socket\":\"%s\",\"tag\":\"data\"}\n"
@@ -729,8 +715,8 @@ static void test_templates_and_multi(void **state)
     (void)state;
     vm_run("t-a");
     vm_run("t-b");
-    la = listen_unix(sa);
-    lb = listen_unix(sb);
+    la = sup_unix_bind(sa, true);
+    lb = sup_unix_bind(sb, true);
     rc = cli(&out, &err, "vm", "fs", "attach", "t-a", "t-b", "--socket", tmpl, "--tag", "data",
              "--parallel", "2", (char *)NULL);
     if (rc)
@@ -752,13 +738,13 @@ static void test_templates_and_multi(void **state)
     /* {id} and {vm} */
     id = vm_id("t-a");
     assert_true(asprintf(&sid, "%s/id-%s.sock", g_root, id) > 0);
-    lc = listen_unix(sid);
+    lc = sup_unix_bind(sid, true);
     assert_true(asprintf(&tid, "%s/id-{id}.sock", g_root) > 0);
     assert_int_equal(cli(&out, &err, "vm", "fs", "attach", "t-a", "--socket", tid, "--tag",
                          "byid", (char *)NULL), 0);
     free(out);
     free(err);
-    ld = listen_unix(sock_vm);
+    ld = sup_unix_bind(sock_vm, true);
     free(tid);
     assert_true(asprintf(&tid, "%s/by-vm-{vm}.sock", g_root) > 0);
     assert_int_equal(cli(&out, &err, "vm", "fs", "attach", "t-a", "--socket", tid, "--tag",
@@ -800,7 +786,7 @@ static void test_direct_target_template(void **state)
 
     (void)state;
     ch = sup_chsim_start(api, extra);
-    lfd = listen_unix(vfs);
+    lfd = sup_unix_bind(vfs, true);
     assert_int_equal(cli(&out, &err, "vm", "fs", "attach", api, "--socket", tmpl, "--tag", "d",
                          (char *)NULL), 0);
     assert_non_null(strstr(out, ": attached fs d (id=cocoon-fs-d"));
@@ -881,8 +867,8 @@ static void test_progress_bar_on_tty(void **state)
     (void)state;
     vm_run("a");
     vm_run("b");
-    la = listen_unix(sa);
-    lb = listen_unix(sb);
+    la = sup_unix_bind(sa, true);
+    lb = sup_unix_bind(sb, true);
     {
         char *argv[] = { g_cocoon, (char *)"--root-dir", g_root, (char *)"vm", (char *)"fs",
                          (char *)"attach", (char *)"a", (char *)"b", (char *)"--socket", tmpl,
@@ -1044,7 +1030,7 @@ static void test_inspect_with_devices(void **state)
     vm_run("rich");
     id = vm_id("rich");
     sock = root_path("run/cloudhypervisor/%s/api.sock", id);
-    lfd = listen_unix(vs);
+    lfd = sup_unix_bind(vs, true);
     assert_int_equal(cli(&out, &err, "vm", "fs", "attach", "rich", "--socket", vs, "--tag", "t1",
                          (char *)NULL), 0);
     free(out);
@@ -1085,7 +1071,7 @@ static void test_lost_reply_note(void **state)
     vm_run("lossy");
     id = vm_id("lossy");
     sock = root_path("run/cloudhypervisor/%s/api.sock", id);
-    lfd = listen_unix(vs);
+    lfd = sup_unix_bind(vs, true);
     assert_int_equal(sup_chsim_fault(sock, "vm.add-fs", "close-before-reply", 0), 0);
     assert_int_equal(cli(&out, &err, "vm", "fs", "attach", "lossy", "--socket", vs, "--tag", "d",
                          (char *)NULL), 0);
@@ -1175,8 +1161,8 @@ static void test_batch_plan_template(void **state)
     (void)state;
     vm_run("p1");
     vm_run("p2");
-    l1 = listen_unix(s1);
-    l2 = listen_unix(s2);
+    l1 = sup_unix_bind(s1, true);
+    l2 = sup_unix_bind(s2, true);
     assert_true(asprintf(&plan,
         "{\"op\":\"fs-attach\",\"vm\":\"p1\",\"socket\":\"%s/plan-{name}.sock\",\"tag\":\"t\"}\n"
         "{\"op\":\"fs-attach\",\"vm\":\"p2\",\"socket\":\"%s/plan-{vm}.sock\",\"tag\":\"t\","

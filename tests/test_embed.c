@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "tests/support/support.h"
@@ -74,7 +73,6 @@ static void test_embed_host(void **state)
 {
     char *dir = sup_tmpdir(), api[100], vfs[100];
     static const char *const extra[] = { "--memory", "size=1G,shared=on", NULL };
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
     struct host h = { 0 };
     const char *vms[1];
     int lfd;
@@ -86,10 +84,7 @@ static void test_embed_host(void **state)
     snprintf(vfs, sizeof(vfs), "%s/vfs.sock", dir);
     pid = sup_chsim_start(api, extra);
     assert_true(pid > 0);
-    lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s", vfs);
-    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(lfd, 4), 0);
+    lfd = sup_unix_bind(vfs, true);
     vms[0] = api;
     assert_int_equal(host_attach_all(vms, 1, vfs, &h), 0);
     assert_int_equal(h.pending, 0);

@@ -761,20 +761,6 @@ static void run_conn_cell(const char *kind, const char *sock, enum op op, int wa
     cell_check(what, sock, op, &r, &x, NULL, false);
 }
 
-static int bind_unix(const char *path, bool do_listen)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    assert_true(fd >= 0);
-    assert_true(strlen(path) < sizeof(sa.sun_path));
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    if (do_listen)
-        assert_int_equal(listen(fd, 8), 0);
-    return fd;
-}
-
 static void test_socket_missing_and_refused(void **state)
 {
     char *dir = sup_tmpdir(), missing[300], stale[300], exact[600];
@@ -783,7 +769,7 @@ static void test_socket_missing_and_refused(void **state)
     snprintf(missing, sizeof(missing), "%s/missing.sock", dir);
     snprintf(stale, sizeof(stale), "%s/stale.sock", dir);
     /* A socket file nobody listens on, as a dead VMM leaves behind. */
-    close(bind_unix(stale, false));
+    close(sup_unix_bind(stale, false));
     for (int op = 0; op < N_OPS; op++) {
         snprintf(exact, sizeof(exact), "query vm.info: connect(%s): No such file or directory",
                  missing);
@@ -853,8 +839,8 @@ static void test_permission_denied(void **state)
     assert_int_equal(mkdir(closed, 0700), 0);
     snprintf(s1, sizeof(s1), "%s/api.sock", sub);
     snprintf(s2, sizeof(s2), "%s/api.sock", closed);
-    l1 = bind_unix(s1, true);
-    l2 = bind_unix(s2, true);
+    l1 = sup_unix_bind(s1, true);
+    l2 = sup_unix_bind(s2, true);
     /* A socket without write permission, and one in a dir without search
      * permission: both are EACCES for connect. */
     assert_int_equal(chmod(s1, 0), 0);

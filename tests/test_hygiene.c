@@ -20,7 +20,6 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -730,19 +729,6 @@ static void test_no_shell_functions_linked(void **state)
     free(cli);
 }
 
-static int listen_at(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-
-    assert_true(fd >= 0);
-    assert_true(strlen(path) < sizeof(sa.sun_path));
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(fd, 8), 0);
-    return fd;
-}
-
 /* sun_path holds 107 bytes and a NUL: longer paths are refused, never cut
  * short (a cut path could name another VM's socket). */
 static void test_socket_path_limits(void **state)
@@ -770,7 +756,7 @@ static void test_socket_path_limits(void **state)
      * listener: the engine must fail without connecting to it. */
     memcpy(cut, p108, 107);
     cut[107] = '\0';
-    lfd = listen_at(cut);
+    lfd = sup_unix_bind(cut, true);
     er = engine_once(dir, ER_LIST, p108, NULL, NULL, 0);
     if (er.err == 0 || !strstr(er.errstr, p108))
         fail_msg("108-byte API socket: %d \"%s\"", er.err, er.errstr);
@@ -794,7 +780,7 @@ static void test_socket_path_json_escaping(void **state)
     pid_t pid = sup_chsim_start(api, extra);
     cocoon_fs_spec fs = { vfs, "t", 0, 0 };
     struct engine_run er;
-    int lfd = listen_at(vfs);
+    int lfd = sup_unix_bind(vfs, true);
 
     (void)state;
     assert_true(pid > 0);

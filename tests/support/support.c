@@ -198,6 +198,20 @@ static int sup_connect(const char *path)
     return fd;
 }
 
+int sup_unix_bind(const char *path, bool do_listen)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0 || strlen(path) >= sizeof(sa.sun_path))
+        abort();
+    strcpy(sa.sun_path, path);
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || (do_listen && listen(fd, 16) < 0))
+        abort();
+    return fd;
+}
+
 int sup_wait_socket(const char *path, int timeout_ms)
 {
     long long deadline = sup_now_ms() + timeout_ms;

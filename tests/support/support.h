@@ -40,6 +40,10 @@ pid_t sup_spawn(char *const argv[]);
 /* SIGTERM, then SIGKILL after 2 s; reaps.  Returns the wait status. */
 int sup_kill(pid_t pid);
 
+/* A fresh AF_UNIX stream socket bound at path (an old file there is
+ * removed first), listening when do_listen.  Aborts the test on failure. */
+int sup_unix_bind(const char *path, bool do_listen);
+
 /* Polls until a connect() to path succeeds or timeout_ms passes: 0 / -1. */
 int sup_wait_socket(const char *path, int timeout_ms);
 
