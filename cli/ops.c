@@ -75,18 +75,12 @@ static void raise_nofile(void)
     }
 }
 
-static const char *op_text(cli_op_kind k)
-{
-    switch (k) {
-    case CLI_OP_FS_ATTACH: return "fs attach";
-    case CLI_OP_FS_DETACH: return "fs detach";
-    case CLI_OP_DEVICE_ATTACH: return "device attach";
-    case CLI_OP_DEVICE_DETACH: return "device detach";
-    case CLI_OP_FS_LIST: return "fs list";
-    case CLI_OP_DEVICE_LIST: return "device list";
-    }
-    return "?";
-}
+/* The command words of each op, for messages. */
+static const char *const op_text[] = {
+    [CLI_OP_FS_ATTACH] = "fs attach",         [CLI_OP_FS_DETACH] = "fs detach",
+    [CLI_OP_DEVICE_ATTACH] = "device attach", [CLI_OP_DEVICE_DETACH] = "device detach",
+    [CLI_OP_FS_LIST] = "fs list",             [CLI_OP_DEVICE_LIST] = "device list",
+};
 
 static void job_free(job *j)
 {
@@ -390,9 +384,9 @@ static bool submit_one(job *j)
 
         if (rc == -E2BIG)
             snprintf(m, sizeof(m), "%s: more than %d distinct wait/no_socket_check settings "
-                     "in one batch", op_text(j->op.kind), MAX_ENGINES);
+                     "in one batch", op_text[j->op.kind], MAX_ENGINES);
         else
-            snprintf(m, sizeof(m), "%s: submit: %s", op_text(j->op.kind), strerror(-rc));
+            snprintf(m, sizeof(m), "%s: submit: %s", op_text[j->op.kind], strerror(-rc));
         j->submitted = false;
         record(j, rc, m, NULL, NULL, 0);
         return false;
@@ -437,7 +431,7 @@ static int expand_template(const cli_ctx *c, job *j)
         } else {
             char m[ENG_ERRSTR_MAX + 64];
 
-            snprintf(m, sizeof(m), "%s: vm %s: %s", op_text(j->op.kind), j->op.vm, err);
+            snprintf(m, sizeof(m), "%s: vm %s: %s", op_text[j->op.kind], j->op.vm, err);
             j->pre_err = strdup(m);
             return 0;
         }
@@ -504,40 +498,38 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The fs table, then the device table, each only when some list op of its
+ * kind succeeded. */
 static void print_tables(runner *r)
 {
-    bool any_fs = false, any_dev = false;
+    bool printed = false;
 
-    for (size_t i = 0; i < r->n_jobs; i++) {
-        const job *j = r->jobs[i];
+    for (int dev = 0; dev < 2; dev++) {
+        cli_op_kind kind = dev ? CLI_OP_DEVICE_LIST : CLI_OP_FS_LIST;
+        bool header = false;
 
-        if (j->ok && j->op.kind == CLI_OP_FS_LIST)
-            any_fs = true;
-        if (j->ok && j->op.kind == CLI_OP_DEVICE_LIST)
-            any_dev = true;
-    }
-    if (any_fs) {
-        printf("%-20s  %-24s  %-16s  %s\n", "VM", "ID", "TAG", "SOCKET");
         for (size_t i = 0; i < r->n_jobs; i++) {
             const job *j = r->jobs[i];
 
-            if (j->ok && j->op.kind == CLI_OP_FS_LIST)
-                for (size_t k = 0; k < j->n_rows; k++)
-                    printf("%-20s  %-24s  %-16s  %s\n", j->op.vm, j->rows[k * 3],
-                           j->rows[k * 3 + 1], j->rows[k * 3 + 2]);
-        }
-    }
-    if (any_dev) {
-        if (any_fs)
-            putchar('\n');
-        printf("%-20s  %-24s  %s\n", "VM", "ID", "BDF");
-        for (size_t i = 0; i < r->n_jobs; i++) {
-            const job *j = r->jobs[i];
+            if (!j->ok || j->op.kind != kind)
+                continue;
+            if (!header) {
+                if (printed)
+                    putchar('\n');
+                if (dev)
+                    printf("%-20s  %-24s  %s\n", "VM", "ID", "BDF");
+                else
+                    printf("%-20s  %-24s  %-16s  %s\n", "VM", "ID", "TAG", "SOCKET");
+                header = printed = true;
+            }
+            for (size_t k = 0; k < j->n_rows; k++) {
+                char **row = &j->rows[k * 3];
 
-            if (j->ok && j->op.kind == CLI_OP_DEVICE_LIST)
-                for (size_t k = 0; k < j->n_rows; k++)
-                    printf("%-20s  %-24s  %s\n", j->op.vm, j->rows[k * 3],
-                           j->rows[k * 3 + 1] ? j->rows[k * 3 + 1] : "-");
+                if (dev)
+                    printf("%-20s  %-24s  %s\n", j->op.vm, row[0], row[1] ? row[1] : "-");
+                else
+                    printf("%-20s  %-24s  %-16s  %s\n", j->op.vm, row[0], row[1], row[2]);
+            }
         }
     }
 }
