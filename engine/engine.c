@@ -78,6 +78,8 @@ struct eng_vm {
     struct eng_op *head, *tail;     /* FIFO; head runs when cur is set */
     struct eng_op *cur;
     bool active, listed;            /* holds an inflight slot; on a list */
+    bool idle;                      /* no operation; on the idle list */
+    struct eng_vm *idle_prev, *idle_next;
     uint64_t hash;
     char key[];                     /* "R<sock>" recorded, "D<sock>" direct */
 };
@@ -104,6 +106,12 @@ struct cocoon_engine {
     struct eng_vm *ready_head, *ready_tail;
     struct eng_vm *wait_head, *wait_tail;
     unsigned n_active;
+    /* VMs whose queue ran empty keep their connection open, so the next
+     * batch for them (the detach after the attach) skips the connect.
+     * Oldest first; idle plus active VMs stay within max_inflight, which
+     * bounds the engine's open connections (and CH sees one per engine). */
+    struct eng_vm *idle_head, *idle_tail;
+    unsigned n_idle;
     bool pumping;
 
     int depth;                           /* nesting of our libev callbacks */
@@ -537,7 +545,19 @@ static void vm_free(struct eng_vm *vm)
     free(vm);
 }
 
-/* Finds or creates the VM for key; rec is copied on creation. */
+static store_vm *vm_rec_copy(const store_vm *rec)
+{
+    store_vm *c = calloc(1, sizeof(*c));
+
+    if (c && store_vm_copy(c, rec)) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Finds or creates the VM for key; rec is copied on creation, and again
+ * when an idle VM is taken up, so the gate never sees an old record. */
 static struct eng_vm *vm_get(cocoon_engine *e, const char *key, const store_vm *rec)
 {
     size_t klen = strlen(key);
@@ -546,8 +566,20 @@ static struct eng_vm *vm_get(cocoon_engine *e, const char *key, const store_vm *
 
     if (e->nbuckets)
         for (vm = e->buckets[h & (e->nbuckets - 1)]; vm; vm = vm->hnext)
-            if (vm->hash == h && strcmp(vm->key, key) == 0)
+            if (vm->hash == h && strcmp(vm->key, key) == 0) {
+                if (rec && vm->idle) {
+                    store_vm *fresh = vm_rec_copy(rec);
+
+                    if (!fresh)
+                        return NULL;
+                    if (vm->rec) {
+                        store_vm_fini(vm->rec);
+                        free(vm->rec);
+                    }
+                    vm->rec = fresh;
+                }
                 return vm;
+            }
     if (e->nvms + 1 > e->nbuckets && vm_table_grow(e))
         return NULL;
     vm = calloc(1, sizeof(*vm) + klen + 1);
@@ -556,13 +588,9 @@ static struct eng_vm *vm_get(cocoon_engine *e, const char *key, const store_vm *
     memcpy(vm->key, key, klen + 1);
     vm->hash = h;
     vm->e = e;
-    if (rec) {
-        vm->rec = calloc(1, sizeof(*vm->rec));
-        if (!vm->rec || store_vm_copy(vm->rec, rec)) {
-            free(vm->rec);
-            free(vm);
-            return NULL;
-        }
+    if (rec && !(vm->rec = vm_rec_copy(rec))) {
+        free(vm);
+        return NULL;
     }
     vm->hnext = e->buckets[h & (e->nbuckets - 1)];
     e->buckets[h & (e->nbuckets - 1)] = vm;
@@ -1120,12 +1148,57 @@ static void on_http(httpc_conn *c, const httpc_response *r, void *priv)
 
 /* ------------------------------------------------------------ scheduling */
 
+static void idle_unlink(cocoon_engine *e, struct eng_vm *vm)
+{
+    if (vm->idle_prev)
+        vm->idle_prev->idle_next = vm->idle_next;
+    else
+        e->idle_head = vm->idle_next;
+    if (vm->idle_next)
+        vm->idle_next->idle_prev = vm->idle_prev;
+    else
+        e->idle_tail = vm->idle_prev;
+    vm->idle_prev = vm->idle_next = NULL;
+    vm->idle = false;
+    e->n_idle--;
+}
+
+static void vm_drop(cocoon_engine *e, struct eng_vm *vm)
+{
+    if (vm->idle)
+        idle_unlink(e, vm);
+    vm_table_remove(e, vm);
+    vm_free(vm);
+}
+
+/* Closes the oldest idle connections beyond the inflight budget. */
+static void idle_trim(cocoon_engine *e)
+{
+    while (e->idle_head && e->n_idle + e->n_active > e->max_inflight)
+        vm_drop(e, e->idle_head);
+}
+
+/* The VM's queue ran empty: it keeps its connection as an idle VM (one
+ * that never connected is dropped), and its inflight slot goes to the
+ * next waiting VM. */
 static void vm_release(cocoon_engine *e, struct eng_vm *vm)
 {
-    vm_table_remove(e, vm);
     if (vm->active)
         e->n_active--;
-    vm_free(vm);
+    vm->active = false;
+    if (vm->conn) {
+        vm->idle = true;
+        vm->idle_prev = e->idle_tail;
+        vm->idle_next = NULL;
+        if (e->idle_tail)
+            e->idle_tail->idle_next = vm;
+        else
+            e->idle_head = vm;
+        e->idle_tail = vm;
+        e->n_idle++;
+    } else {
+        vm_drop(e, vm);
+    }
     while (e->wait_head && e->n_active < e->max_inflight) {
         struct eng_vm *w = e->wait_head;
 
@@ -1137,6 +1210,7 @@ static void vm_release(cocoon_engine *e, struct eng_vm *vm)
         e->n_active++;
         ready_push(e, w);
     }
+    idle_trim(e);
 }
 
 /* Starts the next operation of every ready VM.  Iterative, so a chain of
@@ -1169,6 +1243,8 @@ static void vm_enqueue(cocoon_engine *e, struct eng_vm *vm, struct eng_op *op)
 {
     op->vm = vm;
     op->next = NULL;
+    if (vm->idle)
+        idle_unlink(e, vm);
     if (vm->tail)
         vm->tail->next = op;
     else
@@ -1185,6 +1261,7 @@ static void vm_enqueue(cocoon_engine *e, struct eng_vm *vm, struct eng_op *op)
         vm->active = true;
         e->n_active++;
         ready_push(e, vm);
+        idle_trim(e);
         return;
     }
     vm->listed = true;

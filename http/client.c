@@ -44,6 +44,7 @@ struct httpc_conn {
     bool reuse_ok;          /* the connection may carry the next request */
     bool reused;            /* the request went out on an idle connection */
     int events;             /* events c->io is started with, 0: stopped */
+    bool unref;             /* idle: c->io does not keep the loop alive */
     char *req;              /* request buffer, kept for the next request */
     size_t req_cap, req_len, req_off;
     unsigned timeout_ms;
@@ -63,12 +64,24 @@ static const char *conn_strerror(int e, char *buf, size_t n)
 
 /* Touches the watcher only when the events change: every restart is an
  * epoll_ctl on the next loop iteration. */
+/* An idle connection's read watcher only notices a close by the peer; it
+ * must not keep the host's loop running (libev: ev_unref, and ev_ref again
+ * before the watcher is stopped or carries a request). */
+static void conn_ref(httpc_conn *c)
+{
+    if (c->unref) {
+        ev_ref(c->loop);
+        c->unref = false;
+    }
+}
+
 static void conn_watch(httpc_conn *c, int events)
 {
     if (c->fd < 0)
         events = 0;
     if (events == c->events)
         return;
+    conn_ref(c);
     ev_io_stop(c->loop, &c->io);
     c->events = events;
     if (events) {
@@ -79,6 +92,7 @@ static void conn_watch(httpc_conn *c, int events)
 
 static void conn_close(httpc_conn *c)
 {
+    conn_ref(c);
     ev_io_stop(c->loop, &c->io);
     c->events = 0;
     if (c->fd >= 0)
@@ -108,6 +122,10 @@ static void conn_done(httpc_conn *c, int err)
     if (err == 0 && c->reuse_ok && c->state == CONN_OPEN &&
         httpc_resp_keep_alive(c->resp)) {
         conn_watch(c, EV_READ);     /* idle: notice a close by the peer */
+        if (c->events && !c->unref) {
+            ev_unref(c->loop);
+            c->unref = true;
+        }
     } else {
         conn_close(c);
     }
@@ -538,6 +556,7 @@ int httpc_conn_send(httpc_conn *c, const char *method, const char *path,
         conn_close(c);
     if (c->state == CONN_OPEN) {
         c->reused = true;
+        conn_ref(c);
         conn_write(c);
     } else {
         conn_kick_later(c, 0.);

@@ -55,8 +55,24 @@ struct env {
 
 static struct env *g_env;
 
-/* Reads of /proc/net/unix, counted through -Wl,--wrap=open. */
+/* Reads of /proc/net/unix, counted through -Wl,--wrap=open; connects to
+ * g_connect_path, through -Wl,--wrap=connect. */
 static int g_unix_reads;
+static int g_connects;
+static const char *g_connect_path;
+
+int __real_connect(int fd, const struct sockaddr *sa, socklen_t len);
+int __wrap_connect(int fd, const struct sockaddr *sa, socklen_t len);
+
+int __wrap_connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+
+    if (g_connect_path && sa && sa->sa_family == AF_UNIX &&
+        strcmp(un->sun_path, g_connect_path) == 0)
+        g_connects++;
+    return __real_connect(fd, sa, len);
+}
 
 int __real_open(const char *path, int flags, ...);
 int __wrap_open(const char *path, int flags, ...);
@@ -1334,6 +1350,71 @@ static void test_unix_snapshot_per_batch(void **state)
     fleet_stop(&f);
 }
 
+static void nobreak_cb(cocoon_engine *e, const cocoon_result *cr, void *priv)
+{
+    (void)e;
+    res_fill(priv, cr);
+}
+
+/* A VM whose queue ran empty keeps its connection: the detach after the
+ * attach, and a listing after that, go over the one connect.  The idle
+ * connection does not keep the host's loop running. */
+static void test_connection_linger(void **state)
+{
+    struct env *v = env_new(shared_mem, NULL);
+    int a = listener(vfs_path(v, "a.sock"), true);
+    cocoon_fs_spec s = { vfs_path(v, "a.sock"), "a", 0, 0 };
+    struct res r = { 0 };
+    int fds0 = sup_count_fds();
+
+    (void)state;
+    g_connects = 0;
+    g_connect_path = v->sock;
+    /* No break from the callback and an unreferenced watchdog: ev_run
+     * returns only when nothing of the engine holds the loop. */
+    ev_unref(v->loop);
+    assert_int_equal(cocoon_fs_attach(v->e, v->sock, &s, nobreak_cb, &r), 0);
+    ev_run(v->loop, 0);
+    ev_ref(v->loop);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.err, 0);
+    assert_int_equal(g_connects, 1);
+    assert_int_equal(sup_count_fds(), fds0 + 1);
+    r = fs_detach(v, v->sock, "a");
+    assert_int_equal(r.err, 0);
+    r = list(v, v->sock);
+    assert_int_equal(r.err, 0);
+    assert_int_equal(g_connects, 1);
+    g_connect_path = NULL;
+    cocoon_engine_free(v->e);
+    v->e = NULL;
+    assert_int_equal(sup_count_fds(), fds0);
+    close(a);
+    env_free(v);
+}
+
+/* Idle connections and VMs in flight stay within max_inflight_vms. */
+static void test_connection_linger_bounded(void **state)
+{
+    struct fleet f;
+    cocoon_options o = { .max_inflight_vms = 2 };
+    struct env *v;
+    struct res *rs;
+    int fds0;
+
+    (void)state;
+    fleet_start(&f, 5, NULL);
+    v = env_new(NULL, &o);
+    fds0 = sup_count_fds();
+    rs = fleet_attach_all(v, &f);
+    for (int i = 0; i < f.n; i++)
+        assert_int_equal(rs[i].err, 0);
+    free(rs);
+    assert_int_equal(sup_count_fds(), fds0 + 2);
+    env_free(v);
+    fleet_stop(&f);
+}
+
 /* ------------------------------------------------------ cancel and free */
 
 struct cancel {
@@ -1454,6 +1535,8 @@ int main(void)
         cmocka_unit_test(test_unix_snapshot_parse),
         cmocka_unit_test(test_fs_socket_listens_after_snapshot),
         cmocka_unit_test(test_unix_snapshot_per_batch),
+        cmocka_unit_test(test_connection_linger),
+        cmocka_unit_test(test_connection_linger_bounded),
         cmocka_unit_test(test_fs_detach_and_list),
         cmocka_unit_test(test_detach_wait),
         cmocka_unit_test(test_lost_reply),
