@@ -1501,8 +1501,10 @@ int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spe
     return op_finish_submit(e, op, vrc, cb, NULL, priv);
 }
 
-int cocoon_fs_detach(cocoon_engine *e, const char *vm, const char *tag,
-                     cocoon_done_fn *cb, void *priv)
+/* fs detach by tag, device detach by id: arg is required ("tag is
+ * required" / "id is required", reported through the callback). */
+static int detach_submit(cocoon_engine *e, enum op_kind kind, const char *vm, const char *arg,
+                         cocoon_done_fn *cb, void *priv)
 {
     struct eng_op *op;
     const char *out[1];
@@ -1512,13 +1514,23 @@ int cocoon_fs_detach(cocoon_engine *e, const char *vm, const char *tag,
         return rc;
     if (!vm || !cb)
         return -EINVAL;
-    if (!tag || !*tag)
-        vrc = eng_errf(e->err, sizeof(e->err), -EINVAL, "tag is required");
-    op = op_new(e, OP_FS_DETACH, vm, (const char *const[]){ vrc ? NULL : tag }, 1, out);
+    if (!arg || !*arg)
+        vrc = eng_errf(e->err, sizeof(e->err), -EINVAL, "%s is required",
+                       kind == OP_FS_DETACH ? "tag" : "id");
+    op = op_new(e, kind, vm, (const char *const[]){ vrc ? NULL : arg }, 1, out);
     if (!op)
         return -ENOMEM;
-    op->tag = out[0];
+    if (kind == OP_FS_DETACH)
+        op->tag = out[0];
+    else
+        op->dev_id = out[0];
     return op_finish_submit(e, op, vrc, cb, NULL, priv);
+}
+
+int cocoon_fs_detach(cocoon_engine *e, const char *vm, const char *tag,
+                     cocoon_done_fn *cb, void *priv)
+{
+    return detach_submit(e, OP_FS_DETACH, vm, tag, cb, priv);
 }
 
 int cocoon_device_attach(cocoon_engine *e, const char *vm, const cocoon_vfio_spec *spec,
@@ -1550,21 +1562,7 @@ int cocoon_device_attach(cocoon_engine *e, const char *vm, const cocoon_vfio_spe
 int cocoon_device_detach(cocoon_engine *e, const char *vm, const char *id,
                          cocoon_done_fn *cb, void *priv)
 {
-    struct eng_op *op;
-    const char *out[1];
-    int rc = eng_usable(e), vrc = 0;
-
-    if (rc)
-        return rc;
-    if (!vm || !cb)
-        return -EINVAL;
-    if (!id || !*id)
-        vrc = eng_errf(e->err, sizeof(e->err), -EINVAL, "id is required");
-    op = op_new(e, OP_DEV_DETACH, vm, (const char *const[]){ vrc ? NULL : id }, 1, out);
-    if (!op)
-        return -ENOMEM;
-    op->dev_id = out[0];
-    return op_finish_submit(e, op, vrc, cb, NULL, priv);
+    return detach_submit(e, OP_DEV_DETACH, vm, id, cb, priv);
 }
 
 static int list_submit(cocoon_engine *e, enum op_kind kind, const char *vm,
