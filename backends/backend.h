@@ -93,7 +93,12 @@ typedef struct ch_unix_set ch_unix_set;
 /* Reads file (NULL: "/proc/net/unix").  NULL with errno set when it cannot
  * be read or on ENOMEM. */
 ch_unix_set *ch_unix_set_load(const char *file);
+/* The same, restricted to the n paths in want (borrowed; copied): the set
+ * then tells only which of them listen, and the scan skips every other
+ * line cheaply.  With n == 0 nothing is read. */
+ch_unix_set *ch_unix_set_load_wanted(const char *file, const char *const *want, size_t n);
 bool ch_unix_set_has(const ch_unix_set *s, const char *path);
+/* Listening paths in the set. */
 size_t ch_unix_set_count(const ch_unix_set *s);
 void ch_unix_set_free(ch_unix_set *s);
 

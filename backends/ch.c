@@ -220,19 +220,26 @@ static int ch_device_detach_check(const json_vm_info *vi, const char *id,
 
 /* A fleet host lists tens of thousands of sockets, and a batch reads the
  * table at least once, so the loader reads with plain read() in big chunks,
- * looks at nothing but the flags of a non-listening line, and keeps every
- * listening path in one arena instead of one allocation each. */
+ * looks at nothing but the flags of a non-listening line, and keeps paths
+ * in one arena instead of one allocation each.  A snapshot for a known set
+ * of paths (ch_unix_set_load_wanted) holds only those and marks the ones
+ * found listening: the lines of other sockets cost a length test, most of
+ * them not even a hash. */
 struct ch_unix_slot {
     uint32_t off;       /* arena offset + 1; 0: empty */
     uint32_t hash;
+    bool listening;
 };
 
 struct ch_unix_set {
-    char *arena;        /* listening paths, each NUL-terminated */
+    char *arena;        /* paths, each NUL-terminated */
     size_t used, size;
     struct ch_unix_slot *slots;
     size_t cap;         /* power of two */
-    size_t n;
+    size_t n_slots;
+    size_t n;           /* listening */
+    bool wanted;        /* only the paths put in before the scan count */
+    uint64_t lens[2];   /* wanted: bit L set when a path of length L < 128 is */
 };
 
 static struct ch_unix_slot *ch_unix_find(const ch_unix_set *s, const char *path,
@@ -252,17 +259,18 @@ static struct ch_unix_slot *ch_unix_find(const ch_unix_set *s, const char *path,
     }
 }
 
-static int ch_unix_set_add(ch_unix_set *s, const char *path, size_t len)
+/* The slot of path, added when absent; NULL on ENOMEM. */
+static struct ch_unix_slot *ch_unix_put(ch_unix_set *s, const char *path, size_t len)
 {
     uint32_t h = (uint32_t)eng_hash(path, len);
     struct ch_unix_slot *sl;
 
-    if ((s->n + 1) * 2 > s->cap) {
-        size_t ncap = s->cap ? s->cap * 2 : 256;
+    if ((s->n_slots + 1) * 2 > s->cap) {
+        size_t ncap = s->cap ? s->cap * 2 : 64;
         struct ch_unix_slot *ns = calloc(ncap, sizeof(*ns));
 
         if (!ns)
-            return -ENOMEM;
+            return NULL;
         for (size_t k = 0; k < s->cap; k++) {
             size_t i;
 
@@ -278,15 +286,15 @@ static int ch_unix_set_add(ch_unix_set *s, const char *path, size_t len)
     }
     sl = ch_unix_find(s, path, len, h);
     if (sl->off)
-        return 0;
+        return sl;
     if (s->used + len + 1 > s->size) {
-        size_t nsize = s->size ? s->size * 2 : 16384;
+        size_t nsize = s->size ? s->size * 2 : 4096;
         char *na;
 
         while (nsize < s->used + len + 1)
             nsize *= 2;
         if (nsize > UINT32_MAX || !(na = realloc(s->arena, nsize)))
-            return -ENOMEM;
+            return NULL;
         s->arena = na;
         s->size = nsize;
     }
@@ -294,9 +302,10 @@ static int ch_unix_set_add(ch_unix_set *s, const char *path, size_t len)
     s->arena[s->used + len] = '\0';
     sl->off = (uint32_t)s->used + 1;
     sl->hash = h;
+    sl->listening = false;
     s->used += len + 1;
-    s->n++;
-    return 0;
+    s->n_slots++;
+    return sl;
 }
 
 /* Past the token at p and the spaces after it. */
@@ -318,6 +327,8 @@ static int ch_unix_line(ch_unix_set *s, const char *p, const char *end)
 {
     static const char listening[] = "00010000";
     const char *c = memchr(p, ':', (size_t)(end - p) < 40 ? (size_t)(end - p) : 40);
+    struct ch_unix_slot *sl;
+    size_t len;
 
     if (c && end - c > 38 && c[1] == ' ' && c[10] == ' ' && c[19] == ' ' &&
         c[28] == ' ' && c[33] == ' ' && c[36] == ' ') {
@@ -348,26 +359,38 @@ static int ch_unix_line(ch_unix_set *s, const char *p, const char *end)
         end--;
     if (p == end || *p == '@')
         return 0;
-    return ch_unix_set_add(s, p, (size_t)(end - p));
+    len = (size_t)(end - p);
+    if (s->wanted) {
+        if (len < 128 && !(s->lens[len >> 6] & (1ull << (len & 63))))
+            return 0;
+        if (!s->cap)
+            return 0;
+        sl = ch_unix_find(s, p, len, (uint32_t)eng_hash(p, len));
+        if (sl->off && !sl->listening) {
+            sl->listening = true;
+            s->n++;
+        }
+        return 0;
+    }
+    sl = ch_unix_put(s, p, len);
+    if (!sl)
+        return -ENOMEM;
+    if (!sl->listening) {
+        sl->listening = true;
+        s->n++;
+    }
+    return 0;
 }
 
-ch_unix_set *ch_unix_set_load(const char *file)
+static int ch_unix_scan(ch_unix_set *s, int fd)
 {
-    int fd = open(file ? file : "/proc/net/unix", O_RDONLY | O_CLOEXEC);
-    ch_unix_set *s = NULL;
-    char *io = NULL;
+    char *io = malloc(CH_UNIX_IOBUF);
     size_t have = 0;
     bool header = true, skipping = false;
     int rc = 0;
 
-    if (fd < 0)
-        return NULL;
-    s = calloc(1, sizeof(*s));
-    io = malloc(CH_UNIX_IOBUF);
-    if (!s || !io) {
-        rc = -ENOMEM;
-        goto out;
-    }
+    if (!io)
+        return -ENOMEM;
     for (;;) {
         ssize_t n = read(fd, io + have, CH_UNIX_IOBUF - have);
         const char *p = io, *end, *nl;
@@ -401,15 +424,58 @@ ch_unix_set *ch_unix_set_load(const char *file)
         }
         memmove(io, p, have);
     }
-out:
     free(io);
+    return rc;
+}
+
+static ch_unix_set *ch_unix_load(const char *file, const char *const *want, size_t n_want,
+                                 bool wanted)
+{
+    ch_unix_set *s = calloc(1, sizeof(*s));
+    int fd = -1, rc = 0;
+
+    if (!s) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    s->wanted = wanted;
+    for (size_t i = 0; i < n_want; i++) {
+        size_t len = strlen(want[i]);
+
+        if (!ch_unix_put(s, want[i], len)) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        if (len < 128)
+            s->lens[len >> 6] |= 1ull << (len & 63);
+    }
+    /* Nothing asked for: nothing to read. */
+    if (wanted && !s->n_slots)
+        return s;
+    fd = open(file ? file : "/proc/net/unix", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    rc = ch_unix_scan(s, fd);
     close(fd);
+out:
     if (rc) {
         ch_unix_set_free(s);
         errno = -rc;
         return NULL;
     }
     return s;
+}
+
+ch_unix_set *ch_unix_set_load(const char *file)
+{
+    return ch_unix_load(file, NULL, 0, false);
+}
+
+ch_unix_set *ch_unix_set_load_wanted(const char *file, const char *const *want, size_t n)
+{
+    return ch_unix_load(file, want, n, true);
 }
 
 bool ch_unix_set_has(const ch_unix_set *s, const char *path)
@@ -419,7 +485,7 @@ bool ch_unix_set_has(const ch_unix_set *s, const char *path)
     if (!s || !s->cap)
         return false;
     len = strlen(path);
-    return ch_unix_find(s, path, len, (uint32_t)eng_hash(path, len))->off != 0;
+    return ch_unix_find(s, path, len, (uint32_t)eng_hash(path, len))->listening;
 }
 
 size_t ch_unix_set_count(const ch_unix_set *s)

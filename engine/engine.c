@@ -339,10 +339,45 @@ static const store_vm *eng_resolve(cocoon_engine *e, const char *ref, int *rc)
     return hit[0] ? hit[0] : hit[1];
 }
 
+static size_t unix_wanted_add(const struct eng_op *op, const char **want, size_t n)
+{
+    for (; op; op = op->next)
+        if (op->kind == OP_FS_ATTACH && op->socket && !op->pre_err) {
+            if (want)
+                want[n] = op->socket;
+            n++;
+        }
+    return n;
+}
+
+/* Only the sockets of pending fs attaches are looked up, so the snapshot
+ * keeps just those (a path left out reads as a miss, which the recheck
+ * then asks about by itself). */
+static ch_unix_set *unix_snapshot_load(cocoon_engine *e)
+{
+    const char **want;
+    size_t n = unix_wanted_add(e->start_head, NULL, 0);
+    ch_unix_set *s;
+
+    for (size_t i = 0; i < e->nbuckets; i++)
+        for (struct eng_vm *vm = e->buckets[i]; vm; vm = vm->hnext)
+            n = unix_wanted_add(vm->head, NULL, n);
+    want = malloc((n ? n : 1) * sizeof(*want));
+    if (!want)
+        return ch_unix_set_load(NULL);
+    n = unix_wanted_add(e->start_head, want, 0);
+    for (size_t i = 0; i < e->nbuckets; i++)
+        for (struct eng_vm *vm = e->buckets[i]; vm; vm = vm->hnext)
+            n = unix_wanted_add(vm->head, want, n);
+    s = ch_unix_set_load_wanted(NULL, want, n);
+    free(want);
+    return s;
+}
+
 static void unix_snapshot_take(cocoon_engine *e)
 {
     ch_unix_set_free(e->unix_set);
-    e->unix_set = ch_unix_set_load(NULL);
+    e->unix_set = unix_snapshot_load(e);
     e->unix_loaded = true;
     e->unix_gen = e->gen;
     e->unix_seq++;

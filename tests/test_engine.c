@@ -581,10 +581,35 @@ static void test_unix_snapshot_parse(void **state)
     }
     assert_int_equal(ch_unix_set_count(s), 5 + 2000);
     ch_unix_set_free(s);
+
+    /* Restricted to a few paths: only those of them that listen count. */
+    static const char *const wanted[] = {
+        "/run/a.sock", "/run/b.sock", "/run/fleet/vm3.sock", "/run/fleet/vm4.sock",
+        "/run/nothere.sock", "@abstract", "/run/with space.sock",
+    };
+    s = ch_unix_set_load_wanted(path, wanted, sizeof(wanted) / sizeof(wanted[0]));
+    assert_non_null(s);
+    assert_true(ch_unix_set_has(s, "/run/a.sock"));
+    assert_false(ch_unix_set_has(s, "/run/b.sock"));
+    assert_false(ch_unix_set_has(s, "/run/fleet/vm3.sock"));
+    assert_true(ch_unix_set_has(s, "/run/fleet/vm4.sock"));
+    assert_false(ch_unix_set_has(s, "/run/nothere.sock"));
+    assert_false(ch_unix_set_has(s, "@abstract"));
+    assert_true(ch_unix_set_has(s, "/run/with space.sock"));
+    assert_false(ch_unix_set_has(s, "/run/crlf.sock"));     /* listens, not asked */
+    assert_int_equal(ch_unix_set_count(s), 3);
+    ch_unix_set_free(s);
+
     errno = 0;
     snprintf(path, sizeof(path), "%s/absent", dir);
     assert_null(ch_unix_set_load(path));
     assert_int_equal(errno, ENOENT);
+    assert_null(ch_unix_set_load_wanted(path, wanted, 1));
+    /* Nothing asked for: the file is not even opened. */
+    s = ch_unix_set_load_wanted(path, wanted, 0);
+    assert_non_null(s);
+    assert_int_equal(ch_unix_set_count(s), 0);
+    ch_unix_set_free(s);
     sup_rmrf(dir);
     free(dir);
 }
