@@ -1518,8 +1518,15 @@ int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spe
         return -EINVAL;
     s = *spec;
     vrc = spec_fs_normalize(&s, e->err, sizeof(e->err));
-    if (!vrc && asprintf(&fs_id, "cocoon-fs-%s", s.tag) < 0)
-        return -ENOMEM;
+    if (!vrc) {
+        size_t tl = strlen(s.tag);
+
+        fs_id = malloc(sizeof("cocoon-fs-") - 1 + tl + 1);
+        if (!fs_id)
+            return -ENOMEM;
+        memcpy(fs_id, "cocoon-fs-", sizeof("cocoon-fs-") - 1);
+        memcpy(fs_id + sizeof("cocoon-fs-") - 1, s.tag, tl + 1);
+    }
     {
         const char *strs[3] = { vrc ? NULL : s.socket, vrc ? NULL : s.tag, fs_id };
 

@@ -514,6 +514,9 @@ int httpc_conn_send(httpc_conn *c, const char *method, const char *path,
                   (body_len ? sizeof HTTPC_REQ_CTYPE - 1 : 0) +
                   (clen ? sizeof HTTPC_REQ_CLEN - 1 + 20 + 2 : 0) + 2 + body_len;
     if (need > c->req_cap) {
+        /* Room for a vm.info GET and the add-fs PUT that follows it. */
+        if (need < 512)
+            need = 512;
         char *nb = malloc(need);
         if (!nb)
             return -ENOMEM;
