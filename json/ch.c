@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
 #include "engine/err.h"
@@ -19,18 +20,46 @@
 
 /* ---------------------------------------------------------------- encoders */
 
-/* The bodies cocoon sends are one flat object of strings and integers, so
- * they are written directly: compact JSON as yajl_gen writes it ('"', '\\'
- * and control characters escaped, everything else as is), into one buffer
- * sized up front, with a strict UTF-8 check on every string. */
+/* Every yajl_gen status goes through here so that the text for each
+ * failure lives in one place. */
+static int gen_check(yajl_gen_status st, const char *what, char *err, size_t errlen)
+{
+    switch (st) {
+    case yajl_gen_status_ok:
+        return 0;
+    case yajl_gen_invalid_string:
+        return eng_errf(err, errlen, -EINVAL, "%s: invalid UTF-8", what);
+    case yajl_gen_keys_must_be_strings:
+        return eng_errf(err, errlen, -EINVAL, "%s: JSON keys must be strings", what);
+    case yajl_max_depth_exceeded:
+        return eng_errf(err, errlen, -EINVAL, "%s: JSON nesting too deep", what);
+    case yajl_gen_in_error_state:
+        return eng_errf(err, errlen, -EINVAL, "%s: JSON generator in error state", what);
+    case yajl_gen_generation_complete:
+        return eng_errf(err, errlen, -EINVAL, "%s: JSON document already complete", what);
+    case yajl_gen_invalid_number:
+        return eng_errf(err, errlen, -EINVAL, "%s: invalid JSON number", what);
+    case yajl_gen_no_buf:
+        return eng_errf(err, errlen, -EINVAL, "%s: JSON generator has no buffer", what);
+    }
+    return eng_errf(err, errlen, -EINVAL, "%s: JSON generator status %d", what, (int)st);
+}
 
 typedef struct enc {
-    char *buf;          /* owned until enc_end hands it out */
-    size_t len, cap;
+    yajl_gen g;
     char *err;
     size_t errlen;
     int rc;
 } enc;
+
+/* The helpers below turn into no-ops once rc is set, so an encoder reads as
+ * a straight list of fields and checks the outcome once at the end; the
+ * first failure is the one reported. */
+static void enc_st(enc *e, yajl_gen_status st, const char *what)
+{
+    if (e->rc == 0)
+        e->rc = gen_check(st, what, e->err, e->errlen);
+}
 
 /* yajl's own check lets overlong forms, UTF-16 surrogates and code points
  * above U+10FFFF through; CH's serde rejects them, so check strictly here. */
@@ -69,36 +98,8 @@ static bool utf8_valid(const unsigned char *s, size_t len)
     return true;
 }
 
-static bool enc_room(enc *e, size_t n)
-{
-    if (e->rc != 0)
-        return false;
-    if (e->cap - e->len >= n)
-        return true;
-    size_t ncap = e->cap * 2;
-    while (ncap - e->len < n)
-        ncap *= 2;
-    char *nb = realloc(e->buf, ncap);
-    if (!nb) {
-        e->rc = eng_errf(e->err, e->errlen, -ENOMEM, "JSON encode: out of memory");
-        return false;
-    }
-    e->buf = nb;
-    e->cap = ncap;
-    return true;
-}
-
-static void enc_raw(enc *e, const char *s, size_t n)
-{
-    if (enc_room(e, n)) {
-        memcpy(e->buf + e->len, s, n);
-        e->len += n;
-    }
-}
-
 static void enc_str(enc *e, const char *s, const char *what)
 {
-    static const char hex[] = "0123456789ABCDEF";
     size_t len;
 
     if (e->rc != 0)
@@ -109,65 +110,15 @@ static void enc_str(enc *e, const char *s, const char *what)
     }
     len = strlen(s);
     if (!utf8_valid((const unsigned char *)s, len)) {
-        e->rc = eng_errf(e->err, e->errlen, -EINVAL, "%s: invalid UTF-8", what);
+        enc_st(e, yajl_gen_invalid_string, what);
         return;
     }
-    /* Worst case: every byte a six-byte \u escape, plus the quotes. */
-    if (len > ((size_t)-1 - 2) / 6 || !enc_room(e, len * 6 + 2))
-        return;
-    char *o = e->buf + e->len;
-    *o++ = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *o++ = (char)c;
-            continue;
-        }
-        *o++ = '\\';
-        switch (c) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        default:
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = hex[c >> 4];
-            *o++ = hex[c & 15];
-            break;
-        }
-    }
-    *o++ = '"';
-    e->len = (size_t)(o - e->buf);
+    enc_st(e, yajl_gen_string(e->g, (const unsigned char *)s, len), what);
 }
 
-static void enc_int(enc *e, int64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    uint64_t m = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-
-    do {
-        tmp[sizeof tmp - ++n] = (char)('0' + m % 10);
-        m /= 10;
-    } while (m);
-    if (v < 0)
-        tmp[sizeof tmp - ++n] = '-';
-    enc_raw(e, tmp + sizeof tmp - n, n);
-}
-
-/* Writes ',' before every member but the first, then "key": */
 static void enc_key(enc *e, const char *key)
 {
-    if (e->len > 1)
-        enc_raw(e, ",", 1);
     enc_str(e, key, key);
-    enc_raw(e, ":", 1);
 }
 
 static int enc_begin(enc *e, char *err, size_t errlen)
@@ -175,27 +126,39 @@ static int enc_begin(enc *e, char *err, size_t errlen)
     e->err = err;
     e->errlen = errlen;
     e->rc = 0;
-    e->len = 0;
-    e->cap = 256;
-    e->buf = malloc(e->cap);
-    if (!e->buf)
-        return eng_errf(err, errlen, -ENOMEM, "JSON encode: out of memory");
-    enc_raw(e, "{", 1);
+    e->g = yajl_gen_alloc(NULL);
+    if (!e->g)
+        return eng_errf(err, errlen, -ENOMEM, "JSON generator: out of memory");
+    /* Socket paths and ids come from users: never emit invalid UTF-8. */
+    if (!yajl_gen_config(e->g, yajl_gen_validate_utf8, 1)) {
+        yajl_gen_free(e->g);
+        return eng_errf(err, errlen, -EINVAL, "JSON generator: cannot enable UTF-8 validation");
+    }
+    enc_st(e, yajl_gen_map_open(e->g), "object");
     return 0;
 }
 
 static int enc_end(enc *e, char **out, size_t *out_len)
 {
-    enc_raw(e, "}", 1);
-    if (enc_room(e, 1))
-        e->buf[e->len] = '\0';
-    if (e->rc != 0) {
-        free(e->buf);
-        return e->rc;
+    const unsigned char *buf = NULL;
+    size_t len = 0;
+
+    enc_st(e, yajl_gen_map_close(e->g), "object");
+    if (e->rc == 0)
+        enc_st(e, yajl_gen_get_buf(e->g, &buf, &len), "buffer");
+    if (e->rc == 0) {
+        char *copy = malloc(len + 1);
+        if (!copy) {
+            e->rc = eng_errf(e->err, e->errlen, -ENOMEM, "JSON encode: out of memory");
+        } else {
+            memcpy(copy, buf, len);
+            copy[len] = '\0';
+            *out = copy;
+            *out_len = len;
+        }
     }
-    *out = e->buf;
-    *out_len = e->len;
-    return 0;
+    yajl_gen_free(e->g);
+    return e->rc;
 }
 
 int json_fs_config_encode(const json_fs *fs, char **out, size_t *out_len,
@@ -218,9 +181,9 @@ int json_fs_config_encode(const json_fs *fs, char **out, size_t *out_len,
     enc_key(&e, "socket");
     enc_str(&e, fs->socket, "socket");
     enc_key(&e, "num_queues");
-    enc_int(&e, fs->num_queues);
+    enc_st(&e, yajl_gen_integer(e.g, fs->num_queues), "num_queues");
     enc_key(&e, "queue_size");
-    enc_int(&e, fs->queue_size);
+    enc_st(&e, yajl_gen_integer(e.g, fs->queue_size), "queue_size");
     return enc_end(&e, out, out_len);
 }
 
@@ -287,43 +250,31 @@ typedef enum node {
 typedef struct field {
     node parent;
     const char *key;
-    size_t len;
     node slot;
 } field;
 
-#define F(parent, key, slot) { parent, key, sizeof(key) - 1, slot }
-
 static const field fields[] = {
-    F(N_VM_ROOT, "state", S_STATE),
-    F(N_VM_ROOT, "config", N_CONFIG),
-    F(N_VM_ROOT, "device_tree", N_TREE),
-    F(N_CONFIG, "memory", N_MEMORY),
-    F(N_CONFIG, "fs", N_FS_ARR),
-    F(N_CONFIG, "devices", N_DEV_ARR),
-    F(N_MEMORY, "size", S_MEM_SIZE),
-    F(N_MEMORY, "shared", S_MEM_SHARED),
-    F(N_MEMORY, "hugepages", S_MEM_HUGE),
-    F(N_MEMORY, "zones", N_ZONES),
-    F(N_ZONE, "shared", S_ZONE_SHARED),
-    F(N_ZONE, "hugepages", S_ZONE_HUGE),
-    F(N_FS, "id", S_FS_ID),
-    F(N_FS, "tag", S_FS_TAG),
-    F(N_FS, "socket", S_FS_SOCKET),
-    F(N_FS, "num_queues", S_FS_NQ),
-    F(N_FS, "queue_size", S_FS_QS),
-    F(N_DEV, "id", S_DEV_ID),
-    F(N_DEV, "path", S_DEV_PATH),
-    F(N_PCI_ROOT, "id", S_PCI_ID),
-    F(N_PCI_ROOT, "bdf", S_PCI_BDF),
-};
-
-#undef F
-
-/* Where each object kind's keys start in fields[] (grouped by parent), so a
- * key is compared only with its own object's few names. */
-static const unsigned char field_first[] = {
-    [N_VM_ROOT] = 0, [N_CONFIG] = 3, [N_MEMORY] = 6, [N_ZONE] = 10,
-    [N_FS] = 12, [N_DEV] = 17, [N_PCI_ROOT] = 19,
+    { N_VM_ROOT, "state", S_STATE },
+    { N_VM_ROOT, "config", N_CONFIG },
+    { N_VM_ROOT, "device_tree", N_TREE },
+    { N_CONFIG, "memory", N_MEMORY },
+    { N_CONFIG, "fs", N_FS_ARR },
+    { N_CONFIG, "devices", N_DEV_ARR },
+    { N_MEMORY, "size", S_MEM_SIZE },
+    { N_MEMORY, "shared", S_MEM_SHARED },
+    { N_MEMORY, "hugepages", S_MEM_HUGE },
+    { N_MEMORY, "zones", N_ZONES },
+    { N_ZONE, "shared", S_ZONE_SHARED },
+    { N_ZONE, "hugepages", S_ZONE_HUGE },
+    { N_FS, "id", S_FS_ID },
+    { N_FS, "tag", S_FS_TAG },
+    { N_FS, "socket", S_FS_SOCKET },
+    { N_FS, "num_queues", S_FS_NQ },
+    { N_FS, "queue_size", S_FS_QS },
+    { N_DEV, "id", S_DEV_ID },
+    { N_DEV, "path", S_DEV_PATH },
+    { N_PCI_ROOT, "id", S_PCI_ID },
+    { N_PCI_ROOT, "bdf", S_PCI_BDF },
 };
 
 typedef struct frame {
@@ -675,11 +626,9 @@ static int cb_map_key(void *ctx, const unsigned char *key, size_t len)
         vi->tree_ids[vi->n_tree_ids++] = copy;
         return 1;
     }
-    if ((size_t)f->kind >= sizeof(field_first))
-        return 1;
-    for (size_t i = field_first[f->kind];
-         i < sizeof(fields) / sizeof(fields[0]) && fields[i].parent == f->kind; i++) {
-        if (fields[i].len == len && memcmp(fields[i].key, key, len) == 0) {
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if (fields[i].parent == f->kind && strlen(fields[i].key) == len &&
+            memcmp(fields[i].key, key, len) == 0) {
             f->slot = fields[i].slot;
             f->key = fields[i].key;
             break;
@@ -750,454 +699,50 @@ static int cb_end_array(void *ctx)
     return 1;
 }
 
-/* ------------------------------------------------------------- the lexer */
-
-/* The decoders' own strict JSON reader (RFC 8259: no comments, no trailing
- * commas, UTF-8 strings).  vm.info is read before every attach, and yajl's
- * byte-at-a-time lexer was most of a client's CPU per attach; this one
- * scans runs of plain string bytes at once, hands unescaped strings to the
- * callbacks without copying them, and walks the subtrees cocoon ignores
- * (cpus, payload, disks, device_tree resources, ...) without any callback,
- * checking only their syntax. */
-
-typedef struct jp {
-    const unsigned char *p, *end;
-    unsigned char open[JSON_MAX_DEPTH];   /* '{' or '[' per level */
-    size_t depth;
-    size_t skip_from;       /* depth at which an ignored container began, 0: none */
-    char *scratch;          /* unescaped strings; owned */
-    size_t scratch_cap;
-    const char *why;        /* syntax error text */
-} jp;
-
-/* yajl's whitespace set, \v and \f included, so that what the old decoder
- * accepted still decodes. */
-static void jp_ws(jp *j)
-{
-    while (j->p < j->end && (*j->p == ' ' || (*j->p >= '\t' && *j->p <= '\r')))
-        j->p++;
-}
-
-static int jp_hex(const unsigned char *h)
-{
-    int v = 0;
-
-    for (int i = 0; i < 4; i++) {
-        int c = h[i], x;
-
-        if (c >= '0' && c <= '9')
-            x = c - '0';
-        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-            x = (c | 0x20) - 'a' + 10;
-        else
-            return -1;
-        v = v * 16 + x;
-    }
-    return v;
-}
-
-static size_t jp_utf8_put(char *o, uint32_t cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* A string starting at the opening quote.  The result points into the
- * input when there is no escape, else into the scratch buffer.  0, or -EBADMSG
- * (why set) or -ENOMEM. */
-/* Byte classes inside a string: 0 plain ASCII, 1 ends the plain run ('"',
- * '\\', a control character), 2 part of a multi-byte UTF-8 sequence. */
-static const unsigned char jp_str_class[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+static const yajl_callbacks dec_callbacks = {
+    .yajl_null = cb_null,
+    .yajl_boolean = cb_boolean,
+    .yajl_number = cb_number,
+    .yajl_string = cb_string,
+    .yajl_start_map = cb_start_map,
+    .yajl_map_key = cb_map_key,
+    .yajl_end_map = cb_end_map,
+    .yajl_start_array = cb_start_array,
+    .yajl_end_array = cb_end_array,
 };
 
-static int jp_string(jp *j, const char **out, size_t *len)
-{
-    const unsigned char *start = ++j->p, *q = start;
-    bool high = false;
-    size_t o;
-
-    for (;;) {
-        unsigned char c = 0;
-
-        while (q < j->end && (c = jp_str_class[*q]) == 0)
-            q++;
-        if (c != 2 || q == j->end)
-            break;
-        high = true;
-        q++;
-    }
-    if (q == j->end) {
-        j->why = "parse error: premature EOF";
-        return -EBADMSG;
-    }
-    if (*q < 0x20) {
-        j->why = "lexical error: control character in string";
-        return -EBADMSG;
-    }
-    if (*q == '"') {
-        if (high && !utf8_valid(start, (size_t)(q - start))) {
-            j->why = "lexical error: invalid UTF-8 in string";
-            return -EBADMSG;
-        }
-        *out = (const char *)start;
-        *len = (size_t)(q - start);
-        j->p = q + 1;
-        return 0;
-    }
-    /* Escapes: decode into scratch.  Unescaping never lengthens the text. */
-    if (j->scratch_cap < (size_t)(j->end - start)) {
-        size_t cap = (size_t)(j->end - start);
-        char *ns = malloc(cap);
-
-        if (!ns)
-            return -ENOMEM;
-        free(j->scratch);
-        j->scratch = ns;
-        j->scratch_cap = cap;
-    }
-    o = (size_t)(q - start);
-    memcpy(j->scratch, start, o);
-    while (q < j->end && *q != '"') {
-        if (*q < 0x20) {
-            j->why = "lexical error: control character in string";
-            return -EBADMSG;
-        }
-        if (*q != '\\') {
-            high |= *q >= 0x80;
-            j->scratch[o++] = (char)*q++;
-            continue;
-        }
-        if (j->end - q < 2)
-            break;
-        switch (q[1]) {
-        case '"': case '\\': case '/':
-            j->scratch[o++] = (char)q[1];
-            q += 2;
-            continue;
-        case 'b': j->scratch[o++] = '\b'; q += 2; continue;
-        case 'f': j->scratch[o++] = '\f'; q += 2; continue;
-        case 'n': j->scratch[o++] = '\n'; q += 2; continue;
-        case 'r': j->scratch[o++] = '\r'; q += 2; continue;
-        case 't': j->scratch[o++] = '\t'; q += 2; continue;
-        case 'u': {
-            int hi = j->end - q >= 6 ? jp_hex(q + 2) : -2;
-            uint32_t cp;
-
-            if (hi == -2)
-                break;
-            if (hi < 0) {
-                j->why = "lexical error: invalid \\u escape in string";
-                return -EBADMSG;
-            }
-            q += 6;
-            cp = (uint32_t)hi;
-            if (cp >= 0xD800 && cp <= 0xDFFF) {
-                int lo = cp <= 0xDBFF && j->end - q >= 6 && q[0] == '\\' && q[1] == 'u'
-                             ? jp_hex(q + 2) : -1;
-
-                /* Like yajl, a surrogate without its pair reads as '?'
-                 * rather than failing the whole document. */
-                if (lo < 0xDC00 || lo > 0xDFFF) {
-                    cp = '?';
-                } else {
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + ((uint32_t)lo - 0xDC00);
-                    q += 6;
-                }
-            }
-            o += jp_utf8_put(j->scratch + o, cp);
-            continue;
-        }
-        default:
-            j->why = "lexical error: invalid escape in string";
-            return -EBADMSG;
-        }
-        break;      /* an escape cut by the end of input */
-    }
-    if (q >= j->end || *q != '"') {
-        j->why = "parse error: premature EOF";
-        return -EBADMSG;
-    }
-    if (high && !utf8_valid((const unsigned char *)j->scratch, o)) {
-        j->why = "lexical error: invalid UTF-8 in string";
-        return -EBADMSG;
-    }
-    *out = j->scratch;
-    *len = o;
-    j->p = q + 1;
-    return 0;
-}
-
-/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
-static int jp_number(jp *j, const char **out, size_t *len)
-{
-    const unsigned char *q = j->p;
-
-    if (q < j->end && *q == '-')
-        q++;
-    if (q == j->end)
-        goto eof;
-    if (*q == '0') {
-        q++;
-    } else if (*q >= '1' && *q <= '9') {
-        while (q < j->end && *q >= '0' && *q <= '9')
-            q++;
-    } else {
-        goto bad;
-    }
-    if (q < j->end && *q == '.') {
-        if (++q == j->end)
-            goto eof;
-        if (*q < '0' || *q > '9')
-            goto bad;
-        while (q < j->end && *q >= '0' && *q <= '9')
-            q++;
-    }
-    if (q < j->end && (*q == 'e' || *q == 'E')) {
-        if (++q < j->end && (*q == '+' || *q == '-'))
-            q++;
-        if (q == j->end)
-            goto eof;
-        if (*q < '0' || *q > '9')
-            goto bad;
-        while (q < j->end && *q >= '0' && *q <= '9')
-            q++;
-    }
-    *out = (const char *)j->p;
-    *len = (size_t)(q - j->p);
-    j->p = q;
-    return 0;
-eof:
-    j->why = "parse error: premature EOF";
-    return -EBADMSG;
-bad:
-    j->why = "lexical error: malformed number";
-    return -EBADMSG;
-}
-
-static bool jp_word(jp *j, const char *w, size_t n)
-{
-    if ((size_t)(j->end - j->p) < n || memcmp(j->p, w, n) != 0)
-        return false;
-    j->p += n;
-    return true;
-}
-
-/* Callbacks run unless inside an ignored container.  A callback returning 0
- * has set d->rc. */
-#define JP_CB(call)                                   \
-    do {                                              \
-        if (!j->skip_from && !(call))                 \
-            return d->rc ? d->rc : -ECANCELED;        \
-    } while (0)
-
-static int jp_open(jp *j, dec *d, unsigned char kind)
-{
-    if (j->depth == JSON_MAX_DEPTH) {
-        if (d->rc == 0)
-            d->rc = eng_errf(d->err, d->errlen, -EBADMSG,
-                             "JSON nesting deeper than %d levels", JSON_MAX_DEPTH);
-        return d->rc;
-    }
-    /* A container under an ignored key: no callbacks until it closes. */
-    if (!j->skip_from && dec_slot(d) == N_IGNORE) {
-        dec_value_start(d);
-        j->skip_from = j->depth + 1;
-    }
-    JP_CB(kind == '{' ? cb_start_map(d) : cb_start_array(d));
-    j->open[j->depth++] = kind;
-    j->p++;
-    return 0;
-}
-
-static int jp_close(jp *j, dec *d)
-{
-    unsigned char kind = j->open[--j->depth];
-
-    j->p++;
-    JP_CB(kind == '{' ? cb_end_map(d) : cb_end_array(d));
-    if (j->skip_from == j->depth + 1)
-        j->skip_from = 0;
-    return 0;
-}
-
-static int jp_run(jp *j, dec *d)
-{
-    const char *s;
-    size_t n;
-    int rc;
-
-value:
-    jp_ws(j);
-    if (j->p == j->end)
-        goto eof;
-    switch (*j->p) {
-    case '{':
-        if ((rc = jp_open(j, d, '{')))
-            return rc;
-        jp_ws(j);
-        if (j->p < j->end && *j->p == '}') {
-            if ((rc = jp_close(j, d)))
-                return rc;
-            goto after;
-        }
-        goto key;
-    case '[':
-        if ((rc = jp_open(j, d, '[')))
-            return rc;
-        jp_ws(j);
-        if (j->p < j->end && *j->p == ']') {
-            if ((rc = jp_close(j, d)))
-                return rc;
-            goto after;
-        }
-        goto value;
-    case '"':
-        if ((rc = jp_string(j, &s, &n)))
-            return rc;
-        JP_CB(cb_string(d, (const unsigned char *)s, n));
-        goto after;
-    case 't':
-        if (!jp_word(j, "true", 4))
-            goto bad;
-        JP_CB(cb_boolean(d, 1));
-        goto after;
-    case 'f':
-        if (!jp_word(j, "false", 5))
-            goto bad;
-        JP_CB(cb_boolean(d, 0));
-        goto after;
-    case 'n':
-        if (!jp_word(j, "null", 4))
-            goto bad;
-        JP_CB(cb_null(d));
-        goto after;
-    default:
-        if (*j->p != '-' && (*j->p < '0' || *j->p > '9'))
-            goto bad;
-        if ((rc = jp_number(j, &s, &n)))
-            return rc;
-        JP_CB(cb_number(d, s, n));
-        goto after;
-    }
-
-key:
-    jp_ws(j);
-    if (j->p == j->end)
-        goto eof;
-    if (*j->p != '"') {
-        j->why = "parse error: invalid object key (must be a string)";
-        return -EBADMSG;
-    }
-    if ((rc = jp_string(j, &s, &n)))
-        return rc;
-    JP_CB(cb_map_key(d, (const unsigned char *)s, n));
-    jp_ws(j);
-    if (j->p == j->end)
-        goto eof;
-    if (*j->p != ':') {
-        j->why = "parse error: object key and value must be separated by a colon (':')";
-        return -EBADMSG;
-    }
-    j->p++;
-    goto value;
-
-after:
-    jp_ws(j);
-    if (j->depth == 0) {
-        if (j->p != j->end) {
-            j->why = "parse error: trailing garbage";
-            return -EBADMSG;
-        }
-        return 0;
-    }
-    if (j->p == j->end)
-        goto eof;
-    if (*j->p == ',') {
-        j->p++;
-        if (j->open[j->depth - 1] == '{')
-            goto key;
-        goto value;
-    }
-    if (*j->p == (j->open[j->depth - 1] == '{' ? '}' : ']')) {
-        if ((rc = jp_close(j, d)))
-            return rc;
-        goto after;
-    }
-    j->why = j->open[j->depth - 1] == '{'
-                 ? "parse error: after key and value, inside map, I expect ',' or '}'"
-                 : "parse error: after array element, I expect ',' or ']'";
-    return -EBADMSG;
-
-eof:
-    j->why = "parse error: premature EOF";
-    return -EBADMSG;
-bad:
-    j->why = "lexical error: invalid char in JSON text";
-    return -EBADMSG;
-}
-
-#undef JP_CB
-
-/* Runs the reader over buf with the decoder's callbacks. */
+/* Runs the event parser over buf; on a syntax error the message is yajl's
+ * own reason, without its trailing newline. */
 static int dec_run(dec *d, const char *buf, size_t len)
 {
-    jp j;
-    int rc;
+    yajl_handle h;
+    yajl_status st;
 
     if (len > JSON_MAX_BODY)
         return eng_errf(d->err, d->errlen, -EBADMSG,
                         "body of %zu bytes exceeds the %u-byte limit", len, JSON_MAX_BODY);
-    j.p = (const unsigned char *)buf;
-    j.end = j.p + len;
-    j.depth = 0;
-    j.skip_from = 0;
-    j.scratch = NULL;
-    j.scratch_cap = 0;
-    j.why = NULL;
-    rc = jp_run(&j, d);
-    free(j.scratch);
-    if (rc == -ENOMEM && d->rc == 0) {
-        dec_nomem(d);
-        return d->rc;
-    }
-    if (rc && j.why)
-        return d->rc = eng_errf(d->err, d->errlen, -EBADMSG, "malformed JSON: %s", j.why);
-    if (rc && d->rc == 0)
+    h = yajl_alloc(&dec_callbacks, NULL, d);
+    if (!h)
+        return eng_errf(d->err, d->errlen, -ENOMEM, "JSON parser: out of memory");
+    st = yajl_parse(h, (const unsigned char *)buf, len);
+    if (st == yajl_status_ok)
+        st = yajl_complete_parse(h);
+    if (st == yajl_status_error) {
+        unsigned char *msg = yajl_get_error(h, 0, (const unsigned char *)buf, len);
+        if (msg) {
+            size_t n = strlen((char *)msg);
+            while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+                msg[--n] = '\0';
+            eng_errf(d->err, d->errlen, -EBADMSG, "malformed JSON: %s", (char *)msg);
+            yajl_free_error(h, msg);
+        } else {
+            eng_errf(d->err, d->errlen, -EBADMSG, "malformed JSON");
+        }
+        d->rc = -EBADMSG;
+    } else if (st == yajl_status_client_canceled && d->rc == 0) {
         d->rc = eng_errf(d->err, d->errlen, -EBADMSG, "decode canceled");
+    }
+    yajl_free(h);
     return d->rc;
 }
 

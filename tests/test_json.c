@@ -1047,53 +1047,6 @@ static char *nested(size_t depth)
     return s;
 }
 
-/* The decoder's own reader: escapes in kept strings, yajl's whitespace set,
- * and syntax errors inside subtrees that are skipped without callbacks. */
-static void test_vm_info_lexer(void **state)
-{
-    char err[ENG_ERRSTR_MAX] = "";
-    json_vm_info vi;
-    (void)state;
-
-    assert_int_equal(decode_str("\f{\v\"state\"\t:\r\"R\\u00e9\\ud83d\\ude00\\/\\n\\t\\\\\\\"\","
-                                "\"device_tree\":{\"a\\ud83d\":{},\"\\udc00b\":{}}}\n",
-                                &vi, err, sizeof(err)), 0);
-    assert_string_equal(vi.state, "R\xc3\xa9\xf0\x9f\x98\x80/\n\t\\\"");
-    assert_int_equal(vi.n_tree_ids, 2);
-    /* A surrogate without its pair reads as '?', as yajl has it. */
-    assert_string_equal(vi.tree_ids[0], "a?");
-    assert_string_equal(vi.tree_ids[1], "?b");
-    json_vm_info_fini(&vi);
-
-    static const char *const bad[] = {
-        "{\"state\":\"Running\",\"x\":{\"a\":[1,,2]}}",
-        "{\"state\":\"Running\",\"x\":{\"a\" 1}}",
-        "{\"state\":\"Running\",\"x\":{\"a\":1,}}",
-        "{\"state\":\"Running\",\"x\":[01]}",
-        "{\"state\":\"Running\",\"x\":[-]}",
-        "{\"state\":\"Running\",\"x\":[1e]}",
-        "{\"state\":\"Running\",\"x\":[tru]}",
-        "{\"state\":\"Running\",\"x\":[nul]}",
-        "{\"state\":\"Running\",\"x\":\"\\q\"}",
-        "{\"state\":\"Running\",\"x\":\"\\u12g4\"}",
-        "{\"state\":\"Running\",\"x\":\"a\tb\"}",
-        "{\"state\":\"Running\",\"x\":\"\xc3\x28\"}",
-        "{\"state\":\"Running\",\"x\":{1:2}}",
-        "{\"state\":\"Running\",\"x\":[1}",
-        "{\"state\":\"Running\",\"x\":{\"a\":1]}",
-        "{\"state\":\"Running\",\"x\":\"\\u00",
-        "{\"state\":\"Running\"}]",
-    };
-    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
-        int rc = decode_str(bad[i], &vi, err, sizeof(err));
-        if (rc != -EBADMSG || strncmp(err, "malformed JSON: ", 16) != 0)
-            print_error("case %zu: rc %d err '%s'\n", i, rc, err);
-        assert_int_equal(rc, -EBADMSG);
-        assert_true(strncmp(err, "malformed JSON: ", 16) == 0);
-        assert_vi_empty(&vi);
-    }
-}
-
 static void test_vm_info_depth_limit(void **state)
 {
     char err[ENG_ERRSTR_MAX] = "";
@@ -1477,7 +1430,6 @@ int main(void)
         cmocka_unit_test(test_vm_info_unknown_keys),
         cmocka_unit_test(test_vm_info_wrong_types),
         cmocka_unit_test(test_vm_info_malformed),
-        cmocka_unit_test(test_vm_info_lexer),
         cmocka_unit_test(test_vm_info_depth_limit),
         cmocka_unit_test(test_vm_info_numbers),
         cmocka_unit_test(test_vm_info_large),
