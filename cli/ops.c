@@ -49,6 +49,8 @@ struct runner {
     unsigned parallel;
     job **jobs;
     size_t n_jobs, done, ok, failed, n_vms;
+    job **chains;               /* first op of each VM, in start order */
+    size_t next_chain, active_chains;
     bool batch, multi;
     double t0;
     bool progress, dirty;
@@ -232,7 +234,7 @@ static void print_job(runner *r, const job *j)
     fflush(stdout);
 }
 
-static void submit_chain(job *j);
+static void chain_continue(job *j);
 
 /* Records and prints one outcome; the caller decides what runs next. */
 static void record(job *j, int err, const char *errstr, const char *dev_id, const char *bdf,
@@ -265,7 +267,7 @@ static void done_cb(cocoon_engine *e, const cocoon_result *res, void *priv)
 
     (void)e;
     record(j, res->err, res->errstr, res->device_id, res->bdf, res->latency_us);
-    submit_chain(j->next);
+    chain_continue(j);
 }
 
 static char *dup_or_empty(const char *s)
@@ -302,7 +304,7 @@ static void list_cb(cocoon_engine *e, const cocoon_result *res, const cocoon_lis
         }
     }
     record(j, res->err, res->errstr, NULL, NULL, res->latency_us);
-    submit_chain(j->next);
+    chain_continue(j);
 }
 
 static cocoon_engine *engine_for(runner *r, const job *j)
@@ -394,12 +396,36 @@ static bool submit_one(job *j)
     return true;
 }
 
-/* Iterative, so a long run of failures on one VM cannot deepen the stack. */
-static void submit_chain(job *j)
+/* Submits j, or the first of its successors that does not fail at once.
+ * Iterative, so a long run of failures on one VM cannot deepen the stack.
+ * Returns true when an op of the chain is in flight. */
+static bool chain_advance(job *j)
 {
     for (; j; j = j->next)
         if (submit_one(j))
-            return;
+            return true;
+    return false;
+}
+
+/* --parallel counts VMs across every engine of the run: ops with different
+ * wait or socket-check settings go to different engines, whose own caps
+ * would otherwise add up. */
+static void chains_fill(runner *r)
+{
+    while (r->active_chains < r->parallel && r->next_chain < r->n_vms)
+        if (chain_advance(r->chains[r->next_chain++]))
+            r->active_chains++;
+}
+
+/* j has completed: run the VM's next op, or give its slot to the next VM. */
+static void chain_continue(job *j)
+{
+    runner *r = j->r;
+
+    if (chain_advance(j->next))
+        return;
+    r->active_chains--;
+    chains_fill(r);
 }
 
 /* Replaces {name}, {id} and {vm} in a socket template. */
@@ -640,8 +666,8 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
     for (size_t i = 0; i < n; i++)
         if (!jobs[i]->op.vm)
             submit_one(jobs[i]);
-    for (size_t i = 0; i < firsts; i++)
-        submit_chain(order[i]);
+    r.chains = order;
+    chains_fill(&r);
     while (r.done < r.n_jobs)
         if (!ev_run(r.loop, EVRUN_ONCE) && r.done < r.n_jobs)
             break;

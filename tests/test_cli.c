@@ -1223,6 +1223,56 @@ static void test_batch_fleet_order(void **state)
     free(fleet);
 }
 
+/* --parallel caps VMs in flight for the whole run, also when the ops need
+ * different engine settings (socket check on and off). */
+static void test_parallel_cap_across_settings(void **state)
+{
+    enum { NVM = 4, LAT_MS = 300 };
+    char *fleet = root_path("pfleet"), *lsock = root_path("plisten.sock"), *last = NULL;
+    char *out = NULL, *err = NULL, *plan = NULL, *p;
+    char cnt[16], lat[16], *argv[] = { g_chsim, (char *)"--fleet", fleet, (char *)"--count",
+                                       cnt, (char *)"--no-connect", (char *)"--add-latency-ms",
+                                       lat, NULL };
+    size_t len = 0;
+    long long t0, wall;
+    int lfd;
+    pid_t pid;
+
+    (void)state;
+    assert_int_equal(mkdir(fleet, 0700), 0);
+    snprintf(cnt, sizeof(cnt), "%d", NVM);
+    snprintf(lat, sizeof(lat), "%d", LAT_MS);
+    pid = sup_spawn(argv);
+    assert_true(asprintf(&last, "%s/vm%d.sock", fleet, NVM - 1) > 0);
+    assert_int_equal(sup_wait_socket(last, 5000), 0);
+    lfd = sup_unix_bind(lsock, true);
+    plan = malloc(4096);
+    assert_non_null(plan);
+    for (int i = 0; i < NVM; i++)
+        len += (size_t)snprintf(plan + len, 4096 - len,
+            "{\"op\":\"fs-attach\",\"vm\":\"%s/vm%d.sock\",\"socket\":\"%s\","
+            "\"tag\":\"d\",\"no_socket_check\":%s}\n",
+            fleet, i, lsock, i % 2 ? "true" : "false");
+    t0 = sup_now_ms();
+    assert_int_equal(cli_in(plan, &out, &err, "-o", "json", "batch", "--parallel", "1",
+                            (char *)NULL), 0);
+    wall = sup_now_ms() - t0;
+    assert_int_equal(count_str(out, "\"ok\":true"), NVM);
+    /* one VM at a time: the adds cannot overlap */
+    if (wall < (long long)NVM * LAT_MS - 50)
+        fail_msg("%d adds of %d ms took %lld ms with --parallel 1", NVM, LAT_MS, wall);
+    p = strstr(out, "\"wall_ms\":");
+    assert_non_null(p);
+    free(out);
+    free(err);
+    free(plan);
+    close(lfd);
+    sup_kill(pid);
+    free(last);
+    free(lsock);
+    free(fleet);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1247,6 +1297,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_defaults_and_rm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_plan_template, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_fleet_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parallel_cap_across_settings, setup, teardown),
     };
     int rc;
 
