@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -36,12 +37,69 @@ int cli_gen_print(yajl_gen g, FILE *f)
     return rc;
 }
 
-/* Invalid UTF-8 from a user-typed string must not abort the document:
- * emit a placeholder instead, so the object stays well-formed. */
+/* Length of the well-formed UTF-8 sequence at p (at most n bytes), or 0:
+ * no overlong forms, no surrogates, nothing above U+10FFFF. */
+static size_t utf8_seq_len(const unsigned char *p, size_t n)
+{
+    size_t len;
+    unsigned cp;
+
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        len = 2;
+        cp = p[0] & 0x1fu;
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        len = 3;
+        cp = p[0] & 0x0fu;
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        len = 4;
+        cp = p[0] & 0x07u;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3fu);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* Invalid UTF-8 from a user-typed string must not abort the document nor
+ * hide the message around it: each bad byte is spelled \xNN, as the %q
+ * quoting spells control bytes. */
 void cli_gen_str(yajl_gen g, const char *s)
 {
-    if (yajl_gen_string(g, (const unsigned char *)s, strlen(s)) == yajl_gen_invalid_string)
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s), o = 0;
+    char *clean;
+
+    if (yajl_gen_string(g, p, n) != yajl_gen_invalid_string)
+        return;
+    clean = malloc(n * 4 + 1);
+    if (!clean) {
         yajl_gen_string(g, (const unsigned char *)"<invalid utf-8>", 15);
+        return;
+    }
+    for (size_t i = 0; i < n;) {
+        size_t l = utf8_seq_len(p + i, n - i);
+
+        if (l) {
+            memcpy(clean + o, p + i, l);
+            o += l;
+            i += l;
+        } else {
+            o += (size_t)snprintf(clean + o, 5, "\\x%02x", p[i++]);
+        }
+    }
+    yajl_gen_string(g, (const unsigned char *)clean, o);
+    free(clean);
 }
 
 void cli_gen_kv_str(yajl_gen g, const char *k, const char *v)

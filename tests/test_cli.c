@@ -1273,6 +1273,23 @@ static void test_parallel_cap_across_settings(void **state)
     free(fleet);
 }
 
+/* A message quoting invalid UTF-8 survives in -o json: the bad byte is
+ * spelled \xNN, the rest of the text is kept. */
+static void test_json_invalid_utf8_kept(void **state)
+{
+    char *out = NULL, *err = NULL;
+
+    (void)state;
+    assert_int_equal(cli(&out, &err, "-o", "json", "vm", "fs", "attach", "x", "--socket", "/s",
+                         "--tag", "a\xff" "b\xc3\xa9", (char *)NULL), 1);
+    if (!strstr(out, "\"error\":\"tag \\\"a\\\\xffb\xc3\xa9\\\" invalid: must match "
+                     "[A-Za-z0-9][A-Za-z0-9_-]{0,35}\""))
+        fail_msg("stdout %s", out);
+    assert_non_null(strstr(out, "\"tag\":\"a\\\\xffb\xc3\xa9\""));
+    free(out);
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1298,6 +1315,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_plan_template, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_fleet_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallel_cap_across_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_json_invalid_utf8_kept, setup, teardown),
     };
     int rc;
 
