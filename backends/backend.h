@@ -87,11 +87,22 @@ const json_fs *ch_fs_by_id(const json_vm_info *vi, const char *id);
 const json_device *ch_device_by_id(const json_vm_info *vi, const char *id);
 const json_device *ch_device_by_path(const json_vm_info *vi, const char *path);
 
-/* Listening AF_UNIX paths from /proc/net/unix (flag 00010000): a hash set,
- * owned, free with ch_unix_set_free. */
+/* Which AF_UNIX paths have a listening socket, without connecting to any:
+ * a hash set, owned, free with ch_unix_set_free.  Paths match exactly as
+ * bound; abstract names never match. */
 typedef struct ch_unix_set ch_unix_set;
-/* Reads file (NULL: "/proc/net/unix").  NULL with errno set when it cannot
- * be read or on ENOMEM. */
+/* From the kernel's socket table: a sock_diag dump (NETLINK_SOCK_DIAG) of
+ * the listening AF_UNIX sockets, restricted to the n paths in want
+ * (borrowed; copied); want NULL: every listening path.  A dump the kernel
+ * flags as inconsistent (NLM_F_DUMP_INTR) that misses a wanted path is
+ * taken again, at most three dumps in all.  When the netlink socket or the
+ * dump fails (EPROTONOSUPPORT, EACCES in a sandbox, ...) the set is read
+ * from /proc/net/unix instead.  NULL with errno set when neither can be
+ * read, or on ENOMEM.  With want non-NULL and n == 0 nothing is read. */
+ch_unix_set *ch_unix_set_listening(const char *const *want, size_t n);
+/* The /proc/net/unix reader alone (the listening flag 00010000): reads
+ * file (NULL: "/proc/net/unix").  NULL with errno set when it cannot be
+ * read or on ENOMEM. */
 ch_unix_set *ch_unix_set_load(const char *file);
 /* The same, restricted to the n paths in want (borrowed; copied): the set
  * then tells only which of them listen, and the scan skips every other

@@ -8,10 +8,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +24,9 @@
 #define CH_VIRTIO_PCI "_virtio-pci-"
 #define QMAX 300
 #define CH_UNIX_IOBUF (64 * 1024)
+/* The kernel sizes a dump part to the reader's buffer, up to 32 KiB. */
+#define CH_DIAG_BUF (32 * 1024)
+#define CH_DIAG_TRIES 3
 
 void ch_quote(const char *s, char *out, size_t outlen)
 {
@@ -216,15 +224,17 @@ static int ch_device_detach_check(const json_vm_info *vi, const char *id,
     return eng_errf(err, errlen, -ENODEV, "device id %s not attached", q);
 }
 
-/* ---- /proc/net/unix snapshot ---- */
+/* ---- listening socket snapshot ---- */
 
-/* A fleet host lists tens of thousands of sockets, and a batch reads the
- * table at least once, so the loader reads with plain read() in big chunks,
- * looks at nothing but the flags of a non-listening line, and keeps paths
- * in one arena instead of one allocation each.  A snapshot for a known set
- * of paths (ch_unix_set_load_wanted) holds only those and marks the ones
- * found listening: the lines of other sockets cost a length test, most of
- * them not even a hash. */
+/* A fleet host has tens of thousands of sockets, and a batch takes the
+ * snapshot at least once.  The sock_diag dump lets the kernel drop every
+ * socket that does not listen; /proc/net/unix, the fallback, has the kernel
+ * format all of them as text, so its reader uses plain read() in big
+ * chunks and looks at nothing but the flags of a non-listening line.
+ * Paths live in one arena instead of one allocation each.  A snapshot for
+ * a known set of paths holds only those and marks the ones found
+ * listening: other sockets cost a length test, most of them not even a
+ * hash. */
 struct ch_unix_slot {
     uint32_t off;       /* arena offset + 1; 0: empty */
     uint32_t hash;
@@ -308,6 +318,30 @@ static struct ch_unix_slot *ch_unix_put(ch_unix_set *s, const char *path, size_t
     return sl;
 }
 
+/* Records the len bytes at p as a listening path: in a wanted set only
+ * when asked for. */
+static int ch_unix_mark(ch_unix_set *s, const char *p, size_t len)
+{
+    struct ch_unix_slot *sl;
+
+    if (s->wanted) {
+        if (len < 128 && !(s->lens[len >> 6] & (1ull << (len & 63))))
+            return 0;
+        if (!s->cap)
+            return 0;
+        sl = ch_unix_find(s, p, len, (uint32_t)eng_hash(p, len));
+        if (!sl->off)
+            return 0;
+    } else if (!(sl = ch_unix_put(s, p, len))) {
+        return -ENOMEM;
+    }
+    if (!sl->listening) {
+        sl->listening = true;
+        s->n++;
+    }
+    return 0;
+}
+
 /* Past the token at p and the spaces after it. */
 static const char *ch_unix_skip(const char *p, const char *end)
 {
@@ -327,8 +361,6 @@ static int ch_unix_line(ch_unix_set *s, const char *p, const char *end)
 {
     static const char listening[] = "00010000";
     const char *c = memchr(p, ':', (size_t)(end - p) < 40 ? (size_t)(end - p) : 40);
-    struct ch_unix_slot *sl;
-    size_t len;
 
     if (c && end - c > 38 && c[1] == ' ' && c[10] == ' ' && c[19] == ' ' &&
         c[28] == ' ' && c[33] == ' ' && c[36] == ' ') {
@@ -359,27 +391,7 @@ static int ch_unix_line(ch_unix_set *s, const char *p, const char *end)
         end--;
     if (p == end || *p == '@')
         return 0;
-    len = (size_t)(end - p);
-    if (s->wanted) {
-        if (len < 128 && !(s->lens[len >> 6] & (1ull << (len & 63))))
-            return 0;
-        if (!s->cap)
-            return 0;
-        sl = ch_unix_find(s, p, len, (uint32_t)eng_hash(p, len));
-        if (sl->off && !sl->listening) {
-            sl->listening = true;
-            s->n++;
-        }
-        return 0;
-    }
-    sl = ch_unix_put(s, p, len);
-    if (!sl)
-        return -ENOMEM;
-    if (!sl->listening) {
-        sl->listening = true;
-        s->n++;
-    }
-    return 0;
+    return ch_unix_mark(s, p, (size_t)(end - p));
 }
 
 static int ch_unix_scan(ch_unix_set *s, int fd)
@@ -428,26 +440,36 @@ static int ch_unix_scan(ch_unix_set *s, int fd)
     return rc;
 }
 
-static ch_unix_set *ch_unix_load(const char *file, const char *const *want, size_t n_want,
-                                 bool wanted)
+/* An empty set; wanted: it will tell only about the n_want paths of want. */
+static ch_unix_set *ch_unix_new(const char *const *want, size_t n_want, bool wanted)
 {
     ch_unix_set *s = calloc(1, sizeof(*s));
-    int fd = -1, rc = 0;
 
-    if (!s) {
-        errno = ENOMEM;
+    if (!s)
         return NULL;
-    }
     s->wanted = wanted;
     for (size_t i = 0; i < n_want; i++) {
         size_t len = strlen(want[i]);
 
         if (!ch_unix_put(s, want[i], len)) {
-            rc = -ENOMEM;
-            goto out;
+            ch_unix_set_free(s);
+            return NULL;
         }
         if (len < 128)
             s->lens[len >> 6] |= 1ull << (len & 63);
+    }
+    return s;
+}
+
+static ch_unix_set *ch_unix_load(const char *file, const char *const *want, size_t n_want,
+                                 bool wanted)
+{
+    ch_unix_set *s = ch_unix_new(want, n_want, wanted);
+    int fd, rc;
+
+    if (!s) {
+        errno = ENOMEM;
+        return NULL;
     }
     /* Nothing asked for: nothing to read. */
     if (wanted && !s->n_slots)
@@ -455,11 +477,10 @@ static ch_unix_set *ch_unix_load(const char *file, const char *const *want, size
     fd = open(file ? file : "/proc/net/unix", O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         rc = -errno;
-        goto out;
+    } else {
+        rc = ch_unix_scan(s, fd);
+        close(fd);
     }
-    rc = ch_unix_scan(s, fd);
-    close(fd);
-out:
     if (rc) {
         ch_unix_set_free(s);
         errno = -rc;
@@ -476,6 +497,144 @@ ch_unix_set *ch_unix_set_load(const char *file)
 ch_unix_set *ch_unix_set_load_wanted(const char *file, const char *const *want, size_t n)
 {
     return ch_unix_load(file, want, n, true);
+}
+
+/* One sock_diag message: a listening socket and its attributes.  A bound
+ * path comes with its terminating NUL; an abstract name starts with one. */
+static int ch_diag_msg(ch_unix_set *s, const struct nlmsghdr *h)
+{
+    const struct unix_diag_msg *m = NLMSG_DATA(h);
+    const char *a, *end = (const char *)h + h->nlmsg_len;
+
+    if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
+        return -EPROTO;
+    if (m->udiag_family != AF_UNIX || m->udiag_state != TCP_LISTEN)
+        return 0;
+    for (a = (const char *)(m + 1); end - a >= (ptrdiff_t)NLA_HDRLEN;) {
+        const struct nlattr *at = (const struct nlattr *)(const void *)a;
+
+        if (at->nla_len < NLA_HDRLEN || at->nla_len > end - a)
+            return -EPROTO;
+        if ((at->nla_type & NLA_TYPE_MASK) == UNIX_DIAG_NAME) {
+            const char *p = a + NLA_HDRLEN;
+            size_t len = strnlen(p, at->nla_len - NLA_HDRLEN);
+
+            return len ? ch_unix_mark(s, p, len) : 0;
+        }
+        a += NLA_ALIGN(at->nla_len);
+    }
+    return 0;
+}
+
+/* One dump over fd into s.  *intr: the kernel flagged the dump as
+ * inconsistent (the table changed while it was walked). */
+static int ch_diag_dump(ch_unix_set *s, int fd, char *buf, uint32_t seq, bool *intr)
+{
+    struct {
+        struct nlmsghdr h;
+        struct unix_diag_req r;
+    } req;
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+
+    memset(&req, 0, sizeof(req));
+    req.h.nlmsg_len = sizeof(req);
+    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.h.nlmsg_seq = seq;
+    req.r.sdiag_family = AF_UNIX;
+    req.r.udiag_states = 1u << TCP_LISTEN;
+    req.r.udiag_show = UDIAG_SHOW_NAME;
+    if (sendto(fd, &req, sizeof(req), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+        return -errno;
+    *intr = false;
+    for (;;) {
+        struct iovec iov = { buf, CH_DIAG_BUF };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        ssize_t n = recvmsg(fd, &mh, 0);
+        size_t left;
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        /* A cut part would silently lose sockets. */
+        if (n == 0 || (mh.msg_flags & MSG_TRUNC))
+            return -EPROTO;
+        left = (size_t)n;
+        for (struct nlmsghdr *h = (struct nlmsghdr *)(void *)buf; NLMSG_OK(h, left);
+             h = NLMSG_NEXT(h, left)) {
+            int rc;
+
+            if (h->nlmsg_seq != seq)
+                continue;
+            if (h->nlmsg_flags & NLM_F_DUMP_INTR)
+                *intr = true;
+            if (h->nlmsg_type == NLMSG_DONE)
+                return 0;
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                const struct nlmsgerr *e = NLMSG_DATA(h);
+
+                if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*e)))
+                    return -EPROTO;
+                return e->error ? e->error : -EPROTO;
+            }
+            if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY && (rc = ch_diag_msg(s, h)))
+                return rc;
+        }
+    }
+}
+
+/* The sock_diag snapshot into s.  A dump the kernel flags as inconsistent
+ * may have skipped a socket, so one that misses a wanted path is taken
+ * again from scratch. */
+static int ch_diag_load(ch_unix_set *s)
+{
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    char *buf;
+    bool intr = false;
+    int rc = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (!(buf = malloc(CH_DIAG_BUF))) {
+        close(fd);
+        return -ENOMEM;
+    }
+    for (uint32_t seq = 1; seq <= CH_DIAG_TRIES; seq++) {
+        for (size_t i = 0; i < s->cap; i++)
+            s->slots[i].listening = false;
+        s->n = 0;
+        rc = ch_diag_dump(s, fd, buf, seq, &intr);
+        if (rc || !intr || (s->wanted && s->n == s->n_slots))
+            break;
+    }
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+ch_unix_set *ch_unix_set_listening(const char *const *want, size_t n)
+{
+    ch_unix_set *s = ch_unix_new(want, n, want != NULL);
+    int rc;
+
+    if (!s) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (want && !n)
+        return s;
+    rc = ch_diag_load(s);
+    if (!rc)
+        return s;
+    ch_unix_set_free(s);
+    if (rc == -ENOMEM) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* No netlink here (an old kernel, a sandbox that forbids it): the
+     * text table tells the same. */
+    return ch_unix_load(NULL, want, n, want != NULL);
 }
 
 bool ch_unix_set_has(const ch_unix_set *s, const char *path)

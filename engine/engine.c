@@ -126,7 +126,7 @@ struct cocoon_engine {
     store_db db[2];
     struct eng_sidx by_id[2], by_name[2];
 
-    /* The /proc/net/unix snapshot belongs to submissions, not to loop
+    /* The listener snapshot belongs to submissions, not to loop
      * iterations: the operations submitted in one loop iteration form a
      * generation, and a snapshot taken after a generation was submitted
      * serves it and every older one.  A miss is checked once more against
@@ -134,7 +134,7 @@ struct cocoon_engine {
      * kernel's listing may skip entries while sockets come and go. */
     unsigned gen, gen_iter;              /* newest generation; its iteration */
     bool gen_any;
-    ch_unix_set *unix_set;               /* NULL: unreadable or not taken */
+    ch_unix_set *unix_set;               /* NULL: no socket table or not taken */
     bool unix_loaded;
     unsigned unix_gen;                   /* newest generation it serves */
     unsigned unix_seq;                   /* counts snapshots taken */
@@ -364,12 +364,12 @@ static ch_unix_set *unix_snapshot_load(cocoon_engine *e)
             n = unix_wanted_add(vm->head, NULL, n);
     want = malloc((n ? n : 1) * sizeof(*want));
     if (!want)
-        return ch_unix_set_load(NULL);
+        return ch_unix_set_listening(NULL, 0);
     n = unix_wanted_add(e->start_head, want, 0);
     for (size_t i = 0; i < e->nbuckets; i++)
         for (struct eng_vm *vm = e->buckets[i]; vm; vm = vm->hnext)
             n = unix_wanted_add(vm->head, want, n);
-    s = ch_unix_set_load_wanted(NULL, want, n);
+    s = ch_unix_set_listening(want, n);
     free(want);
     return s;
 }
@@ -390,8 +390,8 @@ static void unix_snapshot_drop(cocoon_engine *e)
     e->unix_loaded = false;
 }
 
-/* A snapshot taken after op was submitted.  NULL when /proc/net/unix
- * cannot be read: the listener part is skipped. */
+/* A snapshot taken after op was submitted.  NULL when the kernel's socket
+ * table cannot be read: the listener part is skipped. */
 static const ch_unix_set *eng_unix_set(cocoon_engine *e, const struct eng_op *op)
 {
     if (!e->unix_loaded || (int)(e->unix_gen - op->gen) < 0)

@@ -21,7 +21,7 @@ void eng_status_errf(char *err, size_t errlen, const char *prefix, const char *m
                      const char *path, int status, const char *body, size_t body_len);
 
 /* A 64-bit hash of len bytes of s: the hash of every table in the engine and of
- * the /proc/net/unix snapshot in backends/ch.c. */
+ * the listening socket snapshot in backends/ch.c. */
 uint64_t eng_hash(const char *s, size_t len);
 
 #endif

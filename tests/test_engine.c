@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
 
 #include "engine/cocoon.h"
 #include "engine/call.h"
@@ -55,11 +56,66 @@ struct env {
 
 static struct env *g_env;
 
-/* Reads of /proc/net/unix, counted through -Wl,--wrap=open; connects to
- * g_connect_path, through -Wl,--wrap=connect. */
+/* Reads of /proc/net/unix, counted through -Wl,--wrap=open (failing with
+ * EACCES when g_unix_fail); connects to g_connect_path, through
+ * -Wl,--wrap=connect.  sock_diag dumps, counted through -Wl,--wrap=sendto;
+ * g_netlink_fail makes socket(AF_NETLINK) fail with EPROTONOSUPPORT, and
+ * the next g_diag_intr dumps come back flagged NLM_F_DUMP_INTR
+ * (-Wl,--wrap=recvmsg). */
 static int g_unix_reads;
+static bool g_unix_fail;
 static int g_connects;
 static const char *g_connect_path;
+static int g_dumps;
+static bool g_netlink_fail;
+static int g_diag_intr;
+
+int __real_socket(int domain, int type, int protocol);
+int __wrap_socket(int domain, int type, int protocol);
+
+int __wrap_socket(int domain, int type, int protocol)
+{
+    if (domain == AF_NETLINK && g_netlink_fail) {
+        errno = EPROTONOSUPPORT;
+        return -1;
+    }
+    return __real_socket(domain, type, protocol);
+}
+
+ssize_t __real_sendto(int fd, const void *buf, size_t len, int flags,
+                      const struct sockaddr *sa, socklen_t salen);
+ssize_t __wrap_sendto(int fd, const void *buf, size_t len, int flags,
+                      const struct sockaddr *sa, socklen_t salen);
+
+ssize_t __wrap_sendto(int fd, const void *buf, size_t len, int flags,
+                      const struct sockaddr *sa, socklen_t salen)
+{
+    if (sa && sa->sa_family == AF_NETLINK)
+        g_dumps++;
+    return __real_sendto(fd, buf, len, flags, sa, salen);
+}
+
+ssize_t __real_recvmsg(int fd, struct msghdr *mh, int flags);
+ssize_t __wrap_recvmsg(int fd, struct msghdr *mh, int flags);
+
+ssize_t __wrap_recvmsg(int fd, struct msghdr *mh, int flags)
+{
+    ssize_t n = __real_recvmsg(fd, mh, flags);
+    int domain = 0;
+    socklen_t dl = sizeof(domain);
+    size_t left = n > 0 ? (size_t)n : 0;
+
+    if (!g_diag_intr || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) < 0 ||
+        domain != AF_NETLINK)
+        return n;
+    for (struct nlmsghdr *h = mh->msg_iov[0].iov_base; NLMSG_OK(h, left);
+         h = NLMSG_NEXT(h, left)) {
+        h->nlmsg_flags |= NLM_F_DUMP_INTR;
+        if (h->nlmsg_type == NLMSG_DONE)
+            g_diag_intr--;
+    }
+    return n;
+}
 
 int __real_connect(int fd, const struct sockaddr *sa, socklen_t len);
 int __wrap_connect(int fd, const struct sockaddr *sa, socklen_t len);
@@ -88,8 +144,13 @@ int __wrap_open(const char *path, int flags, ...)
         mode = (mode_t)va_arg(ap, int);
         va_end(ap);
     }
-    if (path && strcmp(path, "/proc/net/unix") == 0)
+    if (path && strcmp(path, "/proc/net/unix") == 0) {
         g_unix_reads++;
+        if (g_unix_fail) {
+            errno = EACCES;
+            return -1;
+        }
+    }
     return __real_open(path, flags, mode);
 }
 
@@ -614,6 +675,173 @@ static void test_unix_snapshot_parse(void **state)
     free(dir);
 }
 
+/* The sock_diag snapshot against real sockets: a listener is in it; a
+ * socket that is only bound, one bound and connected, and the accepted end
+ * of a connection (which shows the listener's path) are not. */
+static void test_diag_snapshot(void **state)
+{
+    char *dir = sup_tmpdir(), lp[300], bp[300], cp[300];
+    const char *want[] = { lp, bp, cp, "/nonexistent/x.sock" };
+    struct sockaddr_un la = { .sun_family = AF_UNIX };
+    int lfd, bfd, cfd, afd;
+    ch_unix_set *s;
+
+    (void)state;
+    snprintf(lp, sizeof(lp), "%s/listen.sock", dir);
+    snprintf(bp, sizeof(bp), "%s/bound.sock", dir);
+    snprintf(cp, sizeof(cp), "%s/client.sock", dir);
+    lfd = listener(lp, true);
+    bfd = listener(bp, false);
+    cfd = listener(cp, false);
+    assert_true(strlen(lp) < sizeof(la.sun_path));
+    memcpy(la.sun_path, lp, strlen(lp) + 1);
+    assert_int_equal(connect(cfd, (struct sockaddr *)&la, sizeof(la)), 0);
+    afd = accept(lfd, NULL, NULL);
+    assert_true(afd >= 0);
+
+    g_dumps = g_unix_reads = 0;
+    s = ch_unix_set_listening(want, 4);
+    assert_non_null(s);
+    assert_true(ch_unix_set_has(s, lp));
+    assert_false(ch_unix_set_has(s, bp));
+    assert_false(ch_unix_set_has(s, cp));
+    assert_false(ch_unix_set_has(s, want[3]));
+    assert_int_equal(ch_unix_set_count(s), 1);
+    ch_unix_set_free(s);
+    assert_int_equal(g_dumps, 1);
+    assert_int_equal(g_unix_reads, 0);
+
+    /* Every listening path: the same answers for these three. */
+    s = ch_unix_set_listening(NULL, 0);
+    assert_non_null(s);
+    assert_true(ch_unix_set_has(s, lp));
+    assert_false(ch_unix_set_has(s, bp));
+    assert_false(ch_unix_set_has(s, cp));
+    assert_true(ch_unix_set_count(s) >= 1);
+    ch_unix_set_free(s);
+    assert_int_equal(g_dumps, 2);
+
+    /* Nothing asked for: no dump. */
+    s = ch_unix_set_listening(want, 0);
+    assert_non_null(s);
+    assert_int_equal(ch_unix_set_count(s), 0);
+    ch_unix_set_free(s);
+    assert_int_equal(g_dumps, 2);
+    assert_int_equal(g_unix_reads, 0);
+    close(afd);
+    close(cfd);
+    close(bfd);
+    close(lfd);
+    sup_rmrf(dir);
+    free(dir);
+}
+
+/* A dump flagged NLM_F_DUMP_INTR may have skipped sockets: one that misses
+ * a wanted path is taken again, at most three dumps in all; one that found
+ * every wanted path stands. */
+static void test_diag_dump_intr(void **state)
+{
+    char *dir = sup_tmpdir(), lp[300];
+    const char *want[] = { lp, "/nonexistent/x.sock" };
+    int lfd;
+    ch_unix_set *s;
+
+    (void)state;
+    snprintf(lp, sizeof(lp), "%s/listen.sock", dir);
+    lfd = listener(lp, true);
+
+    g_dumps = 0;
+    g_diag_intr = 1;
+    s = ch_unix_set_listening(want, 1);
+    assert_non_null(s);
+    assert_true(ch_unix_set_has(s, lp));
+    ch_unix_set_free(s);
+    assert_int_equal(g_dumps, 1);
+    assert_int_equal(g_diag_intr, 0);
+
+    g_dumps = 0;
+    g_diag_intr = 1;
+    s = ch_unix_set_listening(want, 2);
+    assert_non_null(s);
+    assert_true(ch_unix_set_has(s, lp));
+    assert_false(ch_unix_set_has(s, want[1]));
+    ch_unix_set_free(s);
+    assert_int_equal(g_dumps, 2);
+
+    g_dumps = 0;
+    g_diag_intr = 10;
+    s = ch_unix_set_listening(want, 2);
+    assert_non_null(s);
+    assert_true(ch_unix_set_has(s, lp));
+    assert_int_equal(ch_unix_set_count(s), 1);
+    ch_unix_set_free(s);
+    assert_int_equal(g_dumps, 3);
+    g_diag_intr = 0;
+    close(lfd);
+    sup_rmrf(dir);
+    free(dir);
+}
+
+/* Without netlink the snapshot comes from /proc/net/unix, with the same
+ * answers; without that too the listener part is skipped and the attach
+ * goes to CH. */
+static void test_diag_fallback(void **state)
+{
+    static const char *const extra[] = { "--memory", "size=1G,shared=on",
+                                         "--connect-timeout-ms", "200", NULL };
+    struct env *v = env_new(extra, NULL);
+    char *live = strdup(vfs_path(v, "live.sock"));
+    char *idle = strdup(vfs_path(v, "idle.sock"));
+    const char *want[] = { live, idle };
+    int lfd = listener(live, true);
+    int ifd = listener(idle, false);
+    char msg[600];
+    ch_unix_set *s;
+    struct res r;
+    int adds;
+
+    (void)state;
+    g_netlink_fail = true;
+    g_dumps = g_unix_reads = 0;
+    s = ch_unix_set_listening(want, 2);
+    assert_non_null(s);
+    assert_true(ch_unix_set_has(s, live));
+    assert_false(ch_unix_set_has(s, idle));
+    ch_unix_set_free(s);
+    assert_int_equal(g_unix_reads, 1);
+    assert_int_equal(g_dumps, 0);
+
+    r = fs_attach(v, v->sock, live, "live");
+    assert_int_equal(r.err, 0);
+    assert_int_equal(g_unix_reads, 2);
+    r = fs_attach(v, v->sock, idle, "idle");
+    assert_int_equal(r.err, -ECONNREFUSED);
+    snprintf(msg, sizeof(msg),
+             "nothing is listening on virtiofsd socket %s (virtiofsd exited or already "
+             "serves a VM; start a new virtiofsd)", idle);
+    assert_string_equal(r.errstr, msg);
+    assert_int_equal(g_unix_reads, 4);
+    assert_int_equal(g_dumps, 0);
+    adds = sup_chsim_count(v->sock, "vm.add-fs");
+    assert_int_equal(adds, 1);
+
+    g_unix_fail = true;
+    errno = 0;
+    assert_null(ch_unix_set_listening(want, 2));
+    assert_int_equal(errno, EACCES);
+    r = fs_attach(v, v->sock, idle, "idle");
+    assert_int_not_equal(r.err, -ECONNREFUSED);
+    assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), adds + 1);
+    assert_int_equal(g_dumps, 0);
+    g_unix_fail = false;
+    g_netlink_fail = false;
+    close(lfd);
+    close(ifd);
+    free(live);
+    free(idle);
+    env_free(v);
+}
+
 struct late {
     int fd;                 /* bound, listens once op 0 is done */
     struct res r[2];
@@ -642,6 +870,7 @@ static void test_fs_socket_listens_after_snapshot(void **state)
     (void)state;
     g_late = &l;
     g_unix_reads = 0;
+    g_dumps = 0;
     assert_int_equal(cocoon_fs_attach(v->e, v->sock, &sa, late_first_cb, &l.r[0]), 0);
     assert_int_equal(cocoon_fs_attach(v->e, v->sock, &sb, done_cb, &l.r[1]), 0);
     run(v, 2);
@@ -651,8 +880,10 @@ static void test_fs_socket_listens_after_snapshot(void **state)
     assert_string_equal(l.r[1].errstr, "");
     assert_int_equal(l.r[1].err, 0);
     assert_string_equal(l.r[1].id, "cocoon-fs-b");
-    /* One snapshot for the batch, one more for the miss. */
-    assert_int_equal(g_unix_reads, 2);
+    /* One snapshot for the batch, one more for the miss, both from
+     * sock_diag. */
+    assert_int_equal(g_dumps, 2);
+    assert_int_equal(g_unix_reads, 0);
     assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 2);
     close(a);
     close(l.fd);
@@ -1340,8 +1571,8 @@ static void test_fleet_1000(void **state)
     fleet_stop(&f);
 }
 
-/* Submissions of one loop iteration share one /proc/net/unix read, a later
- * batch reads afresh, and a miss costs exactly one more read. */
+/* Submissions of one loop iteration share one sock_diag dump, a later
+ * batch dumps afresh, and a miss costs exactly one more dump. */
 static void test_unix_snapshot_per_batch(void **state)
 {
     struct fleet f;
@@ -1354,10 +1585,11 @@ static void test_unix_snapshot_per_batch(void **state)
     fleet_start(&f, 6, NULL);
     v = env_new(NULL, NULL);
     g_unix_reads = 0;
+    g_dumps = 0;
     rs = fleet_attach_all(v, &f);
     for (int i = 0; i < f.n; i++)
         assert_int_equal(rs[i].err, 0);
-    assert_int_equal(g_unix_reads, 1);
+    assert_int_equal(g_dumps, 1);
     free(rs);
 
     snprintf(dead, sizeof(dead), "%s/dead.sock", f.dir);
@@ -1369,7 +1601,8 @@ static void test_unix_snapshot_per_batch(void **state)
              "nothing is listening on virtiofsd socket %s (virtiofsd exited or already "
              "serves a VM; start a new virtiofsd)", dead);
     assert_string_equal(rm.errstr, want);
-    assert_int_equal(g_unix_reads, 3);
+    assert_int_equal(g_dumps, 3);
+    assert_int_equal(g_unix_reads, 0);
     close(dfd);
     env_free(v);
     fleet_stop(&f);
@@ -1558,6 +1791,9 @@ int main(void)
         cmocka_unit_test(test_fs_eject_pending),
         cmocka_unit_test(test_fs_socket_liveness),
         cmocka_unit_test(test_unix_snapshot_parse),
+        cmocka_unit_test(test_diag_snapshot),
+        cmocka_unit_test(test_diag_dump_intr),
+        cmocka_unit_test(test_diag_fallback),
         cmocka_unit_test(test_fs_socket_listens_after_snapshot),
         cmocka_unit_test(test_unix_snapshot_per_batch),
         cmocka_unit_test(test_connection_linger),
