@@ -768,6 +768,38 @@ static void test_firecracker(void **state)
     free(bin);
 }
 
+/* A socket path that does not fit sun_path: CH fails to start, so chsim
+ * must exit with an error too, not serve at a cut path. */
+static void test_socket_path_too_long(void **state)
+{
+    char *dir = sup_tmpdir(), *bin = sup_build_path("chsim"), *sock, *arg, *out = NULL,
+         *err = NULL;
+    char long_name[121];
+    int rc;
+
+    (void)state;
+    memset(long_name, 'l', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    sock = sup_asprintf("%s/%s.sock", dir, long_name);
+    arg = sup_asprintf("path=%s", sock);
+    {
+        char *argv[] = { bin, (char *)"--api-socket", arg, (char *)"--kernel",
+                         (char *)"/dev/null", NULL };
+
+        rc = sup_run(argv, NULL, &out, &err, 3000);
+    }
+    assert_int_equal(rc, 1);
+    if (!strstr(err, ": File name too long"))
+        fail_msg("stderr %s", err);
+    free(out);
+    free(err);
+    free(arg);
+    free(sock);
+    sup_rmrf(dir);
+    free(dir);
+    free(bin);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -788,6 +820,7 @@ int main(void)
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_fleet),
         cmocka_unit_test(test_firecracker),
+        cmocka_unit_test(test_socket_path_too_long),
     };
 
     signal(SIGPIPE, SIG_IGN);

@@ -378,14 +378,22 @@ int main(int argc, char **argv)
     for (int i = 0; i < count; i++) {
         int rc;
 
+        int n;
+
         chsim_vm_init(&vms[i], i);
         if (fleet)
-            snprintf(vms[i].sock, sizeof(vms[i].sock), "%s/vm%d.sock", fleet, i);
+            n = snprintf(vms[i].sock, sizeof(vms[i].sock), "%s/vm%d.sock", fleet, i);
         else
-            snprintf(vms[i].sock, sizeof(vms[i].sock), "%s", sock);
-        rc = chsim_vm_listen(&vms[i]);
+            n = snprintf(vms[i].sock, sizeof(vms[i].sock), "%s", sock);
+        /* A cut path would serve the API somewhere nobody looks; CH fails
+         * to start instead, and so do we. */
+        rc = n < 0 || (size_t)n >= sizeof(vms[i].sock) ? -ENAMETOOLONG
+                                                         : chsim_vm_listen(&vms[i]);
         if (rc < 0) {
-            fprintf(stderr, "chsim: listen on %s: %s\n", vms[i].sock, strerror(-rc));
+            if (fleet)
+                fprintf(stderr, "chsim: listen on %s/vm%d.sock: %s\n", fleet, i, strerror(-rc));
+            else
+                fprintf(stderr, "chsim: listen on %s: %s\n", sock, strerror(-rc));
             nvms = i;
             for (int j = 0; j <= i; j++)
                 chsim_vm_fini(&vms[j]);
