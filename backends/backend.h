@@ -94,11 +94,13 @@ typedef struct ch_unix_set ch_unix_set;
 /* From the kernel's socket table: a sock_diag dump (NETLINK_SOCK_DIAG) of
  * the listening AF_UNIX sockets, restricted to the n paths in want
  * (borrowed; copied); want NULL: every listening path.  A dump the kernel
- * flags as inconsistent (NLM_F_DUMP_INTR) that misses a wanted path is
- * taken again, at most three dumps in all.  When the netlink socket or the
- * dump fails (EPROTONOSUPPORT, EACCES in a sandbox, ...) the set is read
- * from /proc/net/unix instead.  NULL with errno set when neither can be
- * read, or on ENOMEM.  With want non-NULL and n == 0 nothing is read. */
+ * flags as inconsistent (NLM_F_DUMP_INTR) is taken again when it misses a
+ * wanted path (want NULL: always), at most three dumps in all.  When the
+ * netlink socket or the dump fails (EPROTONOSUPPORT, EACCES in a sandbox,
+ * ...) the set is read from /proc/net/unix instead.  NULL with errno set
+ * when neither can be read, or on ENOMEM.  With want non-NULL and n == 0
+ * nothing is read.  The caller decides what a snapshot serves: the engine
+ * takes one per submission batch and one more before it reports a miss. */
 ch_unix_set *ch_unix_set_listening(const char *const *want, size_t n);
 /* The /proc/net/unix reader alone (the listening flag 00010000): reads
  * file (NULL: "/proc/net/unix").  NULL with errno set when it cannot be
