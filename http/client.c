@@ -62,8 +62,6 @@ static const char *conn_strerror(int e, char *buf, size_t n)
     return strerror_r(e, buf, n);
 }
 
-/* Touches the watcher only when the events change: every restart is an
- * epoll_ctl on the next loop iteration. */
 /* An idle connection's read watcher only notices a close by the peer; it
  * must not keep the host's loop running (libev: ev_unref, and ev_ref again
  * before the watcher is stopped or carries a request). */
@@ -75,6 +73,8 @@ static void conn_ref(httpc_conn *c)
     }
 }
 
+/* Touches the watcher only when the events change: every restart is an
+ * epoll_ctl on the next loop iteration. */
 static void conn_watch(httpc_conn *c, int events)
 {
     if (c->fd < 0)
