@@ -88,12 +88,15 @@ const json_device *ch_device_by_id(const json_vm_info *vi, const char *id);
 const json_device *ch_device_by_path(const json_vm_info *vi, const char *path);
 
 /* Which AF_UNIX paths have a listening socket, without connecting to any:
- * a hash set, owned, free with ch_unix_set_free.  Paths match exactly as
- * bound; abstract names never match. */
+ * a hash set, owned, free with ch_unix_set_free.  A set restricted to
+ * wanted paths finds a listener however its path is spelled (a symlinked
+ * directory, "..", "//"); a set of every listening path holds them exactly
+ * as bound.  Abstract names never match. */
 typedef struct ch_unix_set ch_unix_set;
 /* From the kernel's socket table: a sock_diag dump (NETLINK_SOCK_DIAG) of
  * the listening AF_UNIX sockets, restricted to the n paths in want
- * (borrowed; copied); want NULL: every listening path.  A dump the kernel
+ * (borrowed; copied) and matched by inode and device against stat() of
+ * each; want NULL: every listening path, by name.  A dump the kernel
  * flags as inconsistent (NLM_F_DUMP_INTR) is taken again when it misses a
  * wanted path (want NULL: always), at most three dumps in all.  When the
  * netlink socket or the dump fails (EPROTONOSUPPORT, EACCES in a sandbox,
@@ -108,7 +111,8 @@ ch_unix_set *ch_unix_set_listening(const char *const *want, size_t n);
 ch_unix_set *ch_unix_set_load(const char *file);
 /* The same, restricted to the n paths in want (borrowed; copied): the set
  * then tells only which of them listen, and the scan skips every other
- * line cheaply.  With n == 0 nothing is read. */
+ * line cheaply.  A wanted path matches a listed one equal to it or to its
+ * realpath().  With n == 0 nothing is read. */
 ch_unix_set *ch_unix_set_load_wanted(const char *file, const char *const *want, size_t n);
 bool ch_unix_set_has(const ch_unix_set *s, const char *path);
 /* Listening paths in the set. */

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #define CH_API "/api/v1/"
@@ -250,6 +251,26 @@ struct ch_unix_set {
     size_t n;           /* listening */
     bool wanted;        /* only the paths put in before the scan count */
     uint64_t lens[2];   /* wanted: bit L set when a path of length L < 128 is */
+    struct ch_unix_want *wants;  /* wanted: each distinct path asked for */
+    size_t n_want;
+    struct ch_unix_id *ids;      /* wanted, sock_diag: sorted by (ino, dev) */
+    size_t n_ids;
+};
+
+/* A listener is one socket however its path is spelled: through a
+ * symlinked directory, with ".." or "//".  The dump identifies it by inode
+ * and device; the text table only by the path it was bound to, which
+ * realpath() of the wanted path names when the spelling differs. */
+struct ch_unix_want {
+    uint32_t off, len;           /* the path as asked, in the arena */
+    uint32_t real_off, real_len; /* its realpath() when different; len 0: none */
+    bool hit;                    /* the dump listed its inode */
+};
+
+struct ch_unix_id {
+    uint64_t ino;
+    uint32_t dev;                /* kernel encoding: major << 20 | minor */
+    uint32_t want;
 };
 
 static struct ch_unix_slot *ch_unix_find(const ch_unix_set *s, const char *path,
@@ -448,17 +469,130 @@ static ch_unix_set *ch_unix_new(const char *const *want, size_t n_want, bool wan
     if (!s)
         return NULL;
     s->wanted = wanted;
+    if (n_want && !(s->wants = calloc(n_want, sizeof(*s->wants)))) {
+        ch_unix_set_free(s);
+        return NULL;
+    }
     for (size_t i = 0; i < n_want; i++) {
-        size_t len = strlen(want[i]);
+        size_t len = strlen(want[i]), before = s->n_slots;
+        struct ch_unix_slot *sl = ch_unix_put(s, want[i], len);
 
-        if (!ch_unix_put(s, want[i], len)) {
+        if (!sl) {
             ch_unix_set_free(s);
             return NULL;
         }
         if (len < 128)
             s->lens[len >> 6] |= 1ull << (len & 63);
+        if (s->n_slots != before) {
+            s->wants[s->n_want].off = sl->off - 1;
+            s->wants[s->n_want++].len = (uint32_t)len;
+        }
     }
     return s;
+}
+
+/* For the text table: the realpath() of each wanted path, where it
+ * differs, goes in as a path of its own that ch_unix_resolve maps back. */
+static int ch_unix_add_real(ch_unix_set *s)
+{
+    for (size_t i = 0; i < s->n_want; i++) {
+        struct ch_unix_want *w = &s->wants[i];
+        char *real = realpath(s->arena + w->off, NULL);
+        struct ch_unix_slot *sl;
+        size_t len;
+
+        if (!real) {
+            if (errno == ENOMEM)
+                return -ENOMEM;
+            continue;
+        }
+        len = strlen(real);
+        if (len == w->len && memcmp(real, s->arena + w->off, len) == 0) {
+            free(real);
+            continue;
+        }
+        sl = ch_unix_put(s, real, len);
+        free(real);
+        if (!sl)
+            return -ENOMEM;
+        if (len < 128)
+            s->lens[len >> 6] |= 1ull << (len & 63);
+        w->real_off = sl->off - 1;
+        w->real_len = (uint32_t)len;
+    }
+    return 0;
+}
+
+static int ch_unix_id_cmp(const void *a, const void *b)
+{
+    const struct ch_unix_id *x = a, *y = b;
+
+    if (x->ino != y->ino)
+        return x->ino < y->ino ? -1 : 1;
+    if (x->dev != y->dev)
+        return x->dev < y->dev ? -1 : 1;
+    return 0;
+}
+
+/* For the dump: inode and device of each wanted path that exists.  The
+ * kernel reports the device as the superblock's dev_t in its own encoding
+ * (major << 20 | minor), not the one stat() hands out. */
+static int ch_unix_add_ids(ch_unix_set *s)
+{
+    if (s->n_want && !(s->ids = calloc(s->n_want, sizeof(*s->ids))))
+        return -ENOMEM;
+    for (size_t i = 0; i < s->n_want; i++) {
+        struct stat st;
+
+        if (stat(s->arena + s->wants[i].off, &st) < 0)
+            continue;
+        s->ids[s->n_ids].ino = (uint64_t)st.st_ino;
+        s->ids[s->n_ids].dev = ((uint32_t)major(st.st_dev) << 20) | (uint32_t)minor(st.st_dev);
+        s->ids[s->n_ids++].want = (uint32_t)i;
+    }
+    qsort(s->ids, s->n_ids, sizeof(*s->ids), ch_unix_id_cmp);
+    return 0;
+}
+
+/* Marks the wanted paths whose inode the dump listed. */
+static void ch_unix_hit(ch_unix_set *s, uint64_t ino, uint32_t dev)
+{
+    struct ch_unix_id key = { ino, dev, 0 };
+    size_t lo = 0, hi = s->n_ids;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (ch_unix_id_cmp(&s->ids[mid], &key) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < s->n_ids && ch_unix_id_cmp(&s->ids[lo], &key) == 0; lo++)
+        s->wants[s->ids[lo].want].hit = true;
+}
+
+static struct ch_unix_slot *ch_unix_at(const ch_unix_set *s, uint32_t off, uint32_t len)
+{
+    const char *p = s->arena + off;
+
+    return ch_unix_find(s, p, len, (uint32_t)eng_hash(p, len));
+}
+
+/* A wanted set after a scan: a wanted path listens when the dump listed
+ * its inode or the text table listed it or its realpath; n counts those. */
+static void ch_unix_resolve(ch_unix_set *s)
+{
+    s->n = 0;
+    for (size_t i = 0; i < s->n_want; i++) {
+        const struct ch_unix_want *w = &s->wants[i];
+        struct ch_unix_slot *sl = ch_unix_at(s, w->off, w->len);
+
+        if (w->hit || (w->real_len && ch_unix_at(s, w->real_off, w->real_len)->listening))
+            sl->listening = true;
+        if (sl->listening)
+            s->n++;
+    }
 }
 
 static ch_unix_set *ch_unix_load(const char *file, const char *const *want, size_t n_want,
@@ -474,13 +608,15 @@ static ch_unix_set *ch_unix_load(const char *file, const char *const *want, size
     /* Nothing asked for: nothing to read. */
     if (wanted && !s->n_slots)
         return s;
-    fd = open(file ? file : "/proc/net/unix", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    rc = wanted ? ch_unix_add_real(s) : 0;
+    if (!rc && (fd = open(file ? file : "/proc/net/unix", O_RDONLY | O_CLOEXEC)) < 0) {
         rc = -errno;
-    } else {
+    } else if (!rc) {
         rc = ch_unix_scan(s, fd);
         close(fd);
     }
+    if (!rc && wanted)
+        ch_unix_resolve(s);
     if (rc) {
         ch_unix_set_free(s);
         errno = -rc;
@@ -500,7 +636,9 @@ ch_unix_set *ch_unix_set_load_wanted(const char *file, const char *const *want, 
 }
 
 /* One sock_diag message: a listening socket and its attributes.  A bound
- * path comes with its terminating NUL; an abstract name starts with one. */
+ * path comes with its terminating NUL; an abstract name starts with one.
+ * A wanted set asks for the inode instead (UDIAG_SHOW_VFS), which only a
+ * socket bound to a path has. */
 static int ch_diag_msg(ch_unix_set *s, const struct nlmsghdr *h)
 {
     const struct unix_diag_msg *m = NLMSG_DATA(h);
@@ -515,7 +653,16 @@ static int ch_diag_msg(ch_unix_set *s, const struct nlmsghdr *h)
 
         if (at->nla_len < NLA_HDRLEN || at->nla_len > end - a)
             return -EPROTO;
-        if ((at->nla_type & NLA_TYPE_MASK) == UNIX_DIAG_NAME) {
+        if (s->wanted && (at->nla_type & NLA_TYPE_MASK) == UNIX_DIAG_VFS) {
+            struct unix_diag_vfs v;
+
+            if (at->nla_len < NLA_HDRLEN + sizeof(v))
+                return -EPROTO;
+            memcpy(&v, a + NLA_HDRLEN, sizeof(v));
+            ch_unix_hit(s, v.udiag_vfs_ino, v.udiag_vfs_dev);
+            return 0;
+        }
+        if (!s->wanted && (at->nla_type & NLA_TYPE_MASK) == UNIX_DIAG_NAME) {
             const char *p = a + NLA_HDRLEN;
             size_t len = strnlen(p, at->nla_len - NLA_HDRLEN);
 
@@ -543,7 +690,7 @@ static int ch_diag_dump(ch_unix_set *s, int fd, char *buf, uint32_t seq, bool *i
     req.h.nlmsg_seq = seq;
     req.r.sdiag_family = AF_UNIX;
     req.r.udiag_states = 1u << TCP_LISTEN;
-    req.r.udiag_show = UDIAG_SHOW_NAME;
+    req.r.udiag_show = s->wanted ? UDIAG_SHOW_VFS : UDIAG_SHOW_NAME;
     if (sendto(fd, &req, sizeof(req), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
         return -errno;
     *intr = false;
@@ -603,9 +750,13 @@ static int ch_diag_load(ch_unix_set *s)
     for (uint32_t seq = 1; seq <= CH_DIAG_TRIES; seq++) {
         for (size_t i = 0; i < s->cap; i++)
             s->slots[i].listening = false;
+        for (size_t i = 0; i < s->n_want; i++)
+            s->wants[i].hit = false;
         s->n = 0;
         rc = ch_diag_dump(s, fd, buf, seq, &intr);
-        if (rc || !intr || (s->wanted && s->n == s->n_slots))
+        if (!rc && s->wanted)
+            ch_unix_resolve(s);
+        if (rc || !intr || (s->wanted && s->n == s->n_want))
             break;
     }
     free(buf);
@@ -624,7 +775,9 @@ ch_unix_set *ch_unix_set_listening(const char *const *want, size_t n)
     }
     if (want && !n)
         return s;
-    rc = ch_diag_load(s);
+    rc = want ? ch_unix_add_ids(s) : 0;
+    if (!rc)
+        rc = ch_diag_load(s);
     if (!rc)
         return s;
     ch_unix_set_free(s);
@@ -658,6 +811,8 @@ void ch_unix_set_free(ch_unix_set *s)
         return;
     free(s->arena);
     free(s->slots);
+    free(s->wants);
+    free(s->ids);
     free(s);
 }
 

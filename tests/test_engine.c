@@ -736,6 +736,59 @@ static void test_diag_snapshot(void **state)
     free(dir);
 }
 
+/* SPEC §6.8: the wanted path need not be spelled as the listener bound it.
+ * virtiofsd listens on real/v.sock; a path through a symlinked directory,
+ * one with ".." and one with "//" name the same socket.  A bound socket
+ * that does not listen, reached the same ways, stays a miss.  Both the
+ * sock_diag dump and the /proc/net/unix fallback. */
+static void test_diag_snapshot_aliases(void **state)
+{
+    char *dir = sup_tmpdir(), real[200], link_dir[200], lp[300], bp[300];
+    char via_link[300], via_dots[300], via_slashes[300], bound_link[300];
+    const char *want[] = { via_link, via_dots, via_slashes, bound_link };
+    int lfd, bfd;
+
+    (void)state;
+    snprintf(real, sizeof(real), "%s/real", dir);
+    snprintf(link_dir, sizeof(link_dir), "%s/link", dir);
+    assert_int_equal(mkdir(real, 0700), 0);
+    assert_int_equal(symlink(real, link_dir), 0);
+    snprintf(lp, sizeof(lp), "%s/v.sock", real);
+    snprintf(bp, sizeof(bp), "%s/b.sock", real);
+    snprintf(via_link, sizeof(via_link), "%s/link/v.sock", dir);
+    snprintf(via_dots, sizeof(via_dots), "%s/real/../real/v.sock", dir);
+    snprintf(via_slashes, sizeof(via_slashes), "%s//real/v.sock", dir);
+    snprintf(bound_link, sizeof(bound_link), "%s/link/b.sock", dir);
+    lfd = listener(lp, true);
+    bfd = listener(bp, false);
+
+    for (int fallback = 0; fallback < 2; fallback++) {
+        char err[512];
+        ch_unix_set *s;
+
+        g_netlink_fail = fallback;
+        g_dumps = g_unix_reads = 0;
+        s = ch_unix_set_listening(want, 4);
+        g_netlink_fail = false;
+        assert_non_null(s);
+        assert_int_equal(g_dumps, !fallback);
+        assert_int_equal(g_unix_reads, fallback);
+        assert_true(ch_unix_set_has(s, via_link));
+        assert_true(ch_unix_set_has(s, via_dots));
+        assert_true(ch_unix_set_has(s, via_slashes));
+        assert_false(ch_unix_set_has(s, bound_link));
+        assert_int_equal(ch_unix_set_count(s), 3);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(ch_socket_check(want[i], s, err, sizeof(err)), 0);
+        assert_int_equal(ch_socket_check(bound_link, s, err, sizeof(err)), -ECONNREFUSED);
+        ch_unix_set_free(s);
+    }
+    close(bfd);
+    close(lfd);
+    sup_rmrf(dir);
+    free(dir);
+}
+
 /* A dump flagged NLM_F_DUMP_INTR may have skipped sockets: one that misses
  * a wanted path is taken again, at most three dumps in all; one that found
  * every wanted path stands. */
@@ -1792,6 +1845,7 @@ int main(void)
         cmocka_unit_test(test_fs_socket_liveness),
         cmocka_unit_test(test_unix_snapshot_parse),
         cmocka_unit_test(test_diag_snapshot),
+        cmocka_unit_test(test_diag_snapshot_aliases),
         cmocka_unit_test(test_diag_dump_intr),
         cmocka_unit_test(test_diag_fallback),
         cmocka_unit_test(test_fs_socket_listens_after_snapshot),
