@@ -837,6 +837,20 @@ static bool op_decode_info(struct eng_op *op, const httpc_response *r, json_vm_i
     return true;
 }
 
+/* CH answers vm.info on a VMM without a VM with 404 (v53 on) or with 500
+ * and "VM is not created" in the body (v46). */
+static bool info_no_vm(const httpc_response *r)
+{
+    static const char novm[] = "VM is not created";
+
+    if (r->err)
+        return false;
+    if (r->status == 404)
+        return true;
+    return r->status == 500 && r->body &&
+           memmem(r->body, r->body_len, novm, sizeof(novm) - 1) != NULL;
+}
+
 static void op_after_info(struct eng_op *op, const httpc_response *r)
 {
     cocoon_engine *e = op->e;
@@ -846,9 +860,15 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
     size_t len = 0;
     int rc = 0;
 
-    if (op_is_list(op) && !op->vm->rec && r->err == 0 && r->status == 404) {
+    if (!op->vm->rec && info_no_vm(r)) {
         /* A direct target whose VMM has no VM created is not running. */
-        op_list_empty(op);
+        if (op_is_list(op)) {
+            op_list_empty(op);
+            return;
+        }
+        eng_errf(e->err, sizeof(e->err), 0, "vm %s is not created: VM not running",
+                 vm_sock(op->vm));
+        op_fail(op, -EHOSTDOWN);
         return;
     }
     if (!op_decode_info(op, r, &vi, ""))

@@ -1435,6 +1435,49 @@ static void test_direct_not_running(void **state)
     env_free(v);
 }
 
+/* SPEC §6: a direct target whose VMM has no VM created is not running.
+ * vm.info says so with 404 (head, v53) or with 500 and "VM is not created"
+ * in the body (v46): list is empty and succeeds, attach and detach fail
+ * with -EHOSTDOWN before any PUT. */
+static void test_direct_no_vm(void **state)
+{
+    static const char *const gens[] = { "head", "v53", "v46" };
+
+    (void)state;
+    for (size_t g = 0; g < sizeof(gens) / sizeof(gens[0]); g++) {
+        struct env *v = env_new(NULL, NULL);
+        char *bin = sup_build_path("chsim"), sockarg[300], want[600];
+        char *argv[] = { bin, (char *)"--api-socket", sockarg, (char *)"--no-vm",
+                         (char *)"--api-version", (char *)gens[g], NULL };
+        struct res r;
+        pid_t pid;
+
+        snprintf(sockarg, sizeof(sockarg), "path=%s", v->sock);
+        pid = sup_spawn(argv);
+        assert_int_equal(sup_wait_socket(v->sock, 5000), 0);
+        snprintf(want, sizeof(want), "vm %s is not created: VM not running", v->sock);
+        r = list(v, v->sock);
+        assert_int_equal(r.err, 0);
+        assert_string_equal(r.errstr, "");
+        assert_int_equal(r.n_fs + r.n_dev, 0);
+        r = fs_attach(v, v->sock, "/tmp/x.sock", "data");
+        assert_int_equal(r.err, -EHOSTDOWN);
+        assert_string_equal(r.errstr, want);
+        r = fs_detach(v, v->sock, "data");
+        assert_int_equal(r.err, -EHOSTDOWN);
+        assert_string_equal(r.errstr, want);
+        r = dev_attach(v, v->sock, "0000:00:00.0", "d1");
+        assert_int_equal(r.err, -EHOSTDOWN);
+        assert_string_equal(r.errstr, want);
+        r = dev_detach(v, v->sock, "d1");
+        assert_int_equal(r.err, -EHOSTDOWN);
+        assert_string_equal(r.errstr, want);
+        sup_kill(pid);
+        free(bin);
+        env_free(v);
+    }
+}
+
 /* ---------------------------------------------------- scheduling rules */
 
 struct ord {
@@ -1865,6 +1908,7 @@ int main(void)
         cmocka_unit_test(test_recorded_created_vm_204),
         cmocka_unit_test(test_recorded_gate),
         cmocka_unit_test(test_direct_not_running),
+        cmocka_unit_test(test_direct_no_vm),
         cmocka_unit_test(test_fifo_per_vm),
         cmocka_unit_test(test_inflight_cap),
         cmocka_unit_test(test_free_cancels),
