@@ -13,7 +13,6 @@
 #include "engine/cocoon.h"
 #include "engine/err.h"
 
-#define MAX_ENGINES 16
 #define PROGRESS_INTERVAL 0.05
 
 typedef struct runner runner;
@@ -35,17 +34,11 @@ typedef struct job {
     runner *r;
 } job;
 
-typedef struct eng_slot {
-    int socket_check;
-    unsigned wait_ms;
-    cocoon_engine *e;
-} eng_slot;
-
 struct runner {
     cli_ctx *c;
     struct ev_loop *loop;
-    eng_slot eng[MAX_ENGINES];
-    size_t n_eng;
+    cocoon_engine *e;           /* one for the whole run: its connections
+                                   are per VM */
     unsigned parallel;
     job **jobs;
     size_t n_jobs, done, ok, failed, n_vms;
@@ -307,34 +300,21 @@ static void list_cb(cocoon_engine *e, const cocoon_result *res, const cocoon_lis
     chain_continue(j);
 }
 
-static cocoon_engine *engine_for(runner *r, const job *j)
+/* The run's engine, made on first use.  Wait and socket check go with
+ * each operation, so every op of a VM shares its connection. */
+static cocoon_engine *engine_for(runner *r)
 {
-    int sc = j->op.no_socket_check ? -1 : 1;
-    unsigned wait_ms = (unsigned)j->op.wait_s * 1000u;
     cocoon_options opt;
 
-    if (j->op.kind != CLI_OP_FS_ATTACH)
-        sc = 1;
-    if (j->op.kind != CLI_OP_FS_DETACH && j->op.kind != CLI_OP_DEVICE_DETACH)
-        wait_ms = 0;
-    for (size_t i = 0; i < r->n_eng; i++)
-        if (r->eng[i].socket_check == sc && r->eng[i].wait_ms == wait_ms)
-            return r->eng[i].e;
-    if (r->n_eng == MAX_ENGINES)
-        return NULL;
+    if (r->e)
+        return r->e;
     memset(&opt, 0, sizeof(opt));
     opt.root_dir = r->c->root;
     opt.timeout_ms = r->c->timeout_ms;
     opt.max_inflight_vms = r->parallel;
     opt.ch_binary = cli_default_ch_binary();
-    opt.socket_check = sc;
-    opt.detach_wait_ms = wait_ms;
-    r->eng[r->n_eng].e = cocoon_engine_new(r->loop, &opt);
-    if (!r->eng[r->n_eng].e)
-        return NULL;
-    r->eng[r->n_eng].socket_check = sc;
-    r->eng[r->n_eng].wait_ms = wait_ms;
-    return r->eng[r->n_eng++].e;
+    r->e = cocoon_engine_new(r->loop, &opt);
+    return r->e;
 }
 
 /* Returns true when j is in flight (its callback continues the chain),
@@ -352,24 +332,28 @@ static bool submit_one(job *j)
         free(m);
         return false;
     }
-    e = engine_for(j->r, j);
+    e = engine_for(j->r);
     j->submitted = true;
     if (e) {
-        cocoon_fs_spec fs = { j->op.socket, j->op.tag, j->op.num_queues, j->op.queue_size };
+        cocoon_fs_spec fs = { j->op.socket, j->op.tag, j->op.num_queues, j->op.queue_size,
+                              j->op.no_socket_check ? -1 : 1 };
         cocoon_vfio_spec vf = { j->op.pci, j->op.id };
+        unsigned wait_ms = (unsigned)j->op.wait_s * 1000u;
 
         switch (j->op.kind) {
         case CLI_OP_FS_ATTACH:
             rc = cocoon_fs_attach(e, j->op.vm, &fs, done_cb, j);
             break;
         case CLI_OP_FS_DETACH:
-            rc = cocoon_fs_detach(e, j->op.vm, j->op.tag ? j->op.tag : "", done_cb, j);
+            rc = cocoon_fs_detach_wait(e, j->op.vm, j->op.tag ? j->op.tag : "", wait_ms,
+                                       done_cb, j);
             break;
         case CLI_OP_DEVICE_ATTACH:
             rc = cocoon_device_attach(e, j->op.vm, &vf, done_cb, j);
             break;
         case CLI_OP_DEVICE_DETACH:
-            rc = cocoon_device_detach(e, j->op.vm, j->op.id ? j->op.id : "", done_cb, j);
+            rc = cocoon_device_detach_wait(e, j->op.vm, j->op.id ? j->op.id : "", wait_ms,
+                                           done_cb, j);
             break;
         case CLI_OP_FS_LIST:
             rc = cocoon_fs_list(e, j->op.vm, list_cb, j);
@@ -379,16 +363,10 @@ static bool submit_one(job *j)
             break;
         }
     }
-    if (!e && j->r->n_eng == MAX_ENGINES)
-        rc = -E2BIG;
     if (rc < 0) {
         char m[160];
 
-        if (rc == -E2BIG)
-            snprintf(m, sizeof(m), "%s: more than %d distinct wait/no_socket_check settings "
-                     "in one batch", op_text[j->op.kind], MAX_ENGINES);
-        else
-            snprintf(m, sizeof(m), "%s: submit: %s", op_text[j->op.kind], strerror(-rc));
+        snprintf(m, sizeof(m), "%s: submit: %s", op_text[j->op.kind], strerror(-rc));
         j->submitted = false;
         record(j, rc, m, NULL, NULL, 0);
         return false;
@@ -407,9 +385,8 @@ static bool chain_advance(job *j)
     return false;
 }
 
-/* --parallel counts VMs across every engine of the run: ops with different
- * wait or socket-check settings go to different engines, whose own caps
- * would otherwise add up. */
+/* --parallel counts VMs across the run; the chains, not the engine's own
+ * cap, decide which VMs start. */
 static void chains_fill(runner *r)
 {
     while (r->active_chains < r->parallel && r->next_chain < r->n_vms)
@@ -676,8 +653,7 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
         progress_draw(&r);
         progress_clear(&r);
     }
-    for (size_t i = 0; i < r.n_eng; i++)
-        cocoon_engine_free(r.eng[i].e);
+    cocoon_engine_free(r.e);
     if (!c->json)
         print_tables(&r);
     if (r.batch || n > 1)

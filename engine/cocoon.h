@@ -23,10 +23,12 @@ typedef struct cocoon_options {
     unsigned max_inflight_vms;  /* VMs with an operation in flight; 0: 256 */
     const char *ch_binary;      /* VMM binary the running gate expects when the
                                    record names none; NULL: "cloud-hypervisor" */
-    int socket_check;           /* virtiofsd liveness check before add-fs:
+    int socket_check;           /* virtiofsd liveness check before add-fs,
+                                   for specs that leave it 0:
                                    0 or >0: on, <0: off (--no-socket-check) */
-    unsigned detach_wait_ms;    /* detach waits this long for the guest to
-                                   eject (--wait); 0: do not wait */
+    unsigned detach_wait_ms;    /* cocoon_fs_detach / cocoon_device_detach
+                                   wait this long for the guest to eject
+                                   (--wait); 0: do not wait */
 } cocoon_options;
 
 typedef struct cocoon_fs_spec {
@@ -34,6 +36,8 @@ typedef struct cocoon_fs_spec {
     const char *tag;            /* guest mount tag */
     int num_queues;             /* 0: 1 */
     int queue_size;             /* 0: 1024 */
+    int socket_check;           /* virtiofsd liveness check for this attach:
+                                   0: the engine's option, >0: on, <0: off */
 } cocoon_fs_spec;
 
 typedef struct cocoon_vfio_spec {
@@ -97,6 +101,13 @@ int cocoon_device_attach(cocoon_engine *e, const char *vm,
                          const cocoon_vfio_spec *spec, cocoon_done_fn *cb, void *priv);
 int cocoon_device_detach(cocoon_engine *e, const char *vm, const char *id,
                          cocoon_done_fn *cb, void *priv);
+/* The same with this operation's own eject wait instead of the engine's
+ * detach_wait_ms (0: do not wait), so one engine serves callers that want
+ * different waits. */
+int cocoon_fs_detach_wait(cocoon_engine *e, const char *vm, const char *tag, unsigned wait_ms,
+                          cocoon_done_fn *cb, void *priv);
+int cocoon_device_detach_wait(cocoon_engine *e, const char *vm, const char *id,
+                              unsigned wait_ms, cocoon_done_fn *cb, void *priv);
 /* fs and devices together, from one vm.info round trip. */
 int cocoon_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv);
 /* One half of the listing (the other half is empty), with errors naming

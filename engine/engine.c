@@ -65,6 +65,8 @@ struct eng_op {
     const char *vm_arg;     /* the strings below live in buf */
     const char *socket, *tag, *fs_id, *path, *dev_id;
     int num_queues, queue_size;
+    bool socket_check;      /* fs attach: run the listener check */
+    unsigned wait_ms;       /* detach: wait this long for the eject */
     unsigned gen;           /* submission generation (socket snapshot) */
     unsigned recheck_seq;   /* the snapshot that missed the listener */
     char buf[];
@@ -342,7 +344,7 @@ static const store_vm *eng_resolve(cocoon_engine *e, const char *ref, int *rc)
 static size_t unix_wanted_add(const struct eng_op *op, const char **want, size_t n)
 {
     for (; op; op = op->next)
-        if (op->kind == OP_FS_ATTACH && op->socket && !op->pre_err) {
+        if (op->kind == OP_FS_ATTACH && op->socket && op->socket_check && !op->pre_err) {
             if (want)
                 want[n] = op->socket;
             n++;
@@ -911,11 +913,11 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
         return;
     }
     case OP_FS_ATTACH: {
-        cocoon_fs_spec spec = { op->socket, op->tag, op->num_queues, op->queue_size };
+        cocoon_fs_spec spec = { op->socket, op->tag, op->num_queues, op->queue_size, 0 };
 
         rc = ops->fs_attach_check(&vi, &spec, op->fs_id, e->err, sizeof(e->err));
         json_vm_info_fini(&vi);
-        if (!rc && e->socket_check >= 0) {
+        if (!rc && op->socket_check) {
             const ch_unix_set *ls = eng_unix_set(e, op);
 
             rc = ch_socket_check(op->socket, ls, e->err, sizeof(e->err));
@@ -972,17 +974,15 @@ static void op_wait_poll_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static void op_detached(struct eng_op *op, char *note)
 {
-    cocoon_engine *e = op->e;
-
     if (note) {
         free(op->msg);
         op->msg = note;
     }
-    if (!e->detach_wait_ms) {
+    if (!op->wait_ms) {
         op_finish(op, 0, op->msg ? op->msg : "");
         return;
     }
-    op->wait_deadline = eng_mono() + e->detach_wait_ms / 1000.0;
+    op->wait_deadline = eng_mono() + op->wait_ms / 1000.0;
     op_send_info(op, ST_WAIT);
 }
 
@@ -1169,7 +1169,7 @@ static void op_after_wait(struct eng_op *op, const httpc_response *r)
     if (left <= 0) {
         eng_errf(e->err, sizeof(e->err), 0,
                  "device %s removal requested but not yet ejected by the guest after %ds",
-                 op->res_id, (int)((e->detach_wait_ms + 999) / 1000));
+                 op->res_id, (int)((op->wait_ms + 999) / 1000));
         op_fail(op, -ETIMEDOUT);
         return;
     }
@@ -1560,13 +1560,14 @@ int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spe
     op->fs_id = out[2];
     op->num_queues = s.num_queues;
     op->queue_size = s.queue_size;
+    op->socket_check = (spec->socket_check ? spec->socket_check : e->socket_check) >= 0;
     return op_finish_submit(e, op, vrc, cb, NULL, priv);
 }
 
 /* fs detach by tag, device detach by id: arg is required ("tag is
  * required" / "id is required", reported through the callback). */
 static int detach_submit(cocoon_engine *e, enum op_kind kind, const char *vm, const char *arg,
-                         cocoon_done_fn *cb, void *priv)
+                         unsigned wait_ms, cocoon_done_fn *cb, void *priv)
 {
     struct eng_op *op;
     const char *out[1];
@@ -1586,13 +1587,20 @@ static int detach_submit(cocoon_engine *e, enum op_kind kind, const char *vm, co
         op->tag = out[0];
     else
         op->dev_id = out[0];
+    op->wait_ms = wait_ms;
     return op_finish_submit(e, op, vrc, cb, NULL, priv);
 }
 
 int cocoon_fs_detach(cocoon_engine *e, const char *vm, const char *tag,
                      cocoon_done_fn *cb, void *priv)
 {
-    return detach_submit(e, OP_FS_DETACH, vm, tag, cb, priv);
+    return detach_submit(e, OP_FS_DETACH, vm, tag, e ? e->detach_wait_ms : 0, cb, priv);
+}
+
+int cocoon_fs_detach_wait(cocoon_engine *e, const char *vm, const char *tag, unsigned wait_ms,
+                          cocoon_done_fn *cb, void *priv)
+{
+    return detach_submit(e, OP_FS_DETACH, vm, tag, wait_ms, cb, priv);
 }
 
 int cocoon_device_attach(cocoon_engine *e, const char *vm, const cocoon_vfio_spec *spec,
@@ -1624,7 +1632,13 @@ int cocoon_device_attach(cocoon_engine *e, const char *vm, const cocoon_vfio_spe
 int cocoon_device_detach(cocoon_engine *e, const char *vm, const char *id,
                          cocoon_done_fn *cb, void *priv)
 {
-    return detach_submit(e, OP_DEV_DETACH, vm, id, cb, priv);
+    return detach_submit(e, OP_DEV_DETACH, vm, id, e ? e->detach_wait_ms : 0, cb, priv);
+}
+
+int cocoon_device_detach_wait(cocoon_engine *e, const char *vm, const char *id,
+                              unsigned wait_ms, cocoon_done_fn *cb, void *priv)
+{
+    return detach_submit(e, OP_DEV_DETACH, vm, id, wait_ms, cb, priv);
 }
 
 static int list_submit(cocoon_engine *e, enum op_kind kind, const char *vm,

@@ -1273,6 +1273,50 @@ static void test_parallel_cap_across_settings(void **state)
     free(fleet);
 }
 
+/* Detach waits and socket checks go with each operation: twelve fs
+ * detaches on one VM, each with its own wait, run over the VM's one
+ * connection instead of one per setting (CH serves at most ten). */
+static void test_batch_many_settings_one_vm(void **state)
+{
+    enum { N = 12 };
+    char *out = NULL, *err = NULL, *plan, *socks[N];
+    int lfd[N];
+    size_t len = 0, cap = 16384;
+
+    (void)state;
+    vm_run("many");
+    plan = malloc(cap);
+    assert_non_null(plan);
+    for (int i = 0; i < N; i++) {
+        socks[i] = root_path("many%d.sock", i);
+        lfd[i] = sup_unix_bind(socks[i], true);
+        len += (size_t)snprintf(plan + len, cap - len,
+            "{\"op\":\"fs-attach\",\"vm\":\"many\",\"socket\":\"%s\",\"tag\":\"t%d\","
+            "\"no_socket_check\":%s}\n", socks[i], i, i % 2 ? "true" : "false");
+    }
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(plan + len, cap - len,
+            "{\"op\":\"fs-detach\",\"vm\":\"many\",\"tag\":\"t%d\",\"wait\":%d}\n",
+            i, i + 1);
+    assert_true(len < cap);
+    if (cli_in(plan, &out, &err, "-o", "json", "batch", (char *)NULL) != 0)
+        fail_msg("batch failed: %s%s", out, err);
+    assert_int_equal(count_str(out, "\"ok\":true"), 2 * N);
+    assert_null(strstr(out, "Too many open connections"));
+    assert_non_null(strstr(out, "{\"summary\":{\"total\":24,\"ok\":24,\"failed\":0,"));
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "fs", "list", "many", (char *)NULL), 0);
+    assert_null(strstr(out, "cocoon-fs-t"));
+    free(out);
+    free(err);
+    for (int i = 0; i < N; i++) {
+        close(lfd[i]);
+        free(socks[i]);
+    }
+    free(plan);
+}
+
 /* A message quoting invalid UTF-8 survives in -o json: the bad byte is
  * spelled \xNN, the rest of the text is kept. */
 static void test_json_invalid_utf8_kept(void **state)
@@ -1314,6 +1358,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_defaults_and_rm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_plan_template, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_fleet_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_many_settings_one_vm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallel_cap_across_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_invalid_utf8_kept, setup, teardown),
     };

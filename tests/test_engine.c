@@ -260,7 +260,7 @@ static void run(struct env *v, int n)
 static struct res fs_attach(struct env *v, const char *vm, const char *sock, const char *tag)
 {
     struct res r = { 0 };
-    cocoon_fs_spec s = { sock, tag, 0, 0 };
+    cocoon_fs_spec s = { sock, tag, 0, 0, 0 };
 
     v->in_submit = true;
     assert_int_equal(cocoon_fs_attach(v->e, vm, &s, done_cb, &r), 0);
@@ -388,7 +388,7 @@ static void test_fs_attach_validation_first(void **state)
 {
     struct env *v = env_new(NULL, NULL);
     struct res r;
-    cocoon_fs_spec s = { "/tmp/x.sock", "a/b", 0, 0 };
+    cocoon_fs_spec s = { "/tmp/x.sock", "a/b", 0, 0, 0 };
     struct res r2 = { 0 };
 
     (void)state;
@@ -917,8 +917,8 @@ static void test_fs_socket_listens_after_snapshot(void **state)
     struct env *v = env_new(shared_mem, NULL);
     int a = listener(vfs_path(v, "a.sock"), true);
     struct late l = { .fd = listener(vfs_path(v, "b.sock"), false) };
-    cocoon_fs_spec sa = { vfs_path(v, "a.sock"), "a", 0, 0 };
-    cocoon_fs_spec sb = { vfs_path(v, "b.sock"), "b", 0, 0 };
+    cocoon_fs_spec sa = { vfs_path(v, "a.sock"), "a", 0, 0, 0 };
+    cocoon_fs_spec sb = { vfs_path(v, "b.sock"), "b", 0, 0, 0 };
 
     (void)state;
     g_late = &l;
@@ -1005,6 +1005,76 @@ static void test_detach_wait(void **state)
     assert_string_equal(r.errstr, "device cocoon-fs-a removal requested but not yet ejected "
                                   "by the guest after 1s");
     assert_int_equal(sup_chsim_count(v->sock, "vm.remove-device"), 1);
+    close(lfd);
+    env_free(v);
+}
+
+/* Per-operation settings on one engine: the spec's socket_check overrides
+ * the engine option either way, and the _wait detaches use their own
+ * wait whatever detach_wait_ms says. */
+static void test_per_op_settings(void **state)
+{
+    static const char *const never[] = { "--memory", "size=1G,shared=on", "--no-eject",
+                                         "--connect-timeout-ms", "200", NULL };
+    cocoon_options o = { .socket_check = -1, .detach_wait_ms = 60000 };
+    struct env *v = env_new(never, &o);
+    char *idle = vfs_path(v, "idle.sock"), want[600];
+    int ifd = listener(idle, false), lfd;
+    cocoon_fs_spec on = { idle, "data", 0, 0, 1 }, off = { idle, "data", 0, 0, -1 };
+    struct res r = { 0 }, r2 = { 0 };
+    struct stat st;
+
+    (void)state;
+    /* engine off, spec on: refused before the PUT */
+    assert_int_equal(cocoon_fs_attach(v->e, v->sock, &on, done_cb, &r), 0);
+    run(v, 1);
+    assert_int_equal(r.err, -ECONNREFUSED);
+    snprintf(want, sizeof(want),
+             "nothing is listening on virtiofsd socket %s (virtiofsd exited or already serves "
+             "a VM; start a new virtiofsd)", idle);
+    assert_string_equal(r.errstr, want);
+    assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 0);
+    close(ifd);
+    env_free(v);
+
+    o.socket_check = 0;
+    v = env_new(never, &o);
+    idle = vfs_path(v, "idle.sock");
+    ifd = listener(idle, false);
+    off.socket = idle;
+    /* engine on, spec off: the PUT goes out */
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(cocoon_fs_attach(v->e, v->sock, &off, done_cb, &r), 0);
+    run(v, 1);
+    assert_int_equal(r.err, -EREMOTEIO);
+    assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 1);
+    close(ifd);
+
+    /* detach_wait_ms is 60 s, yet a wait of 0 returns at once and one of
+     * 300 ms times out after it */
+    lfd = listener(vfs_path(v, "a.sock"), true);
+    assert_int_equal(fs_attach(v, v->sock, vfs_path(v, "a.sock"), "a").err, 0);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(cocoon_fs_detach_wait(v->e, v->sock, "a", 0, done_cb, &r), 0);
+    run(v, 1);
+    assert_int_equal(r.err, 0);
+    assert_int_equal(sup_chsim_count(v->sock, "vm.remove-device"), 1);
+    assert_int_equal(fs_attach(v, v->sock, vfs_path(v, "a.sock"), "b").err, 0);
+    assert_int_equal(cocoon_fs_detach_wait(v->e, v->sock, "b", 300, done_cb, &r2), 0);
+    run(v, 1);
+    assert_int_equal(r2.err, -ETIMEDOUT);
+    assert_string_equal(r2.errstr, "device cocoon-fs-b removal requested but not yet ejected "
+                                   "by the guest after 1s");
+    if (stat("/sys/bus/pci/devices/0000:00:00.0", &st) == 0) {
+        assert_int_equal(dev_attach(v, v->sock, "0000:00:00.0", "g").err, 0);
+        memset(&r2, 0, sizeof(r2));
+        assert_int_equal(cocoon_device_detach_wait(v->e, v->sock, "g", 300, done_cb, &r2), 0);
+        run(v, 1);
+        assert_int_equal(r2.err, -ETIMEDOUT);
+        assert_string_equal(r2.errstr, "device g removal requested but not yet ejected by the "
+                                       "guest after 1s");
+        memset(&r2, 0, sizeof(r2));
+    }
     close(lfd);
     env_free(v);
 }
@@ -1200,7 +1270,7 @@ static void render_case(const char *ver, int code, const char *body)
     struct env *v = env_new(extra, NULL);
     int lfd = listener(vfs_path(v, "a.sock"), true);
     struct res r = { 0 };
-    cocoon_fs_spec s = { vfs_path(v, "a.sock"), "q", 1, 1000 };
+    cocoon_fs_spec s = { vfs_path(v, "a.sock"), "q", 1, 1000, 0 };
     char want[1024];
 
     assert_int_equal(cocoon_fs_attach(v->e, v->sock, &s, done_cb, &r), 0);
@@ -1518,8 +1588,8 @@ static void test_fifo_per_vm(void **state)
     int l2 = listener(vfs_path(v, "b.sock"), true);
     struct ord o = { .v = v };
     struct ord_item it[4] = { { &o, 1 }, { &o, 2 }, { &o, 3 }, { &o, 4 } };
-    cocoon_fs_spec s1 = { vfs_path(v, "a.sock"), "a", 0, 0 };
-    cocoon_fs_spec s2 = { vfs_path(v, "b.sock"), "b", 0, 0 };
+    cocoon_fs_spec s1 = { vfs_path(v, "a.sock"), "a", 0, 0, 0 };
+    cocoon_fs_spec s2 = { vfs_path(v, "b.sock"), "b", 0, 0, 0 };
 
     (void)state;
     assert_int_equal(cocoon_fs_attach(v->e, v->sock, &s1, ord_cb, &it[0]), 0);
@@ -1599,7 +1669,7 @@ static struct res *fleet_attach_all(struct env *v, struct fleet *f)
 
     for (int i = 0; i < f->n; i++) {
         char sock[300], vs[300];
-        cocoon_fs_spec s = { vs, "data", 0, 0 };
+        cocoon_fs_spec s = { vs, "data", 0, 0, 0 };
 
         snprintf(sock, sizeof(sock), "%s/vm%d.sock", f->dir, i);
         snprintf(vs, sizeof(vs), "%s/vfs%d.sock", f->dir, i);
@@ -1717,7 +1787,7 @@ static void test_connection_linger(void **state)
 {
     struct env *v = env_new(shared_mem, NULL);
     int a = listener(vfs_path(v, "a.sock"), true);
-    cocoon_fs_spec s = { vfs_path(v, "a.sock"), "a", 0, 0 };
+    cocoon_fs_spec s = { vfs_path(v, "a.sock"), "a", 0, 0, 0 };
     struct res r = { 0 };
     int fds0 = sup_count_fds();
 
@@ -1793,7 +1863,7 @@ static void cancel_cb(cocoon_engine *e, const cocoon_result *cr, void *priv)
         cocoon_engine_free(e);
         it->c->v->e = NULL;
         /* Submitting into a dying engine fails synchronously. */
-        cocoon_fs_spec s = { "/x", "y", 0, 0 };
+        cocoon_fs_spec s = { "/x", "y", 0, 0, 0 };
         assert_int_equal(cocoon_fs_attach(e, "/x", &s, cancel_cb, priv), -ECANCELED);
     }
 }
@@ -1813,7 +1883,7 @@ static void test_free_cancels(void **state)
     int lfd = listener(vfs_path(v, "a.sock"), true);
     struct cancel c = { .v = v };
     struct cancel_item it[4] = { { &c, 0 }, { &c, 1 }, { &c, 2 }, { &c, 3 } };
-    cocoon_fs_spec s = { vfs_path(v, "a.sock"), "a", 0, 0 };
+    cocoon_fs_spec s = { vfs_path(v, "a.sock"), "a", 0, 0, 0 };
     ev_timer stop;
 
     (void)state;
@@ -1897,6 +1967,7 @@ int main(void)
         cmocka_unit_test(test_connection_linger_bounded),
         cmocka_unit_test(test_fs_detach_and_list),
         cmocka_unit_test(test_detach_wait),
+        cmocka_unit_test(test_per_op_settings),
         cmocka_unit_test(test_lost_reply),
         cmocka_unit_test(test_lost_reply_not_executed),
         cmocka_unit_test(test_outcome_unknown),

@@ -159,7 +159,7 @@ static int run_op(const char *sock, enum op op, const struct opargs *a, unsigned
     run.in_submit = true;
     switch (op) {
     case OP_FSA: {
-        cocoon_fs_spec s = { a->vfs_sock, a->tag, a->num_queues, 0 };
+        cocoon_fs_spec s = { a->vfs_sock, a->tag, a->num_queues, 0, 0 };
 
         rc = cocoon_fs_attach(e, sock, &s, run_done_cb, &run);
         break;

@@ -397,7 +397,7 @@ static void test_corrupt_db_through_engine_and_cli(void **state)
         /* The engine: the ref cannot be resolved, and it says why, naming
          * the file, instead of "VM not found". */
         {
-            cocoon_fs_spec fs = { "/tmp/v.sock", "data", 0, 0 };
+            cocoon_fs_spec fs = { "/tmp/v.sock", "data", 0, 0, 0 };
             struct engine_run er = engine_once(root, ER_FSA, "some-vm", &fs, NULL, 0);
             char *want = sup_asprintf("%s: ", file);
 
@@ -639,7 +639,7 @@ static void test_shell_metacharacters(void **state)
     char *tag = sup_asprintf("$(touch %s)", pwned), *tag2 = sup_asprintf("a;touch %s", pwned),
          *ref = sup_asprintf("`touch %s`", pwned), *want;
     struct engine_run er;
-    cocoon_fs_spec fs = { "/tmp/v.sock", tag, 0, 0 };
+    cocoon_fs_spec fs = { "/tmp/v.sock", tag, 0, 0, 0 };
     cocoon_vfio_spec dev = { "01:00.0", tag };
 
     (void)state;
@@ -735,7 +735,7 @@ static void test_socket_path_limits(void **state)
 {
     char *dir = sup_tmpdir(), p107[200], p108[200], cut[200];
     struct engine_run er;
-    cocoon_fs_spec fs = { p107, "data", 0, 0 };
+    cocoon_fs_spec fs = { p107, "data", 0, 0, 0 };
     size_t dl = strlen(dir);
     int lfd;
     struct pollfd pfd;
@@ -778,7 +778,7 @@ static void test_socket_path_json_escaping(void **state)
     char *dir = sup_tmpdir(), *api = sup_asprintf("%s/api.sock", dir),
          *vfs = sup_asprintf("%s/q\"b\\s\nn\tt\x01.sock", dir);
     pid_t pid = sup_chsim_start(api, extra);
-    cocoon_fs_spec fs = { vfs, "t", 0, 0 };
+    cocoon_fs_spec fs = { vfs, "t", 0, 0, 0 };
     struct engine_run er;
     int lfd = sup_unix_bind(vfs, true);
 

@@ -120,7 +120,7 @@ static void soak_next(struct soak_vm *v)
 
             rc = cocoon_device_attach(s->e, v->sock, &spec, soak_done_cb, v);
         } else {
-            cocoon_fs_spec spec = { v->vfs, "soak", 0, 0 };
+            cocoon_fs_spec spec = { v->vfs, "soak", 0, 0, 0 };
 
             rc = cocoon_fs_attach(s->e, v->sock, &spec, soak_done_cb, v);
         }

@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             o++;
     }
 
-    cocoon_fs_spec fs = { parts[0], parts[1], nq, qs };
+    cocoon_fs_spec fs = { parts[0], parts[1], nq, qs, 0 };
     int rc = spec_fs_normalize(&fs, err, sizeof(err));
     if (rc == 0) {
         if (fs.num_queues < 1 || fs.queue_size < 1 || fs.socket[0] != '/' ||
