@@ -57,8 +57,9 @@ struct backend_ops {
      * tag, borrowed from vi. */
     int (*fs_detach_find)(const json_vm_info *vi, const char *tag,
                           const char **id, char *err, size_t errlen);
-    /* SPEC §7 attach after vm.info: paused, stat(path), path/id collisions.
-     * id may be NULL or "". */
+    /* SPEC §7 attach after vm.info: paused, stat(path), path/id collisions,
+     * then an id whose eject is pending (in device_tree, no longer in
+     * config.devices): -EBUSY.  id may be NULL or "". */
     int (*device_attach_check)(const json_vm_info *vi, const char *path,
                                const char *id, char *err, size_t errlen);
     /* SPEC §7 detach: paused, then id must be in config.devices. */

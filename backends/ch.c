@@ -208,6 +208,14 @@ static int ch_device_attach_check(const json_vm_info *vi, const char *path,
             return eng_errf(err, errlen, -EEXIST, "device id %s already in use", q);
         }
     }
+    /* As for fs: the config entry goes at once, the device_tree node only
+     * when the guest ejects, and CH fails a re-add in between opaquely. */
+    if (id && *id && ch_tree_has(vi, id)) {
+        ch_quote(id, q, sizeof(q));
+        return eng_errf(err, errlen, -EBUSY,
+                        "device id %s is still being removed by the guest; "
+                        "retry after it is ejected", q);
+    }
     return 0;
 }
 

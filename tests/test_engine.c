@@ -1079,6 +1079,29 @@ static void test_per_op_settings(void **state)
     env_free(v);
 }
 
+/* Mirror of SPEC §6.7 for VFIO: re-adding an id whose eject is still
+ * pending (gone from config.devices, still in device_tree) is refused
+ * before the PUT. */
+static void test_device_eject_pending(void **state)
+{
+    static const char *const never[] = { "--memory", "size=1G,shared=on", "--no-eject", NULL };
+    struct env *v;
+    char a[64], b[64];
+    struct res r;
+
+    (void)state;
+    pci_dirs(a, b);
+    v = env_new(never, NULL);
+    assert_int_equal(dev_attach(v, v->sock, a, "gpu0").err, 0);
+    assert_int_equal(dev_detach(v, v->sock, "gpu0").err, 0);
+    r = dev_attach(v, v->sock, b, "gpu0");
+    assert_int_equal(r.err, -EBUSY);
+    assert_string_equal(r.errstr, "device id \"gpu0\" is still being removed by the guest; "
+                                  "retry after it is ejected");
+    assert_int_equal(sup_chsim_count(v->sock, "vm.add-device"), 1);
+    env_free(v);
+}
+
 static void test_lost_reply(void **state)
 {
     static const char *const extra[] = { "--memory", "size=1G,shared=on", "--fault",
@@ -1974,6 +1997,7 @@ int main(void)
         cmocka_unit_test(test_outcome_unknown_runtime_fault),
         cmocka_unit_test(test_device_attach_detach),
         cmocka_unit_test(test_device_id_in_use),
+        cmocka_unit_test(test_device_eject_pending),
         cmocka_unit_test(test_list_non_pci),
         cmocka_unit_test(test_error_rendering),
         cmocka_unit_test(test_recorded_created_vm_204),
