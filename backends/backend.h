@@ -78,7 +78,8 @@ const struct backend_ops *backend_by_name(const char *name);
 
 /* "vm is paused (...)" when state is Paused: -EBUSY. */
 int ch_check_not_paused(const json_vm_info *vi, char *err, size_t errlen);
-/* SPEC §6.5: vhost-user needs shared or hugepage memory (zones rule). */
+/* SPEC §6.5: vhost-user needs shared or hugepage memory (zones rule: size
+ * 0 and at least one zone, every zone shared or hugepage-backed). */
 bool ch_memory_shareable(const json_vm_info *vi);
 /* device_tree holds <id> or _virtio-pci-<id>. */
 bool ch_tree_has(const json_vm_info *vi, const char *id);

@@ -77,9 +77,11 @@ bool ch_memory_shareable(const json_vm_info *vi)
 {
     if (vi->mem_shared || vi->mem_hugepages)
         return true;
-    if (vi->mem_size != 0)
+    /* With size 0 all guest RAM comes from zones, so each zone decides;
+     * without zones either, vm.info had no memory to speak of (a "{}"
+     * config, no memory object), which proves nothing is shared. */
+    if (vi->mem_size != 0 || vi->n_zones == 0)
         return false;
-    /* With size 0 all guest RAM comes from zones, so each zone decides. */
     for (size_t i = 0; i < vi->n_zones; i++)
         if (!vi->zones[i].shared && !vi->zones[i].hugepages)
             return false;

@@ -530,6 +530,37 @@ static void test_fs_collisions(void **state)
     env_free(v);
 }
 
+/* A vm.info with no memory object, or an empty config, says nothing about
+ * shared memory: size 0 with no zones is not "every zone shared". */
+static void test_fs_attach_no_memory_info(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"config\":{},\"state\":\"Running\",\"device_tree\":{}}",
+        "{\"config\":{\"fs\":[]},\"state\":\"Running\",\"device_tree\":{}}",
+        "{\"config\":{\"memory\":{\"size\":0,\"zones\":[]}},\"state\":\"Running\","
+        "\"device_tree\":{}}",
+    };
+    struct env *v = env_new(shared_mem, NULL);
+    int l1 = listener(vfs_path(v, "a.sock"), true);
+    char err[ENG_ERRSTR_MAX];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        struct res r;
+
+        assert_int_equal(eng_call_sync(v->sock, "PUT", "/chsim/vminfo-override", bodies[i],
+                                       2000, NULL, NULL, NULL, err, sizeof(err)), 0);
+        r = fs_attach(v, v->sock, vfs_path(v, "a.sock"), "data");
+        assert_int_equal(r.err, -EINVAL);
+        assert_string_equal(r.errstr, "fs attach requires the VM to be created with "
+                                      "--shared-memory (current memory shared=off; cannot be "
+                                      "flipped on a running VM)");
+    }
+    assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 0);
+    close(l1);
+    env_free(v);
+}
+
 static void test_fs_eject_pending(void **state)
 {
     static const char *const extra[] = { "--memory", "size=1G,shared=on", "--no-eject", NULL };
@@ -1977,6 +2008,7 @@ int main(void)
         cmocka_unit_test(test_fs_attach_zones_and_hugepages),
         cmocka_unit_test(test_paused),
         cmocka_unit_test(test_fs_collisions),
+        cmocka_unit_test(test_fs_attach_no_memory_info),
         cmocka_unit_test(test_fs_eject_pending),
         cmocka_unit_test(test_fs_socket_liveness),
         cmocka_unit_test(test_unix_snapshot_parse),
