@@ -199,7 +199,7 @@ static void bench_fleet_stop(pid_t pid)
 }
 
 /* Stand-ins for virtiofsd: listening sockets, never accepted (chsim runs
- * with --no-connect), so cocoon's /proc/net/unix check sees a listener. */
+ * with --no-connect), so cocoon's listener check (sock_diag) sees one. */
 static int *bench_vfs_listen(const char *dir, unsigned count)
 {
     char path[256];
