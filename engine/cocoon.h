@@ -51,7 +51,7 @@ typedef struct cocoon_result {
                                    not found, -EHOSTDOWN VM not running,
                                    -EREMOTEIO CH answered 4xx/5xx, -ETIMEDOUT,
                                    -ECANCELED engine freed, ...) */
-    const char *errstr;         /* "" on success, else the SPEC message */
+    const char *errstr;         /* "" on success, else a one-line reason */
     const char *vm;             /* the VM argument as submitted */
     const char *device_id;      /* attach: the id CH reports; detach: the id removed */
     const char *bdf;            /* attach: guest BDF from PciDeviceInfo, or NULL */
@@ -111,7 +111,7 @@ int cocoon_device_detach_wait(cocoon_engine *e, const char *vm, const char *id,
 /* fs and devices together, from one vm.info round trip. */
 int cocoon_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv);
 /* One half of the listing (the other half is empty), with errors naming
- * "fs list" / "device list" as SPEC §8 wants. */
+ * "fs list" / "device list". */
 int cocoon_fs_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv);
 int cocoon_device_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv);
 
@@ -120,12 +120,18 @@ int cocoon_device_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, voi
  *    (-ENOENT), "<op>: vm <ref>: ambiguous ref ..." (-EINVAL);
  *  - a Firecracker VM: "<op>: backend firecracker: backend does not support
  *    fs attach" (or "device attach"), -EOPNOTSUPP;
- *  - the running gate: the SPEC §2 text as is ("vm <id> is stopped: VM not
- *    running"), -EHOSTDOWN; the CLI adds "vm is not running: ".  A direct
- *    target whose vm.info state is not Running or Paused gives
- *    "vm <path> is <state>: VM not running";
- *  - everything else is the SPEC §3-§7 text, CH errors with the
- *    "vm.add-fs: " etc. prefixes of SPEC §5.
+ *  - the running gate: "vm <id> is stopped: VM not running",
+ *    "vm <id> read pidfile: <reason>: VM not running" or
+ *    "vm <id> pid <pid> not cloud-hypervisor: VM not running", -EHOSTDOWN
+ *    (the CLI adds "vm is not running: ").  A direct target whose vm.info
+ *    state is not Running or Paused gives "vm <path> is <state>: VM not
+ *    running";
+ *  - spec validation and prechecks: their own text, e.g. "tag is required"
+ *    (-EINVAL), "fs tag \"data\" already attached" (-EEXIST),
+ *    "fs tag \"data\" not attached" (-ENODEV);
+ *  - CH answering an error: "vm.add-fs: PUT http://localhost/api/v1/vm.add-fs
+ *    → 409: <CH message>" (likewise "vm.add-device: ", "vm.remove-device
+ *    <id>: ", "query vm.info: "), -EREMOTEIO.
  * A lost single-shot reply that vm.info shows succeeded completes with
  * err 0 and errstr carrying the note ("vm.add-fs: reply lost; vm.info shows
  * the device attached (id=...)"); otherwise errstr is "" on success. */
