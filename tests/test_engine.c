@@ -257,6 +257,13 @@ static void run(struct env *v, int n)
     assert_int_equal(v->pending, 0);
 }
 
+/* A submission that must be accepted, then its one callback. */
+static void run1(struct env *v, int rc)
+{
+    assert_int_equal(rc, 0);
+    run(v, 1);
+}
+
 static struct res fs_attach(struct env *v, const char *vm, const char *sock, const char *tag)
 {
     struct res r = { 0 };
@@ -276,8 +283,7 @@ static struct res fs_detach(struct env *v, const char *vm, const char *tag)
 {
     struct res r = { 0 };
 
-    assert_int_equal(cocoon_fs_detach(v->e, vm, tag, done_cb, &r), 0);
-    run(v, 1);
+    run1(v, cocoon_fs_detach(v->e, vm, tag, done_cb, &r));
     assert_int_equal(r.calls, 1);
     return r;
 }
@@ -287,8 +293,7 @@ static struct res dev_attach(struct env *v, const char *vm, const char *pci, con
     struct res r = { 0 };
     cocoon_vfio_spec s = { pci, id };
 
-    assert_int_equal(cocoon_device_attach(v->e, vm, &s, done_cb, &r), 0);
-    run(v, 1);
+    run1(v, cocoon_device_attach(v->e, vm, &s, done_cb, &r));
     assert_int_equal(r.calls, 1);
     return r;
 }
@@ -297,8 +302,7 @@ static struct res dev_detach(struct env *v, const char *vm, const char *id)
 {
     struct res r = { 0 };
 
-    assert_int_equal(cocoon_device_detach(v->e, vm, id, done_cb, &r), 0);
-    run(v, 1);
+    run1(v, cocoon_device_detach(v->e, vm, id, done_cb, &r));
     assert_int_equal(r.calls, 1);
     return r;
 }
@@ -307,8 +311,7 @@ static struct res list(struct env *v, const char *vm)
 {
     struct res r = { 0 };
 
-    assert_int_equal(cocoon_list(v->e, vm, list_cb, &r), 0);
-    run(v, 1);
+    run1(v, cocoon_list(v->e, vm, list_cb, &r));
     assert_int_equal(r.calls, 1);
     return r;
 }
@@ -336,6 +339,16 @@ static char *vfs_path(struct env *v, const char *name)
 
     snprintf(p, 300, "%s/%s", v->dir, name);
     return p;
+}
+
+/* A virtiofsd stand-in at a.sock with tag attached through it; returns
+ * the listener for the caller to close. */
+static int fs_ready(struct env *v, const char *tag)
+{
+    int lfd = listener(vfs_path(v, "a.sock"), true);
+
+    assert_int_equal(fs_attach(v, v->sock, vfs_path(v, "a.sock"), tag).err, 0);
+    return lfd;
 }
 
 /* The first and second entries of /sys/bus/pci/devices. */
@@ -398,8 +411,7 @@ static void test_fs_attach_validation_first(void **state)
     assert_string_equal(r.errstr, "socket is required");
     r = fs_attach(v, "no-such-vm", "/tmp/x.sock", "");
     assert_string_equal(r.errstr, "tag is required");
-    assert_int_equal(cocoon_fs_attach(v->e, "no-such-vm", &s, done_cb, &r2), 0);
-    run(v, 1);
+    run1(v, cocoon_fs_attach(v->e, "no-such-vm", &s, done_cb, &r2));
     assert_string_equal(r2.errstr,
                         "tag \"a/b\" invalid: must match [A-Za-z0-9][A-Za-z0-9_-]{0,35}");
     r = fs_detach(v, "no-such-vm", "");
@@ -1029,8 +1041,7 @@ static void test_detach_wait(void **state)
 
     o.detach_wait_ms = 300;
     v = env_new(never, &o);
-    lfd = listener(vfs_path(v, "a.sock"), true);
-    assert_int_equal(fs_attach(v, v->sock, vfs_path(v, "a.sock"), "a").err, 0);
+    lfd = fs_ready(v, "a");
     r = fs_detach(v, v->sock, "a");
     assert_int_equal(r.err, -ETIMEDOUT);
     assert_string_equal(r.errstr, "device cocoon-fs-a removal requested but not yet ejected "
@@ -1057,8 +1068,7 @@ static void test_per_op_settings(void **state)
 
     (void)state;
     /* engine off, spec on: refused before the PUT */
-    assert_int_equal(cocoon_fs_attach(v->e, v->sock, &on, done_cb, &r), 0);
-    run(v, 1);
+    run1(v, cocoon_fs_attach(v->e, v->sock, &on, done_cb, &r));
     assert_int_equal(r.err, -ECONNREFUSED);
     snprintf(want, sizeof(want),
              "nothing is listening on virtiofsd socket %s (virtiofsd exited or already serves "
@@ -1075,32 +1085,27 @@ static void test_per_op_settings(void **state)
     off.socket = idle;
     /* engine on, spec off: the PUT goes out */
     memset(&r, 0, sizeof(r));
-    assert_int_equal(cocoon_fs_attach(v->e, v->sock, &off, done_cb, &r), 0);
-    run(v, 1);
+    run1(v, cocoon_fs_attach(v->e, v->sock, &off, done_cb, &r));
     assert_int_equal(r.err, -EREMOTEIO);
     assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 1);
     close(ifd);
 
     /* detach_wait_ms is 60 s, yet a wait of 0 returns at once and one of
      * 300 ms times out after it */
-    lfd = listener(vfs_path(v, "a.sock"), true);
-    assert_int_equal(fs_attach(v, v->sock, vfs_path(v, "a.sock"), "a").err, 0);
+    lfd = fs_ready(v, "a");
     memset(&r, 0, sizeof(r));
-    assert_int_equal(cocoon_fs_detach_wait(v->e, v->sock, "a", 0, done_cb, &r), 0);
-    run(v, 1);
+    run1(v, cocoon_fs_detach_wait(v->e, v->sock, "a", 0, done_cb, &r));
     assert_int_equal(r.err, 0);
     assert_int_equal(sup_chsim_count(v->sock, "vm.remove-device"), 1);
     assert_int_equal(fs_attach(v, v->sock, vfs_path(v, "a.sock"), "b").err, 0);
-    assert_int_equal(cocoon_fs_detach_wait(v->e, v->sock, "b", 300, done_cb, &r2), 0);
-    run(v, 1);
+    run1(v, cocoon_fs_detach_wait(v->e, v->sock, "b", 300, done_cb, &r2));
     assert_int_equal(r2.err, -ETIMEDOUT);
     assert_string_equal(r2.errstr, "device cocoon-fs-b removal requested but not yet ejected "
                                    "by the guest after 1s");
     if (stat("/sys/bus/pci/devices/0000:00:00.0", &st) == 0) {
         assert_int_equal(dev_attach(v, v->sock, "0000:00:00.0", "g").err, 0);
         memset(&r2, 0, sizeof(r2));
-        assert_int_equal(cocoon_device_detach_wait(v->e, v->sock, "g", 300, done_cb, &r2), 0);
-        run(v, 1);
+        run1(v, cocoon_device_detach_wait(v->e, v->sock, "g", 300, done_cb, &r2));
         assert_int_equal(r2.err, -ETIMEDOUT);
         assert_string_equal(r2.errstr, "device g removal requested but not yet ejected by the "
                                        "guest after 1s");
@@ -1156,8 +1161,7 @@ static void test_lost_reply(void **state)
     env_free(v);
 
     v = env_new(extra2, NULL);
-    lfd = listener(vfs_path(v, "a.sock"), true);
-    assert_int_equal(fs_attach(v, v->sock, vfs_path(v, "a.sock"), "x").err, 0);
+    lfd = fs_ready(v, "x");
     r = fs_detach(v, v->sock, "x");
     assert_int_equal(r.err, 0);
     assert_string_equal(r.errstr, "vm.remove-device cocoon-fs-x: reply lost; vm.info shows "
@@ -1306,11 +1310,9 @@ static void test_list_non_pci(void **state)
     {
         struct res r2 = { 0 };
 
-        assert_int_equal(cocoon_fs_list(v->e, v->sock, list_cb, &r2), 0);
-        run(v, 1);
+        run1(v, cocoon_fs_list(v->e, v->sock, list_cb, &r2));
         assert_string_equal(r2.list, "");
-        assert_int_equal(cocoon_device_list(v->e, v->sock, list_cb, &r2), 0);
-        run(v, 1);
+        run1(v, cocoon_device_list(v->e, v->sock, list_cb, &r2));
         assert_int_equal(r2.n_dev, 2);
     }
     env_free(v);
@@ -1327,8 +1329,7 @@ static void render_case(const char *ver, int code, const char *body)
     cocoon_fs_spec s = { vfs_path(v, "a.sock"), "q", 1, 1000, 0 };
     char want[1024];
 
-    assert_int_equal(cocoon_fs_attach(v->e, v->sock, &s, done_cb, &r), 0);
-    run(v, 1);
+    run1(v, cocoon_fs_attach(v->e, v->sock, &s, done_cb, &r));
     assert_int_equal(r.err, -EREMOTEIO);
     assert_int_equal(r.status, code);
     snprintf(want, sizeof(want), "vm.add-fs: PUT http://localhost/api/v1/vm.add-fs " ARROW
@@ -1518,12 +1519,10 @@ static void test_recorded_gate(void **state)
     {
         struct res r2 = { 0 };
 
-        assert_int_equal(cocoon_device_list(v->e, "fc-1", list_cb, &r2), 0);
-        run(v, 1);
+        run1(v, cocoon_device_list(v->e, "fc-1", list_cb, &r2));
         assert_string_equal(r2.errstr, "device list: backend firecracker: backend does not "
                                        "support device attach");
-        assert_int_equal(cocoon_fs_list(v->e, "fc-1", list_cb, &r2), 0);
-        run(v, 1);
+        run1(v, cocoon_fs_list(v->e, "fc-1", list_cb, &r2));
         assert_string_equal(r2.errstr, "fs list: backend firecracker: backend does not "
                                        "support fs attach");
     }
