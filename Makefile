@@ -80,9 +80,11 @@ $(BUILD)/%.o: %.c | deps
 
 # Tests find built programs through COCOON_BUILD_DIR.
 test: all $(TESTS)
-	@fail=0; for t in $(TESTS); do \
-	  echo "== $$t"; COCOON_BUILD_DIR=$(BUILD) $(TEST_WRAP) ./$$t || { echo "FAILED: $$t"; fail=1; }; \
-	done; exit $$fail
+	@pass=0; fail=0; for t in $(TESTS); do \
+	  echo "== $$t"; \
+	  if COCOON_BUILD_DIR=$(BUILD) $(TEST_WRAP) ./$$t; then pass=$$((pass + 1)); \
+	  else echo "FAILED: $$t"; fail=$$((fail + 1)); fi; \
+	done; echo "binaries: $$pass passed, $$fail failed"; [ $$fail -eq 0 ]
 
 ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 asan:
