@@ -733,6 +733,20 @@ static void tctx_start(tctx *t, const char *reply, bool close_after)
     assert_non_null(t->c);
 }
 
+/* GET vm.info, accepted, then the loop until callback n has come. */
+static void get_info(tctx *t, int n)
+{
+    assert_int_equal(tsend(t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
+    run_until_calls(t, n);
+}
+
+/* get_info, and callback n reports success. */
+static void get_info_ok(tctx *t, int n)
+{
+    get_info(t, n);
+    assert_int_equal(t->err, 0);
+}
+
 #define GET_INFO                                                             \
     "GET /api/v1/vm.info HTTP/1.1\r\nHost: localhost\r\n"                    \
     "Accept: application/json\r\n\r\n"
@@ -819,8 +833,7 @@ static void test_client_keepalive_reuse(void **state)
     tctx t;
     tctx_start(&t, OK200, false);
     t.hook = send_second_hook;
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 2);
+    get_info(&t, 2);
     assert_int_equal(t.hook_rc, 0);
     assert_int_equal(t.err, 0);
     assert_int_equal(t.status, 200);
@@ -837,23 +850,17 @@ static void test_client_reconnect_after_idle_close(void **state)
     tctx t;
     /* Keep-alive headers, but the server closes after each reply. */
     tctx_start(&t, OK200, true);
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 1);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 1);
     run_for(&t, 0.05);
     assert_int_equal(t.calls, 1);
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 2);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 2);
     assert_int_equal(t.status, 200);
     assert_int_equal(t.s.accepts, 2);
     assert_int_equal(t.s.requests, 2);
 
     /* A close not yet seen by the loop is caught before the next write. */
     t.hook = send_second_hook;
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 4);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 4);
     assert_int_equal(t.s.requests, 4);
     tctx_fini(&t);
 }
@@ -875,9 +882,7 @@ static void test_client_send_direct_on_open(void **state)
     tctx t;
     char buf[512];
     tctx_start(&t, OK200, false);
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 1);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 1);
     int pfd = srv_peer_fd(&t.s);
     assert_true(pfd >= 0);
     assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
@@ -901,15 +906,11 @@ static void test_client_stray_bytes_while_idle(void **state)
     (void)state;
     tctx t;
     tctx_start(&t, OK200, false);
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 1);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 1);
     int pfd = srv_peer_fd(&t.s);
     assert_true(pfd >= 0);
     assert_int_equal(send(pfd, "HTTP/1.1 500 X\r\n\r\n", 19, MSG_NOSIGNAL), 19);
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 2);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 2);
     assert_int_equal(t.status, 200);
     assert_int_equal(t.s.accepts, 2);
     tctx_fini(&t);
@@ -923,8 +924,7 @@ static void client_error_case(const char *reply, bool close_after, int want,
     tctx t;
     char want_errstr[512];
     tctx_start(&t, reply, close_after);
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 1);
+    get_info(&t, 1);
     assert_int_equal(t.err, want);
     assert_int_equal(t.written, written);
     assert_int_equal(t.body_len, 0);
@@ -937,9 +937,7 @@ static void client_error_case(const char *reply, bool close_after, int want,
 
     /* After an error the connection is closed; the next send reconnects. */
     srv_set_reply(&t.s, OK200, false);
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 2);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 2);
     assert_int_equal(t.s.accepts, 2);
     tctx_fini(&t);
 }
@@ -1013,15 +1011,11 @@ static void test_client_http10_close(void **state)
     tctx t;
     tctx_start(&t, "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"
                    "{\"a\":1}", true);
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 1);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 1);
     assert_int_equal(t.status, 200);
     assert_string_equal(t.body, "{\"a\":1}");
     /* The connection ended with the reply: the next request reconnects. */
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 2);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 2);
     assert_int_equal(t.s.accepts, 2);
     tctx_fini(&t);
 }
@@ -1032,12 +1026,9 @@ static void test_client_chunked(void **state)
     tctx t;
     tctx_start(&t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                    "4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n", false);
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 1);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 1);
     assert_string_equal(t.body, "Wikipedia");
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 2);
+    get_info(&t, 2);
     assert_int_equal(t.s.accepts, 1);
     tctx_fini(&t);
 }
@@ -1052,9 +1043,7 @@ static void test_client_503_cap_on_accept(void **state)
     srv_listen(&t.s, 16, true);
     t.c = httpc_conn_new(t.loop, t.s.path);
     assert_non_null(t.c);
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 1);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 1);
     assert_int_equal(t.status, 503);
     assert_string_equal(t.body, "{ \"error\": \"Too many open connections\" }");
     tctx_fini(&t);
@@ -1192,9 +1181,7 @@ static void test_client_free_inside_callback(void **state)
     tctx t;
     tctx_start(&t, OK200, false);
     t.hook = free_in_cb_hook;
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 1);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 1);
     assert_null(t.c);
     run_for(&t, 0.05);
     assert_int_equal(t.calls, 1);
@@ -1255,8 +1242,7 @@ static void test_client_free_with_pending(void **state)
     /* A request sent from a callback, then freed in that same callback. */
     tctx_start(&t, OK200, false);
     t.hook = send_then_free_hook;
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 2);
+    get_info(&t, 2);
     assert_int_equal(t.err, -ECANCELED);
     assert_true(t.cb_in_free);
     run_for(&t, 0.05);
@@ -1304,9 +1290,7 @@ static void test_client_backlog_full(void **state)
     later.data = &t.s;
     ev_timer_start(t.loop, &later);
     ev_tstamp t0 = ev_time();
-    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
-    run_until_calls(&t, 1);
-    assert_int_equal(t.err, 0);
+    get_info_ok(&t, 1);
     assert_int_equal(t.status, 200);
     assert_true(ev_time() - t0 >= 0.09);
     ev_timer_stop(t.loop, &later);
