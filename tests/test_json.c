@@ -1272,41 +1272,46 @@ static void render_str(const char *body, char *out, size_t outlen)
     render_exact(body, strlen(body), out, outlen);
 }
 
-static void test_error_render_generations(void **state)
+/* body renders to exactly want; the buffer starts dirty so an unwritten
+ * result cannot pass. */
+static void render_is(const char *body, const char *want)
 {
     char out[ENG_ERRSTR_MAX];
+
+    strcpy(out, "junk");
+    render_str(body, out, sizeof(out));
+    assert_string_equal(out, want);
+}
+
+static void test_error_render_generations(void **state)
+{
     (void)state;
 
     /* head and v53: a JSON array of the error chain. */
-    render_str("[\"Error from API\",\"The fs could not be added to the VM\","
-               "\"Failed to validate config\",\"Identifier cocoon-fs-data is not unique\"]",
-               out, sizeof(out));
-    assert_string_equal(out, "Error from API: The fs could not be added to the VM: "
-                             "Failed to validate config: Identifier cocoon-fs-data is not unique");
-    render_str("[\"Not Found\"]", out, sizeof(out));
-    assert_string_equal(out, "Not Found");
-    render_str("[\"Failed to deserialize JSON\",\"missing field `tag` at line 1 column 2\"]",
-               out, sizeof(out));
-    assert_string_equal(out, "Failed to deserialize JSON: missing field `tag` at line 1 column 2");
-    render_str(" \n[ \"a\\\"b\" , \"c\\\\d\\u00e9\" ]\r\n", out, sizeof(out));
-    assert_string_equal(out, "a\"b: c\\d\xc3\xa9");
+    render_is("[\"Error from API\",\"The fs could not be added to the VM\","
+              "\"Failed to validate config\",\"Identifier cocoon-fs-data is not unique\"]",
+              "Error from API: The fs could not be added to the VM: "
+              "Failed to validate config: Identifier cocoon-fs-data is not unique");
+    render_is("[\"Not Found\"]", "Not Found");
+    render_is("[\"Failed to deserialize JSON\",\"missing field `tag` at line 1 column 2\"]",
+              "Failed to deserialize JSON: missing field `tag` at line 1 column 2");
+    render_is(" \n[ \"a\\\"b\" , \"c\\\\d\\u00e9\" ]\r\n", "a\"b: c\\d\xc3\xa9");
 
     /* v46: plain text. */
-    render_str("Error from API: The fs could not be added to the VM: Failed to validate "
-               "config: Identifier x is not unique\n", out, sizeof(out));
-    assert_string_equal(out, "Error from API: The fs could not be added to the VM: Failed "
-                             "to validate config: Identifier x is not unique");
-    render_str("Not Found", out, sizeof(out));
-    assert_string_equal(out, "Not Found");
+    render_is("Error from API: The fs could not be added to the VM: Failed to validate "
+              "config: Identifier x is not unique\n",
+              "Error from API: The fs could not be added to the VM: Failed "
+              "to validate config: Identifier x is not unique");
+    render_is("Not Found", "Not Found");
 
     /* micro_http's own parse error: a raw newline in a JSON string. */
-    render_str("{ \"error\": \"Invalid HTTP method.\nAll previous unanswered requests will "
-               "be dropped.\" }", out, sizeof(out));
-    assert_string_equal(out, "{ \"error\": \"Invalid HTTP method.\nAll previous unanswered "
-                             "requests will be dropped.\" }");
+    render_is("{ \"error\": \"Invalid HTTP method.\nAll previous unanswered requests will "
+              "be dropped.\" }",
+              "{ \"error\": \"Invalid HTTP method.\nAll previous unanswered "
+              "requests will be dropped.\" }");
     /* The connection cap's body is valid JSON but not an array. */
-    render_str("{ \"error\": \"Too many open connections\" }", out, sizeof(out));
-    assert_string_equal(out, "{ \"error\": \"Too many open connections\" }");
+    render_is("{ \"error\": \"Too many open connections\" }",
+              "{ \"error\": \"Too many open connections\" }");
 }
 
 static void test_error_render_fallbacks(void **state)
@@ -1319,26 +1324,18 @@ static void test_error_render_fallbacks(void **state)
         "[\"a\",]", "[\"a\"", "[]", "[true]", "[\"a\\u0000b\"]", "[\"\xff\"]",
         "[\"a\"][\"b\"]", "[/*c*/\"a\"]", "\"just a string\"", "42",
     };
-    for (size_t i = 0; i < ARRAY_LEN(raw); i++) {
-        render_str(raw[i], out, sizeof(out));
-        assert_string_equal(out, raw[i]);
-    }
+    for (size_t i = 0; i < ARRAY_LEN(raw); i++)
+        render_is(raw[i], raw[i]);
 
-    render_str("  \t\r\n padded text \n\n", out, sizeof(out));
-    assert_string_equal(out, "padded text");
-    strcpy(out, "junk");
-    render_str("", out, sizeof(out));
-    assert_string_equal(out, "");
-    strcpy(out, "junk");
-    render_str(" \r\n\t ", out, sizeof(out));
-    assert_string_equal(out, "");
+    render_is("  \t\r\n padded text \n\n", "padded text");
+    render_is("", "");
+    render_is(" \r\n\t ", "");
     strcpy(out, "junk");
     json_error_render(NULL, 0, out, sizeof(out));
     assert_string_equal(out, "");
     json_error_render("x", 1, NULL, 0);
     /* An array of empty strings joins to separators only. */
-    render_str("[\"\",\"\"]", out, sizeof(out));
-    assert_string_equal(out, ": ");
+    render_is("[\"\",\"\"]", ": ");
 }
 
 static void test_error_render_cut(void **state)
