@@ -1019,6 +1019,22 @@ static void test_fs_detach_and_list(void **state)
     env_free(v);
 }
 
+/* A VM started with args: tag attached, then detached, which must end in
+ * err and errstr after exactly one vm.remove-device. */
+static void detach_fresh(const char *const args[], const cocoon_options *o, const char *tag,
+                         int err, const char *errstr)
+{
+    struct env *v = env_new(args, o);
+    int lfd = fs_ready(v, tag);
+    struct res r = fs_detach(v, v->sock, tag);
+
+    assert_int_equal(r.err, err);
+    assert_string_equal(r.errstr, errstr);
+    assert_int_equal(sup_chsim_count(v->sock, "vm.remove-device"), 1);
+    close(lfd);
+    env_free(v);
+}
+
 static void test_detach_wait(void **state)
 {
     static const char *const slow[] = { "--memory", "size=1G,shared=on", "--eject-delay-ms",
@@ -1040,15 +1056,8 @@ static void test_detach_wait(void **state)
     env_free(v);
 
     o.detach_wait_ms = 300;
-    v = env_new(never, &o);
-    lfd = fs_ready(v, "a");
-    r = fs_detach(v, v->sock, "a");
-    assert_int_equal(r.err, -ETIMEDOUT);
-    assert_string_equal(r.errstr, "device cocoon-fs-a removal requested but not yet ejected "
-                                  "by the guest after 1s");
-    assert_int_equal(sup_chsim_count(v->sock, "vm.remove-device"), 1);
-    close(lfd);
-    env_free(v);
+    detach_fresh(never, &o, "a", -ETIMEDOUT,
+                 "device cocoon-fs-a removal requested but not yet ejected by the guest after 1s");
 }
 
 /* Per-operation settings on one engine: the spec's socket_check overrides
@@ -1160,15 +1169,8 @@ static void test_lost_reply(void **state)
     close(lfd);
     env_free(v);
 
-    v = env_new(extra2, NULL);
-    lfd = fs_ready(v, "x");
-    r = fs_detach(v, v->sock, "x");
-    assert_int_equal(r.err, 0);
-    assert_string_equal(r.errstr, "vm.remove-device cocoon-fs-x: reply lost; vm.info shows "
-                                  "the device removed");
-    assert_int_equal(sup_chsim_count(v->sock, "vm.remove-device"), 1);
-    close(lfd);
-    env_free(v);
+    detach_fresh(extra2, NULL, "x", 0,
+                 "vm.remove-device cocoon-fs-x: reply lost; vm.info shows the device removed");
 }
 
 static void test_lost_reply_not_executed(void **state)
