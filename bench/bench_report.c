@@ -125,6 +125,13 @@ static double bench_ratio(const bench_cfg *a, const bench_cfg *b)
     return a && b && b->wall_med > 0 ? a->wall_med / b->wall_med : 0;
 }
 
+/* c's wall time over that of peer p at the same latency and N, 0 when p
+ * did not run there. */
+static double bench_ratio_to(const bench_cfg *cfgs, size_t n, const bench_cfg *c, bench_peer p)
+{
+    return bench_ratio(c, bench_find(cfgs, n, c->latency_ms, c->n, p));
+}
+
 /* The targets of the benchmark issue, evaluated and reported, not asserted. */
 typedef struct bench_target {
     const char *what;
@@ -237,8 +244,6 @@ int bench_report_json(const char *path, const bench_meta *m, bench_cfg *cfgs, si
     fprintf(f, "  ],\n  \"configs\": [\n");
     for (size_t i = 0; i < n; i++) {
         const bench_cfg *c = &cfgs[i];
-        const bench_cfg *flo = bench_find(cfgs, n, c->latency_ms, c->n, BENCH_FLOOR);
-        const bench_cfg *eng = bench_find(cfgs, n, c->latency_ms, c->n, BENCH_ENGINE);
 
         if (!c->ran)
             continue;
@@ -256,7 +261,8 @@ int bench_report_json(const char *path, const bench_meta *m, bench_cfg *cfgs, si
                    "\"peak_rss_kib\": %ld, \"rss_kib_per_inflight_vm\": %.2f,\n",
                 c->cpu_per_attach_us, c->detach_wall_med / 1e3, c->hwm_kb, c->rss_per_vm_kb);
         fprintf(f, "     \"ratio_to_floor\": %.3f, \"ratio_to_cocoon_lib\": %.3f,\n",
-                bench_ratio(c, flo), bench_ratio(c, eng));
+                bench_ratio_to(cfgs, n, c, BENCH_FLOOR),
+                bench_ratio_to(cfgs, n, c, BENCH_ENGINE));
         fprintf(f, "     \"requests_expected\": {\"vm.info\": %ld, \"vm.add-fs\": %ld, "
                    "\"vm.remove-device\": %ld, \"other\": 0},\n",
                 c->expected.info, c->expected.add_fs, c->expected.remove);
@@ -305,8 +311,6 @@ int bench_report_md(const char *path, const bench_meta *m, bench_cfg *cfgs, size
     fprintf(f, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < n; i++) {
         const bench_cfg *c = &cfgs[i];
-        const bench_cfg *flo = bench_find(cfgs, n, c->latency_ms, c->n, BENCH_FLOOR);
-        const bench_cfg *eng = bench_find(cfgs, n, c->latency_ms, c->n, BENCH_ENGINE);
 
         if (!c->ran)
             continue;
@@ -319,7 +323,8 @@ int bench_report_md(const char *path, const bench_meta *m, bench_cfg *cfgs, size
             fprintf(f, "%.1f | ", c->rss_per_vm_kb);
         else
             fprintf(f, "- | ");
-        fprintf(f, "%.2f | %.2f |\n", bench_ratio(c, flo), bench_ratio(c, eng));
+        fprintf(f, "%.2f | %.2f |\n", bench_ratio_to(cfgs, n, c, BENCH_FLOOR),
+                bench_ratio_to(cfgs, n, c, BENCH_ENGINE));
     }
     fprintf(f, "\n## Targets\n\n| target | measured | met |\n|---|---|---|\n");
     for (size_t i = 0; i < nt; i++)
