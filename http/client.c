@@ -130,9 +130,14 @@ static void conn_done(httpc_conn *c, int err)
         conn_close(c);
     }
 
+    /* The callback may send and then free c, whose -ECANCELED completion
+     * rewrites c->errstr while this callback still reads r. */
+    char errstr[ENG_ERRSTR_MAX];
+    if (err)
+        snprintf(errstr, sizeof errstr, "%s", c->errstr);
     httpc_response r = {
         .err = err,
-        .errstr = err ? c->errstr : "",
+        .errstr = err ? errstr : "",
         .status = c->started ? httpc_resp_status(c->resp) : 0,
         .body = err ? "" : httpc_resp_body(c->resp),
         .body_len = err ? 0 : httpc_resp_body_len(c->resp),

@@ -1250,6 +1250,41 @@ static void test_client_free_with_pending(void **state)
     tctx_fini(&t);
 }
 
+/* The outer callback's response must survive the nested -ECANCELED
+ * completion that a send-then-free inside it causes. */
+static void send_free_keeps_outer_hook(tctx *t, httpc_conn *c,
+                                       const httpc_response *r)
+{
+    char before[ENG_ERRSTR_MAX];
+    int err = r->err, status = r->status;
+
+    snprintf(before, sizeof before, "%s", r->errstr);
+    send_then_free_hook(t, c, r);
+    assert_int_equal(t->calls, 2);
+    assert_int_equal(t->err, -ECANCELED);
+    assert_int_equal(r->err, err);
+    assert_int_equal(r->status, status);
+    assert_string_equal(r->errstr, before);
+    assert_string_equal(r->body, "");
+}
+
+static void test_client_free_with_pending_keeps_outer_errstr(void **state)
+{
+    (void)state;
+    tctx t;
+    char want[512];
+
+    tctx_start(&t, NULL, true);
+    t.hook = send_free_keeps_outer_hook;
+    get_info(&t, 2);
+    snprintf(want, sizeof want, "request to %s cancelled: connection freed",
+             t.s.path);
+    assert_string_equal(t.errstr, want);
+    run_for(&t, 0.05);
+    assert_int_equal(t.calls, 2);
+    tctx_fini(&t);
+}
+
 static void accept_later_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     srv *s = w->data;
@@ -1369,6 +1404,7 @@ int main(void)
         cmocka_unit_test(test_client_busy_and_invalid),
         cmocka_unit_test(test_client_free_inside_callback),
         cmocka_unit_test(test_client_free_with_pending),
+        cmocka_unit_test(test_client_free_with_pending_keeps_outer_errstr),
         cmocka_unit_test(test_client_backlog_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
