@@ -161,10 +161,13 @@ static void print_vm_line(const cli_ctx *c, const store_vm *vm, const char *what
         cli_gen_print(g, stdout);
         return;
     }
+    /* Records written by other tools or older versions may have no name. */
+    const char *name = vm->config.name ? vm->config.name : vm->id;
+
     if (pid > 0)
-        printf("%s: %s (id=%s, pid=%d)\n", vm->config.name, what, vm->id, (int)pid);
+        printf("%s: %s (id=%s, pid=%d)\n", name, what, vm->id, (int)pid);
     else
-        printf("%s: %s (id=%s)\n", vm->config.name, what, vm->id);
+        printf("%s: %s (id=%s)\n", name, what, vm->id);
 }
 
 int cli_vm_create(cli_ctx *c)

@@ -1152,6 +1152,93 @@ static void test_create_defaults_and_rm(void **state)
     free(id);
 }
 
+/* Drops the "name" of record id from the CH vms.json, as a record written
+ * by another tool or an older version may lack one. */
+static void drop_name(const char *name, const char *id)
+{
+    char *path = root_path("cloudhypervisor/db/vms.json");
+    char *field = NULL, *entry = NULL, buf[8192], *p;
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    assert_non_null(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    assert_true(asprintf(&field, "\"name\": \"%s\",", name) > 0);
+    assert_true(asprintf(&entry, "\"%s\": \"%s\"", name, id) > 0);
+    p = strstr(buf, field);
+    assert_non_null(p);
+    memmove(p, p + strlen(field), strlen(p + strlen(field)) + 1);
+    p = strstr(buf, entry);
+    assert_non_null(p);
+    memmove(p, p + strlen(entry), strlen(p + strlen(entry)) + 1);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(buf, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    free(field);
+    free(entry);
+    free(path);
+}
+
+/* A record without a name is shown by its id, never as "(null)". */
+static void test_record_without_name(void **state)
+{
+    char *out = NULL, *err = NULL, *id, *want = NULL;
+    pid_t pid;
+
+    (void)state;
+    assert_int_equal(cli(&out, &err, "vm", "create", "--name", "anon", "--kernel", "/dev/null",
+                         (char *)NULL),
+                     0);
+    free(out);
+    free(err);
+    id = vm_id("anon");
+    drop_name("anon", id);
+    assert_int_equal(cli(&out, &err, "-o", "json", "vm", "inspect", id, (char *)NULL), 0);
+    assert_null(strstr(out, "anon"));
+    free(out);
+    free(err);
+
+    assert_int_equal(cli(&out, &err, "vm", "start", id, "--ch-binary", g_chsim, (char *)NULL), 0);
+    pid = read_pid(id, "cloudhypervisor", "ch.pid");
+    assert_true(asprintf(&want, "%s: running (id=%s, pid=%d)\n", id, id, (int)pid) > 0);
+    assert_string_equal(out, want);
+    free(want);
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "start", id, "--ch-binary", g_chsim, (char *)NULL), 0);
+    assert_true(asprintf(&want, "%s: already running (id=%s, pid=%d)\n", id, id, (int)pid) > 0);
+    assert_string_equal(out, want);
+    free(want);
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "list", (char *)NULL), 0);
+    assert_null(strstr(out, "(null)"));
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "stop", id, (char *)NULL), 0);
+    assert_true(asprintf(&want, "%s: stopped (id=%s)\n", id, id) > 0);
+    assert_string_equal(out, want);
+    free(want);
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "stop", id, (char *)NULL), 0);
+    assert_true(asprintf(&want, "%s: not running (id=%s)\n", id, id) > 0);
+    assert_string_equal(out, want);
+    free(want);
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "rm", id, (char *)NULL), 0);
+    assert_true(asprintf(&want, "%s: removed (id=%s)\n", id, id) > 0);
+    assert_string_equal(out, want);
+    free(want);
+    free(out);
+    free(err);
+    free(id);
+}
+
 static void test_batch_plan_template(void **state)
 {
     char *out = NULL, *err = NULL, *plan = NULL, *s1 = root_path("plan-p1.sock");
@@ -1361,6 +1448,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_many_settings_one_vm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallel_cap_across_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_invalid_utf8_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_without_name, setup, teardown),
     };
     int rc;
 
