@@ -102,21 +102,6 @@ static int add_cb(store_db *db, void *priv, char *err, size_t errlen)
     return store_db_add(db, copy, err, errlen);
 }
 
-/* Names are unique per root, across both backends. */
-static int name_taken(const char *root, const char *name)
-{
-    store_vm other;
-    char err[ENG_ERRSTR_MAX];
-
-    if (store_resolve(root, name, &other, err, sizeof(err)) == 0) {
-        bool same = other.config.name && strcmp(other.config.name, name) == 0;
-
-        store_vm_fini(&other);
-        return same;
-    }
-    return 0;
-}
-
 static int create_record(const cli_ctx *c, store_vm *vm)
 {
     char err[ENG_ERRSTR_MAX];
@@ -126,10 +111,9 @@ static int create_record(const cli_ctx *c, store_vm *vm)
     rc = vm_from_flags(c, vm);
     if (rc)
         return rc;
-    if (name_taken(c->root, vm->config.name)) {
-        rc = cli_error("name \"%s\" already in use", vm->config.name);
+    if (store_name_taken(c->root, vm->config.name, err, sizeof(err)) < 0) {
         store_vm_fini(vm);
-        return rc;
+        return cli_error("%s", err);
     }
     if (store_vm_copy(&copy, vm) < 0) {
         store_vm_fini(vm);

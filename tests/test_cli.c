@@ -1239,6 +1239,51 @@ static void test_record_without_name(void **state)
     free(id);
 }
 
+/* Names are unique across both backends even when a name equals another
+ * record's id: a firecracker record named like a cloud-hypervisor id
+ * keeps that name taken. */
+static void test_name_taken_across_backends(void **state)
+{
+    static const char fc_id[] = "FCFCFCFCFCFCFCFCFCFCFCFCFC";
+    char *out = NULL, *err = NULL, *id, *dir, *path, *msg = NULL;
+    FILE *f;
+    int rc;
+
+    (void)state;
+    assert_int_equal(cli(&out, &err, "vm", "create", "--name", "first", (char *)NULL), 0);
+    free(out);
+    free(err);
+    id = vm_id("first");
+    dir = root_path("firecracker");
+    mkdir(dir, 0700);
+    free(dir);
+    dir = root_path("firecracker/db");
+    mkdir(dir, 0700);
+    path = root_path("firecracker/db/vms.json");
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"vms\": {\"%s\": {\"id\": \"%s\", \"hypervisor\": \"firecracker\", "
+            "\"state\": \"created\", \"config\": {\"name\": \"%s\", \"cpu\": 1, "
+            "\"memory\": 536870912, \"disks\": []}, "
+            "\"run_dir\": \"%s/run/firecracker/%s\", \"log_dir\": \"%s/run/firecracker/%s\", "
+            "\"created_at\": \"2026-01-01T00:00:00Z\", \"updated_at\": \"2026-01-01T00:00:00Z\"}}, "
+            "\"names\": {\"%s\": \"%s\"}}\n",
+            fc_id, fc_id, id, g_root, fc_id, g_root, fc_id, id, fc_id);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(cli(&out, &err, "vm", "inspect", fc_id, (char *)NULL), 0);
+    free(out);
+    free(err);
+
+    assert_true(asprintf(&msg, "name \"%s\" already in use", id) > 0);
+    rc = cli(&out, &err, "vm", "create", "--name", id, (char *)NULL);
+    expect_error(rc, 1, out, err, msg);
+    free(msg);
+    free(path);
+    free(dir);
+    free(id);
+}
+
 static void test_batch_plan_template(void **state)
 {
     char *out = NULL, *err = NULL, *plan = NULL, *s1 = root_path("plan-p1.sock");
@@ -1449,6 +1494,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parallel_cap_across_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_invalid_utf8_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_without_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_name_taken_across_backends, setup, teardown),
     };
     int rc;
 
