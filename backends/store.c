@@ -996,6 +996,45 @@ static int store_lock(const char *path, int flags, int op, char *err, size_t err
     return fd;
 }
 
+static char *store_vm_lock_path(const char *root, const char *backend, const char *id)
+{
+    if (!store_backend_static(backend) || !id || !store_id_valid(id)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return store_pathf("%s/%s/db/%s.lock", store_root(root), backend, id);
+}
+
+int store_vm_lock(const char *root, const char *backend, const char *id,
+                  char *err, size_t errlen)
+{
+    char *path = store_vm_lock_path(root, backend, id);
+    if (!path) {
+        int e = errno;
+        return eng_errf(err, errlen, -e, "lock vm %s: %s", id ? id : "(null)",
+                        strerror(e));
+    }
+    int fd = store_lock(path, O_RDWR | O_CREAT, LOCK_EX, err, errlen);
+    free(path);
+    return fd;
+}
+
+void store_vm_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd);
+}
+
+int store_vm_lock_remove(const char *root, const char *backend, const char *id)
+{
+    char *path = store_vm_lock_path(root, backend, id);
+    if (!path)
+        return -errno;
+    int rc = unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+    free(path);
+    return rc;
+}
+
 /* Reads and parses the db file; the caller holds the lock.  Every parse
  * failure names the file, so an operator knows what to repair. */
 static int store_read_db(const store_paths *p, const char *backend, store_db *db,

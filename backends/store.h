@@ -118,6 +118,18 @@ int store_write_pidfile(const char *path, pid_t pid, char *err, size_t errlen);
  * "parse PID from <path>: ...".  Refuses a symlink. */
 int store_read_pidfile(const char *path, pid_t *pid, char *err, size_t errlen);
 
+/* Serializes start/stop/rm of one VM across processes: an exclusive flock
+ * on <root>/<backend>/db/<id>.lock (created 0600, never through a symlink),
+ * waited for.  The caller re-reads the record once it holds the lock.
+ * Returns the lock descriptor (>= 0) or -errno with err. */
+int store_vm_lock(const char *root, const char *backend, const char *id,
+                  char *err, size_t errlen);
+/* Releases a store_vm_lock descriptor; a negative fd is a no-op. */
+void store_vm_unlock(int fd);
+/* Unlinks the lock file of a removed record; call it while holding the
+ * lock.  Returns 0 or -errno (a missing file is 0). */
+int store_vm_lock_remove(const char *root, const char *backend, const char *id);
+
 /* Current time, RFC 3339 UTC with seconds, owned. */
 char *store_now(void);
 

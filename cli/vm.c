@@ -189,12 +189,31 @@ static int each_vm(const cli_ctx *c, vm_fn *fn)
         char err[ENG_ERRSTR_MAX];
         store_vm vm;
 
+        char id[STORE_ID_LEN + 1];
+        int lock;
+
         if (store_resolve(c->root, c->args[i], &vm, err, sizeof(err)) < 0) {
+            rc = cli_error("vm %s: %s", c->args[i], err);
+            continue;
+        }
+        lock = store_vm_lock(c->root, vm.backend, vm.id, err, sizeof(err));
+        if (lock < 0) {
+            store_vm_fini(&vm);
+            rc = cli_error("vm %s: %s", c->args[i], err);
+            continue;
+        }
+        /* Another start/stop/rm of this VM may have changed or removed the
+         * record while this one waited for the lock. */
+        memcpy(id, vm.id, sizeof(id));
+        store_vm_fini(&vm);
+        if (store_resolve(c->root, id, &vm, err, sizeof(err)) < 0) {
+            store_vm_unlock(lock);
             rc = cli_error("vm %s: %s", c->args[i], err);
             continue;
         }
         if (fn(c, &vm) != CLI_EXIT_OK)
             rc = CLI_EXIT_FAIL;
+        store_vm_unlock(lock);
         store_vm_fini(&vm);
     }
     return rc;
@@ -220,11 +239,19 @@ static int start_one(const cli_ctx *c, store_vm *vm)
 int cli_vm_run(cli_ctx *c)
 {
     store_vm vm;
+    char err[ENG_ERRSTR_MAX];
+    int lock;
     int rc = create_record(c, &vm);
 
     if (rc)
         return rc;
+    lock = store_vm_lock(c->root, vm.backend, vm.id, err, sizeof(err));
+    if (lock < 0) {
+        store_vm_fini(&vm);
+        return cli_error("%s", err);
+    }
     rc = start_one(c, &vm);
+    store_vm_unlock(lock);
     store_vm_fini(&vm);
     return rc;
 }
@@ -307,6 +334,7 @@ static int rm_one(const cli_ctx *c, store_vm *vm)
     }
     if (store_update(c->root, vm->backend, remove_cb, vm->id, err, sizeof(err)) < 0)
         return cli_error("%s", err);
+    store_vm_lock_remove(c->root, vm->backend, vm->id);
     if (vm->log_dir && (!vm->run_dir || strcmp(vm->log_dir, vm->run_dir) != 0))
         rm_tree(c->root, vm->log_dir);
     if (rm_tree(c->root, vm->run_dir) < 0)

@@ -1284,6 +1284,130 @@ static void test_name_taken_across_backends(void **state)
     free(id);
 }
 
+/* Live processes whose command line contains needle; their pids in pids
+ * (up to max). */
+static int procs_with(const char *needle, pid_t *pids, int max)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    int n = 0;
+
+    assert_non_null(d);
+    while ((de = readdir(d))) {
+        char path[300], buf[4096];
+        ssize_t len;
+        int fd;
+
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+        fd = open(path, O_RDONLY);
+        if (fd < 0)
+            continue;
+        len = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (len <= 0)
+            continue;
+        for (ssize_t i = 0; i < len; i++)
+            if (buf[i] == '\0')
+                buf[i] = ' ';
+        buf[len] = '\0';
+        if (strstr(buf, needle) && n < max)
+            pids[n++] = (pid_t)atoi(de->d_name);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Runs cocoon --root-dir <root> vm <verb> <ref> [--ch-binary chsim] in a
+ * child; returns its pid. */
+static pid_t cli_bg(const char *verb, const char *ref)
+{
+    char *argv[] = {g_cocoon, (char *)"--root-dir", g_root, (char *)"vm", (char *)verb,
+                    (char *)ref, (char *)"--ch-binary", g_chsim, NULL};
+
+    if (strcmp(verb, "rm") == 0) {
+        argv[6] = (char *)"--force";
+        argv[7] = NULL;
+    } else if (strcmp(verb, "start") != 0)
+        argv[6] = NULL;
+    return sup_spawn(argv);
+}
+
+static int wait_exit(pid_t pid)
+{
+    int st = 0;
+
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+/* Two `vm start` of one VM at once spawn exactly one VMM; both succeed. */
+static void test_concurrent_start(void **state)
+{
+    char *out = NULL, *err = NULL, *id, *run, *lock;
+    pid_t pids[8], a, b;
+    struct stat st;
+    int n;
+
+    (void)state;
+    assert_int_equal(cli(&out, &err, "vm", "create", "--name", "twice", "--kernel", "/dev/null",
+                         (char *)NULL),
+                     0);
+    free(out);
+    free(err);
+    id = vm_id("twice");
+    run = root_path("run/cloudhypervisor/%s/", id);
+    for (int round = 0; round < 3; round++) {
+        a = cli_bg("start", id);
+        b = cli_bg("start", id);
+        assert_int_equal(wait_exit(a), 0);
+        assert_int_equal(wait_exit(b), 0);
+        n = procs_with(run, pids, 8);
+        for (int i = 0; i < n; i++)
+            if (n != 1)
+                kill(pids[i], SIGKILL);
+        assert_int_equal(n, 1);
+        assert_int_equal(read_pid(id, "cloudhypervisor", "ch.pid"), pids[0]);
+
+        /* and two stops at once: both succeed, nothing is left */
+        a = cli_bg("stop", id);
+        b = cli_bg("stop", id);
+        assert_int_equal(wait_exit(a), 0);
+        assert_int_equal(wait_exit(b), 0);
+        for (int i = 0; i < 100 && vmm_alive(pids[0]); i++)
+            usleep(20000);
+        assert_int_equal(procs_with(run, pids, 8), 0);
+    }
+    lock = root_path("cloudhypervisor/db/%s.lock", id);
+    assert_int_equal(lstat(lock, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    /* a start racing an rm --force: whichever wins, no VMM outlives the
+     * record */
+    a = cli_bg("start", id);
+    b = cli_bg("rm", id);
+    wait_exit(a);
+    assert_int_equal(wait_exit(b), 0);
+    n = procs_with(run, pids, 8);
+    for (int i = 0; i < 100 && n > 0; i++) {
+        usleep(20000);
+        n = procs_with(run, pids, 8);
+    }
+    for (int i = 0; i < n; i++)
+        kill(pids[i], SIGKILL);
+    assert_int_equal(n, 0);
+    assert_int_equal(cli(&out, &err, "vm", "inspect", id, (char *)NULL), 1);
+    free(out);
+    free(err);
+    assert_int_equal(lstat(lock, &st), -1);
+    free(lock);
+    free(run);
+    free(id);
+}
+
 static void test_batch_plan_template(void **state)
 {
     char *out = NULL, *err = NULL, *plan = NULL, *s1 = root_path("plan-p1.sock");
@@ -1495,6 +1619,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_json_invalid_utf8_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_without_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_name_taken_across_backends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_start, setup, teardown),
     };
     int rc;
 
