@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@
 #include "engine/cocoon.h"
 #include "engine/call.h"
 #include "engine/err.h"
+#include "backends/store.h"
 #include "tests/support/support.h"
 
 #define ARROW "\xe2\x86\x92"
@@ -132,8 +134,12 @@ struct opargs {
 /* Runs one operation on a private loop and engine, both freed before
  * returning, so the caller can compare fd counts around it.  No cmocka
  * assertion here: the permission test calls it in a forked child. */
-static int run_op(const char *sock, enum op op, const struct opargs *a, unsigned timeout_ms,
-                  struct opres *r)
+typedef void run_hook(void *arg);
+
+/* run_op for a target resolved under root, with before_run (may be NULL)
+ * called between the submit and the loop. */
+static int run_op_in(const char *root, const char *sock, enum op op, const struct opargs *a,
+                     unsigned timeout_ms, struct opres *r, run_hook *before_run, void *arg)
 {
     struct runner run = { 0 };
     cocoon_options o = { 0 };
@@ -145,7 +151,7 @@ static int run_op(const char *sock, enum op op, const struct opargs *a, unsigned
     run.loop = ev_loop_new(EVFLAG_AUTO);
     if (!run.loop)
         return -1;
-    o.root_dir = "/nonexistent-cocoon-root";
+    o.root_dir = root;
     o.timeout_ms = timeout_ms;
     o.socket_check = -1;
     e = cocoon_engine_new(run.loop, &o);
@@ -181,6 +187,8 @@ static int run_op(const char *sock, enum op op, const struct opargs *a, unsigned
         break;
     }
     run.in_submit = false;
+    if (rc == 0 && before_run)
+        before_run(arg);
     if (rc == 0)
         ev_run(run.loop, 0);
     /* Drain what a callback may have left: the engine is freed while the
@@ -189,6 +197,12 @@ static int run_op(const char *sock, enum op op, const struct opargs *a, unsigned
     ev_timer_stop(run.loop, &run.wd);
     ev_loop_destroy(run.loop);
     return rc;
+}
+
+static int run_op(const char *sock, enum op op, const struct opargs *a, unsigned timeout_ms,
+                  struct opres *r)
+{
+    return run_op_in("/nonexistent-cocoon-root", sock, op, a, timeout_ms, r, NULL, NULL);
 }
 
 /* ------------------------------------------------------------ chsim control */
@@ -931,6 +945,177 @@ static void test_connection_cap(void **state)
     }
 }
 
+/* ------------------------------------------------------------ recorded VMs */
+
+/* A VM recorded in a temp root's store (state running, binary chsim),
+ * served by a chsim started with the record's api.sock and pidfile, so
+ * operations go through resolution and the running gate. */
+struct recvm {
+    char *root, *run_dir, *sock, *pidfile;
+    char id[STORE_ID_LEN + 1];
+    pid_t pid;
+};
+
+static int recvm_add_cb(store_db *db, void *priv, char *err, size_t errlen)
+{
+    return store_db_add(db, priv, err, errlen);
+}
+
+static void recvm_start(struct recvm *v, const char *name)
+{
+    static const char *const extra[] = { "--memory", "size=512M,shared=on", "--no-connect",
+                                         NULL };
+    char err[ENG_ERRSTR_MAX];
+    store_vm vm;
+
+    memset(v, 0, sizeof(*v));
+    v->root = sup_tmpdir();
+    assert_int_equal(store_new_id(v->id), 0);
+    v->run_dir = store_default_run_dir(v->root, STORE_BACKEND_CH, v->id);
+    assert_non_null(v->run_dir);
+    if (store_make_private_dir(v->run_dir, err, sizeof(err)) < 0)
+        fail_msg("%s", err);
+    v->sock = sup_asprintf("%s/api.sock", v->run_dir);
+    v->pidfile = sup_asprintf("%s/ch.pid", v->run_dir);
+    v->pid = sup_chsim_start(v->sock, extra);
+    assert_true(v->pid > 0);
+    if (store_write_pidfile(v->pidfile, v->pid, err, sizeof(err)) < 0)
+        fail_msg("%s", err);
+
+    memset(&vm, 0, sizeof(vm));
+    memcpy(vm.id, v->id, sizeof(vm.id));
+    vm.backend = STORE_BACKEND_CH;
+    vm.state = STORE_RUNNING;
+    vm.config.name = strdup(name);
+    vm.config.cpu = 1;
+    vm.config.memory = 512ull << 20;
+    vm.config.shared_memory = true;
+    vm.run_dir = strdup(v->run_dir);
+    vm.log_dir = strdup(v->run_dir);
+    vm.binary = sup_build_path("chsim");
+    vm.created_at = store_now();
+    vm.updated_at = store_now();
+    vm.started_at = store_now();
+    if (store_update(v->root, STORE_BACKEND_CH, recvm_add_cb, &vm, err, sizeof(err)) < 0)
+        fail_msg("%s", err);
+    store_vm_fini(&vm);
+}
+
+static void recvm_kill(void *arg)
+{
+    struct recvm *v = arg;
+    int st;
+
+    if (v->pid <= 0)
+        return;
+    kill(v->pid, SIGKILL);
+    assert_int_equal(waitpid(v->pid, &st, 0), v->pid);
+    v->pid = 0;
+}
+
+static void recvm_stop(struct recvm *v)
+{
+    if (v->pid > 0)
+        sup_kill(v->pid);
+    sup_rmrf(v->root);
+    free(v->root);
+    free(v->run_dir);
+    free(v->sock);
+    free(v->pidfile);
+}
+
+/* One cell on a recorded VM: op on the ref "rec" with a fault on ep. */
+static void run_rec_cell(const char *mode, const char *ep, enum op op, struct expect *x,
+                         unsigned timeout_ms)
+{
+    struct recvm v;
+    struct opargs a;
+    struct counts before;
+    struct opres r;
+    char what[200];
+    int fd0;
+
+    recvm_start(&v, "rec");
+    a = cell_args(v.sock);
+    snprintf(what, sizeof(what), "recorded/%s/%s@%s", op_names[op], mode, ep);
+    cell_prepare(v.sock, op, &a);
+    arm_fault(v.sock, ep, mode);
+    before = get_counts(v.sock);
+    fd0 = sup_count_fds();
+    assert_int_equal(run_op_in(v.root, "rec", op, &a, timeout_ms, &r, NULL, NULL), 0);
+    if (sup_count_fds() != fd0)
+        fail_msg("%s: fds %d before, %d after", what, fd0, sup_count_fds());
+    cell_check(what, v.sock, op, &r, x, &before, true);
+    recvm_stop(&v);
+}
+
+static void test_recorded_vm(void **state)
+{
+    struct expect lost = { O_LOST_OK, NULL, NULL, 0, 1, true };
+    struct expect info_timeout = { O_ERR, NULL, "query vm.info: timeout after ", -ETIMEDOUT, 0,
+                                   true };
+    struct expect lost_detach = { O_LOST_OK, NULL, NULL, 0, 1, true };
+
+    (void)state;
+    /* A lost reply through the running gate: vm.info shows the share. */
+    run_rec_cell("close-before-reply", "vm.add-fs", OP_FSA, &lost, g_timeout_ms);
+    run_rec_cell("close-before-reply", "vm.remove-device", OP_FSD, &lost_detach, g_timeout_ms);
+    /* Never a reply, with a short timeout. */
+    run_rec_cell("never-reply", "vm.add-fs", OP_FSA, &lost, g_timeout_ms);
+    run_rec_cell("never-reply", "vm.info", OP_FSA, &info_timeout, g_timeout_ms);
+    run_rec_cell("never-reply", "vm.info", OP_LIST, &info_timeout, g_timeout_ms);
+}
+
+/* The VMM is SIGKILLed after the submit, before the loop runs: the gate
+ * (when it runs from the loop) no longer passes, or the connect fails.  A
+ * list of a VM that is not running is empty, not an error (SPEC). */
+static void test_recorded_vm_killed(void **state)
+{
+    static const enum op ops[] = { OP_FSA, OP_FSD, OP_LIST };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        enum op op = ops[i];
+        struct recvm v;
+        struct opargs a;
+        struct opres r;
+        struct expect x = { O_ERR, NULL, NULL, 0, 0, false };
+        char what[200], gate_pid[200], gate_pidfile[200], conn[400];
+        int fd0;
+
+        recvm_start(&v, "rec");
+        a = cell_args(v.sock);
+        snprintf(what, sizeof(what), "recorded/%s/sigkill-after-submit", op_names[op]);
+        /* The list cell's VM holds a share, so an empty listing is news. */
+        cell_prepare(v.sock, op == OP_LIST ? OP_FSD : op, &a);
+        snprintf(gate_pid, sizeof(gate_pid), "vm %s pid %d ", v.id, (int)v.pid);
+        snprintf(gate_pidfile, sizeof(gate_pidfile), "vm %s read pidfile: ", v.id);
+        snprintf(conn, sizeof(conn), "connect(%s): ", v.sock);
+        fd0 = sup_count_fds();
+        assert_int_equal(run_op_in(v.root, "rec", op, &a, g_timeout_ms, &r, recvm_kill, &v), 0);
+        if (sup_count_fds() != fd0)
+            fail_msg("%s: fds %d before, %d after", what, fd0, sup_count_fds());
+        if (op == OP_LIST) {
+            x.out = O_OK;
+            cell_check(what, v.sock, op, &r, &x, NULL, false);
+            if (r.n_fs != 0 || r.n_dev != 0)
+                fail_msg("%s: listing of a dead VM: %s", what, r.list);
+            recvm_stop(&v);
+            continue;
+        }
+        cell_check(what, v.sock, op, &r, &x, NULL, false);
+        if (strncmp(r.errstr, gate_pid, strlen(gate_pid)) == 0 ||
+            strncmp(r.errstr, gate_pidfile, strlen(gate_pidfile)) == 0) {
+            if (r.err != -EHOSTDOWN || !strstr(r.errstr, ": VM not running"))
+                fail_msg("%s: gate error %d \"%s\"", what, r.err, r.errstr);
+        } else if (!strstr(r.errstr, conn) || r.err != -ECONNREFUSED) {
+            fail_msg("%s: want the gate's text or a connect error, got %d \"%s\"", what,
+                     r.err, r.errstr);
+        }
+        recvm_stop(&v);
+    }
+}
+
 /* ------------------------------------------------------------ main */
 
 static int report(void **state)
@@ -950,6 +1135,8 @@ int main(void)
         cmocka_unit_test_teardown(test_vmm_dies, report),
         cmocka_unit_test_teardown(test_status_bodies, report),
         cmocka_unit_test_teardown(test_vminfo_wrong_types, report),
+        cmocka_unit_test_teardown(test_recorded_vm, report),
+        cmocka_unit_test_teardown(test_recorded_vm_killed, report),
     };
     const char *vg = getenv("COCOON_VALGRIND");
 
