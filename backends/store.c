@@ -664,12 +664,14 @@ static void sg_close(store_gen *s)
         s->st = yajl_gen_map_close(s->g);
 }
 
-static void sg_vm(store_gen *s, const store_vm *vm, const char *backend)
+yajl_gen_status store_vm_gen(yajl_gen g, const store_vm *vm, const char *state_override)
 {
+    store_gen st = { g, yajl_gen_status_ok }, *s = &st;
+
     sg_open(s);
     sg_kv(s, "id", vm->id);
-    sg_kv(s, "hypervisor", store_hypervisor_name(backend));
-    sg_kv(s, "state", store_state_name(vm->state));
+    sg_kv(s, "hypervisor", store_hypervisor_name(vm->backend));
+    sg_kv(s, "state", state_override ? state_override : store_state_name(vm->state));
     sg_str(s, "config");
     sg_open(s);
     sg_kv(s, "name", vm->config.name);
@@ -683,13 +685,15 @@ static void sg_vm(store_gen *s, const store_vm *vm, const char *backend)
     sg_kv(s, "kernel", vm->config.kernel);
     sg_kv(s, "initramfs", vm->config.initramfs);
     sg_kv(s, "cmdline", vm->config.cmdline);
-    sg_str(s, "disks");
-    if (s->st == yajl_gen_status_ok)
-        s->st = yajl_gen_array_open(s->g);
-    for (size_t i = 0; i < vm->config.n_disks; i++)
-        sg_str(s, vm->config.disks[i]);
-    if (s->st == yajl_gen_status_ok)
-        s->st = yajl_gen_array_close(s->g);
+    if (vm->config.n_disks) {
+        sg_str(s, "disks");
+        if (s->st == yajl_gen_status_ok)
+            s->st = yajl_gen_array_open(s->g);
+        for (size_t i = 0; i < vm->config.n_disks; i++)
+            sg_str(s, vm->config.disks[i]);
+        if (s->st == yajl_gen_status_ok)
+            s->st = yajl_gen_array_close(s->g);
+    }
     sg_close(s);
     sg_kv(s, "run_dir", vm->run_dir);
     sg_kv(s, "log_dir", vm->log_dir);
@@ -697,7 +701,7 @@ static void sg_vm(store_gen *s, const store_vm *vm, const char *backend)
     sg_kv(s, "created_at", vm->created_at);
     sg_kv(s, "updated_at", vm->updated_at);
     sg_kv(s, "started_at", vm->started_at);
-    sg_close(s);
+    return s->st;
 }
 
 int store_db_serialize(const store_db *db, char **out, size_t *out_len, char *err,
@@ -734,9 +738,13 @@ int store_db_serialize(const store_db *db, char **out, size_t *out_len, char *er
     sg_str(&s, "vms");
     sg_open(&s);
     for (size_t i = 0; i < db->n; i++) {
-        const store_vm *vm = &db->vms[i];
-        sg_str(&s, vm->id);
-        sg_vm(&s, vm, vm->backend ? vm->backend : db->backend);
+        store_vm vm = db->vms[i];   /* shallow: only backend may change */
+        if (!vm.backend)
+            vm.backend = db->backend;
+        sg_str(&s, vm.id);
+        if (s.st == yajl_gen_status_ok)
+            s.st = store_vm_gen(s.g, &vm, NULL);
+        sg_close(&s);
     }
     sg_close(&s);
     sg_str(&s, "names");

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <yajl/yajl_gen.h>
 
 #define STORE_ID_LEN 26               /* base32 A-Z2-7 */
 #define STORE_BACKEND_CH "cloudhypervisor"
@@ -76,6 +77,11 @@ void store_db_fini(store_db *db);
 void store_vm_fini(store_vm *vm);
 int store_vm_copy(store_vm *dst, const store_vm *src);
 
+/* Writes vm as the record layout of vms.json into g and leaves the map
+ * open, so a caller can add keys (inspect's attached_devices) before
+ * closing it.  state_override, when non-NULL, is written in place of the
+ * record's state.  Returns the first yajl status that was not ok. */
+yajl_gen_status store_vm_gen(yajl_gen g, const store_vm *vm, const char *state_override);
 /* Parse/serialize the vms.json document (exposed for the fuzz target and
  * tests).  out is owned (free()). */
 int store_db_parse(const char *buf, size_t len, const char *backend,

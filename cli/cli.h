@@ -110,9 +110,5 @@ void cli_gen_kv_str(yajl_gen g, const char *k, const char *v);   /* skipped when
 void cli_gen_kv_int(yajl_gen g, const char *k, long long v);
 void cli_gen_kv_bool(yajl_gen g, const char *k, bool v);
 void cli_gen_kv_ms(yajl_gen g, const char *k, double ms);          /* 3 decimals */
-/* The record as SPEC §1 names it; the map is left open so callers can add
- * keys (close it with yajl_gen_map_close).  state_override replaces the
- * state text when non-NULL. */
-void cli_gen_record_open(yajl_gen g, const store_vm *vm, const char *state_override);
 
 #endif

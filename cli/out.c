@@ -130,37 +130,3 @@ void cli_gen_kv_ms(yajl_gen g, const char *k, double ms)
     cli_gen_str(g, k);
     yajl_gen_number(g, num, (size_t)n);
 }
-
-void cli_gen_record_open(yajl_gen g, const store_vm *vm, const char *state_override)
-{
-    const store_vm_config *c = &vm->config;
-
-    yajl_gen_map_open(g);
-    cli_gen_kv_str(g, "id", vm->id);
-    cli_gen_kv_str(g, "hypervisor", store_hypervisor_name(vm->backend));
-    cli_gen_kv_str(g, "state", state_override ? state_override : store_state_name(vm->state));
-    cli_gen_str(g, "config");
-    yajl_gen_map_open(g);
-    cli_gen_kv_str(g, "name", c->name);
-    cli_gen_kv_int(g, "cpu", c->cpu);
-    cli_gen_kv_int(g, "memory", (long long)c->memory);
-    if (c->shared_memory)
-        cli_gen_kv_bool(g, "shared_memory", true);
-    cli_gen_kv_str(g, "kernel", c->kernel);
-    cli_gen_kv_str(g, "initramfs", c->initramfs);
-    cli_gen_kv_str(g, "cmdline", c->cmdline);
-    if (c->n_disks) {
-        cli_gen_str(g, "disks");
-        yajl_gen_array_open(g);
-        for (size_t i = 0; i < c->n_disks; i++)
-            cli_gen_str(g, c->disks[i]);
-        yajl_gen_array_close(g);
-    }
-    yajl_gen_map_close(g);
-    cli_gen_kv_str(g, "run_dir", vm->run_dir);
-    cli_gen_kv_str(g, "log_dir", vm->log_dir);
-    cli_gen_kv_str(g, "binary", vm->binary);
-    cli_gen_kv_str(g, "created_at", vm->created_at);
-    cli_gen_kv_str(g, "updated_at", vm->updated_at);
-    cli_gen_kv_str(g, "started_at", vm->started_at);
-}

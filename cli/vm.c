@@ -420,7 +420,7 @@ int cli_vm_list(cli_ctx *c)
             const char *st = shown_state(c, vm, &stale);
 
             if (g) {
-                cli_gen_record_open(g, vm, st);
+                store_vm_gen(g, vm, st);
                 if (stale)
                     cli_gen_kv_bool(g, "stale", true);
                 yajl_gen_map_close(g);
@@ -510,7 +510,7 @@ int cli_vm_inspect(cli_ctx *c)
         return cli_error("out of memory");
     }
     st = shown_state(c, &vm, &stale);
-    cli_gen_record_open(ic.g, &vm, st);
+    store_vm_gen(ic.g, &vm, st);
     if (stale)
         cli_gen_kv_bool(ic.g, "stale", true);
     if (vm.state == STORE_RUNNING && !stale && strcmp(vm.backend, STORE_BACKEND_CH) == 0) {
