@@ -367,7 +367,7 @@ static const char *expected_text(node slot)
         return "expected integer";
     case S_MEM_SIZE:
         return "expected non-negative integer";
-    case S_FS_ID: case S_DEV_ID:
+    case S_FS_ID: case S_DEV_ID: case S_DEV_PATH:
         return "expected string or null";
     default:
         return "expected string";
@@ -424,7 +424,8 @@ static int cb_null(void *ctx)
     case N_CONFIG: case N_MEMORY: case N_ZONES: case N_FS_ARR:
     case N_DEV_ARR: case N_TREE:
         return 1;
-    case S_FS_ID: case S_DEV_ID:
+    /* Option<...> fields: CH up to v52 wrote null where v53 omits. */
+    case S_FS_ID: case S_DEV_ID: case S_DEV_PATH:
         t = str_target(d, slot);
         free(*t);
         *t = NULL;
@@ -643,8 +644,9 @@ static int cb_end_map(void *ctx)
     frame *f = &d->stack[d->depth - 1];
     const char *missing = NULL;
 
-    /* Fields the callers compare against must exist; reporting them here
-     * keeps NULL checks out of every caller. */
+    /* Fields CH always writes must exist; reporting them here keeps NULL
+     * checks out of every caller.  DeviceConfig.path is not one of them: a
+     * VFIO device handed over by fd (iommufd) has none. */
     switch (f->kind) {
     case N_VM_ROOT:
         if (!d->vi->state)
@@ -658,10 +660,6 @@ static int cb_end_map(void *ctx)
             missing = "socket";
         break;
     }
-    case N_DEV:
-        if (!d->vi->devices[d->vi->n_devices - 1].path)
-            missing = "path";
-        break;
     case N_PCI_ROOT:
         if (!d->pi->id)
             missing = "id";
@@ -968,6 +966,11 @@ static bool render_array(const char *body, size_t len, char *out, size_t outlen)
     return true;
 }
 
+#define MH_OPEN "{ \"error\": \""
+#define MH_OPEN_LEN (sizeof(MH_OPEN) - 1)
+#define MH_CLOSE "\" }"
+#define MH_CLOSE_LEN (sizeof(MH_CLOSE) - 1)
+
 static bool is_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
@@ -976,6 +979,7 @@ static bool is_space(char c)
 void json_error_render(const char *body, size_t len, char *out, size_t outlen)
 {
     size_t start = 0, end = len, cut;
+    bool unwrapped = false;
 
     if (!out || outlen == 0)
         return;
@@ -991,7 +995,21 @@ void json_error_render(const char *body, size_t len, char *out, size_t outlen)
     if (body[start] == '[' && len <= JSON_MAX_BODY &&
         render_array(body + start, end - start, out, outlen))
         return;
+    /* micro_http, the HTTP layer under CH's API, answers its own errors
+     * (parse errors, the 503 of the connection cap) with the text pasted
+     * unescaped into { "error": "..." }; a raw newline inside makes that
+     * invalid JSON, so it is unwrapped by its fixed frame instead. */
+    if (end - start > MH_OPEN_LEN + MH_CLOSE_LEN &&
+        memcmp(body + start, MH_OPEN, MH_OPEN_LEN) == 0 &&
+        memcmp(body + end - MH_CLOSE_LEN, MH_CLOSE, MH_CLOSE_LEN) == 0) {
+        start += MH_OPEN_LEN;
+        end -= MH_CLOSE_LEN;
+        unwrapped = true;
+    }
     cut = utf8_cut(body + start, end - start, render_limit(outlen));
     memcpy(out, body + start, cut);
     out[cut] = '\0';
+    for (size_t i = 0; unwrapped && i < cut; i++)
+        if (out[i] == '\n')
+            out[i] = ' ';
 }

@@ -23,7 +23,8 @@ typedef struct json_fs {
 
 typedef struct json_device {
     char *id;                 /* NULL when absent or null */
-    char *path;
+    char *path;               /* NULL when absent or null: a VFIO device
+                               * given to CH by fd has no path */
 } json_device;
 
 typedef struct json_mem_zone {
@@ -76,9 +77,11 @@ int json_pci_info_decode(const char *buf, size_t len, json_pci_info *out,
 void json_pci_info_fini(json_pci_info *pi);
 
 /* Renders a CH error body into out (always NUL-terminated): a JSON array of
- * strings becomes the strings joined by ": "; anything else is the raw text
- * with surrounding whitespace trimmed and cut at 1024 bytes.  An empty body
- * renders as "". */
+ * strings (v47 and later) becomes the strings joined by ": "; micro_http's
+ * own { "error": "<text>" } (parse errors, the 503 of the connection cap)
+ * becomes <text> with newlines as spaces; anything else (plain text up to
+ * v46) is the raw text.  Whitespace around is trimmed, the result cut at
+ * 1024 bytes.  An empty body renders as "". */
 void json_error_render(const char *body, size_t len, char *out, size_t outlen);
 
 #endif

@@ -28,9 +28,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < vi.n_fs; i++)
             if (!vi.fs[i].tag || !vi.fs[i].socket)
                 abort();
-        for (size_t i = 0; i < vi.n_devices; i++)
-            if (!vi.devices[i].path)
-                abort();
         for (size_t i = 0; i < vi.n_tree_ids; i++)
             if (!vi.tree_ids[i])
                 abort();
