@@ -11,32 +11,39 @@
 #include "engine/cocoon.h"
 #include "json/ch.h"
 
-/* Lifecycle and query calls the CLI and the engine send. */
-typedef enum backend_call_id {
-    BACKEND_CALL_PING,            /* CH GET vmm.ping */
-    BACKEND_CALL_INFO,            /* CH GET vm.info */
-    BACKEND_CALL_SHUTDOWN,        /* CH PUT vm.shutdown */
-    BACKEND_CALL_VMM_SHUTDOWN,    /* CH PUT vmm.shutdown */
-    BACKEND_CALL_PAUSE,           /* CH PUT vm.pause */
-    BACKEND_CALL_RESUME,          /* CH PUT vm.resume */
-    BACKEND_CALL_POWER_BUTTON,    /* CH PUT vm.power-button */
-    BACKEND_CALL_MACHINE_CONFIG,  /* FC PUT /machine-config (pre-boot) */
-    BACKEND_CALL_BOOT_SOURCE,     /* FC PUT /boot-source (pre-boot) */
-    BACKEND_CALL_DRIVE,           /* FC PUT /drives/<id> (pre-boot) */
-    BACKEND_CALL_NET_IFACE,       /* FC PUT /network-interfaces/<id> (pre-boot) */
-    BACKEND_CALL_INSTANCE_START,  /* FC PUT /actions {"action_type":"InstanceStart"} */
-    BACKEND_CALL_PATCH_VM,        /* FC PATCH /vm {"state":"Paused"|"Resumed"} */
-    BACKEND_CALL_COUNT
-} backend_call_id;
+/* Every API call cocoon makes, by meaning.  A backend's endpoint table has
+ * one row per id; adding an endpoint is one enum value and one row. */
+typedef enum backend_ep {
+    BACKEND_EP_PING,             /* liveness of the API server */
+    BACKEND_EP_INFO,             /* the VM's config, state and device tree */
+    BACKEND_EP_ADD_FS,           /* hot-add a vhost-user-fs device */
+    BACKEND_EP_ADD_DEVICE,       /* hot-add a VFIO device */
+    BACKEND_EP_REMOVE_DEVICE,    /* hot-remove by device id */
+    BACKEND_EP_SHUTDOWN,         /* shut the VM down, VMM keeps running */
+    BACKEND_EP_VMM_SHUTDOWN,     /* end the VMM process */
+    BACKEND_EP_PAUSE,
+    BACKEND_EP_RESUME,
+    BACKEND_EP_POWER_BUTTON,
+    BACKEND_EP_MACHINE_CONFIG,   /* pre-boot vCPUs and memory */
+    BACKEND_EP_BOOT_SOURCE,      /* pre-boot kernel, initrd, cmdline */
+    BACKEND_EP_DRIVE,            /* pre-boot drive; path prefix + drive id */
+    BACKEND_EP_NET_IFACE,        /* pre-boot NIC; path prefix + iface id */
+    BACKEND_EP_ACTIONS,          /* InstanceStart, SendCtrlAltDel */
+    BACKEND_EP_PATCH_VM,         /* {"state":"Paused"|"Resumed"} */
+    BACKEND_EP_COUNT
+} backend_ep;
 
-typedef struct backend_call {
-    const char *method;   /* NULL: the backend has no such call */
-    const char *path;     /* request path; for DRIVE and NET_IFACE a prefix
-                             ending in "/" to which the caller appends the id */
-    const char *body;     /* fixed body, or NULL: none or caller-supplied */
-    int ok[3];            /* zero-terminated success statuses (eng_call's
-                             ok_codes) */
-} backend_call;
+/* One row of an endpoint table. */
+typedef struct backend_endpoint {
+    const char *method;   /* NULL: the backend has no such endpoint */
+    const char *path;     /* request path; a path ending in "/" is a prefix
+                             to which the caller appends one id */
+    int ok[3];            /* zero-terminated success statuses */
+    bool retry;           /* repeating it is harmless by construction, so a
+                             connection error, 5xx or 429 may be retried;
+                             false: single-shot, a lost reply is never
+                             answered by sending again */
+} backend_endpoint;
 
 struct backend_ops {
     const char *name;          /* store directory: "cloudhypervisor" */
@@ -44,7 +51,7 @@ struct backend_ops {
     const char *short_name;    /* in error texts: "cloud-hypervisor", "firecracker" */
     const char *pidfile;       /* "ch.pid" */
     const char *default_binary;
-    const backend_call *calls; /* BACKEND_CALL_COUNT entries */
+    const backend_endpoint *endpoints; /* BACKEND_EP_COUNT rows */
 
     /* Runtime attach over a decoded vm.info.  Each returns 0 or -errno with
      * the exact SPEC text in err.  NULL: not supported. */
@@ -72,6 +79,11 @@ extern const struct backend_ops backend_firecracker;
 
 /* By store directory name ("cloudhypervisor", "firecracker"); NULL if none. */
 const struct backend_ops *backend_by_name(const char *name);
+
+/* ops's row for ep, or NULL when the backend has no such endpoint. */
+const backend_endpoint *backend_endpoint_of(const struct backend_ops *ops, backend_ep ep);
+/* True when status is one of ep's success statuses. */
+bool backend_endpoint_ok(const backend_endpoint *ep, int status);
 
 /* Pure queries over a decoded CH vm.info, shared by the hooks above, the
  * lost-reply reconcile and detach --wait. */

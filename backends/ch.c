@@ -886,14 +886,21 @@ void ch_listing_fini(cocoon_listing *l)
     memset(l, 0, sizeof(*l));
 }
 
-static const backend_call ch_calls[BACKEND_CALL_COUNT] = {
-    [BACKEND_CALL_PING]         = { "GET", CH_API "vmm.ping", NULL, { 200, 0 } },
-    [BACKEND_CALL_INFO]         = { "GET", CH_API "vm.info", NULL, { 200, 0 } },
-    [BACKEND_CALL_SHUTDOWN]     = { "PUT", CH_API "vm.shutdown", NULL, { 204, 200, 0 } },
-    [BACKEND_CALL_VMM_SHUTDOWN] = { "PUT", CH_API "vmm.shutdown", NULL, { 200, 204, 0 } },
-    [BACKEND_CALL_PAUSE]        = { "PUT", CH_API "vm.pause", NULL, { 204, 200, 0 } },
-    [BACKEND_CALL_RESUME]       = { "PUT", CH_API "vm.resume", NULL, { 204, 200, 0 } },
-    [BACKEND_CALL_POWER_BUTTON] = { "PUT", CH_API "vm.power-button", NULL, { 204, 200, 0 } },
+/* Only the pings may be repeated: every other call changes the VM, and
+ * repeating it would hide a success behind "duplicate id" or "already
+ * paused".  vm.info is single-shot too: a failed read is reported rather
+ * than hidden behind retries. */
+static const backend_endpoint ch_endpoints[BACKEND_EP_COUNT] = {
+    [BACKEND_EP_PING]          = { "GET", CH_API "vmm.ping", { 200, 0 }, true },
+    [BACKEND_EP_INFO]          = { "GET", CH_API "vm.info", { 200, 0 }, false },
+    [BACKEND_EP_ADD_FS]        = { "PUT", CH_API "vm.add-fs", { 200, 204, 0 }, false },
+    [BACKEND_EP_ADD_DEVICE]    = { "PUT", CH_API "vm.add-device", { 200, 204, 0 }, false },
+    [BACKEND_EP_REMOVE_DEVICE] = { "PUT", CH_API "vm.remove-device", { 204, 0 }, false },
+    [BACKEND_EP_SHUTDOWN]      = { "PUT", CH_API "vm.shutdown", { 204, 200, 0 }, false },
+    [BACKEND_EP_VMM_SHUTDOWN]  = { "PUT", CH_API "vmm.shutdown", { 200, 204, 0 }, false },
+    [BACKEND_EP_PAUSE]         = { "PUT", CH_API "vm.pause", { 204, 200, 0 }, false },
+    [BACKEND_EP_RESUME]        = { "PUT", CH_API "vm.resume", { 204, 200, 0 }, false },
+    [BACKEND_EP_POWER_BUTTON]  = { "PUT", CH_API "vm.power-button", { 204, 200, 0 }, false },
 };
 
 const struct backend_ops backend_cloudhypervisor = {
@@ -902,20 +909,9 @@ const struct backend_ops backend_cloudhypervisor = {
     .short_name = "cloud-hypervisor",
     .pidfile = "ch.pid",
     .default_binary = "cloud-hypervisor",
-    .calls = ch_calls,
+    .endpoints = ch_endpoints,
     .fs_attach_check = ch_fs_attach_check,
     .fs_detach_find = ch_fs_detach_find,
     .device_attach_check = ch_device_attach_check,
     .device_detach_check = ch_device_detach_check,
 };
-
-const struct backend_ops *backend_by_name(const char *name)
-{
-    if (!name)
-        return NULL;
-    if (strcmp(name, backend_cloudhypervisor.name) == 0)
-        return &backend_cloudhypervisor;
-    if (strcmp(name, backend_firecracker.name) == 0)
-        return &backend_firecracker;
-    return NULL;
-}

@@ -1,16 +1,17 @@
 /* backends/fc.c: the Firecracker backend.  Firecracker has no virtio-fs and
  * no PCI hot-plug, so every runtime-attach hook is NULL; only its lifecycle
- * calls are described. */
+ * endpoints are described. */
 #include "backends/backend.h"
 
-static const backend_call fc_calls[BACKEND_CALL_COUNT] = {
-    [BACKEND_CALL_MACHINE_CONFIG] = { "PUT", "/machine-config", NULL, { 204, 200, 0 } },
-    [BACKEND_CALL_BOOT_SOURCE]    = { "PUT", "/boot-source", NULL, { 204, 200, 0 } },
-    [BACKEND_CALL_DRIVE]          = { "PUT", "/drives/", NULL, { 204, 200, 0 } },
-    [BACKEND_CALL_NET_IFACE]      = { "PUT", "/network-interfaces/", NULL, { 204, 200, 0 } },
-    [BACKEND_CALL_INSTANCE_START] = { "PUT", "/actions",
-                                      "{\"action_type\":\"InstanceStart\"}", { 204, 200, 0 } },
-    [BACKEND_CALL_PATCH_VM]       = { "PATCH", "/vm", NULL, { 204, 200, 0 } },
+/* The pre-boot PUTs set configuration to a value, so repeating one is
+ * harmless; an action or a state change is single-shot. */
+static const backend_endpoint fc_endpoints[BACKEND_EP_COUNT] = {
+    [BACKEND_EP_MACHINE_CONFIG] = { "PUT", "/machine-config", { 204, 200, 0 }, true },
+    [BACKEND_EP_BOOT_SOURCE]    = { "PUT", "/boot-source", { 204, 200, 0 }, true },
+    [BACKEND_EP_DRIVE]          = { "PUT", "/drives/", { 204, 200, 0 }, true },
+    [BACKEND_EP_NET_IFACE]      = { "PUT", "/network-interfaces/", { 204, 200, 0 }, true },
+    [BACKEND_EP_ACTIONS]        = { "PUT", "/actions", { 204, 200, 0 }, false },
+    [BACKEND_EP_PATCH_VM]       = { "PATCH", "/vm", { 204, 200, 0 }, false },
 };
 
 const struct backend_ops backend_firecracker = {
@@ -19,5 +20,5 @@ const struct backend_ops backend_firecracker = {
     .short_name = "firecracker",
     .pidfile = "fc.pid",
     .default_binary = "firecracker",
-    .calls = fc_calls,
+    .endpoints = fc_endpoints,
 };

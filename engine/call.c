@@ -2,6 +2,7 @@
  * The policy table below is the only place in the project that decides
  * whether a request may be repeated (SPEC §5). */
 #include "engine/call.h"
+#include "backends/backend.h"
 #include "engine/engine_int.h"
 #include "engine/err.h"
 #include "http/client.h"
@@ -14,56 +15,34 @@
 
 #define CALL_MAX_ATTEMPTS 4
 
-/* Keyed by endpoint.  A prefix entry ends in '/' and matches any id below
- * it.  Everything not listed is single-shot, including vm.info: a failed
- * read is reported rather than hidden behind retries. */
-static const struct {
-    const char *method;
-    const char *path;
-    bool retry;
-} call_policy[] = {
-    { "GET", "/api/v1/vmm.ping", true },
-    { "PUT", "/machine-config", true },
-    { "PUT", "/boot-source", true },
-    { "PUT", "/drives/", true },
-    { "PUT", "/network-interfaces/", true },
-    /* Listed for the reader: these are the calls whose repetition would
-     * hide a success behind "duplicate id" or "already paused". */
-    { "GET", "/api/v1/vm.info", false },
-    { "PUT", "/api/v1/vm.add-fs", false },
-    { "PUT", "/api/v1/vm.add-device", false },
-    { "PUT", "/api/v1/vm.remove-device", false },
-    { "PUT", "/api/v1/vm.add-disk", false },
-    { "PUT", "/api/v1/vm.add-net", false },
-    { "PUT", "/api/v1/vm.shutdown", false },
-    { "PUT", "/api/v1/vm.pause", false },
-    { "PUT", "/api/v1/vm.resume", false },
-    { "PUT", "/api/v1/vm.power-button", false },
-    { "PUT", "/api/v1/vm.snapshot", false },
-    { "PUT", "/api/v1/vm.restore", false },
-    { "PUT", "/api/v1/vmm.shutdown", false },
-    { "PUT", "/actions", false },
-    { "PATCH", "/vm", false },
-};
+/* The backends' endpoint tables decide: a row that matches method and path
+ * (a prefix row matches one id below it) says whether the call may be
+ * repeated.  Anything no table lists is single-shot. */
+static bool call_row_matches(const backend_endpoint *row, const char *method, const char *path)
+{
+    size_t n = strlen(row->path);
+
+    if (strcmp(method, row->method) != 0)
+        return false;
+    if (row->path[n - 1] == '/')
+        return strncmp(path, row->path, n) == 0 && path[n] != '\0' && !strchr(path + n, '/');
+    return strcmp(path, row->path) == 0;
+}
 
 bool eng_call_retryable(const char *method, const char *path)
 {
+    static const struct backend_ops *const backends[] = { &backend_cloudhypervisor,
+                                                          &backend_firecracker };
+
     if (!method || !path)
         return false;
-    for (size_t i = 0; i < sizeof(call_policy) / sizeof(call_policy[0]); i++) {
-        const char *p = call_policy[i].path;
-        size_t n = strlen(p);
-        bool match;
+    for (size_t b = 0; b < sizeof(backends) / sizeof(backends[0]); b++)
+        for (int ep = 0; ep < BACKEND_EP_COUNT; ep++) {
+            const backend_endpoint *row = backend_endpoint_of(backends[b], (backend_ep)ep);
 
-        if (strcmp(method, call_policy[i].method) != 0)
-            continue;
-        if (p[n - 1] == '/')
-            match = strncmp(path, p, n) == 0 && path[n] != '\0' && !strchr(path + n, '/');
-        else
-            match = strcmp(path, p) == 0;
-        if (match)
-            return call_policy[i].retry;
-    }
+            if (row && call_row_matches(row, method, path))
+                return row->retry;
+        }
     return false;
 }
 

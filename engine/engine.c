@@ -27,7 +27,6 @@
 #define ENG_DEFAULT_INFLIGHT   256u
 #define ENG_WAIT_POLL_S        0.050
 #define ENG_RECONCILE_ATTEMPTS 4
-#define ENG_INFO_PATH          "/api/v1/vm.info"
 
 enum op_kind {
     OP_FS_ATTACH, OP_FS_DETACH, OP_DEV_ATTACH, OP_DEV_DETACH,
@@ -75,6 +74,7 @@ struct eng_op {
 struct eng_vm {
     struct eng_vm *hnext, *link;    /* hash chain; ready or wait list */
     cocoon_engine *e;
+    const struct backend_ops *ops;  /* the VMM behind the socket */
     store_vm *rec;                  /* owned copy; NULL for a direct target */
     httpc_conn *conn;
     struct eng_op *head, *tail;     /* FIFO; head runs when cur is set */
@@ -437,6 +437,25 @@ static void op_gone(cocoon_engine *e)
         unix_snapshot_drop(e);
 }
 
+/* The text a callback reads must stay put while the callback runs a
+ * nested loop iteration that completes other operations, so it lives in
+ * the op itself, never in the engine's scratch buffer. */
+static const char *op_own_text(struct eng_op *op, const char *text)
+{
+    char *copy;
+
+    if (!text || !*text)
+        return "";
+    if (text == op->msg)
+        return text;
+    copy = strdup(text);
+    if (!copy)
+        return "out of memory";
+    free(op->msg);
+    op->msg = copy;
+    return copy;
+}
+
 /* Calls back and frees op.  The caller has already unlinked op. */
 static void op_complete(struct eng_op *op, int err, const char *errstr)
 {
@@ -447,7 +466,7 @@ static void op_complete(struct eng_op *op, int err, const char *errstr)
 
     clock_gettime(CLOCK_MONOTONIC, &t1);
     r.err = err;
-    r.errstr = errstr ? errstr : "";
+    r.errstr = op_own_text(op, errstr);
     r.vm = op->vm_arg;
     r.device_id = op->res_id;
     r.bdf = op->res_bdf;
@@ -644,10 +663,18 @@ static const char *vm_sock(const struct eng_vm *vm)
 
 static void on_http(httpc_conn *c, const httpc_response *r, void *priv);
 
-static int vm_send(struct eng_vm *vm, const char *method, const char *path,
-                   const char *body, size_t len)
+/* Sends the request of endpoint ep of the VM's backend. */
+static int vm_send(struct eng_vm *vm, backend_ep ep, const char *body, size_t len)
 {
     cocoon_engine *e = vm->e;
+    const backend_endpoint *row = backend_endpoint_of(vm->ops, ep);
+    const char *method, *path;
+
+    if (!row)
+        return eng_errf(e->err, sizeof(e->err), -EOPNOTSUPP, "backend %s has no such endpoint",
+                        vm->ops ? vm->ops->short_name : "?");
+    method = row->method;
+    path = row->path;
 
     if (!vm->conn) {
         vm->conn = httpc_conn_new(e->loop, vm_sock(vm));
@@ -669,7 +696,7 @@ static void op_send_info(struct eng_op *op, enum op_step step)
     int rc;
 
     op->step = (unsigned char)step;
-    rc = vm_send(op->vm, "GET", ENG_INFO_PATH, NULL, 0);
+    rc = vm_send(op->vm, BACKEND_EP_INFO, NULL, 0);
     if (rc) {
         char tmp[ENG_ERRSTR_MAX];
 
@@ -679,19 +706,28 @@ static void op_send_info(struct eng_op *op, enum op_step step)
     }
 }
 
-/* "/api/v1/vm.add-fs" etc.; op_endpoint is the part after "/api/v1/". */
-static const char *op_put_path(const struct eng_op *op)
+static backend_ep op_put_ep(const struct eng_op *op)
 {
     switch (op->kind) {
-    case OP_FS_ATTACH: return "/api/v1/vm.add-fs";
-    case OP_DEV_ATTACH: return "/api/v1/vm.add-device";
-    default: return "/api/v1/vm.remove-device";
+    case OP_FS_ATTACH: return BACKEND_EP_ADD_FS;
+    case OP_DEV_ATTACH: return BACKEND_EP_ADD_DEVICE;
+    default: return BACKEND_EP_REMOVE_DEVICE;
     }
 }
 
+static const backend_endpoint *op_put_row(const struct eng_op *op)
+{
+    return backend_endpoint_of(op->vm->ops, op_put_ep(op));
+}
+
+/* The endpoint's name as errors show it: the last path segment
+ * ("vm.add-fs"). */
 static const char *op_endpoint(const struct eng_op *op)
 {
-    return op_put_path(op) + sizeof("/api/v1/") - 1;
+    const backend_endpoint *row = op_put_row(op);
+    const char *slash = row ? strrchr(row->path, '/') : NULL;
+
+    return slash ? slash + 1 : "?";
 }
 
 /* "vm.add-fs: ", "vm.add-device: ", "vm.remove-device <id>: " */
@@ -708,7 +744,7 @@ static void op_send_put(struct eng_op *op, char *body, size_t len)
     int rc;
 
     op->step = ST_PUT;
-    rc = vm_send(op->vm, "PUT", op_put_path(op), body, len);
+    rc = vm_send(op->vm, op_put_ep(op), body, len);
     free(body);
     if (rc) {
         char tmp[ENG_ERRSTR_MAX], pre[128];
@@ -821,8 +857,10 @@ static bool op_decode_info(struct eng_op *op, const httpc_response *r, json_vm_i
         op_fail(op, op->lost_err ? op->lost_err : r->err);
         return false;
     }
-    if (r->status != 200) {
-        eng_status_errf(tmp, sizeof(tmp), "", "GET", ENG_INFO_PATH, r->status, r->body,
+    if (!backend_endpoint_ok(backend_endpoint_of(op->vm->ops, BACKEND_EP_INFO), r->status)) {
+        const backend_endpoint *row = backend_endpoint_of(op->vm->ops, BACKEND_EP_INFO);
+
+        eng_status_errf(tmp, sizeof(tmp), "", row->method, row->path, r->status, r->body,
                         r->body_len);
         eng_errf(e->err, sizeof(e->err), 0, "%squery vm.info: %s", prefix, tmp);
         op_fail(op, op->lost_err ? op->lost_err : -EREMOTEIO);
@@ -856,7 +894,7 @@ static bool info_no_vm(const httpc_response *r)
 static void op_after_info(struct eng_op *op, const httpc_response *r)
 {
     cocoon_engine *e = op->e;
-    const struct backend_ops *ops = &backend_cloudhypervisor;
+    const struct backend_ops *ops = op->vm->ops;
     json_vm_info vi;
     char *body = NULL;
     size_t len = 0;
@@ -1006,7 +1044,7 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
         op_fail(op, r->err);
         return;
     }
-    if (attach && (r->status == 200 || r->status == 204)) {
+    if (attach && backend_endpoint_ok(op_put_row(op), r->status)) {
         if (r->status == 200 && r->body_len > 0) {
             json_pci_info pi = { 0 };
             char tmp[ENG_ERRSTR_MAX];
@@ -1043,13 +1081,13 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
         op_finish(op, 0, "");
         return;
     }
-    if (!attach && r->status == 204) {
+    if (!attach && backend_endpoint_ok(op_put_row(op), r->status)) {
         op_detached(op, NULL);
         return;
     }
     op_prefix(op, pre, sizeof(pre));
-    eng_status_errf(e->err, sizeof(e->err), pre, "PUT", op_put_path(op), r->status, r->body,
-                    r->body_len);
+    eng_status_errf(e->err, sizeof(e->err), pre, op_put_row(op)->method, op_put_row(op)->path,
+                    r->status, r->body, r->body_len);
     op_fail(op, -EREMOTEIO);
 }
 
@@ -1077,7 +1115,9 @@ static void op_after_reconcile(struct eng_op *op, const httpc_response *r)
     /* The reconcile read asks a new question, so unlike the single-shot
      * calls it may be repeated under the retry policy. */
     if (op->attempts < ENG_RECONCILE_ATTEMPTS &&
-        eng_retry_worthy(r->err, r->err ? 0 : r->status) && !(r->err == 0 && r->status == 200)) {
+        eng_retry_worthy(r->err, r->err ? 0 : r->status) &&
+        !(r->err == 0 &&
+          backend_endpoint_ok(backend_endpoint_of(op->vm->ops, BACKEND_EP_INFO), r->status))) {
         ev_timer_stop(e->loop, &op->timer);
         ev_set_cb(&op->timer, op_reconcile_retry_cb);
         ev_timer_set(&op->timer, eng_backoff_ms(op->attempts) / 1000.0, 0.);
@@ -1331,6 +1371,7 @@ static void vm_enqueue(cocoon_engine *e, struct eng_vm *vm, struct eng_op *op)
 /* Resolution and routing of one submitted op; completes it on error. */
 static void op_begin(cocoon_engine *e, struct eng_op *op)
 {
+    /* An absolute socket path names a Cloud Hypervisor API socket. */
     const struct backend_ops *ops = &backend_cloudhypervisor;
     const store_vm *rec = NULL;
     struct eng_vm *vm;
@@ -1396,6 +1437,7 @@ static void op_begin(cocoon_engine *e, struct eng_op *op)
         op_complete(op, -ENOMEM, "out of memory");
         return;
     }
+    vm->ops = ops;
     vm_enqueue(e, vm, op);
 }
 

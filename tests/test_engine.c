@@ -2000,6 +2000,54 @@ static void test_free_inside_callback(void **state)
     env_free(v);
 }
 
+/* A host may run a nested loop iteration inside a callback (GLib code
+ * does); another operation completing in it must not change the text the
+ * outer callback is reading. */
+struct nested {
+    struct env *v;
+    struct res *inner;
+    char seen[2048];
+    const char *errstr;
+    int calls;
+};
+
+static void nested_cb(cocoon_engine *e, const cocoon_result *cr, void *priv)
+{
+    struct nested *n = priv;
+
+    (void)e;
+    n->calls++;
+    snprintf(n->seen, sizeof(n->seen), "%s", cr->errstr);
+    while (n->inner->calls == 0)
+        ev_run(n->v->loop, EVRUN_ONCE);
+    assert_string_equal(cr->errstr, n->seen);
+    if (--n->v->pending == 0)
+        ev_break(n->v->loop, EVBREAK_ALL);
+}
+
+static void test_errstr_nested_loop(void **state)
+{
+    struct env *v = env_new(shared_mem, NULL);
+    struct res inner = { 0 };
+    struct nested n = { .v = v, .inner = &inner };
+
+    (void)state;
+    /* The inner op is under way (its vm.info sent) before the outer one
+     * fails resolution; the inner one then fails its precheck while the
+     * outer callback runs the loop. */
+    assert_int_equal(cocoon_device_detach(v->e, v->sock, "nope", done_cb, &inner), 0);
+    v->pending++;
+    ev_run(v->loop, EVRUN_ONCE);
+    assert_int_equal(inner.calls, 0);
+    assert_int_equal(cocoon_device_detach(v->e, "no-such-vm", "x", nested_cb, &n), 0);
+    run(v, 1);
+    assert_int_equal(n.calls, 1);
+    assert_int_equal(inner.calls, 1);
+    assert_int_not_equal(inner.err, 0);
+    assert_non_null(strstr(n.seen, "VM not found"));
+    env_free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2041,6 +2089,7 @@ int main(void)
         cmocka_unit_test(test_inflight_cap),
         cmocka_unit_test(test_free_cancels),
         cmocka_unit_test(test_free_inside_callback),
+        cmocka_unit_test(test_errstr_nested_loop),
         cmocka_unit_test(test_fleet_1000),
     };
 
