@@ -2,23 +2,33 @@
 # Hypervisor VMs.  `make` builds the library, the CLI and the simulator;
 # `make test` runs the suite; `make demo` runs the main job.
 
-PREFIX  ?= /usr/local
-DESTDIR ?=
-CC      ?= cc
-CFLAGS  ?= -O2 -g
-LDFLAGS ?=
-BUILD   ?= build
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+CPPFLAGS ?=
+LDFLAGS  ?=
+BUILD    ?= build
 
-LLHTTP_DIR  = /usr/share/llhttp
-LLHTTP_INC  = /usr/share/include/llhttp
+LLHTTP_DIR ?= /usr/share/llhttp
+LLHTTP_INC ?= /usr/share/include/llhttp
+VIRTIOFSD  ?= /usr/lib/qemu/virtiofsd
+APT_GET    ?= apt-get
+
+# Project flags come after the user's CFLAGS so that a CFLAGS given on the
+# command line (say -O0) replaces the optimisation but not the warnings.
 WARN        = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
               -Wmissing-prototypes -Wwrite-strings -Wformat=2 $(WERROR)
 WERROR     ?= -Werror
-PROJ_CFLAGS = -std=c11 -D_GNU_SOURCE -I. -I$(LLHTTP_INC) -MMD -MP $(SAN)
+PROJ_CPPFLAGS = -D_GNU_SOURCE -I. -I$(LLHTTP_INC)
+PROJ_CFLAGS = -std=c11 -MMD -MP $(SAN)
 # Evaluated when a recipe runs, i.e. after `deps` may have installed them.
 YAJL_LIBS   = $(shell pkg-config --libs yajl 2>/dev/null || echo -lyajl)
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
 LIBS        = -lev $(YAJL_LIBS) -lm
+
+# The version is written once, in the public header.
+VERSION := $(shell awk '/^\#define COCOON_VERSION_(MAJOR|MINOR|PATCH) /{v=v s $$3; s="."} END{print v}' engine/cocoon.h)
 
 LIB_SRCS    := $(wildcard engine/*.c http/*.c json/*.c backends/*.c)
 LLHTTP_SRCS := api.c http.c llhttp.c
@@ -27,34 +37,65 @@ CHSIM_SRCS  := $(wildcard tests/chsim/*.c)
 SUPP_SRCS   := $(wildcard tests/support/*.c)
 BENCH_SRCS  := $(wildcard bench/*.c)
 TEST_SRCS   := $(wildcard tests/test_*.c)
+TEST_SCRIPTS := $(wildcard tests/test_*.sh)
 
-LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_SRCS:%.c=$(BUILD)/llhttp/%.o)
+LLHTTP_OBJS := $(LLHTTP_SRCS:%.c=$(BUILD)/llhttp/%.o)
+LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_OBJS)
 CLI_OBJS    := $(CLI_SRCS:%.c=$(BUILD)/%.o)
 CHSIM_OBJS  := $(CHSIM_SRCS:%.c=$(BUILD)/%.o)
 SUPP_OBJS   := $(SUPP_SRCS:%.c=$(BUILD)/%.o)
 TESTS       := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 
-DEPS_CHECK = /usr/bin/cc:gcc /usr/include/stdio.h:libc6-dev \
-             /usr/include/ev.h:libev-dev \
-             $(LLHTTP_DIR)/llhttp.c:node-llhttp \
-             /usr/include/yajl/yajl_tree.h:libyajl-dev \
-             /usr/include/cmocka.h:libcmocka-dev \
-             /usr/lib/qemu/virtiofsd:qemu-system-common \
-             /usr/bin/curl:curl \
-             /usr/bin/pkg-config:pkg-config
+# Packages, as FILE:PACKAGE pairs: a package is installed when its file is
+# absent.  Each goal installs only what it needs: building the library, the
+# CLI and the simulator needs DEPS_BUILD alone.
+DEPS_BUILD    = /usr/bin/cc:gcc /usr/include/stdio.h:libc6-dev /usr/bin/pkg-config:pkg-config \
+                /usr/include/ev.h:libev-dev $(LLHTTP_DIR)/llhttp.c:node-llhttp \
+                /usr/include/yajl/yajl_tree.h:libyajl-dev
+DEPS_TEST     = /usr/include/cmocka.h:libcmocka-dev $(VIRTIOFSD):qemu-system-common
+DEPS_DEMO     = $(VIRTIOFSD):qemu-system-common
+DEPS_BENCH    = /usr/bin/curl:curl
+DEPS_FUZZ     = /usr/bin/clang:clang \
+                /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
+DEPS_VALGRIND = /usr/bin/valgrind:valgrind
+
+goal_deps = $(if $(filter $(1),$(MAKECMDGOALS)),$(2))
+DEPS_WANT = $(DEPS_BUILD) \
+            $(call goal_deps,test asan valgrind soak,$(DEPS_TEST)) \
+            $(if $(findstring /tests/,$(MAKECMDGOALS)),$(DEPS_TEST)) \
+            $(call goal_deps,demo,$(DEPS_DEMO)) \
+            $(call goal_deps,bench,$(DEPS_BENCH)) \
+            $(call goal_deps,fuzz fuzz-run,$(DEPS_FUZZ)) \
+            $(call goal_deps,valgrind,$(DEPS_VALGRIND))
 
 .PHONY: all deps test asan valgrind fuzz fuzz-run bench demo soak install uninstall clean format-check
 
 all: deps $(BUILD)/libcocoon.a $(BUILD)/cocoon $(BUILD)/chsim
 
-# Installs only what is absent; a machine that has everything runs no apt.
+# Installs only what is absent, in one apt-get call, before anything is
+# built; a machine that has everything runs no apt.  Without root (and
+# without password-less sudo) it stops and names the command to run.  After
+# a failed install it names the packages still missing, and since nothing
+# was built yet, nothing under $(BUILD) is left half-written.
 deps:
-	@missing=""; for p in $(DEPS_CHECK) $(EXTRA_DEPS); do \
-	  f=$${p%%:*}; pkg=$${p##*:}; [ -e "$$f" ] || missing="$$missing $$pkg"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "deps: installing$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	@absent() { out=""; for p in $(DEPS_WANT); do f=$${p%%:*}; pkg=$${p##*:}; \
+	  [ -e "$$f" ] || case " $$out " in *" $$pkg "*) ;; *) out="$$out $$pkg";; esac; done; \
+	  echo "$$out"; }; \
+	missing=$$(absent); [ -n "$$missing" ] || exit 0; \
+	cmd="apt-get install -y --no-install-recommends$$missing"; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "deps: missing packages:$$missing" >&2; \
+	  echo "deps: as root, run: $$cmd" >&2; exit 1; fi; \
+	if ! command -v $(APT_GET) >/dev/null 2>&1; then \
+	  echo "deps: missing Debian packages:$$missing (no $(APT_GET) here: install them, or your system's equivalents)" >&2; \
+	  exit 1; fi; \
+	echo "deps: installing$$missing"; \
+	if ! { $$sudo $(APT_GET) update -qq && \
+	       $$sudo env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq --no-install-recommends $$missing; }; then \
+	  echo "deps: could not install$$(absent) (is the package mirror reachable?); to retry: $$cmd" >&2; exit 1; fi; \
+	still=$$(absent); if [ -n "$$still" ]; then \
+	  echo "deps: installed, but files are still missing for:$$still" >&2; exit 1; fi
 
 $(BUILD)/libcocoon.a: $(LIB_OBJS)
 	@rm -f $@
@@ -70,26 +111,41 @@ $(BUILD)/chsim: $(CHSIM_OBJS) $(BUILD)/libcocoon.a
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(SUPP_OBJS) $(BUILD)/libcocoon.a
 	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) $(TEST_LDFLAGS_test_$*) -o $@ $< $(SUPP_OBJS) $(BUILD)/libcocoon.a $(LIBS) $(CMOCKA_LIBS)
 
-$(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c | deps
+# llhttp's sources exist only once `deps` has installed node-llhttp, which
+# is after make has read this file: a pattern rule with the .c as its
+# prerequisite would find no rule on a fresh machine.  A static pattern rule
+# with the source named in the recipe does.  llhttp's own code gets relaxed
+# warnings; ours the strict set.
+$(LLHTTP_OBJS): $(BUILD)/llhttp/%.o: | deps
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(SAN) -I$(LLHTTP_INC) -w -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN) -I$(LLHTTP_INC) -w -c -o $@ $(LLHTTP_DIR)/$*.c
 
 $(BUILD)/%.o: %.c | deps
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(PROJ_CFLAGS) $(WARN) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(PROJ_CPPFLAGS) $(CFLAGS) $(PROJ_CFLAGS) $(WARN) -c -o $@ $<
 
-# Tests find built programs through COCOON_BUILD_DIR.
+# Test objects are kept, so a second `make test` rebuilds nothing, and a
+# failed compile leaves no object behind.
+.SECONDARY:
+.DELETE_ON_ERROR:
+
+# Tests find built programs through COCOON_BUILD_DIR.  The tests/test_*.sh
+# scripts check the build itself and run in the plain suite only (not under
+# a sanitizer or valgrind, which would only rebuild the same files slower).
 test: all $(TESTS)
-	@pass=0; fail=0; for t in $(TESTS); do \
+	@pass=0; fail=0; \
+	scripts="$(if $(SAN)$(TEST_WRAP),,$(TEST_SCRIPTS))"; \
+	for t in $(TESTS) $$scripts; do \
 	  echo "== $$t"; \
-	  if COCOON_BUILD_DIR=$(BUILD) $(TEST_WRAP) ./$$t; then pass=$$((pass + 1)); \
+	  case $$t in *.sh) run="bash $$t";; *) run="$(TEST_WRAP) ./$$t";; esac; \
+	  if COCOON_BUILD_DIR=$(BUILD) MAKE="$(MAKE)" $$run; then pass=$$((pass + 1)); \
 	  else echo "FAILED: $$t"; fail=$$((fail + 1)); fi; \
 	done; echo "binaries: $$pass passed, $$fail failed"; [ $$fail -eq 0 ]
 
 ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 asan:
 	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  $(MAKE) BUILD=build/asan CFLAGS="-O1 -g" SAN="$(ASAN_FLAGS)" test
+	  $(MAKE) BUILD=$(BUILD)/asan CFLAGS="$(CFLAGS) -O1" SAN="$(ASAN_FLAGS)" test
 
 # libFuzzer targets: every tests/fuzz/fuzz_<t>.c runs for FUZZ_SECONDS on a
 # copy of tests/fuzz/corpus/<t>/.  The library is rebuilt with clang and
@@ -98,9 +154,8 @@ FUZZ_SECONDS ?= 60
 FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS     = $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_EXTRA    = $(filter $(BUILD)/cli/plan.o,$(CLI_OBJS))
-fuzz:
-	@$(MAKE) --no-print-directory deps EXTRA_DEPS="/usr/bin/clang:clang /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev"
-	$(MAKE) CC=clang BUILD=build/fuzz CFLAGS="-O1 -g" WERROR= \
+fuzz: deps
+	$(MAKE) CC=clang BUILD=$(BUILD)/fuzz CFLAGS="-O1 -g" WERROR= \
 	  SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" fuzz-run
 
 fuzz-run: $(FUZZ_BINS)
@@ -114,11 +169,10 @@ fuzz-run: $(FUZZ_BINS)
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libcocoon.a $(CLI_OBJS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -std=c11 -D_GNU_SOURCE -I. -I$(LLHTTP_INC) -fsanitize=fuzzer,address,undefined \
+	$(CC) $(CPPFLAGS) $(PROJ_CPPFLAGS) $(CFLAGS) -std=c11 -fsanitize=fuzzer,address,undefined \
 	  -o $@ $< $(FUZZ_EXTRA) $(BUILD)/libcocoon.a $(LIBS)
 
-valgrind: all $(TESTS)
-	@$(MAKE) --no-print-directory deps EXTRA_DEPS=/usr/bin/valgrind:valgrind
+valgrind: deps all $(TESTS)
 	$(MAKE) TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full \
 	  --errors-for-leak-kinds=definite --show-leak-kinds=definite" COCOON_VALGRIND=1 test
 
@@ -146,7 +200,7 @@ $(BUILD)/cocoon.pc: FORCE
 	  'libdir=$${exec_prefix}/lib' 'includedir=$${prefix}/include' '' \
 	  'Name: cocoon' \
 	  'Description: hot-attach virtio-fs shares and VFIO devices to Cloud Hypervisor VMs' \
-	  'Version: 0.1.0' \
+	  'Version: $(VERSION)' \
 	  'Libs: -L$${libdir} -lcocoon -lev -lyajl -lm' \
 	  'Cflags: -I$${includedir}' > $@.tmp && mv $@.tmp $@
 
@@ -167,8 +221,10 @@ FORCE:
 demo: all
 	bash tests/demo.sh $(BUILD)
 
+# BUILD names the tree to remove; refuse the names that would remove more.
 clean:
-	rm -rf build
+	@case "$(BUILD)" in ""|.|./|..|/|~) echo "clean: refusing BUILD=$(BUILD)" >&2; exit 1;; esac
+	rm -rf -- "$(BUILD)"
 
 # House layout the compiler does not check: no tabs, trailing blanks or CRs
 # in C sources and headers.

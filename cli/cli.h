@@ -12,7 +12,6 @@
 
 #include "backends/store.h"
 
-#define CLI_VERSION "0.1.0"
 
 enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
 

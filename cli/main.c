@@ -9,6 +9,7 @@
 #include "backends/launch.h"
 #include "backends/store.h"
 #include "cli/cli.h"
+#include "engine/cocoon.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -452,7 +453,7 @@ static int parse_and_run(int argc, char **argv)
         goto out;
     }
     if (c.cmd == &cmd_root && c.vals[0].set) {
-        printf("cocoon version %s\n", CLI_VERSION);
+        printf("cocoon version %s\n", COCOON_VERSION_STRING);
         rc = CLI_EXIT_OK;
         goto out;
     }

@@ -5,10 +5,23 @@
 #ifndef COCOON_H
 #define COCOON_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <ev.h>
+
+/* The library's version: the one place it is written (the Makefile reads it
+ * from here for cocoon.pc, the CLI prints it). */
+#define COCOON_VERSION_MAJOR 0
+#define COCOON_VERSION_MINOR 1
+#define COCOON_VERSION_PATCH 0
+#define COCOON_VERSION_STR_(x) #x
+#define COCOON_VERSION_STR(x) COCOON_VERSION_STR_(x)
+#define COCOON_VERSION_STRING                                           \
+    COCOON_VERSION_STR(COCOON_VERSION_MAJOR) "."                        \
+    COCOON_VERSION_STR(COCOON_VERSION_MINOR) "."                        \
+    COCOON_VERSION_STR(COCOON_VERSION_PATCH)
 
 #ifdef __cplusplus
 extern "C" {
