@@ -27,10 +27,10 @@ ok()   { echo "ok: $*"; passes=$((passes + 1)); }
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 has()  { grep -q -- "$2" "$1" || { echo "--- $1:"; cat "$1"; return 1; }; }
 
-# The tree as git sees it, committed or not, without build products.
+# The tree without build products or history (git may not be installed).
 mkdir "$T/src"
-git -C "$SRC" ls-files -z --cached --others --exclude-standard |
-    (cd "$SRC" && xargs -0 cp --parents -t "$T/src" 2>/dev/null)
+tar -C "$SRC" --exclude=./build --exclude="./$BUILT" --exclude=./.git \
+    --exclude=./bench/out -cf - . | tar -C "$T/src" -xf -
 chmod -R a+rX "$T/src"
 
 # apt-get stand-ins: one that fails as with no mirror, one that "installs"
