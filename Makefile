@@ -205,7 +205,9 @@ $(BUILD)/cocoon.pc: FORCE
 	  'Cflags: -I$${includedir}' > $@.tmp && mv $@.tmp $@
 
 install: $(BUILD)/libcocoon.a $(BUILD)/cocoon.pc $(BUILD)/cocoon
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
+	  $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0644 cli/cocoon.1 $(DESTDIR)$(PREFIX)/share/man/man1/cocoon.1
 	install -m 0755 $(BUILD)/cocoon $(DESTDIR)$(PREFIX)/bin/cocoon
 	install -m 0644 $(BUILD)/libcocoon.a $(DESTDIR)$(PREFIX)/lib/libcocoon.a
 	install -m 0644 engine/cocoon.h $(DESTDIR)$(PREFIX)/include/cocoon.h
@@ -213,7 +215,7 @@ install: $(BUILD)/libcocoon.a $(BUILD)/cocoon.pc $(BUILD)/cocoon
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/cocoon $(DESTDIR)$(PREFIX)/lib/libcocoon.a $(DESTDIR)$(PREFIX)/include/cocoon.h \
-	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon.pc
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon.pc $(DESTDIR)$(PREFIX)/share/man/man1/cocoon.1
 
 FORCE:
 

@@ -30,6 +30,7 @@ typedef struct cli_flag {
     const char *def;            /* default shown in help; OPTVAL: bare value */
     const char *help;
     bool required;
+    const char *alias;          /* another accepted long name, or NULL */
 } cli_flag;
 
 /* Borrowed from argv. */
@@ -53,6 +54,8 @@ typedef struct cli_cmd {
     const struct cli_cmd *const *children;   /* NULL-terminated, groups only */
     cli_run_fn *run;            /* leaves only */
     int min_args, max_args;     /* max -1: unlimited */
+    const char *alias;          /* another accepted name, or NULL */
+    const char *choices;        /* space-separated accepted arguments, or NULL */
 } cli_cmd;
 
 struct cli_ctx {
@@ -95,6 +98,12 @@ int cli_device_attach(cli_ctx *c);
 int cli_device_detach(cli_ctx *c);
 int cli_device_list(cli_ctx *c);
 int cli_batch(cli_ctx *c);
+int cli_completion(cli_ctx *c);
+
+/* The command table the parser walks (cli/main.c), for the completion
+ * scripts (cli/complete.c).  Static, borrowed. */
+const cli_cmd *cli_root_cmd(void);
+const cli_flag *cli_global_flags(size_t *n);
 
 /* The gate's expected CH binary when a record names none:
  * $COCOON_CH_BINARY, else "cloud-hypervisor".  Borrowed. */

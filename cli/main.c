@@ -16,104 +16,107 @@
 /* Persistent flags: accepted at every level, like cobra's. */
 static const cli_flag global_flags[] = {
     { "root-dir", 0, CLI_FLAG_STR, "DIR", NULL,
-      "state root (default $COCOON_ROOT_DIR, else /var/lib/cocoon)", false },
-    { "timeout", 0, CLI_FLAG_STR, "SECONDS", "30", "timeout of each VMM API request", false },
-    { "output", 'o', CLI_FLAG_STR, "FORMAT", "text", "output format: text or json", false },
-    { "help", 'h', CLI_FLAG_BOOL, NULL, NULL, "help for this command", false },
+      "state root (default $COCOON_ROOT_DIR, else /var/lib/cocoon)", false, NULL },
+    { "timeout", 0, CLI_FLAG_STR, "SECONDS", "30", "timeout of each VMM API request", false, NULL },
+    { "output", 'o', CLI_FLAG_STR, "FORMAT", "text", "output format: text or json", false, NULL },
+    { "help", 'h', CLI_FLAG_BOOL, NULL, NULL, "help for this command", false, NULL },
 };
 enum { G_ROOT, G_TIMEOUT, G_OUTPUT, G_HELP, G_N };
 
 static const cli_flag version_flag[] = {
-    { "version", 0, CLI_FLAG_BOOL, NULL, NULL, "print the version and exit", false },
+    { "version", 0, CLI_FLAG_BOOL, NULL, NULL, "print the version and exit", false, NULL },
 };
 
 #define CREATE_FLAGS \
-    { "name", 0, CLI_FLAG_STR, "NAME", NULL, "VM name (default: derived from the id)", false }, \
-    { "cpus", 0, CLI_FLAG_STR, "N", "1", "boot vCPUs", false }, \
-    { "memory", 0, CLI_FLAG_STR, "SIZE", "512M", "guest memory: 512M, 2G or bytes", false }, \
+    { "name", 0, CLI_FLAG_STR, "NAME", NULL, "VM name (default: derived from the id)", false, NULL }, \
+    { "cpu", 0, CLI_FLAG_STR, "N", "2", "boot vCPUs (--cpus N is accepted too)", false, "cpus" }, \
+    { "memory", 0, CLI_FLAG_STR, "SIZE", "1G", "guest memory: 512M, 2G or bytes", false, NULL }, \
     { "shared-memory", 0, CLI_FLAG_BOOL, NULL, "false", \
-      "back guest memory with shared pages (required for fs attach; fixed for the VM's life)", false }, \
-    { "fc", 0, CLI_FLAG_BOOL, NULL, "false", "use the Firecracker backend", false }, \
-    { "kernel", 0, CLI_FLAG_STR, "PATH", NULL, "guest kernel", false }, \
-    { "initramfs", 0, CLI_FLAG_STR, "PATH", NULL, "guest initramfs", false }, \
-    { "cmdline", 0, CLI_FLAG_STR, "STR", NULL, "kernel command line", false }, \
-    { "disk", 0, CLI_FLAG_LIST, "PATH", NULL, "disk image (repeatable)", false }
+      "back guest memory with shared pages (required for fs attach; fixed for the VM's life)", false, NULL }, \
+    { "fc", 0, CLI_FLAG_BOOL, NULL, "false", "use the Firecracker backend", false, NULL }, \
+    { "kernel", 0, CLI_FLAG_STR, "PATH", NULL, "guest kernel", false, NULL }, \
+    { "initramfs", 0, CLI_FLAG_STR, "PATH", NULL, "guest initramfs", false, NULL }, \
+    { "cmdline", 0, CLI_FLAG_STR, "STR", NULL, "kernel command line", false, NULL }, \
+    { "disk", 0, CLI_FLAG_LIST, "PATH", NULL, "disk image (repeatable)", false, NULL }
 
 #define BINARY_FLAGS \
     { "ch-binary", 0, CLI_FLAG_STR, "PATH", NULL, \
-      "Cloud Hypervisor binary (default $COCOON_CH_BINARY, else cloud-hypervisor from PATH)", false }, \
+      "Cloud Hypervisor binary (default $COCOON_CH_BINARY, else cloud-hypervisor from PATH)", false, NULL }, \
     { "fc-binary", 0, CLI_FLAG_STR, "PATH", NULL, \
-      "Firecracker binary (default $COCOON_FC_BINARY, else firecracker from PATH)", false }
+      "Firecracker binary (default $COCOON_FC_BINARY, else firecracker from PATH)", false, NULL }
 
 #define PARALLEL_FLAG \
-    { "parallel", 0, CLI_FLAG_STR, "N", "256", "VMs with an operation in flight at once", false }
+    { "parallel", 0, CLI_FLAG_STR, "N", "256", "VMs with an operation in flight at once", false, NULL }
 
 #define WAIT_FLAG \
     { "wait", 0, CLI_FLAG_OPTVAL, "SECONDS", "30", \
-      "wait until the guest ejected the device (bare --wait: 30 s)", false }
+      "wait until the guest ejects the device, at most SECONDS; without --wait, return at once", false, NULL }
 
 static const cli_flag create_flags[] = { CREATE_FLAGS };
 static const cli_flag run_flags[] = { CREATE_FLAGS, BINARY_FLAGS };
 static const cli_flag start_flags[] = { BINARY_FLAGS };
-static const cli_flag stop_flags[] = {
-    { "ch-binary", 0, CLI_FLAG_STR, "PATH", NULL,
-      "VMM binary name the running check expects when the record names none", false },
-};
 static const cli_flag rm_flags[] = {
-    { "force", 'f', CLI_FLAG_BOOL, NULL, "false", "stop a running VM first", false },
+    { "force", 'f', CLI_FLAG_BOOL, NULL, "false", "stop a running VM first", false, NULL },
 };
 static const cli_flag fs_attach_flags[] = {
     { "socket", 0, CLI_FLAG_STR, "PATH|TEMPLATE", NULL,
-      "virtiofsd socket; {name}, {id} and {vm} are replaced per VM", true },
-    { "tag", 0, CLI_FLAG_STR, "TAG", NULL, "guest mount tag", true },
-    { "num-queues", 0, CLI_FLAG_STR, "N", "1", "request queues", false },
-    { "queue-size", 0, CLI_FLAG_STR, "N", "1024", "queue size", false },
+      "virtiofsd socket; {name}, {id} and {vm} are replaced per VM", true, NULL },
+    { "tag", 0, CLI_FLAG_STR, "TAG", NULL, "guest mount tag", true, NULL },
+    { "num-queues", 0, CLI_FLAG_STR, "N", "1", "request queues", false, NULL },
+    { "queue-size", 0, CLI_FLAG_STR, "N", "1024", "queue size", false, NULL },
     { "no-socket-check", 0, CLI_FLAG_BOOL, NULL, "false",
-      "skip the virtiofsd listener check (socket in another namespace)", false },
+      "skip the virtiofsd listener check (socket in another namespace)", false, NULL },
     PARALLEL_FLAG,
 };
 static const cli_flag fs_detach_flags[] = {
-    { "tag", 0, CLI_FLAG_STR, "TAG", NULL, "mount tag of the share to detach", true },
+    { "tag", 0, CLI_FLAG_STR, "TAG", NULL, "mount tag of the share to detach", true, NULL },
     WAIT_FLAG,
     PARALLEL_FLAG,
 };
 static const cli_flag list_flags[] = { PARALLEL_FLAG };
 static const cli_flag device_attach_flags[] = {
     { "pci", 0, CLI_FLAG_STR, "PCI", NULL,
-      "host device: BDF (01:00.0, 0000:01:00.0) or /sys/bus/pci/devices/ path", true },
-    { "id", 0, CLI_FLAG_STR, "ID", NULL, "device id (default: chosen by CH)", false },
+      "host device: BDF (01:00.0, 0000:01:00.0) or /sys/bus/pci/devices/ path", true, NULL },
+    { "id", 0, CLI_FLAG_STR, "ID", NULL, "device id (default: chosen by CH)", false, NULL },
 };
 static const cli_flag device_detach_flags[] = {
-    { "id", 0, CLI_FLAG_STR, "ID", NULL, "device id to detach", true },
+    { "id", 0, CLI_FLAG_STR, "ID", NULL, "device id to detach", true, NULL },
     WAIT_FLAG,
     PARALLEL_FLAG,
 };
 static const cli_flag batch_flags[] = { PARALLEL_FLAG };
 
+static int cli_version(cli_ctx *c)
+{
+    (void)c;
+    printf("cocoon version %s\n", CLI_VERSION);
+    return CLI_EXIT_OK;
+}
+
 #define LEAF(var, nm, us, sum, ex, fl, fn, mn, mx) \
-    static const cli_cmd var = { nm, us, sum, ex, fl, N(fl), NULL, fn, mn, mx }
+    static const cli_cmd var = { nm, us, sum, ex, fl, N(fl), NULL, fn, mn, mx, NULL, NULL }
 #define LEAF0(var, nm, us, sum, ex, fn, mn, mx) \
-    static const cli_cmd var = { nm, us, sum, ex, NULL, 0, NULL, fn, mn, mx }
+    static const cli_cmd var = { nm, us, sum, ex, NULL, 0, NULL, fn, mn, mx, NULL, NULL }
 
 LEAF(cmd_create, "create", "vm create [flags]", "Create a VM record (state created)",
-     "cocoon vm create --name web-1 --cpus 2 --memory 1G --shared-memory --kernel vmlinux",
+     "cocoon vm create --name web-1 --cpu 4 --memory 2G --shared-memory --kernel vmlinux",
      create_flags, cli_vm_create, 0, 0);
 LEAF(cmd_run, "run", "vm run [flags]", "Create a VM and start it",
      "cocoon vm run --name web-1 --shared-memory --kernel vmlinux --disk rootfs.img",
      run_flags, cli_vm_run, 0, 0);
 LEAF(cmd_start, "start", "vm start VM... [flags]", "Start created or stopped VMs",
      "cocoon vm start web-1 web-2", start_flags, cli_vm_start, 1, -1);
-LEAF(cmd_stop, "stop", "vm stop VM...", "Stop running VMs (shutdown, then signals)",
-     "cocoon vm stop web-1", stop_flags, cli_vm_stop, 1, -1);
+LEAF0(cmd_stop, "stop", "vm stop VM...", "Stop running VMs (shutdown, then signals)",
+      "cocoon vm stop web-1", cli_vm_stop, 1, -1);
 LEAF(cmd_rm, "rm", "vm rm VM... [flags]", "Remove VMs and their run directories",
      "cocoon vm rm --force web-1", rm_flags, cli_vm_rm, 1, -1);
-LEAF0(cmd_list, "list", "vm list", "List VMs (state checked against the live process)",
-      "cocoon vm list -o json", cli_vm_list, 0, 0);
-LEAF0(cmd_inspect, "inspect", "vm inspect VM",
-      "Print a VM record, with live attached devices when running",
+static const cli_cmd cmd_list = { "list", "vm list", "List VMs (state checked against the live process)",
+    "cocoon vm ls -o json", NULL, 0, NULL, cli_vm_list, 0, 0, "ls", NULL };
+LEAF0(cmd_inspect, "inspect", "vm inspect VM|API-SOCKET",
+      "Print a VM record as JSON, with pid, socket_path and live attached devices when running",
       "cocoon vm inspect web-1", cli_vm_inspect, 1, 1);
 LEAF(cmd_debug, "debug", "vm debug [flags]",
-     "Print the VMM command line that start would run, without running it",
+     "Print the VMM command line that start would run, without running it (-o json: an argv array)",
      "cocoon vm debug --shared-memory --memory 2G --kernel vmlinux", run_flags,
      cli_vm_debug, 0, 0);
 LEAF(cmd_fs_attach, "attach", "vm fs attach VM... --socket PATH|TEMPLATE --tag TAG [flags]",
@@ -121,7 +124,7 @@ LEAF(cmd_fs_attach, "attach", "vm fs attach VM... --socket PATH|TEMPLATE --tag T
      "cocoon vm fs attach web-1 web-2 --socket /run/vfs/{name}.sock --tag data",
      fs_attach_flags, cli_fs_attach, 1, -1);
 LEAF(cmd_fs_detach, "detach", "vm fs detach VM... --tag TAG [--wait[=S]]",
-     "Detach a virtio-fs share", "cocoon vm fs detach web-1 --tag data --wait",
+     "Detach a virtio-fs share", "cocoon vm fs detach web-1 --tag data --wait=10",
      fs_detach_flags, cli_fs_detach, 1, -1);
 LEAF(cmd_fs_list, "list", "vm fs list VM...", "List attached virtio-fs shares",
      "cocoon vm fs list web-1", list_flags, cli_fs_list, 1, -1);
@@ -151,21 +154,40 @@ static const cli_cmd *const fs_children[] = { &cmd_fs_attach, &cmd_fs_detach, &c
 static const cli_cmd *const dev_children[] = { &cmd_dev_attach, &cmd_dev_detach, &cmd_dev_list, NULL };
 static const cli_cmd cmd_fs = { "fs", "vm fs COMMAND", "Runtime virtio-fs shares (vhost-user-fs)",
     "cocoon vm fs attach web-1 --socket /run/vfs/web-1.sock --tag data",
-    NULL, 0, fs_children, NULL, 0, 0 };
+    NULL, 0, fs_children, NULL, 0, 0, NULL, NULL };
 static const cli_cmd cmd_dev = { "device", "vm device COMMAND", "Runtime VFIO PCI devices",
-    "cocoon vm device attach web-1 --pci 0000:01:00.0", NULL, 0, dev_children, NULL, 0, 0 };
+    "cocoon vm device attach web-1 --pci 0000:01:00.0", NULL, 0, dev_children, NULL, 0, 0, NULL, NULL };
 static const cli_cmd *const vm_children[] = {
     &cmd_create, &cmd_run, &cmd_start, &cmd_stop, &cmd_rm, &cmd_list, &cmd_inspect,
     &cmd_debug, &cmd_fs, &cmd_dev, NULL };
 static const cli_cmd cmd_vm = { "vm", "vm COMMAND", "Manage VMs and their runtime devices",
-    "cocoon vm list", NULL, 0, vm_children, NULL, 0, 0 };
-static const cli_cmd *const root_children[] = { &cmd_vm, &cmd_batch, NULL };
+    "cocoon vm list", NULL, 0, vm_children, NULL, 0, 0, NULL, NULL };
+LEAF0(cmd_version, "version", "version", "Print the version", "cocoon version", cli_version, 0, 0);
+static const cli_cmd cmd_completion = { "completion", "completion bash|zsh|fish",
+    "Print a shell completion script",
+    "source <(cocoon completion bash)      # bash, e.g. in ~/.bashrc\n"
+    "  source <(cocoon completion zsh)       # zsh, in ~/.zshrc\n"
+    "  cocoon completion fish > ~/.config/fish/completions/cocoon.fish",
+    NULL, 0, NULL, cli_completion, 1, 1, NULL, "bash zsh fish" };
+static const cli_cmd *const root_children[] = { &cmd_vm, &cmd_batch, &cmd_version, &cmd_completion,
+                                                NULL };
 static const cli_cmd cmd_root = { "cocoon", "[--root-dir DIR] [--timeout SECONDS] [-o text|json] COMMAND",
     "Hot-attach virtio-fs shares and VFIO devices to running Cloud Hypervisor VMs",
     "cocoon vm fs attach web-1 --socket /run/vfs/web-1.sock --tag data",
-    version_flag, N(version_flag), root_children, NULL, 0, 0 };
+    version_flag, N(version_flag), root_children, NULL, 0, 0, NULL, NULL };
 
 static cli_flagval g_vals[G_N];
+
+const cli_cmd *cli_root_cmd(void)
+{
+    return &cmd_root;
+}
+
+const cli_flag *cli_global_flags(size_t *n)
+{
+    *n = N(global_flags);
+    return global_flags;
+}
 
 const char *cli_default_ch_binary(void)
 {
@@ -262,6 +284,8 @@ static void print_flags(FILE *f, const cli_flag *fl, size_t n)
         fprintf(f, "  %-30s %s", left, fl[i].help);
         if (fl[i].required)
             fputs(" (required)", f);
+        else if (fl[i].kind == CLI_FLAG_OPTVAL)
+            fprintf(f, " (bare --%s: %s)", fl[i].name, fl[i].def);
         else if (fl[i].def && fl[i].kind != CLI_FLAG_BOOL)
             fprintf(f, " (default %s)", fl[i].def);
         fputc('\n', f);
@@ -271,10 +295,12 @@ static void print_flags(FILE *f, const cli_flag *fl, size_t n)
 static void print_help(FILE *f, const cli_cmd *cmd, const char *path)
 {
     fprintf(f, "%s\n\nUsage:\n  cocoon %s\n", cmd->summary, cmd->use);
+    if (cmd->alias)
+        fprintf(f, "\nAliases:\n  %s, %s\n", cmd->name, cmd->alias);
     if (cmd->children) {
         fputs("\nAvailable Commands:\n", f);
         for (const cli_cmd *const *ch = cmd->children; *ch; ch++)
-            fprintf(f, "  %-10s %s\n", (*ch)->name, (*ch)->summary);
+            fprintf(f, "  %-11s %s\n", (*ch)->name, (*ch)->summary);
     }
     if (cmd->example)
         fprintf(f, "\nExamples:\n  %s\n", cmd->example);
@@ -303,6 +329,12 @@ static int apply_flag(cli_ctx *c, const cli_flag *fl, cli_flagval *v, const char
         v->str = val ? val : "true";
         return 0;
     case CLI_FLAG_OPTVAL:
+        /* "--wait 10" would silently make 10 a VM name. */
+        if (!val && *i + 1 < argc && argv[*i + 1][0] >= '0' && argv[*i + 1][0] <= '9' &&
+            strspn(argv[*i + 1], "0123456789") == strlen(argv[*i + 1]))
+            return cli_usage_error(c, "%s takes its value after '=': write %s=%s "
+                                      "(or put VM names before %s)",
+                                   shown, shown, argv[*i + 1], shown);
         v->set = true;
         v->str = val ? val : fl->def;
         return 0;
@@ -338,7 +370,9 @@ static const cli_flag *find_flag(cli_ctx *c, const char *name, char sh, cli_flag
 
     for (size_t t = 0; t < 2; t++)
         for (size_t i = 0; i < lens[t]; i++)
-            if (name ? strcmp(tabs[t][i].name, name) == 0 : sh && tabs[t][i].short_name == sh) {
+            if (name ? strcmp(tabs[t][i].name, name) == 0 ||
+                           (tabs[t][i].alias && strcmp(tabs[t][i].alias, name) == 0)
+                     : sh && tabs[t][i].short_name == sh) {
                 *v = &vals[t][i];
                 return &tabs[t][i];
             }
@@ -434,7 +468,7 @@ static int parse_and_run(int argc, char **argv)
             const cli_cmd *next = NULL;
 
             for (const cli_cmd *const *ch = c.cmd->children; *ch; ch++)
-                if (strcmp((*ch)->name, tok) == 0)
+                if (strcmp((*ch)->name, tok) == 0 || ((*ch)->alias && strcmp((*ch)->alias, tok) == 0))
                     next = *ch;
             if (!next) {
                 rc = cli_usage_error(&c, "unknown command \"%s\" for \"%s\"", tok, c.path);
@@ -488,6 +522,21 @@ static int parse_and_run(int argc, char **argv)
             rc = cli_usage_error(&c, "accepts at most %d arg(s), received %zu",
                                  c.cmd->max_args, c.n_args);
         goto out;
+    }
+    if (c.cmd->choices) {
+        const char *ch = c.cmd->choices;
+        size_t al = strlen(c.args[0]), wl;
+
+        for (; *ch; ch += wl + (ch[wl] == ' ')) {
+            wl = strcspn(ch, " ");
+            if (wl == al && memcmp(ch, c.args[0], al) == 0)
+                break;
+        }
+        if (!*ch) {
+            rc = cli_usage_error(&c, "invalid argument \"%s\" for \"%s\": expected one of: %s",
+                                 c.args[0], c.path, c.cmd->choices);
+            goto out;
+        }
     }
     {
         const char *o = g_vals[G_OUTPUT].set ? g_vals[G_OUTPUT].str : "text";

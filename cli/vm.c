@@ -31,7 +31,7 @@ static char *abs_or_copy(const char *p)
 static int vm_from_flags(const cli_ctx *c, store_vm *vm)
 {
     const char *name = cli_flag_str(c, "name");
-    const char *cpus = cli_flag_str(c, "cpus");
+    const char *cpus = cli_flag_str(c, "cpu");
     const char *mem = cli_flag_str(c, "memory");
     const char *const *disks;
     size_t nd;
@@ -46,7 +46,7 @@ static int vm_from_flags(const cli_ctx *c, store_vm *vm)
     errno = 0;
     cpu = strtol(cpus, &end, 10);
     if (errno || end == cpus || *end || cpu < 1 || cpu > 512)
-        return cli_usage_error(c, "invalid argument \"%s\" for \"--cpus\" flag: "
+        return cli_usage_error(c, "invalid argument \"%s\" for \"--cpu\" flag: "
                                   "expected an integer between 1 and 512", cpus);
     if (launch_parse_size(mem, &vm->config.memory) < 0)
         return cli_usage_error(c, "invalid argument \"%s\" for \"--memory\" flag: "
@@ -362,15 +362,16 @@ int cli_vm_rm(cli_ctx *c)
 }
 
 /* The state a user should see: a running record whose process fails the
- * gate is really stopped. */
-static const char *shown_state(const cli_ctx *c, const store_vm *vm, bool *stale)
+ * gate is really stopped (stale).  *pid: the VMM's pid when running. */
+static const char *shown_state(const cli_ctx *c, const store_vm *vm, bool *stale, pid_t *pid)
 {
     char err[ENG_ERRSTR_MAX];
 
     *stale = false;
-    if (vm->state == STORE_RUNNING &&
-        gate_check(vm, vmm_binary(c, vm), NULL, err, sizeof(err)) < 0) {
+    *pid = 0;
+    if (vm->state == STORE_RUNNING && gate_check(vm, vmm_binary(c, vm), pid, err, sizeof(err)) < 0) {
         *stale = true;
+        *pid = 0;
         return "stopped";
     }
     return store_state_name(vm->state);
@@ -409,7 +410,7 @@ int cli_vm_list(cli_ctx *c)
             return cli_error("out of memory");
         }
         yajl_gen_array_open(g);
-    } else {
+    } else if (dbs[0].n + dbs[1].n > 0) {
         printf("%-26s  %-20s  %-16s  %-16s  %4s  %7s  %s\n", "ID", "NAME", "HYPERVISOR",
                "STATE", "CPU", "MEMORY", "CREATED");
     }
@@ -417,7 +418,8 @@ int cli_vm_list(cli_ctx *c)
         for (size_t i = 0; i < dbs[b].n; i++) {
             const store_vm *vm = &dbs[b].vms[i];
             bool stale;
-            const char *st = shown_state(c, vm, &stale);
+            pid_t pid;
+            const char *st = shown_state(c, vm, &stale, &pid);
 
             if (g) {
                 store_vm_gen(g, vm, st);
@@ -439,6 +441,8 @@ int cli_vm_list(cli_ctx *c)
         yajl_gen_array_close(g);
         if (cli_gen_print(g, stdout) < 0)
             rc = CLI_EXIT_FAIL;
+    } else if (dbs[0].n + dbs[1].n == 0) {
+        puts("No VMs found.");
     }
     store_db_fini(&dbs[0]);
     store_db_fini(&dbs[1]);
@@ -492,15 +496,58 @@ static void inspect_list_cb(cocoon_engine *e, const cocoon_result *r, const coco
     yajl_gen_map_close(ic->g);
 }
 
+/* One cocoon_list round trip for ref into ic (attached_devices or ic->warn). */
+static void inspect_listing(const cli_ctx *c, const char *ref, inspect_ctx *ic)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    cocoon_options opt = { .root_dir = c->root, .timeout_ms = c->timeout_ms,
+                           .ch_binary = cli_default_ch_binary() };
+    cocoon_engine *e = loop ? cocoon_engine_new(loop, &opt) : NULL;
+
+    if (!e || cocoon_list(e, ref, inspect_list_cb, ic) < 0)
+        snprintf(ic->warn, sizeof(ic->warn), "cannot start the listing");
+    else
+        while (!ic->done && ev_run(loop, EVRUN_ONCE))
+            ;
+    cocoon_engine_free(e);
+    if (loop)
+        ev_loop_destroy(loop);
+}
+
+/* A direct target (the API socket of a VM cocoon did not create) has no
+ * record: its socket_path, and what is attached when it runs. */
+static int inspect_direct(const cli_ctx *c, const char *sock)
+{
+    inspect_ctx ic;
+
+    memset(&ic, 0, sizeof(ic));
+    ic.g = cli_gen_new(true);
+    if (!ic.g)
+        return cli_error("out of memory");
+    yajl_gen_map_open(ic.g);
+    cli_gen_kv_str(ic.g, "socket_path", sock);
+    cli_gen_kv_str(ic.g, "hypervisor", store_hypervisor_name(STORE_BACKEND_CH));
+    inspect_listing(c, sock, &ic);
+    if (ic.warn[0]) {
+        yajl_gen_free(ic.g);
+        return cli_error("%s", ic.warn);
+    }
+    yajl_gen_map_close(ic.g);
+    return cli_gen_print(ic.g, stdout) < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+}
+
 int cli_vm_inspect(cli_ctx *c)
 {
     char err[ENG_ERRSTR_MAX];
     inspect_ctx ic;
     store_vm vm;
     bool stale;
+    pid_t pid;
     const char *st;
     int rc = CLI_EXIT_OK;
 
+    if (c->args[0][0] == '/')
+        return inspect_direct(c, c->args[0]);
     if (store_resolve(c->root, c->args[0], &vm, err, sizeof(err)) < 0)
         return cli_error("vm %s: %s", c->args[0], err);
     memset(&ic, 0, sizeof(ic));
@@ -509,24 +556,19 @@ int cli_vm_inspect(cli_ctx *c)
         store_vm_fini(&vm);
         return cli_error("out of memory");
     }
-    st = shown_state(c, &vm, &stale);
+    st = shown_state(c, &vm, &stale, &pid);
     store_vm_gen(ic.g, &vm, st);
     if (stale)
         cli_gen_kv_bool(ic.g, "stale", true);
-    if (vm.state == STORE_RUNNING && !stale && strcmp(vm.backend, STORE_BACKEND_CH) == 0) {
-        struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-        cocoon_options opt = { .root_dir = c->root, .timeout_ms = c->timeout_ms,
-                               .ch_binary = cli_default_ch_binary() };
-        cocoon_engine *e = loop ? cocoon_engine_new(loop, &opt) : NULL;
+    if (pid > 0) {
+        char *sock = gate_api_sock(&vm);
 
-        if (!e || cocoon_list(e, vm.id, inspect_list_cb, &ic) < 0)
-            snprintf(ic.warn, sizeof(ic.warn), "cannot start the listing");
-        else
-            while (!ic.done && ev_run(loop, EVRUN_ONCE))
-                ;
-        cocoon_engine_free(e);
-        if (loop)
-            ev_loop_destroy(loop);
+        cli_gen_kv_int(ic.g, "pid", pid);
+        cli_gen_kv_str(ic.g, "socket_path", sock);
+        free(sock);
+    }
+    if (pid > 0 && strcmp(vm.backend, STORE_BACKEND_CH) == 0) {
+        inspect_listing(c, vm.id, &ic);
         if (ic.warn[0])
             fprintf(stderr, "Warning: list attached devices of vm %s: %s\n", vm.id, ic.warn);
     }
@@ -551,6 +593,21 @@ int cli_vm_debug(cli_ctx *c)
     store_vm_fini(&vm);
     if (rc < 0)
         return cli_error("%s", err);
+    if (c->json) {
+        yajl_gen g = cli_gen_new(false);
+
+        if (g) {
+            yajl_gen_map_open(g);
+            cli_gen_str(g, "argv");
+            yajl_gen_array_open(g);
+            for (char **a = argv; *a; a++)
+                cli_gen_str(g, *a);
+            yajl_gen_array_close(g);
+            yajl_gen_map_close(g);
+        }
+        launch_argv_free(argv);
+        return cli_gen_print(g, stdout) < 0 ? cli_error("out of memory") : CLI_EXIT_OK;
+    }
     text = launch_debug_format(argv);
     launch_argv_free(argv);
     if (!text)

@@ -239,17 +239,175 @@ static void test_help_and_version(void **state)
     free(err);
     assert_int_equal(cli(&out, &err, "vm", "create", "--help", (char *)NULL), 0);
     assert_non_null(strstr(out, "--memory SIZE"));
-    assert_non_null(strstr(out, "(default 512M)"));
+    assert_non_null(strstr(out, "(default 1G)"));
+    assert_non_null(strstr(out, "--cpu N "));
+    assert_non_null(strstr(out, "(--cpus N is accepted too) (default 2)"));
     free(out);
     free(err);
+    /* --wait: no wait unless given; the help says so and shows no default */
     assert_int_equal(cli(&out, &err, "vm", "fs", "detach", "--help", (char *)NULL), 0);
-    assert_non_null(strstr(out, "--wait[=SECONDS]"));
+    assert_non_null(strstr(out, "--wait[=SECONDS]           wait until the guest ejects the device, "
+                                "at most SECONDS; without --wait, return at once (bare --wait: 30)\n"));
+    assert_null(strstr(out, "(default 30)\n      --parallel"));
     free(out);
     free(err);
-    assert_int_equal(cli(&out, &err, "--version", (char *)NULL), 0);
-    assert_non_null(strstr(out, "cocoon version "));
+    {
+        char *vout = NULL;
+
+        assert_int_equal(cli(&vout, &err, "--version", (char *)NULL), 0);
+        assert_memory_equal(vout, "cocoon version ", 15);
+        free(err);
+        assert_int_equal(cli(&out, &err, "version", (char *)NULL), 0);
+        assert_string_equal(out, vout);
+        free(out);
+        free(err);
+        free(vout);
+    }
+    /* vm stop shows only the global flags: every flag it has is documented */
+    assert_int_equal(cli(&out, &err, "vm", "stop", "--help", (char *)NULL), 0);
+    assert_null(strstr(out, "ch-binary"));
     free(out);
     free(err);
+}
+
+/* --wait takes its value after '=': "--wait 10" never makes 10 a VM name. */
+static void test_wait_value_spelling(void **state)
+{
+    char *out = NULL, *err = NULL;
+    int rc;
+
+    (void)state;
+    rc = cli(&out, &err, "vm", "fs", "detach", "--tag", "t", "--wait", "1", (char *)NULL);
+    expect_error(rc, 2, out, err, "--wait takes its value after '=': write --wait=1 "
+                                  "(or put VM names before --wait)");
+    rc = cli(&out, &err, "vm", "device", "detach", "web-1", "--id", "g", "--wait", "30",
+             (char *)NULL);
+    expect_error(rc, 2, out, err, "--wait takes its value after '=': write --wait=30 "
+                                  "(or put VM names before --wait)");
+    /* a bare --wait before a VM name that is not a number stays a bare --wait */
+    rc = cli(&out, &err, "vm", "fs", "detach", "--tag", "t", "--wait", "nosuchvm", (char *)NULL);
+    expect_error(rc, 1, out, err, "fs detach: vm nosuchvm: VM not found");
+    rc = cli(&out, &err, "vm", "fs", "detach", "--tag", "t", "--wait=1", "nosuchvm", (char *)NULL);
+    expect_error(rc, 1, out, err, "fs detach: vm nosuchvm: VM not found");
+}
+
+/* The original tool's spellings and defaults: --cpu (default 2), --memory
+ * (default 1G); --cpus still works. */
+static void test_original_spellings(void **state)
+{
+    char *out = NULL, *err = NULL;
+
+    (void)state;
+    assert_int_equal(cli(&out, &err, "vm", "create", "--name", "dflt", (char *)NULL), 0);
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "create", "--name", "four", "--cpu", "4", (char *)NULL), 0);
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "create", "--name", "three", "--cpus=3", (char *)NULL), 0);
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "inspect", "dflt", (char *)NULL), 0);
+    assert_non_null(strstr(out, "\"cpu\": 2,"));
+    assert_non_null(strstr(out, "\"memory\": 1073741824"));
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "inspect", "four", (char *)NULL), 0);
+    assert_non_null(strstr(out, "\"cpu\": 4,"));
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "inspect", "three", (char *)NULL), 0);
+    assert_non_null(strstr(out, "\"cpu\": 3,"));
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "create", "--cpu", "0", (char *)NULL), 2);
+    assert_memory_equal(err, "Error: invalid argument \"0\" for \"--cpu\" flag", 43);
+    free(out);
+    free(err);
+}
+
+/* vm ls is vm list; an empty root says so in text and is [] in JSON. */
+static void test_list_alias_and_empty(void **state)
+{
+    char *out = NULL, *err = NULL, *lout = NULL;
+
+    (void)state;
+    assert_int_equal(cli(&out, &err, "vm", "ls", (char *)NULL), 0);
+    assert_string_equal(out, "No VMs found.\n");
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "list", (char *)NULL), 0);
+    assert_string_equal(out, "No VMs found.\n");
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "-o", "json", "vm", "ls", (char *)NULL), 0);
+    assert_string_equal(out, "[]\n");
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "create", "--name", "one", (char *)NULL), 0);
+    free(out);
+    free(err);
+    assert_int_equal(cli(&lout, &err, "vm", "list", (char *)NULL), 0);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "ls", (char *)NULL), 0);
+    assert_string_equal(out, lout);
+    assert_memory_equal(out, "ID ", 3);
+    assert_non_null(strstr(out, " one "));
+    free(out);
+    free(err);
+    free(lout);
+    assert_int_equal(cli(&out, &err, "vm", "ls", "--help", (char *)NULL), 0);
+    assert_non_null(strstr(out, "Aliases:\n  list, ls\n"));
+    free(out);
+    free(err);
+}
+
+/* vm debug -o json: the argv the start would exec, as an array. */
+static void test_debug_json(void **state)
+{
+    char *out = NULL, *err = NULL, *want = NULL;
+
+    (void)state;
+    assert_int_equal(cli(&out, &err, "-o", "json", "vm", "debug", "--cpu", "3", "--memory", "2G",
+                         "--shared-memory", "--kernel", "/k", "--ch-binary", "/opt/ch", (char *)NULL), 0);
+    assert_true(asprintf(&want, "{\"argv\":[\"/opt/ch\",\"--api-socket\",\"path=%s/run/cloudhypervisor/",
+                         g_root) > 0);
+    assert_memory_equal(out, want, strlen(want));
+    assert_non_null(strstr(out, "/api.sock\",\"--cpus\",\"boot=3\",\"--memory\",\"size=2048M,shared=on\","
+                                "\"--kernel\",\"/k\",\"--serial\",\"tty\",\"--console\",\"off\"]}\n"));
+    assert_string_equal(err, "");
+    free(out);
+    free(err);
+    free(want);
+}
+
+/* cocoon completion: a script for each shell, from the command table. */
+static void test_completion_scripts(void **state)
+{
+    char *out = NULL, *err = NULL;
+    int rc;
+
+    (void)state;
+    assert_int_equal(cli(&out, &err, "completion", "bash", (char *)NULL), 0);
+    assert_non_null(strstr(out, "complete -o default -F _cocoon cocoon\n"));
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "completion", "zsh", (char *)NULL), 0);
+    assert_non_null(strstr(out, "bashcompinit"));
+    assert_non_null(strstr(out, "complete -o default -F _cocoon cocoon\n"));
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "completion", "fish", (char *)NULL), 0);
+    assert_non_null(strstr(out, "function __cocoon_path\n"));
+    assert_non_null(strstr(out, "complete -c cocoon -n '__cocoon_path \" vm fs attach\"' -l socket -r"));
+    assert_non_null(strstr(out, "case ' vm list' ' vm ls'\n"));
+    free(out);
+    free(err);
+    rc = cli(&out, &err, "completion", "tcsh", (char *)NULL);
+    expect_error(rc, 2, out, err,
+                 "invalid argument \"tcsh\" for \"cocoon completion\": expected one of: bash zsh fish");
+    rc = cli(&out, &err, "completion", (char *)NULL);
+    expect_error(rc, 2, out, err, "accepts 1 arg(s), received 0");
 }
 
 static void test_usage_errors(void **state)
@@ -335,14 +493,14 @@ static void test_debug_prints_command(void **state)
     free(err);
     /* Nothing was created or started. */
     assert_int_equal(cli(&out, &err, "vm", "list", (char *)NULL), 0);
-    assert_int_equal(count_str(out, "\n"), 1);
+    assert_string_equal(out, "No VMs found.\n");
     free(out);
     free(err);
     setenv("COCOON_CH_BINARY", "/env/ch", 1);
     assert_int_equal(cli(&out, &err, "vm", "debug", (char *)NULL), 0);
     unsetenv("COCOON_CH_BINARY");
     assert_memory_equal(out, "/env/ch \\\n", 10);
-    assert_non_null(strstr(out, "--memory size=512M \\\n"));
+    assert_non_null(strstr(out, "--memory size=1024M \\\n"));
     free(out);
     free(err);
 }
@@ -934,6 +1092,14 @@ static void test_stale_pid_in_list(void **state)
     assert_non_null(strstr(out, "\"stale\": true"));
     free(out);
     free(err);
+    /* inspect agrees with list: stopped, stale, no pid or socket_path */
+    assert_int_equal(cli(&out, &err, "vm", "inspect", "doomed", (char *)NULL), 0);
+    assert_non_null(strstr(out, "\"state\": \"stopped\""));
+    assert_non_null(strstr(out, "\"stale\": true"));
+    assert_null(strstr(out, "\"pid\""));
+    assert_null(strstr(out, "socket_path"));
+    free(out);
+    free(err);
     /* attach says why, with the gate's text */
     {
         char msg[256];
@@ -1062,6 +1228,69 @@ static void test_inspect_with_devices(void **state)
     free(sock);
 }
 
+/* inspect: pid and socket_path for a running VM (from the pidfile and
+ * <run_dir>/api.sock), none for a stopped one; a direct API-socket target
+ * as fs attach and fs list take it. */
+static void test_inspect_pid_and_direct(void **state)
+{
+    char *out = NULL, *err = NULL, *id, *sock, *want = NULL;
+    char *api = root_path("direct-insp.sock"), *vfs = root_path("vfs-insp.sock");
+    const char *extra[] = { "--memory", "size=512M,shared=on", NULL };
+    pid_t pid, ch;
+    int lfd, rc;
+
+    (void)state;
+    vm_run("live");
+    id = vm_id("live");
+    pid = read_pid(id, "cloudhypervisor", "ch.pid");
+    sock = root_path("run/cloudhypervisor/%s/api.sock", id);
+    assert_int_equal(cli(&out, &err, "vm", "inspect", "live", (char *)NULL), 0);
+    assert_true(asprintf(&want, "\"pid\": %d,\n  \"socket_path\": \"%s\"", (int)pid, sock) > 0);
+    assert_non_null(strstr(out, want));
+    free(want);
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "create", "--name", "idle", (char *)NULL), 0);
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "inspect", "idle", (char *)NULL), 0);
+    assert_null(strstr(out, "\"pid\""));
+    assert_null(strstr(out, "socket_path"));
+    free(out);
+    free(err);
+
+    ch = sup_chsim_start(api, extra);
+    lfd = sup_unix_bind(vfs, true);
+    assert_int_equal(cli(&out, &err, "vm", "fs", "attach", api, "--socket", vfs, "--tag", "d",
+                         (char *)NULL), 0);
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "inspect", api, (char *)NULL), 0);
+    assert_true(asprintf(&want, "{\n  \"socket_path\": \"%s\",\n  \"hypervisor\": \"cloud-hypervisor\",\n"
+                                "  \"attached_devices\": {\n    \"fs\": [\n      {\n"
+                                "        \"id\": \"cocoon-fs-d\",\n        \"tag\": \"d\",\n"
+                                "        \"socket\": \"%s\"\n      }\n    ]\n  }\n}\n", api, vfs) > 0);
+    assert_string_equal(out, want);
+    assert_string_equal(err, "");
+    free(want);
+    free(out);
+    free(err);
+    close(lfd);
+    sup_kill(ch);
+    /* nothing listens there any more: an error, nothing on stdout */
+    rc = cli(&out, &err, "vm", "inspect", api, (char *)NULL);
+    assert_int_equal(rc, 1);
+    assert_string_equal(out, "");
+    assert_memory_equal(err, "Error: ", 7);
+    assert_non_null(strstr(err, api));
+    free(out);
+    free(err);
+    free(api);
+    free(vfs);
+    free(sock);
+    free(id);
+}
+
 static void test_lost_reply_note(void **state)
 {
     char *out = NULL, *err = NULL, *id, *sock, *vs = root_path("lost.sock");
@@ -1111,8 +1340,8 @@ static void test_create_defaults_and_rm(void **state)
     free(out);
     free(err);
     assert_int_equal(cli(&out, &err, "vm", "inspect", id, (char *)NULL), 0);
-    assert_non_null(strstr(out, "\"cpu\": 1,"));
-    assert_non_null(strstr(out, "\"memory\": 536870912"));
+    assert_non_null(strstr(out, "\"cpu\": 2,"));
+    assert_non_null(strstr(out, "\"memory\": 1073741824"));
     assert_null(strstr(out, "shared_memory"));
     free(out);
     free(err);
@@ -1620,6 +1849,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_record_without_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_name_taken_across_backends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_value_spelling, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_original_spellings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_alias_and_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_debug_json, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_completion_scripts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inspect_pid_and_direct, setup, teardown),
     };
     int rc;
 
