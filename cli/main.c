@@ -89,7 +89,7 @@ static const cli_flag batch_flags[] = { PARALLEL_FLAG };
 static int cli_version(cli_ctx *c)
 {
     (void)c;
-    printf("cocoon version %s\n", CLI_VERSION);
+    printf("cocoon version %s\n", COCOON_VERSION_STRING);
     return CLI_EXIT_OK;
 }
 
@@ -487,8 +487,7 @@ static int parse_and_run(int argc, char **argv)
         goto out;
     }
     if (c.cmd == &cmd_root && c.vals[0].set) {
-        printf("cocoon version %s\n", COCOON_VERSION_STRING);
-        rc = CLI_EXIT_OK;
+        rc = cli_version(&c);
         goto out;
     }
     if (!c.cmd->run) {
