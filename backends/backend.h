@@ -145,7 +145,4 @@ int ch_socket_check(const char *path, const ch_unix_set *listeners,
 int ch_listing_build(const json_vm_info *vi, cocoon_listing *l);
 void ch_listing_fini(cocoon_listing *l);
 
-/* Writes s as "%q" (double quotes, `"` and `\` escaped) into out. */
-void ch_quote(const char *s, char *out, size_t outlen);
-
 #endif

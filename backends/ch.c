@@ -3,8 +3,7 @@
  * table. */
 #include "backends/backend.h"
 #include "backends/spec.h"
-#include "engine/engine_int.h"
-#include "engine/err.h"
+#include "base.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,47 +28,12 @@
 #define CH_DIAG_BUF (32 * 1024)
 #define CH_DIAG_TRIES 3
 
-void ch_quote(const char *s, char *out, size_t outlen)
-{
-    size_t o = 0;
-
-    if (!outlen)
-        return;
-    /* Reserve room for the closing quote and NUL up front so a long value
-     * is cut cleanly rather than overflowing. */
-    if (outlen < 3) {
-        out[0] = '\0';
-        return;
-    }
-    out[o++] = '"';
-    for (; s && *s && o + 6 < outlen; s++) {
-        unsigned char c = (unsigned char)*s;
-
-        if (c == '"' || c == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-        } else if (c == '\n') {
-            out[o++] = '\\';
-            out[o++] = 'n';
-        } else if (c == '\t') {
-            out[o++] = '\\';
-            out[o++] = 't';
-        } else if (c < 0x20 || c == 0x7f) {
-            o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
-        } else {
-            out[o++] = (char)c;
-        }
-    }
-    out[o++] = '"';
-    out[o] = '\0';
-}
-
 int ch_check_not_paused(const json_vm_info *vi, char *err, size_t errlen)
 {
     if (vi->state && strcmp(vi->state, "Paused") == 0)
-        return eng_errf(err, errlen, -EBUSY,
-                        "vm is paused (snapshot or hibernate in flight); "
-                        "retry after it completes");
+        return base_errf(err, errlen, -EBUSY,
+                         "vm is paused (snapshot or hibernate in flight); "
+                         "retry after it completes");
     return 0;
 }
 
@@ -138,30 +102,30 @@ static int ch_fs_attach_check(const json_vm_info *vi, const cocoon_fs_spec *spec
     if (rc)
         return rc;
     if (!ch_memory_shareable(vi))
-        return eng_errf(err, errlen, -EINVAL,
-                        "fs attach requires the VM to be created with "
-                        "--shared-memory (current memory shared=off; cannot "
-                        "be flipped on a running VM)");
+        return base_errf(err, errlen, -EINVAL,
+                         "fs attach requires the VM to be created with "
+                         "--shared-memory (current memory shared=off; cannot "
+                         "be flipped on a running VM)");
     for (size_t i = 0; i < vi->n_fs; i++) {
         const json_fs *f = &vi->fs[i];
 
         if (f->tag && strcmp(f->tag, spec->tag) == 0) {
-            ch_quote(spec->tag, q, sizeof(q));
-            return eng_errf(err, errlen, -EEXIST, "fs tag %s already attached", q);
+            base_quote(q, sizeof(q), spec->tag);
+            return base_errf(err, errlen, -EEXIST, "fs tag %s already attached", q);
         }
         if (f->id && strcmp(f->id, id) == 0) {
-            ch_quote(id, q, sizeof(q));
-            return eng_errf(err, errlen, -EEXIST, "fs id %s already attached", q);
+            base_quote(q, sizeof(q), id);
+            return base_errf(err, errlen, -EEXIST, "fs id %s already attached", q);
         }
     }
     /* CH deletes the config entry at once but keeps the device_tree nodes
      * until the guest ejects; re-adding the id in that window fails with an
      * opaque 500, so name the real cause. */
     if (ch_tree_has(vi, id)) {
-        ch_quote(id, q, sizeof(q));
-        return eng_errf(err, errlen, -EBUSY,
-                        "fs id %s is still being removed by the guest; "
-                        "retry after it is ejected", q);
+        base_quote(q, sizeof(q), id);
+        return base_errf(err, errlen, -EBUSY,
+                         "fs id %s is still being removed by the guest; "
+                         "retry after it is ejected", q);
     }
     return 0;
 }
@@ -180,8 +144,8 @@ static int ch_fs_detach_find(const json_vm_info *vi, const char *tag,
             return 0;
         }
     }
-    ch_quote(tag, q, sizeof(q));
-    return eng_errf(err, errlen, -ENODEV, "fs tag %s not attached", q);
+    base_quote(q, sizeof(q), tag);
+    return base_errf(err, errlen, -ENODEV, "fs tag %s not attached", q);
 }
 
 static int ch_device_attach_check(const json_vm_info *vi, const char *path,
@@ -195,28 +159,28 @@ static int ch_device_attach_check(const json_vm_info *vi, const char *path,
         return rc;
     if (stat(path, &st) < 0) {
         int e = errno;
-        return eng_errf(err, errlen, -e, "pci path %s: %s", path, strerror(e));
+        return base_errf(err, errlen, -e, "pci path %s: %s", path, strerror(e));
     }
     if (!S_ISDIR(st.st_mode))
-        return eng_errf(err, errlen, -ENOTDIR, "pci path %s: not a directory", path);
+        return base_errf(err, errlen, -ENOTDIR, "pci path %s: not a directory", path);
     for (size_t i = 0; i < vi->n_devices; i++) {
         const json_device *d = &vi->devices[i];
 
         if (d->path && strcmp(d->path, path) == 0)
-            return eng_errf(err, errlen, -EEXIST, "device %s already attached (id=%s)",
-                            path, d->id ? d->id : "");
+            return base_errf(err, errlen, -EEXIST, "device %s already attached (id=%s)",
+                             path, d->id ? d->id : "");
         if (id && *id && d->id && strcmp(d->id, id) == 0) {
-            ch_quote(id, q, sizeof(q));
-            return eng_errf(err, errlen, -EEXIST, "device id %s already in use", q);
+            base_quote(q, sizeof(q), id);
+            return base_errf(err, errlen, -EEXIST, "device id %s already in use", q);
         }
     }
     /* As for fs: the config entry goes at once, the device_tree node only
      * when the guest ejects, and CH fails a re-add in between opaquely. */
     if (id && *id && ch_tree_has(vi, id)) {
-        ch_quote(id, q, sizeof(q));
-        return eng_errf(err, errlen, -EBUSY,
-                        "device id %s is still being removed by the guest; "
-                        "retry after it is ejected", q);
+        base_quote(q, sizeof(q), id);
+        return base_errf(err, errlen, -EBUSY,
+                         "device id %s is still being removed by the guest; "
+                         "retry after it is ejected", q);
     }
     return 0;
 }
@@ -231,8 +195,8 @@ static int ch_device_detach_check(const json_vm_info *vi, const char *id,
         return rc;
     if (ch_device_by_id(vi, id))
         return 0;
-    ch_quote(id, q, sizeof(q));
-    return eng_errf(err, errlen, -ENODEV, "device id %s not attached", q);
+    base_quote(q, sizeof(q), id);
+    return base_errf(err, errlen, -ENODEV, "device id %s not attached", q);
 }
 
 /* ---- listening socket snapshot ---- */
@@ -303,7 +267,7 @@ static struct ch_unix_slot *ch_unix_find(const ch_unix_set *s, const char *path,
 /* The slot of path, added when absent; NULL on ENOMEM. */
 static struct ch_unix_slot *ch_unix_put(ch_unix_set *s, const char *path, size_t len)
 {
-    uint32_t h = (uint32_t)eng_hash(path, len);
+    uint32_t h = (uint32_t)base_hash(path, len);
     struct ch_unix_slot *sl;
 
     if ((s->n_slots + 1) * 2 > s->cap) {
@@ -360,7 +324,7 @@ static int ch_unix_mark(ch_unix_set *s, const char *p, size_t len)
             return 0;
         if (!s->cap)
             return 0;
-        sl = ch_unix_find(s, p, len, (uint32_t)eng_hash(p, len));
+        sl = ch_unix_find(s, p, len, (uint32_t)base_hash(p, len));
         if (!sl->off)
             return 0;
     } else if (!(sl = ch_unix_put(s, p, len))) {
@@ -586,7 +550,7 @@ static struct ch_unix_slot *ch_unix_at(const ch_unix_set *s, uint32_t off, uint3
 {
     const char *p = s->arena + off;
 
-    return ch_unix_find(s, p, len, (uint32_t)eng_hash(p, len));
+    return ch_unix_find(s, p, len, (uint32_t)base_hash(p, len));
 }
 
 /* A wanted set after a scan: a wanted path listens when the dump listed
@@ -807,7 +771,7 @@ bool ch_unix_set_has(const ch_unix_set *s, const char *path)
     if (!s || !s->cap)
         return false;
     len = strlen(path);
-    return ch_unix_find(s, path, len, (uint32_t)eng_hash(path, len))->listening;
+    return ch_unix_find(s, path, len, (uint32_t)base_hash(path, len))->listening;
 }
 
 size_t ch_unix_set_count(const ch_unix_set *s)
@@ -835,18 +799,18 @@ int ch_socket_check(const char *path, const ch_unix_set *listeners,
         int e = errno;
 
         if (e == ENOENT)
-            return eng_errf(err, errlen, -ENOENT,
-                            "virtiofsd socket %s does not exist", path);
-        return eng_errf(err, errlen, -e, "virtiofsd socket %s: %s", path, strerror(e));
+            return base_errf(err, errlen, -ENOENT,
+                             "virtiofsd socket %s does not exist", path);
+        return base_errf(err, errlen, -e, "virtiofsd socket %s: %s", path, strerror(e));
     }
     if (!S_ISSOCK(st.st_mode))
-        return eng_errf(err, errlen, -ENOTSOCK,
-                        "virtiofsd socket %s is not a unix socket", path);
+        return base_errf(err, errlen, -ENOTSOCK,
+                         "virtiofsd socket %s is not a unix socket", path);
     if (listeners && !ch_unix_set_has(listeners, path))
-        return eng_errf(err, errlen, -ECONNREFUSED,
-                        "nothing is listening on virtiofsd socket %s (virtiofsd "
-                        "exited or already serves a VM; start a new virtiofsd)",
-                        path);
+        return base_errf(err, errlen, -ECONNREFUSED,
+                         "nothing is listening on virtiofsd socket %s (virtiofsd "
+                         "exited or already serves a VM; start a new virtiofsd)",
+                         path);
     return 0;
 }
 

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/err.h"
+#include "base.h"
 
 /* A VMM's command line is a few hundred bytes; the cap only stops a
  * hostile or runaway process from making us buffer without bound. */
@@ -104,28 +104,28 @@ bool gate_cmdline_matches(pid_t pid, const char *binary, const char *api_sock)
 int gate_check(const store_vm *vm, const char *default_binary, pid_t *pid, char *err,
                size_t errlen)
 {
-    char reason[ENG_ERRSTR_MAX];
+    char reason[BASE_ERRSTR_MAX];
     const char *vmm = gate_is_fc(vm) ? "firecracker" : "cloud-hypervisor";
     if (vm->state != STORE_RUNNING)
-        return eng_errf(err, errlen, -EHOSTDOWN, "vm %s is %s: VM not running", vm->id,
-                        store_state_name(vm->state));
+        return base_errf(err, errlen, -EHOSTDOWN, "vm %s is %s: VM not running", vm->id,
+                         store_state_name(vm->state));
     char *pidfile = gate_pidfile(vm);
     char *sock = gate_api_sock(vm);
     if (!pidfile || !sock) {
         free(pidfile);
         free(sock);
         if (!vm->run_dir)
-            return eng_errf(err, errlen, -EHOSTDOWN,
-                            "vm %s read pidfile: record has no run_dir: VM not running", vm->id);
-        return eng_errf(err, errlen, -ENOMEM, "vm %s: out of memory", vm->id);
+            return base_errf(err, errlen, -EHOSTDOWN,
+                             "vm %s read pidfile: record has no run_dir: VM not running", vm->id);
+        return base_errf(err, errlen, -ENOMEM, "vm %s: out of memory", vm->id);
     }
     pid_t p = 0;
     int rc = store_read_pidfile(pidfile, &p, reason, sizeof reason);
     free(pidfile);
     if (rc) {
         free(sock);
-        return eng_errf(err, errlen, -EHOSTDOWN, "vm %s read pidfile: %s: VM not running",
-                        vm->id, reason);
+        return base_errf(err, errlen, -EHOSTDOWN, "vm %s read pidfile: %s: VM not running",
+                         vm->id, reason);
     }
     const char *binary = vm->binary && *vm->binary ? vm->binary : default_binary;
     if (!binary || !*binary)
@@ -133,8 +133,8 @@ int gate_check(const store_vm *vm, const char *default_binary, pid_t *pid, char 
     bool ok = gate_cmdline_matches(p, binary, sock);
     free(sock);
     if (!ok)
-        return eng_errf(err, errlen, -EHOSTDOWN, "vm %s pid %ld not %s: VM not running", vm->id,
-                        (long)p, vmm);
+        return base_errf(err, errlen, -EHOSTDOWN, "vm %s pid %ld not %s: VM not running", vm->id,
+                         (long)p, vmm);
     if (pid)
         *pid = p;
     return 0;

@@ -20,7 +20,7 @@
 
 #include "backends/gate.h"
 #include "engine/call.h"
-#include "engine/err.h"
+#include "base.h"
 #include "json/ch.h"
 
 #define MIB (1024ull * 1024ull)
@@ -153,7 +153,7 @@ static int argv_finish(argv_buf *a, char ***out, char *err, size_t errlen)
 {
     if (a->oom || !a->v) {
         launch_argv_free(a->v);
-        return eng_errf(err, errlen, -ENOMEM, "build VMM argv: out of memory");
+        return base_errf(err, errlen, -ENOMEM, "build VMM argv: out of memory");
     }
     *out = a->v;
     return 0;
@@ -177,7 +177,7 @@ int launch_ch_argv(const store_vm *vm, const char *binary, char ***argv_out,
         { "--kernel", c->kernel }, { "--initramfs", c->initramfs }, { "--cmdline", c->cmdline } };
 
     if (!vm->run_dir || !binary)
-        return eng_errf(err, errlen, -EINVAL, "build VMM argv: no run dir or binary");
+        return base_errf(err, errlen, -EINVAL, "build VMM argv: no run dir or binary");
     argv_add(&a, "%s", binary);
     argv_add(&a, "--api-socket");
     argv_add(&a, "path=%s/api.sock", vm->run_dir);
@@ -208,7 +208,7 @@ int launch_fc_argv(const store_vm *vm, const char *binary, char ***argv_out,
     argv_buf a = { 0 };
 
     if (!vm->run_dir || !binary)
-        return eng_errf(err, errlen, -EINVAL, "build VMM argv: no run dir or binary");
+        return base_errf(err, errlen, -EINVAL, "build VMM argv: no run dir or binary");
     argv_add(&a, "%s", binary);
     argv_add(&a, "--api-sock");
     argv_add(&a, "%s/api.sock", vm->run_dir);
@@ -283,9 +283,9 @@ static int save_cb(store_db *db, void *priv, char *err, size_t errlen)
     store_vm copy;
 
     if (!cur)
-        return eng_errf(err, errlen, -ENOENT, "vm %s: VM not found", s->vm->id);
+        return base_errf(err, errlen, -ENOENT, "vm %s: VM not found", s->vm->id);
     if (store_vm_copy(&copy, s->vm) < 0)
-        return eng_errf(err, errlen, -ENOMEM, "save vm %s: out of memory", s->vm->id);
+        return base_errf(err, errlen, -ENOMEM, "save vm %s: out of memory", s->vm->id);
     store_vm_fini(cur);
     *cur = copy;
     return 0;
@@ -309,14 +309,6 @@ static void sleep_ms(unsigned ms)
 
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* The last bytes of the VMM log, one line, for error messages. */
@@ -368,12 +360,12 @@ static bool proc_gone(pid_t pid, const char *binary, const char *api_sock)
 static bool wait_gone(pid_t pid, const char *binary, const char *api_sock,
                       unsigned ms)
 {
-    long long deadline = now_ms() + ms;
+    long long deadline = (long long)(base_mono_ns() / 1000000) + ms;
 
     for (;;) {
         if (proc_gone(pid, binary, api_sock))
             return true;
-        if (now_ms() >= deadline)
+        if ((long long)(base_mono_ns() / 1000000) >= deadline)
             return false;
         sleep_ms(20);
     }
@@ -475,7 +467,7 @@ static int fc_put(const char *sock, const char *path, char *body, unsigned timeo
     int rc;
 
     if (!body)
-        return eng_errf(err, errlen, -ENOMEM, "PUT %s: cannot encode body", path);
+        return base_errf(err, errlen, -ENOMEM, "PUT %s: cannot encode body", path);
     rc = eng_call_sync(sock, "PUT", path, body, timeout_ms, NULL, NULL, NULL, err, errlen);
     free(body);
     return rc;
@@ -484,34 +476,34 @@ static int fc_put(const char *sock, const char *path, char *body, unsigned timeo
 /* Firecracker's API has no vmm.ping: wait until its socket accepts. */
 static int wait_connectable(const char *sock, pid_t pid, unsigned ms, char *err, size_t errlen)
 {
-    long long deadline = now_ms() + ms;
+    long long deadline = (long long)(base_mono_ns() / 1000000) + ms;
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
     if (strlen(sock) >= sizeof(sa.sun_path))
-        return eng_errf(err, errlen, -ENAMETOOLONG, "socket path too long: %s", sock);
+        return base_errf(err, errlen, -ENAMETOOLONG, "socket path too long: %s", sock);
     strcpy(sa.sun_path, sock);
     for (;;) {
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
         if (fd < 0)
-            return eng_errf(err, errlen, -errno, "socket: %s", strerror(errno));
+            return base_errf(err, errlen, -errno, "socket: %s", strerror(errno));
         if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
             close(fd);
             return 0;
         }
         close(fd);
         if (waitpid(pid, NULL, WNOHANG) == pid)
-            return eng_errf(err, errlen, -ECHILD, "VMM exited before serving %s", sock);
-        if (now_ms() >= deadline)
-            return eng_errf(err, errlen, -ETIMEDOUT, "%s did not come up within %u ms",
-                            sock, ms);
+            return base_errf(err, errlen, -ECHILD, "VMM exited before serving %s", sock);
+        if ((long long)(base_mono_ns() / 1000000) >= deadline)
+            return base_errf(err, errlen, -ETIMEDOUT, "%s did not come up within %u ms",
+                             sock, ms);
         sleep_ms(20);
     }
 }
 
 static int wait_api(const char *sock, pid_t pid, char *err, size_t errlen)
 {
-    long long deadline = now_ms() + LAUNCH_API_DEADLINE_MS;
+    long long deadline = (long long)(base_mono_ns() / 1000000) + LAUNCH_API_DEADLINE_MS;
     int rc;
 
     /* Short ping windows so a VMM that dies at once is noticed at once
@@ -521,15 +513,15 @@ static int wait_api(const char *sock, pid_t pid, char *err, size_t errlen)
 
         if (waitpid(pid, &st, WNOHANG) == pid) {
             if (WIFEXITED(st))
-                return eng_errf(err, errlen, -ECHILD, "VMM exited with status %d",
-                                WEXITSTATUS(st));
-            return eng_errf(err, errlen, -ECHILD, "VMM killed by signal %d",
-                            WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+                return base_errf(err, errlen, -ECHILD, "VMM exited with status %d",
+                                 WEXITSTATUS(st));
+            return base_errf(err, errlen, -ECHILD, "VMM killed by signal %d",
+                             WIFSIGNALED(st) ? WTERMSIG(st) : 0);
         }
         rc = eng_ping_wait(sock, 200, err, errlen);
         if (rc == 0)
             return 0;
-        if (now_ms() >= deadline)
+        if ((long long)(base_mono_ns() / 1000000) >= deadline)
             return rc;
     }
 }
@@ -542,14 +534,14 @@ static int spawn(char *const *argv, const char *log_path, pid_t *pid_out,
     ssize_t n;
 
     if (pipe2(pfd, O_CLOEXEC) < 0)
-        return eng_errf(err, errlen, -errno, "pipe: %s", strerror(errno));
+        return base_errf(err, errlen, -errno, "pipe: %s", strerror(errno));
     pid = fork();
     if (pid < 0) {
         int e = errno;
 
         close(pfd[0]);
         close(pfd[1]);
-        return eng_errf(err, errlen, -e, "fork: %s", strerror(e));
+        return base_errf(err, errlen, -e, "fork: %s", strerror(e));
     }
     if (pid == 0) {
         int fd, e;
@@ -586,8 +578,8 @@ static int spawn(char *const *argv, const char *log_path, pid_t *pid_out,
     close(pfd[0]);
     if (n == (ssize_t)sizeof(child_errno)) {
         waitpid(pid, NULL, 0);
-        return eng_errf(err, errlen, -child_errno, "exec %s: %s", argv[0],
-                        strerror(child_errno));
+        return base_errf(err, errlen, -child_errno, "exec %s: %s", argv[0],
+                         strerror(child_errno));
     }
     *pid_out = pid;
     return 0;
@@ -613,8 +605,8 @@ static int check_running(const char *sock, const store_vm *vm, unsigned timeout_
     if (rc < 0)
         return rc;
     if (vm->config.kernel && strcmp(vi.state, "Running") != 0)
-        rc = eng_errf(err, errlen, -EPROTO, "vm.info reports state %s, expected Running",
-                      vi.state);
+        rc = base_errf(err, errlen, -EPROTO, "vm.info reports state %s, expected Running",
+                       vi.state);
     json_vm_info_fini(&vi);
     return rc;
 }
@@ -656,17 +648,17 @@ int launch_start(const char *root, store_vm *vm, const char *binary,
 {
     bool fc = strcmp(vm->backend, STORE_BACKEND_FC) == 0;
     char *abs = NULL, *sock = NULL, *pidfile = NULL, *log_path = NULL, **argv = NULL;
-    char why[ENG_ERRSTR_MAX], tail[LAUNCH_LOG_TAIL + 1];
+    char why[BASE_ERRSTR_MAX], tail[LAUNCH_LOG_TAIL + 1];
     pid_t pid = -1;
     int rc;
 
     why[0] = '\0';
     if (!vm->run_dir)
-        return eng_errf(err, errlen, -EINVAL, "vm %s has no run dir", vm->id);
+        return base_errf(err, errlen, -EINVAL, "vm %s has no run dir", vm->id);
     abs = launch_which(binary);
     if (!abs) {
-        rc = eng_errf(why, sizeof(why), -ENOENT, "VMM binary %s: %s", binary,
-                      strerror(errno));
+        rc = base_errf(why, sizeof(why), -ENOENT, "VMM binary %s: %s", binary,
+                       strerror(errno));
         goto fail;
     }
     rc = make_dir(vm->run_dir, why, sizeof(why));
@@ -680,7 +672,7 @@ int launch_start(const char *root, store_vm *vm, const char *binary,
                  fc ? "fc" : "ch") < 0)
         log_path = NULL;
     if (!sock || !pidfile || !log_path) {
-        rc = eng_errf(why, sizeof(why), -ENOMEM, "out of memory");
+        rc = base_errf(why, sizeof(why), -ENOMEM, "out of memory");
         goto fail;
     }
     /* A stale socket file from an earlier run would make a client connect
@@ -730,12 +722,12 @@ fail:
     if (log_path)
         log_tail(log_path, tail, sizeof(tail));
     if (tail[0])
-        eng_errf(err, errlen, rc, "start vm %s: %s (VMM log: %s)", vm->id, why, tail);
+        base_errf(err, errlen, rc, "start vm %s: %s (VMM log: %s)", vm->id, why, tail);
     else
-        eng_errf(err, errlen, rc, "start vm %s: %s", vm->id, why);
+        base_errf(err, errlen, rc, "start vm %s: %s", vm->id, why);
     vm->state = STORE_ERROR;
     {
-        char ignored[ENG_ERRSTR_MAX];
+        char ignored[BASE_ERRSTR_MAX];
 
         launch_record_save(root, vm, ignored, sizeof(ignored));
     }
@@ -754,7 +746,7 @@ int launch_stop(const char *root, store_vm *vm, const char *default_binary,
     launch_stop_bounds b = bounds ? *bounds : (launch_stop_bounds){ 0 };
     bool fc = strcmp(vm->backend, STORE_BACKEND_FC) == 0;
     const char *binary = vm->binary ? vm->binary : default_binary;
-    char why[ENG_ERRSTR_MAX], *sock, *pidfile;
+    char why[BASE_ERRSTR_MAX], *sock, *pidfile;
     pid_t pid = 0;
     int rc;
 
@@ -767,10 +759,10 @@ int launch_stop(const char *root, store_vm *vm, const char *default_binary,
     if (!sock || !pidfile) {
         free(sock);
         free(pidfile);
-        return eng_errf(err, errlen, -ENOMEM, "stop vm %s: out of memory", vm->id);
+        return base_errf(err, errlen, -ENOMEM, "stop vm %s: out of memory", vm->id);
     }
     if (gate_check(vm, default_binary, &pid, why, sizeof(why)) == 0) {
-        long long t0 = now_ms();
+        long long t0 = (long long)(base_mono_ns() / 1000000);
         int crc;
 
         /* Single-shot: a lost reply is answered by watching the process,
@@ -789,7 +781,7 @@ int launch_stop(const char *root, store_vm *vm, const char *default_binary,
                               NULL, NULL, why, sizeof(why));
         }
         {
-            long long spent = now_ms() - t0;
+            long long spent = (long long)(base_mono_ns() / 1000000) - t0;
             unsigned left = spent >= b.graceful_ms ? 0 : b.graceful_ms - (unsigned)spent;
 
             if (!wait_gone(pid, binary, sock, left)) {
@@ -799,9 +791,9 @@ int launch_stop(const char *root, store_vm *vm, const char *default_binary,
                     if (!wait_gone(pid, binary, sock, b.kill_ms)) {
                         free(sock);
                         free(pidfile);
-                        return eng_errf(err, errlen, -ETIMEDOUT,
-                                        "stop vm %s: pid %d survived SIGKILL", vm->id,
-                                        (int)pid);
+                        return base_errf(err, errlen, -ETIMEDOUT,
+                                         "stop vm %s: pid %d survived SIGKILL", vm->id,
+                                         (int)pid);
                     }
                 }
             }
@@ -814,6 +806,6 @@ int launch_stop(const char *root, store_vm *vm, const char *default_binary,
     free(sock);
     free(pidfile);
     if (rc < 0)
-        return eng_errf(err, errlen, rc, "stop vm %s: %s", vm->id, why);
+        return base_errf(err, errlen, rc, "stop vm %s: %s", vm->id, why);
     return 0;
 }

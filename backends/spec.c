@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/err.h"
+#include "base.h"
 
 #define PCI_PREFIX "/sys/bus/pci/devices/"
 #define PCI_PREFIX_LEN (sizeof(PCI_PREFIX) - 1)
@@ -16,46 +16,6 @@
 /* Room for a quoted value inside an error message; longer values are cut
  * (error text is bounded by design). */
 #define QUOTE_MAX 512
-
-/* Go's %q: the value in double quotes, `"` and `\` escaped.  Control bytes
- * are escaped too so that a stray newline cannot break a log line. */
-static const char *quote(const char *s, char buf[QUOTE_MAX])
-{
-    static const char hex[] = "0123456789abcdef";
-    static const char esc_in[] = "\"\\\n\t\r", esc_out[] = "\"\\ntr";
-    size_t o = 0;
-
-    buf[o++] = '"';
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        const char *e = strchr(esc_in, c);
-        char esc[4];
-        size_t n = 0;
-
-        if (e) {
-            esc[n++] = '\\';
-            esc[n++] = esc_out[e - esc_in];
-        } else if (c < 0x20 || c == 0x7f) {
-            esc[n++] = '\\';
-            esc[n++] = 'x';
-            esc[n++] = hex[c >> 4];
-            esc[n++] = hex[c & 15];
-        } else {
-            esc[n++] = (char)c;
-        }
-        /* Keep room for `..."` and the NUL. */
-        if (o + n + 5 > QUOTE_MAX) {
-            memcpy(buf + o, "...", 3);
-            o += 3;
-            break;
-        }
-        memcpy(buf + o, esc, n);
-        o += n;
-    }
-    buf[o++] = '"';
-    buf[o] = '\0';
-    return buf;
-}
 
 /* Character classes are spelled out instead of using <ctype.h>: the
  * patterns are ASCII and must not change with the locale. */
@@ -116,30 +76,30 @@ int spec_fs_normalize(cocoon_fs_spec *spec, char *err, size_t errlen)
     size_t socklen;
 
     if (!spec)
-        return eng_errf(err, errlen, -EINVAL, "socket is required");
+        return base_errf(err, errlen, -EINVAL, "socket is required");
     if (!spec->socket || !*spec->socket)
-        return eng_errf(err, errlen, -EINVAL, "socket is required");
+        return base_errf(err, errlen, -EINVAL, "socket is required");
     if (spec->socket[0] != '/')
-        return eng_errf(err, errlen, -EINVAL, "socket must be absolute, got %s",
-                        quote(spec->socket, q));
+        return base_errf(err, errlen, -EINVAL, "socket must be absolute, got %s",
+                         base_quote(q, sizeof(q), spec->socket));
     if (!spec->tag || !*spec->tag)
-        return eng_errf(err, errlen, -EINVAL, "tag is required");
+        return base_errf(err, errlen, -EINVAL, "tag is required");
     if (!word_valid(spec->tag, 36, "_-"))
-        return eng_errf(err, errlen, -EINVAL,
-                        "tag %s invalid: must match [A-Za-z0-9][A-Za-z0-9_-]{0,35}",
-                        quote(spec->tag, q));
+        return base_errf(err, errlen, -EINVAL,
+                         "tag %s invalid: must match [A-Za-z0-9][A-Za-z0-9_-]{0,35}",
+                         base_quote(q, sizeof(q), spec->tag));
     if (spec->num_queues < 0)
-        return eng_errf(err, errlen, -EINVAL, "num-queues must be non-negative, got %d",
-                        spec->num_queues);
+        return base_errf(err, errlen, -EINVAL, "num-queues must be non-negative, got %d",
+                         spec->num_queues);
     if (spec->queue_size < 0)
-        return eng_errf(err, errlen, -EINVAL, "queue-size must be non-negative, got %d",
-                        spec->queue_size);
+        return base_errf(err, errlen, -EINVAL, "queue-size must be non-negative, got %d",
+                         spec->queue_size);
     /* Checked before the defaults are applied so that a rejected spec is
      * left as the caller passed it. */
     socklen = strlen(spec->socket);
     if (socklen >= SUN_PATH_MAX)
-        return eng_errf(err, errlen, -EINVAL, "socket path too long (%zu bytes, max %d)",
-                        socklen, SUN_PATH_MAX - 1);
+        return base_errf(err, errlen, -EINVAL, "socket path too long (%zu bytes, max %d)",
+                         socklen, SUN_PATH_MAX - 1);
     if (spec->num_queues == 0)
         spec->num_queues = 1;
     if (spec->queue_size == 0)
@@ -153,13 +113,13 @@ int spec_vfio_normalize(const cocoon_vfio_spec *spec, char out[SPEC_PCI_PATH_MAX
     char q[QUOTE_MAX];
 
     if (!spec || !spec->pci || !*spec->pci)
-        return eng_errf(err, errlen, -EINVAL, "pci is required");
+        return base_errf(err, errlen, -EINVAL, "pci is required");
     if (spec->id && *spec->id &&
         (strncmp(spec->id, "cocoon-", 7) == 0 || !word_valid(spec->id, 64, "_.-")))
-        return eng_errf(err, errlen, -EINVAL,
-                        "id %s invalid: must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63} "
-                        "and not start with cocoon-",
-                        quote(spec->id, q));
+        return base_errf(err, errlen, -EINVAL,
+                         "id %s invalid: must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63} "
+                         "and not start with cocoon-",
+                         base_quote(q, sizeof(q), spec->id));
     return spec_pci_path(spec->pci, out, err, errlen);
 }
 
@@ -213,7 +173,7 @@ int spec_pci_path(const char *pci, char out[SPEC_PCI_PATH_MAX], char *err, size_
     size_t len;
 
     if (!pci)
-        return eng_errf(err, errlen, -EINVAL, "empty pci path");
+        return base_errf(err, errlen, -EINVAL, "empty pci path");
     start = pci;
     end = pci + strlen(pci);
     while (start < end && is_space(*start))
@@ -222,7 +182,7 @@ int spec_pci_path(const char *pci, char out[SPEC_PCI_PATH_MAX], char *err, size_
         end--;
     len = (size_t)(end - start);
     if (len == 0)
-        return eng_errf(err, errlen, -EINVAL, "empty pci path");
+        return base_errf(err, errlen, -EINVAL, "empty pci path");
 
     if (start[0] == '/') {
         char *path = malloc(len + 1);
@@ -230,7 +190,7 @@ int spec_pci_path(const char *pci, char out[SPEC_PCI_PATH_MAX], char *err, size_
         size_t rlen;
 
         if (!path)
-            return eng_errf(err, errlen, -ENOMEM, "pci path: out of memory");
+            return base_errf(err, errlen, -ENOMEM, "pci path: out of memory");
         memcpy(path, start, len);
         path[len] = '\0';
         /* Cleaning in place is safe: the write position never passes the
@@ -238,25 +198,25 @@ int spec_pci_path(const char *pci, char out[SPEC_PCI_PATH_MAX], char *err, size_
         clean_abs(path, path);
         if (strncmp(path, PCI_PREFIX, PCI_PREFIX_LEN) != 0 || path[PCI_PREFIX_LEN] == '\0') {
             free(path);
-            return eng_errf(err, errlen, -EINVAL,
-                            "pci %s invalid: absolute path must be under /sys/bus/pci/devices/",
-                            quote(pci, q));
+            return base_errf(err, errlen, -EINVAL,
+                             "pci %s invalid: absolute path must be under /sys/bus/pci/devices/",
+                             base_quote(q, sizeof(q), pci));
         }
         rest = path + PCI_PREFIX_LEN;
         rlen = strlen(rest);
         if (rlen != 12) {
             free(path);
-            return eng_errf(err, errlen, -EINVAL,
-                            "pci %s invalid: sysfs BDF suffix must match 0000:xx:yy.z",
-                            quote(pci, q));
+            return base_errf(err, errlen, -EINVAL,
+                             "pci %s invalid: sysfs BDF suffix must match 0000:xx:yy.z",
+                             base_quote(q, sizeof(q), pci));
         }
         for (size_t i = 0; i < 12; i++)
             bdf[i] = to_lower(rest[i]);
         free(path);
         if (!bdf_full(bdf, 12))
-            return eng_errf(err, errlen, -EINVAL,
-                            "pci %s invalid: sysfs BDF suffix must match 0000:xx:yy.z",
-                            quote(pci, q));
+            return base_errf(err, errlen, -EINVAL,
+                             "pci %s invalid: sysfs BDF suffix must match 0000:xx:yy.z",
+                             base_quote(q, sizeof(q), pci));
         bdf[12] = '\0';
     } else {
         if (len == 12 || len == 7) {
@@ -270,9 +230,9 @@ int spec_pci_path(const char *pci, char out[SPEC_PCI_PATH_MAX], char *err, size_
             memcpy(bdf, "0000:", 5);
             bdf[12] = '\0';
         } else {
-            return eng_errf(err, errlen, -EINVAL,
-                            "pci %s invalid: expect BDF (01:00.0 / 0000:01:00.0) or sysfs path",
-                            quote(pci, q));
+            return base_errf(err, errlen, -EINVAL,
+                             "pci %s invalid: expect BDF (01:00.0 / 0000:01:00.0) or sysfs path",
+                             base_quote(q, sizeof(q), pci));
         }
     }
     if (out) {

@@ -18,7 +18,7 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
-#include "engine/err.h"
+#include "base.h"
 
 #define STORE_DB_FILE "vms.json"
 #define STORE_LOCK_FILE "vms.lock"
@@ -142,35 +142,6 @@ bool store_name_valid(const char *name)
     return true;
 }
 
-/* %q of SPEC: double quotes, with `"` and `\` escaped and control bytes
- * spelled out so a hostile ref cannot forge extra lines of output. */
-static const char *store_quote(char *buf, size_t n, const char *s)
-{
-    size_t o = 0;
-    if (n < 3) {
-        if (n)
-            buf[0] = '\0';
-        return buf;
-    }
-    static const char esc_in[] = "\"\\\n\t\r", esc_out[] = "\"\\ntr";
-    buf[o++] = '"';
-    for (; s && *s && o + 6 < n; s++) {
-        unsigned char c = (unsigned char)*s;
-        const char *e = strchr(esc_in, c);
-        if (e) {
-            buf[o++] = '\\';
-            buf[o++] = esc_out[e - esc_in];
-        } else if (c < 0x20 || c == 0x7f) {
-            o += (size_t)snprintf(buf + o, n - o, "\\x%02x", c);
-        } else {
-            buf[o++] = (char)c;
-        }
-    }
-    buf[o++] = '"';
-    buf[o] = '\0';
-    return buf;
-}
-
 /* ---- records ---------------------------------------------------------- */
 
 void store_vm_fini(store_vm *vm)
@@ -270,23 +241,23 @@ store_vm *store_db_find_name(store_db *db, const char *name)
 
 int store_db_add(store_db *db, store_vm *vm, char *err, size_t errlen)
 {
-    char q[ENG_ERRSTR_MAX / 2];
+    char q[BASE_ERRSTR_MAX / 2];
     if (!store_id_valid(vm->id))
-        return eng_errf(err, errlen, -EINVAL, "invalid VM id %s",
-                        store_quote(q, sizeof q, vm->id));
+        return base_errf(err, errlen, -EINVAL, "invalid VM id %s",
+                         base_quote(q, sizeof q, vm->id));
     if (vm->config.name && !store_name_valid(vm->config.name))
-        return eng_errf(err, errlen, -EINVAL,
-                        "invalid name %s: must match ^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$",
-                        store_quote(q, sizeof q, vm->config.name));
+        return base_errf(err, errlen, -EINVAL,
+                         "invalid name %s: must match ^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$",
+                         base_quote(q, sizeof q, vm->config.name));
     if (store_db_find(db, vm->id))
-        return eng_errf(err, errlen, -EEXIST, "id %s already in use",
-                        store_quote(q, sizeof q, vm->id));
+        return base_errf(err, errlen, -EEXIST, "id %s already in use",
+                         base_quote(q, sizeof q, vm->id));
     if (vm->config.name && store_db_find_name(db, vm->config.name))
-        return eng_errf(err, errlen, -EEXIST, "name %s already in use",
-                        store_quote(q, sizeof q, vm->config.name));
+        return base_errf(err, errlen, -EEXIST, "name %s already in use",
+                         base_quote(q, sizeof q, vm->config.name));
     store_vm *grown = realloc(db->vms, (db->n + 1) * sizeof *grown);
     if (!grown)
-        return eng_errf(err, errlen, -ENOMEM, "add VM: out of memory");
+        return base_errf(err, errlen, -ENOMEM, "add VM: out of memory");
     db->vms = grown;
     db->vms[db->n] = *vm;
     if (!db->vms[db->n].backend)
@@ -324,7 +295,7 @@ static int store_prescan(const char *buf, size_t len, char *err, size_t errlen)
     for (size_t i = 0; i < len; i++) {
         char c = buf[i];
         if (c == '\0')
-            return eng_errf(err, errlen, -EBADMSG, "NUL byte at offset %zu", i);
+            return base_errf(err, errlen, -EBADMSG, "NUL byte at offset %zu", i);
         if (in_str) {
             if (esc)
                 esc = false;
@@ -341,15 +312,15 @@ static int store_prescan(const char *buf, size_t len, char *err, size_t errlen)
         case '[':
         case '{':
             if (++depth > STORE_MAX_DEPTH)
-                return eng_errf(err, errlen, -EBADMSG, "nesting deeper than %d",
-                                STORE_MAX_DEPTH);
+                return base_errf(err, errlen, -EBADMSG, "nesting deeper than %d",
+                                 STORE_MAX_DEPTH);
             break;
         case ']':
         case '}':
             depth--;
             break;
         case '/':
-            return eng_errf(err, errlen, -EBADMSG, "unexpected '/' at offset %zu", i);
+            return base_errf(err, errlen, -EBADMSG, "unexpected '/' at offset %zu", i);
         default:
             break;
         }
@@ -374,9 +345,9 @@ static int store_get_str(yajl_val obj, const char *key, char **out, const char *
     if (!v || YAJL_IS_NULL(v))
         return 0;
     if (!YAJL_IS_STRING(v))
-        return eng_errf(err, errlen, -EBADMSG, "%s: %s is not a string", ctx, key);
+        return base_errf(err, errlen, -EBADMSG, "%s: %s is not a string", ctx, key);
     *out = strdup(v->u.string);
-    return *out ? 0 : eng_errf(err, errlen, -ENOMEM, "out of memory");
+    return *out ? 0 : base_errf(err, errlen, -ENOMEM, "out of memory");
 }
 
 static int store_parse_config(yajl_val c, store_vm *vm, const char *ctx,
@@ -384,7 +355,7 @@ static int store_parse_config(yajl_val c, store_vm *vm, const char *ctx,
 {
     int rc;
     if (!YAJL_IS_OBJECT(c))
-        return eng_errf(err, errlen, -EBADMSG, "%s: config is not an object", ctx);
+        return base_errf(err, errlen, -EBADMSG, "%s: config is not an object", ctx);
     if ((rc = store_get_str(c, "name", &vm->config.name, ctx, err, errlen)) ||
         (rc = store_get_str(c, "kernel", &vm->config.kernel, ctx, err, errlen)) ||
         (rc = store_get_str(c, "initramfs", &vm->config.initramfs, ctx, err, errlen)) ||
@@ -393,39 +364,39 @@ static int store_parse_config(yajl_val c, store_vm *vm, const char *ctx,
     yajl_val v = store_obj_get(c, "cpu");
     if (v && !YAJL_IS_NULL(v)) {
         if (!YAJL_IS_INTEGER(v) || YAJL_GET_INTEGER(v) < 0 || YAJL_GET_INTEGER(v) > INT_MAX)
-            return eng_errf(err, errlen, -EBADMSG, "%s: cpu is not a count", ctx);
+            return base_errf(err, errlen, -EBADMSG, "%s: cpu is not a count", ctx);
         vm->config.cpu = (int)YAJL_GET_INTEGER(v);
     }
     v = store_obj_get(c, "memory");
     if (v && !YAJL_IS_NULL(v)) {
         if (!YAJL_IS_INTEGER(v) || YAJL_GET_INTEGER(v) < 0)
-            return eng_errf(err, errlen, -EBADMSG, "%s: memory is not a byte count", ctx);
+            return base_errf(err, errlen, -EBADMSG, "%s: memory is not a byte count", ctx);
         vm->config.memory = (uint64_t)YAJL_GET_INTEGER(v);
     }
     v = store_obj_get(c, "shared_memory");
     if (v && !YAJL_IS_NULL(v)) {
         if (!YAJL_IS_TRUE(v) && !YAJL_IS_FALSE(v))
-            return eng_errf(err, errlen, -EBADMSG, "%s: shared_memory is not a bool", ctx);
+            return base_errf(err, errlen, -EBADMSG, "%s: shared_memory is not a bool", ctx);
         vm->config.shared_memory = YAJL_IS_TRUE(v);
     }
     v = store_obj_get(c, "disks");
     if (v && !YAJL_IS_NULL(v)) {
         if (!YAJL_IS_ARRAY(v))
-            return eng_errf(err, errlen, -EBADMSG, "%s: disks is not an array", ctx);
+            return base_errf(err, errlen, -EBADMSG, "%s: disks is not an array", ctx);
         size_t n = v->u.array.len;
         if (n) {
             vm->config.disks = calloc(n, sizeof *vm->config.disks);
             if (!vm->config.disks)
-                return eng_errf(err, errlen, -ENOMEM, "out of memory");
+                return base_errf(err, errlen, -ENOMEM, "out of memory");
         }
         for (size_t i = 0; i < n; i++) {
             yajl_val d = v->u.array.values[i];
             if (!YAJL_IS_STRING(d))
-                return eng_errf(err, errlen, -EBADMSG, "%s: disks[%zu] is not a string",
-                                ctx, i);
+                return base_errf(err, errlen, -EBADMSG, "%s: disks[%zu] is not a string",
+                                 ctx, i);
             vm->config.disks[i] = strdup(d->u.string);
             if (!vm->config.disks[i])
-                return eng_errf(err, errlen, -ENOMEM, "out of memory");
+                return base_errf(err, errlen, -ENOMEM, "out of memory");
             vm->config.n_disks = i + 1;
         }
     }
@@ -439,24 +410,24 @@ static int store_parse_vm(const char *key, yajl_val r, const char *backend, stor
     int rc;
     memset(vm, 0, sizeof *vm);
     vm->backend = backend;
-    snprintf(ctx, sizeof ctx, "vms[%s]", store_quote(q, sizeof q, key));
+    snprintf(ctx, sizeof ctx, "vms[%s]", base_quote(q, sizeof q, key));
     if (!store_id_valid(key))
-        return eng_errf(err, errlen, -EBADMSG, "%s: not a VM id", ctx);
+        return base_errf(err, errlen, -EBADMSG, "%s: not a VM id", ctx);
     if (!YAJL_IS_OBJECT(r))
-        return eng_errf(err, errlen, -EBADMSG, "%s: record is not an object", ctx);
+        return base_errf(err, errlen, -EBADMSG, "%s: record is not an object", ctx);
     yajl_val v = store_obj_get(r, "id");
     if (!v || !YAJL_IS_STRING(v) || strcmp(v->u.string, key) != 0)
-        return eng_errf(err, errlen, -EBADMSG, "%s: id does not match its key", ctx);
+        return base_errf(err, errlen, -EBADMSG, "%s: id does not match its key", ctx);
     memcpy(vm->id, key, STORE_ID_LEN + 1);
     v = store_obj_get(r, "hypervisor");
     if (v && !YAJL_IS_NULL(v)) {
         if (!YAJL_IS_STRING(v) || strcmp(v->u.string, store_hypervisor_name(backend)) != 0)
-            return eng_errf(err, errlen, -EBADMSG, "%s: hypervisor is not %s", ctx,
-                            store_hypervisor_name(backend));
+            return base_errf(err, errlen, -EBADMSG, "%s: hypervisor is not %s", ctx,
+                             store_hypervisor_name(backend));
     }
     v = store_obj_get(r, "state");
     if (!v || !YAJL_IS_STRING(v) || store_state_parse(v->u.string, &vm->state) < 0)
-        return eng_errf(err, errlen, -EBADMSG, "%s: missing or unknown state", ctx);
+        return base_errf(err, errlen, -EBADMSG, "%s: missing or unknown state", ctx);
     v = store_obj_get(r, "config");
     if (v && !YAJL_IS_NULL(v) && (rc = store_parse_config(v, vm, ctx, err, errlen)))
         return rc;
@@ -495,7 +466,7 @@ static int store_check_names(const store_db *db, yajl_val names, char *err, size
     store_pair *rec = malloc((db->n ? db->n : 1) * sizeof *rec);
     store_pair *idx = malloc((nn ? nn : 1) * sizeof *idx);
     if (!ids || !rec || !idx) {
-        rc = eng_errf(err, errlen, -ENOMEM, "out of memory");
+        rc = base_errf(err, errlen, -ENOMEM, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < db->n; i++) {
@@ -506,14 +477,14 @@ static int store_check_names(const store_db *db, yajl_val names, char *err, size
     qsort(ids, db->n, sizeof *ids, store_cmp_str);
     for (size_t i = 1; i < db->n; i++) {
         if (strcmp(ids[i - 1], ids[i]) == 0) {
-            rc = eng_errf(err, errlen, -EBADMSG, "duplicate VM id %s", ids[i]);
+            rc = base_errf(err, errlen, -EBADMSG, "duplicate VM id %s", ids[i]);
             goto out;
         }
     }
     for (size_t i = 0; i < nn; i++) {
         yajl_val v = names->u.object.values[i];
         if (!YAJL_IS_STRING(v)) {
-            rc = eng_errf(err, errlen, -EBADMSG, "names: value is not a string");
+            rc = base_errf(err, errlen, -EBADMSG, "names: value is not a string");
             goto out;
         }
         idx[i] = (store_pair){ names->u.object.keys[i], v->u.string };
@@ -521,16 +492,16 @@ static int store_check_names(const store_db *db, yajl_val names, char *err, size
     qsort(rec, nr, sizeof *rec, store_cmp_pair);
     qsort(idx, nn, sizeof *idx, store_cmp_pair);
     if (nr != nn) {
-        rc = eng_errf(err, errlen, -EBADMSG,
-                      "names map has %zu entries for %zu named VMs", nn, nr);
+        rc = base_errf(err, errlen, -EBADMSG,
+                       "names map has %zu entries for %zu named VMs", nn, nr);
         goto out;
     }
     for (size_t i = 0; i < nr; i++) {
         char q[128];
         if (strcmp(rec[i].name, idx[i].name) != 0 || strcmp(rec[i].id, idx[i].id) != 0 ||
             (i > 0 && strcmp(rec[i - 1].name, rec[i].name) == 0)) {
-            rc = eng_errf(err, errlen, -EBADMSG, "names map does not match VM %s (name %s)",
-                          rec[i].id, store_quote(q, sizeof q, rec[i].name));
+            rc = base_errf(err, errlen, -EBADMSG, "names map does not match VM %s (name %s)",
+                           rec[i].id, base_quote(q, sizeof q, rec[i].name));
             goto out;
         }
     }
@@ -549,13 +520,13 @@ int store_db_parse(const char *buf, size_t len, const char *backend, store_db *d
     memset(db, 0, sizeof *db);
     const char *be = store_backend_static(backend);
     if (!be)
-        return eng_errf(err, errlen, -EINVAL, "unknown backend %s", backend ? backend : "(null)");
+        return base_errf(err, errlen, -EINVAL, "unknown backend %s", backend ? backend : "(null)");
     db->backend = be;
     if ((rc = store_prescan(buf, len, err, errlen)))
         return rc;
     char *text = malloc(len + 1);
     if (!text)
-        return eng_errf(err, errlen, -ENOMEM, "out of memory");
+        return base_errf(err, errlen, -ENOMEM, "out of memory");
     memcpy(text, buf, len);
     text[len] = '\0';
     ebuf[0] = '\0';
@@ -565,27 +536,27 @@ int store_db_parse(const char *buf, size_t len, const char *backend, store_db *d
         /* yajl's message spans lines and echoes input; the first line is
          * the reason. */
         ebuf[strcspn(ebuf, "\n")] = '\0';
-        return eng_errf(err, errlen, -EBADMSG, "invalid JSON: %s",
-                        ebuf[0] ? ebuf : "parse error");
+        return base_errf(err, errlen, -EBADMSG, "invalid JSON: %s",
+                         ebuf[0] ? ebuf : "parse error");
     }
     yajl_val vms = YAJL_IS_OBJECT(root) ? store_obj_get(root, "vms") : NULL;
     yajl_val names = YAJL_IS_OBJECT(root) ? store_obj_get(root, "names") : NULL;
     if (!YAJL_IS_OBJECT(root)) {
-        rc = eng_errf(err, errlen, -EBADMSG, "top level is not an object");
+        rc = base_errf(err, errlen, -EBADMSG, "top level is not an object");
         goto fail;
     }
     if (!vms || !YAJL_IS_OBJECT(vms)) {
-        rc = eng_errf(err, errlen, -EBADMSG, "\"vms\" missing or not an object");
+        rc = base_errf(err, errlen, -EBADMSG, "\"vms\" missing or not an object");
         goto fail;
     }
     if (!names || !YAJL_IS_OBJECT(names)) {
-        rc = eng_errf(err, errlen, -EBADMSG, "\"names\" missing or not an object");
+        rc = base_errf(err, errlen, -EBADMSG, "\"names\" missing or not an object");
         goto fail;
     }
     if (vms->u.object.len) {
         db->vms = calloc(vms->u.object.len, sizeof *db->vms);
         if (!db->vms) {
-            rc = eng_errf(err, errlen, -ENOMEM, "out of memory");
+            rc = base_errf(err, errlen, -ENOMEM, "out of memory");
             goto fail;
         }
     }
@@ -714,25 +685,25 @@ int store_db_serialize(const store_db *db, char **out, size_t *out_len, char *er
         const store_vm *vm = &db->vms[i];
         const char *be = vm->backend ? vm->backend : db->backend;
         if (!store_id_valid(vm->id))
-            return eng_errf(err, errlen, -EINVAL, "serialize: invalid VM id");
+            return base_errf(err, errlen, -EINVAL, "serialize: invalid VM id");
         if (!store_hypervisor_name(be))
-            return eng_errf(err, errlen, -EINVAL, "serialize: VM %s has no backend", vm->id);
+            return base_errf(err, errlen, -EINVAL, "serialize: VM %s has no backend", vm->id);
         if (vm->config.memory > (uint64_t)LLONG_MAX || vm->config.cpu < 0)
-            return eng_errf(err, errlen, -ERANGE, "serialize: VM %s: cpu or memory out of range",
-                            vm->id);
+            return base_errf(err, errlen, -ERANGE, "serialize: VM %s: cpu or memory out of range",
+                             vm->id);
         if (vm->config.n_disks && !vm->config.disks)
-            return eng_errf(err, errlen, -EINVAL, "serialize: VM %s: disks missing", vm->id);
+            return base_errf(err, errlen, -EINVAL, "serialize: VM %s: disks missing", vm->id);
         for (size_t j = 0; j < vm->config.n_disks; j++)
             if (!vm->config.disks[j])
-                return eng_errf(err, errlen, -EINVAL, "serialize: VM %s: NULL disk", vm->id);
+                return base_errf(err, errlen, -EINVAL, "serialize: VM %s: NULL disk", vm->id);
     }
     store_gen s = { yajl_gen_alloc(NULL), yajl_gen_status_ok };
     if (!s.g)
-        return eng_errf(err, errlen, -ENOMEM, "serialize: out of memory");
+        return base_errf(err, errlen, -ENOMEM, "serialize: out of memory");
     if (!yajl_gen_config(s.g, yajl_gen_validate_utf8, 1) ||
         !yajl_gen_config(s.g, yajl_gen_beautify, 1)) {
         yajl_gen_free(s.g);
-        return eng_errf(err, errlen, -EINVAL, "serialize: yajl_gen_config failed");
+        return base_errf(err, errlen, -EINVAL, "serialize: yajl_gen_config failed");
     }
     sg_open(&s);
     sg_str(&s, "vms");
@@ -760,10 +731,10 @@ int store_db_serialize(const store_db *db, char **out, size_t *out_len, char *er
     if (s.st == yajl_gen_status_ok)
         s.st = yajl_gen_get_buf(s.g, &buf, &len);
     if (s.st != yajl_gen_status_ok) {
-        rc = eng_errf(err, errlen, s.st == yajl_gen_invalid_string ? -EINVAL : -EPROTO,
-                      "serialize: %s", store_gen_reason(s.st));
+        rc = base_errf(err, errlen, s.st == yajl_gen_invalid_string ? -EINVAL : -EPROTO,
+                       "serialize: %s", store_gen_reason(s.st));
     } else if (!(*out = malloc(len + 1))) {
-        rc = eng_errf(err, errlen, -ENOMEM, "serialize: out of memory");
+        rc = base_errf(err, errlen, -ENOMEM, "serialize: out of memory");
     } else {
         memcpy(*out, buf, len);
         (*out)[len] = '\0';
@@ -793,14 +764,14 @@ static int store_mkparents(const char *path, char *err, size_t errlen)
 {
     char *p = strdup(path);
     if (!p)
-        return eng_errf(err, errlen, -ENOMEM, "out of memory");
+        return base_errf(err, errlen, -ENOMEM, "out of memory");
     for (char *s = p + 1; *s; s++) {
         if (*s != '/')
             continue;
         *s = '\0';
         if (mkdir(p, 0755) < 0 && errno != EEXIST) {
             int e = errno;
-            eng_errf(err, errlen, -e, "mkdir %s: %s", p, strerror(e));
+            base_errf(err, errlen, -e, "mkdir %s: %s", p, strerror(e));
             free(p);
             return -e;
         }
@@ -814,12 +785,12 @@ int store_make_private_dir(const char *path, char *err, size_t errlen)
 {
     int rc;
     if (!path || !*path)
-        return eng_errf(err, errlen, -EINVAL, "empty directory path");
+        return base_errf(err, errlen, -EINVAL, "empty directory path");
     if ((rc = store_mkparents(path, err, errlen)))
         return rc;
     if (mkdir(path, 0700) < 0 && errno != EEXIST) {
         int e = errno;
-        return eng_errf(err, errlen, -e, "mkdir %s: %s", path, strerror(e));
+        return base_errf(err, errlen, -e, "mkdir %s: %s", path, strerror(e));
     }
     /* Whether we just made it or it was there, inspect it through a
      * descriptor opened without following links: a symlink planted at the
@@ -829,26 +800,26 @@ int store_make_private_dir(const char *path, char *err, size_t errlen)
         int e = errno;
         struct stat lst;
         if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode))
-            return eng_errf(err, errlen, -ELOOP, "%s is a symlink", path);
-        return eng_errf(err, errlen, -e, "open %s: %s", path, strerror(e));
+            return base_errf(err, errlen, -ELOOP, "%s is a symlink", path);
+        return base_errf(err, errlen, -e, "open %s: %s", path, strerror(e));
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
         int e = errno;
         close(fd);
-        return eng_errf(err, errlen, -e, "stat %s: %s", path, strerror(e));
+        return base_errf(err, errlen, -e, "stat %s: %s", path, strerror(e));
     }
     if (st.st_uid != geteuid()) {
         close(fd);
-        return eng_errf(err, errlen, -EPERM, "%s is owned by uid %u, not %u", path,
-                        (unsigned)st.st_uid, (unsigned)geteuid());
+        return base_errf(err, errlen, -EPERM, "%s is owned by uid %u, not %u", path,
+                         (unsigned)st.st_uid, (unsigned)geteuid());
     }
     /* A restrictive umask can strip our own bits and a pre-existing dir may
      * be too open; either way the fd is the dir we vetted. */
     if ((st.st_mode & 07777) != 0700 && fchmod(fd, 0700) < 0) {
         int e = errno;
         close(fd);
-        return eng_errf(err, errlen, -e, "chmod %s: %s", path, strerror(e));
+        return base_errf(err, errlen, -e, "chmod %s: %s", path, strerror(e));
     }
     close(fd);
     return 0;
@@ -884,7 +855,7 @@ static int store_replace_at(int dirfd, const char *dir, const char *name, const 
         char id[STORE_ID_LEN + 1];
         int rc = store_new_id(id);
         if (rc)
-            return eng_errf(err, errlen, rc, "getrandom: %s", strerror(-rc));
+            return base_errf(err, errlen, rc, "getrandom: %s", strerror(-rc));
         memcpy(rnd, id, 8);
         rnd[8] = '\0';
         snprintf(tmp, sizeof tmp, "%s%s", tmp_prefix, rnd);
@@ -893,7 +864,7 @@ static int store_replace_at(int dirfd, const char *dir, const char *name, const 
             int e = errno;
             if (e == EEXIST && attempt < 8)
                 continue;
-            return eng_errf(err, errlen, -e, "create %s/%s: %s", dir, tmp, strerror(e));
+            return base_errf(err, errlen, -e, "create %s/%s: %s", dir, tmp, strerror(e));
         }
         /* The file is ours and fresh: fixing its mode by fd is race-free
          * and makes the result independent of the umask. */
@@ -911,11 +882,11 @@ static int store_replace_at(int dirfd, const char *dir, const char *name, const 
             e = errno, step = "rename";
         if (e) {
             unlinkat(dirfd, tmp, 0);
-            return eng_errf(err, errlen, -e, "%s %s/%s: %s", step, dir, tmp, strerror(e));
+            return base_errf(err, errlen, -e, "%s %s/%s: %s", step, dir, tmp, strerror(e));
         }
         if (fsync(dirfd) < 0) {
             e = errno;
-            return eng_errf(err, errlen, -e, "fsync %s: %s", dir, strerror(e));
+            return base_errf(err, errlen, -e, "fsync %s: %s", dir, strerror(e));
         }
         return 0;
     }
@@ -927,17 +898,17 @@ static int store_read_fd(int fd, const char *path, size_t max, char **out, size_
     size_t cap = 4096, len = 0;
     char *buf = malloc(cap);
     if (!buf)
-        return eng_errf(err, errlen, -ENOMEM, "read %s: out of memory", path);
+        return base_errf(err, errlen, -ENOMEM, "read %s: out of memory", path);
     for (;;) {
         if (len == cap) {
             if (cap >= max) {
                 free(buf);
-                return eng_errf(err, errlen, -EFBIG, "%s: larger than %zu bytes", path, max);
+                return base_errf(err, errlen, -EFBIG, "%s: larger than %zu bytes", path, max);
             }
             char *g = realloc(buf, cap * 2);
             if (!g) {
                 free(buf);
-                return eng_errf(err, errlen, -ENOMEM, "read %s: out of memory", path);
+                return base_errf(err, errlen, -ENOMEM, "read %s: out of memory", path);
             }
             buf = g;
             cap *= 2;
@@ -948,7 +919,7 @@ static int store_read_fd(int fd, const char *path, size_t max, char **out, size_
             if (e == EINTR)
                 continue;
             free(buf);
-            return eng_errf(err, errlen, -e, "read %s: %s", path, strerror(e));
+            return base_errf(err, errlen, -e, "read %s: %s", path, strerror(e));
         }
         if (r == 0)
             break;
@@ -975,14 +946,14 @@ static int store_paths_init(store_paths *p, const char *root, const char *backen
 {
     memset(p, 0, sizeof *p);
     if (!store_backend_static(backend))
-        return eng_errf(err, errlen, -EINVAL, "unknown backend %s",
-                        backend ? backend : "(null)");
+        return base_errf(err, errlen, -EINVAL, "unknown backend %s",
+                         backend ? backend : "(null)");
     p->dir = store_pathf("%s/%s/db", store_root(root), backend);
     p->lock = store_pathf("%s/%s/db/" STORE_LOCK_FILE, store_root(root), backend);
     p->file = store_pathf("%s/%s/db/" STORE_DB_FILE, store_root(root), backend);
     if (!p->dir || !p->lock || !p->file) {
         store_paths_fini(p);
-        return eng_errf(err, errlen, -ENOMEM, "out of memory");
+        return base_errf(err, errlen, -ENOMEM, "out of memory");
     }
     return 0;
 }
@@ -992,14 +963,14 @@ static int store_lock(const char *path, int flags, int op, char *err, size_t err
     int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         int e = errno;
-        return eng_errf(err, errlen, -e, "open %s: %s", path, strerror(e));
+        return base_errf(err, errlen, -e, "open %s: %s", path, strerror(e));
     }
     while (flock(fd, op) < 0) {
         int e = errno;
         if (e == EINTR)
             continue;
         close(fd);
-        return eng_errf(err, errlen, -e, "flock %s: %s", path, strerror(e));
+        return base_errf(err, errlen, -e, "flock %s: %s", path, strerror(e));
     }
     return fd;
 }
@@ -1019,8 +990,8 @@ int store_vm_lock(const char *root, const char *backend, const char *id,
     char *path = store_vm_lock_path(root, backend, id);
     if (!path) {
         int e = errno;
-        return eng_errf(err, errlen, -e, "lock vm %s: %s", id ? id : "(null)",
-                        strerror(e));
+        return base_errf(err, errlen, -e, "lock vm %s: %s", id ? id : "(null)",
+                         strerror(e));
     }
     int fd = store_lock(path, O_RDWR | O_CREAT, LOCK_EX, err, errlen);
     free(path);
@@ -1048,7 +1019,7 @@ int store_vm_lock_remove(const char *root, const char *backend, const char *id)
 static int store_read_db(const store_paths *p, const char *backend, store_db *db,
                          char *err, size_t errlen)
 {
-    char detail[ENG_ERRSTR_MAX];
+    char detail[BASE_ERRSTR_MAX];
     memset(db, 0, sizeof *db);
     db->backend = store_backend_static(backend);
     int fd = open(p->file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -1056,7 +1027,7 @@ static int store_read_db(const store_paths *p, const char *backend, store_db *db
         int e = errno;
         if (e == ENOENT)
             return 0;
-        return eng_errf(err, errlen, -e, "open %s: %s", p->file, strerror(e));
+        return base_errf(err, errlen, -e, "open %s: %s", p->file, strerror(e));
     }
     char *buf = NULL;
     size_t len = 0;
@@ -1065,12 +1036,12 @@ static int store_read_db(const store_paths *p, const char *backend, store_db *db
     if (rc)
         return rc;
     if (len == 0)
-        rc = eng_errf(detail, sizeof detail, -EBADMSG, "empty file");
+        rc = base_errf(detail, sizeof detail, -EBADMSG, "empty file");
     else
         rc = store_db_parse(buf, len, backend, db, detail, sizeof detail);
     free(buf);
     if (rc)
-        return eng_errf(err, errlen, rc, "%s: %s", p->file, detail);
+        return base_errf(err, errlen, rc, "%s: %s", p->file, detail);
     return 0;
 }
 
@@ -1139,7 +1110,7 @@ int store_update(const char *root, const char *backend, store_update_fn *fn, voi
     int dirfd = open(p.dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dirfd < 0) {
         int e = errno;
-        rc = eng_errf(err, errlen, -e, "open %s: %s", p.dir, strerror(e));
+        rc = base_errf(err, errlen, -e, "open %s: %s", p.dir, strerror(e));
         goto out_lock;
     }
     /* A corrupt file is left untouched for the operator: writing fn's
@@ -1173,12 +1144,12 @@ static const char *const store_backends[2] = { STORE_BACKEND_CH, STORE_BACKEND_F
 int store_resolve(const char *root, const char *ref, store_vm *out, char *err, size_t errlen)
 {
     store_db dbs[2];
-    char q[ENG_ERRSTR_MAX / 2];
+    char q[BASE_ERRSTR_MAX / 2];
     int rc;
     memset(out, 0, sizeof *out);
     memset(dbs, 0, sizeof dbs);
     if (!ref || !*ref)
-        return eng_errf(err, errlen, -ENOENT, "VM not found");
+        return base_errf(err, errlen, -ENOENT, "VM not found");
     for (int b = 0; b < 2; b++) {
         if ((rc = store_load(root, store_backends[b], &dbs[b], err, errlen))) {
             store_db_fini(&dbs[0]);
@@ -1212,14 +1183,14 @@ int store_resolve(const char *root, const char *ref, store_vm *out, char *err, s
             break;
     }
     if (count[0] > 1 || count[1] > 1)
-        rc = eng_errf(err, errlen, -EINVAL, "ambiguous ref %s: multiple matches",
-                      store_quote(q, sizeof q, ref));
+        rc = base_errf(err, errlen, -EINVAL, "ambiguous ref %s: multiple matches",
+                       base_quote(q, sizeof q, ref));
     else if (count[0] && count[1])
-        rc = eng_errf(err, errlen, -EINVAL, "VM ref resolves to multiple backends");
+        rc = base_errf(err, errlen, -EINVAL, "VM ref resolves to multiple backends");
     else if (!count[0] && !count[1])
-        rc = eng_errf(err, errlen, -ENOENT, "VM not found");
+        rc = base_errf(err, errlen, -ENOENT, "VM not found");
     else if ((rc = store_vm_copy(out, hit[0] ? hit[0] : hit[1])))
-        rc = eng_errf(err, errlen, rc, "resolve: out of memory");
+        rc = base_errf(err, errlen, rc, "resolve: out of memory");
     store_db_fini(&dbs[0]);
     store_db_fini(&dbs[1]);
     return rc;
@@ -1227,7 +1198,7 @@ int store_resolve(const char *root, const char *ref, store_vm *out, char *err, s
 
 int store_name_taken(const char *root, const char *name, char *err, size_t errlen)
 {
-    char q[ENG_ERRSTR_MAX / 2];
+    char q[BASE_ERRSTR_MAX / 2];
     for (int b = 0; b < 2; b++) {
         store_db db;
         int rc = store_load(root, store_backends[b], &db, err, errlen);
@@ -1236,8 +1207,8 @@ int store_name_taken(const char *root, const char *name, char *err, size_t errle
         bool taken = store_db_find_name(&db, name) != NULL;
         store_db_fini(&db);
         if (taken)
-            return eng_errf(err, errlen, -EEXIST, "name %s already in use",
-                            store_quote(q, sizeof q, name));
+            return base_errf(err, errlen, -EEXIST, "name %s already in use",
+                             base_quote(q, sizeof q, name));
     }
     return 0;
 }
@@ -1263,20 +1234,20 @@ int store_write_pidfile(const char *path, pid_t pid, char *err, size_t errlen)
     const char *base;
     char body[32], prefix[128];
     if (pid <= 0)
-        return eng_errf(err, errlen, -EINVAL, "write pidfile %s: invalid pid %ld", path,
-                        (long)pid);
+        return base_errf(err, errlen, -EINVAL, "write pidfile %s: invalid pid %ld", path,
+                         (long)pid);
     if (store_split_path(path, &dir, &base))
-        return eng_errf(err, errlen, -ENOMEM, "out of memory");
+        return base_errf(err, errlen, -ENOMEM, "out of memory");
     if (!*base || strlen(base) > 64) {
         free(dir);
-        return eng_errf(err, errlen, -EINVAL, "write pidfile %s: bad file name", path);
+        return base_errf(err, errlen, -EINVAL, "write pidfile %s: bad file name", path);
     }
     /* The run dir must be the real directory, not a link planted in its
      * place: the temp file and the rename go through this fd. */
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dirfd < 0) {
         int e = errno;
-        eng_errf(err, errlen, -e, "open %s: %s", dir, strerror(e));
+        base_errf(err, errlen, -e, "open %s: %s", dir, strerror(e));
         free(dir);
         return -e;
     }
@@ -1296,12 +1267,12 @@ int store_read_pidfile(const char *path, pid_t *pid, char *err, size_t errlen)
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
-        return eng_errf(err, errlen, -e, "open %s: %s", path, strerror(e));
+        return base_errf(err, errlen, -e, "open %s: %s", path, strerror(e));
     }
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return eng_errf(err, errlen, -EINVAL, "open %s: not a regular file", path);
+        return base_errf(err, errlen, -EINVAL, "open %s: not a regular file", path);
     }
     for (;;) {
         ssize_t r = read(fd, buf + len, sizeof buf - len);
@@ -1310,20 +1281,20 @@ int store_read_pidfile(const char *path, pid_t *pid, char *err, size_t errlen)
             if (e == EINTR)
                 continue;
             close(fd);
-            return eng_errf(err, errlen, -e, "read %s: %s", path, strerror(e));
+            return base_errf(err, errlen, -e, "read %s: %s", path, strerror(e));
         }
         if (r == 0)
             break;
         len += (size_t)r;
         if (len == sizeof buf) {
             close(fd);
-            return eng_errf(err, errlen, -EINVAL, "parse PID from %s: file too large", path);
+            return base_errf(err, errlen, -EINVAL, "parse PID from %s: file too large", path);
         }
     }
     close(fd);
     buf[len] = '\0';
     if (memchr(buf, '\0', len))
-        return eng_errf(err, errlen, -EINVAL, "parse PID from %s: NUL byte in file", path);
+        return base_errf(err, errlen, -EINVAL, "parse PID from %s: NUL byte in file", path);
     char *s = buf;
     while (*s && isspace((unsigned char)*s))
         s++;
@@ -1331,7 +1302,7 @@ int store_read_pidfile(const char *path, pid_t *pid, char *err, size_t errlen)
     while (e > s && isspace((unsigned char)e[-1]))
         *--e = '\0';
     if (!*s)
-        return eng_errf(err, errlen, -EINVAL, "parse PID from %s: empty file", path);
+        return base_errf(err, errlen, -EINVAL, "parse PID from %s: empty file", path);
     const char *p = s;
     if (*p == '+' || *p == '-')
         p++;
@@ -1340,13 +1311,13 @@ int store_read_pidfile(const char *path, pid_t *pid, char *err, size_t errlen)
         if (*p < '0' || *p > '9')
             digits = false;
     if (!digits)
-        return eng_errf(err, errlen, -EINVAL, "parse PID from %s: invalid syntax %s", path,
-                        store_quote(q, sizeof q, s));
+        return base_errf(err, errlen, -EINVAL, "parse PID from %s: invalid syntax %s", path,
+                         base_quote(q, sizeof q, s));
     errno = 0;
     long long v = strtoll(s, NULL, 10);
     if (errno == ERANGE || v <= 0 || v > INT_MAX)
-        return eng_errf(err, errlen, -ERANGE, "parse PID from %s: pid %s out of range", path,
-                        s);
+        return base_errf(err, errlen, -ERANGE, "parse PID from %s: pid %s out of range", path,
+                         s);
     *pid = (pid_t)v;
     return 0;
 }

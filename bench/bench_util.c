@@ -1,6 +1,7 @@
 /* bench/bench_util.c: clocks, resource usage, the peer result exchange and
  * chsim's counters. */
 #include "bench/bench.h"
+#include "base.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -23,10 +24,7 @@ void bench_vfs_path(char *out, size_t n, const char *dir, unsigned i)
 
 double bench_now_us(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+    return base_mono_ns() / 1e3;
 }
 
 double bench_self_cpu_us(void)

@@ -11,7 +11,7 @@
 #include "cli/cli.h"
 #include "cli/plan.h"
 #include "engine/cocoon.h"
-#include "engine/err.h"
+#include "base.h"
 
 #define PROGRESS_INTERVAL 0.05
 
@@ -50,14 +50,6 @@ struct runner {
     int drawn;
     ev_timer tick;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Big batches hold one connection per VM in flight. */
 static void raise_nofile(void)
@@ -104,7 +96,7 @@ static void progress_clear(runner *r)
 
 static void progress_draw(runner *r)
 {
-    double el = now_s() - r->t0;
+    double el = base_mono_ns() / 1e9 - r->t0;
     size_t width = 30, fill = r->n_jobs ? r->done * width / r->n_jobs : width;
     char bar[32];
 
@@ -409,7 +401,7 @@ static void chain_continue(job *j)
 static int expand_template(const cli_ctx *c, job *j)
 {
     const char *t = j->op.socket, *name = NULL, *id = NULL;
-    char derived[256], err[ENG_ERRSTR_MAX], *out = NULL;
+    char derived[256], err[BASE_ERRSTR_MAX], *out = NULL;
     size_t len = 0;
     FILE *f;
     store_vm vm;
@@ -432,7 +424,7 @@ static int expand_template(const cli_ctx *c, job *j)
             name = vm.config.name ? vm.config.name : vm.id;
             id = vm.id;
         } else {
-            char m[ENG_ERRSTR_MAX + 64];
+            char m[BASE_ERRSTR_MAX + 64];
 
             snprintf(m, sizeof(m), "%s: vm %s: %s", op_text[j->op.kind], j->op.vm, err);
             j->pre_err = strdup(m);
@@ -632,7 +624,7 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
         r.n_vms = firsts;
     }
     r.progress = isatty(STDERR_FILENO) && r.n_vms > 1;
-    r.t0 = now_s();
+    r.t0 = base_mono_ns() / 1e9;
     if (r.progress) {
         ev_timer_init(&r.tick, tick_cb, PROGRESS_INTERVAL, PROGRESS_INTERVAL);
         r.tick.data = &r;
@@ -657,7 +649,7 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
     if (!c->json)
         print_tables(&r);
     if (r.batch || n > 1)
-        print_summary(&r, now_s() - r.t0);
+        print_summary(&r, base_mono_ns() / 1e9 - r.t0);
     rc = r.failed || r.done < r.n_jobs ? CLI_EXIT_FAIL : CLI_EXIT_OK;
     ev_loop_destroy(r.loop);
     free(order);
@@ -839,7 +831,7 @@ int cli_batch(cli_ctx *c)
     for (p = buf, end = buf + len; p < end;) {
         char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        char err[ENG_ERRSTR_MAX];
+        char err[BASE_ERRSTR_MAX];
         job *j;
         int prc;
 

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <yajl/yajl_tree.h>
 
-#include "engine/err.h"
+#include "base.h"
 
 /* Plan lines describe one small operation; anything bigger is a mistake
  * and is refused before yajl sees it. */
@@ -55,12 +55,12 @@ static int take_string(yajl_val v, const char *key, char **dst, char *err, size_
     const char *s;
 
     if (!YAJL_IS_STRING(v))
-        return eng_errf(err, errlen, -EINVAL, "field \"%s\": expected string", key);
+        return base_errf(err, errlen, -EINVAL, "field \"%s\": expected string", key);
     s = YAJL_GET_STRING(v);
     free(*dst);
     *dst = strdup(s ? s : "");
     if (!*dst)
-        return eng_errf(err, errlen, -ENOMEM, "out of memory");
+        return base_errf(err, errlen, -ENOMEM, "out of memory");
     return 0;
 }
 
@@ -69,10 +69,10 @@ static int take_int(yajl_val v, const char *key, int *dst, char *err, size_t err
     long long x;
 
     if (!YAJL_IS_INTEGER(v))
-        return eng_errf(err, errlen, -EINVAL, "field \"%s\": expected integer", key);
+        return base_errf(err, errlen, -EINVAL, "field \"%s\": expected integer", key);
     x = YAJL_GET_INTEGER(v);
     if (x < INT_MIN || x > INT_MAX)
-        return eng_errf(err, errlen, -EINVAL, "field \"%s\": out of range", key);
+        return base_errf(err, errlen, -EINVAL, "field \"%s\": out of range", key);
     *dst = (int)x;
     return 0;
 }
@@ -83,12 +83,12 @@ static int set_field(cli_op *op, const char *key, yajl_val v, char *err, size_t 
         const char *name = YAJL_IS_STRING(v) ? YAJL_GET_STRING(v) : NULL;
 
         if (!name)
-            return eng_errf(err, errlen, -EINVAL, "field \"op\": expected string");
+            return base_errf(err, errlen, -EINVAL, "field \"op\": expected string");
         if (cli_op_parse_name(name, &op->kind) < 0)
-            return eng_errf(err, errlen, -EINVAL,
-                            "unknown op \"%.64s\" (want fs-attach, fs-detach, "
-                            "device-attach, device-detach, fs-list or device-list)",
-                            name);
+            return base_errf(err, errlen, -EINVAL,
+                             "unknown op \"%.64s\" (want fs-attach, fs-detach, "
+                             "device-attach, device-detach, fs-list or device-list)",
+                             name);
         return 0;
     }
     if (strcmp(key, "vm") == 0)
@@ -107,8 +107,8 @@ static int set_field(cli_op *op, const char *key, yajl_val v, char *err, size_t 
         return take_int(v, key, &op->queue_size, err, errlen);
     if (strcmp(key, "no_socket_check") == 0) {
         if (!YAJL_IS_TRUE(v) && !YAJL_IS_FALSE(v))
-            return eng_errf(err, errlen, -EINVAL,
-                            "field \"no_socket_check\": expected boolean");
+            return base_errf(err, errlen, -EINVAL,
+                             "field \"no_socket_check\": expected boolean");
         op->no_socket_check = YAJL_IS_TRUE(v);
         return 0;
     }
@@ -122,13 +122,13 @@ static int set_field(cli_op *op, const char *key, yajl_val v, char *err, size_t 
             return 0;
         }
         if (take_int(v, key, &op->wait_s, err, errlen) < 0)
-            return eng_errf(err, errlen, -EINVAL,
-                            "field \"wait\": expected seconds or boolean");
+            return base_errf(err, errlen, -EINVAL,
+                             "field \"wait\": expected seconds or boolean");
         if (op->wait_s < 0)
-            return eng_errf(err, errlen, -EINVAL, "field \"wait\": must be non-negative");
+            return base_errf(err, errlen, -EINVAL, "field \"wait\": must be non-negative");
         return 0;
     }
-    return eng_errf(err, errlen, -EINVAL, "unknown field \"%.64s\"", key);
+    return base_errf(err, errlen, -EINVAL, "unknown field \"%.64s\"", key);
 }
 
 int cli_plan_parse_line(const char *line, size_t len, cli_op *op, char *err, size_t errlen)
@@ -146,12 +146,12 @@ int cli_plan_parse_line(const char *line, size_t len, cli_op *op, char *err, siz
     if (i == len)
         return 1;
     if (len > PLAN_LINE_MAX)
-        return eng_errf(err, errlen, -EINVAL, "line longer than %d bytes", PLAN_LINE_MAX);
+        return base_errf(err, errlen, -EINVAL, "line longer than %d bytes", PLAN_LINE_MAX);
     if (memchr(line, '\0', len))
-        return eng_errf(err, errlen, -EINVAL, "NUL byte in line");
+        return base_errf(err, errlen, -EINVAL, "NUL byte in line");
     buf = malloc(len + 1);
     if (!buf)
-        return eng_errf(err, errlen, -ENOMEM, "out of memory");
+        return base_errf(err, errlen, -ENOMEM, "out of memory");
     memcpy(buf, line, len);
     buf[len] = '\0';
     ebuf[0] = '\0';
@@ -163,12 +163,12 @@ int cli_plan_parse_line(const char *line, size_t len, cli_op *op, char *err, siz
 
         if (nl)
             *nl = '\0';
-        return eng_errf(err, errlen, -EINVAL, "invalid JSON: %s",
-                        ebuf[0] ? ebuf : "parse error");
+        return base_errf(err, errlen, -EINVAL, "invalid JSON: %s",
+                         ebuf[0] ? ebuf : "parse error");
     }
     if (!YAJL_IS_OBJECT(root)) {
         yajl_tree_free(root);
-        return eng_errf(err, errlen, -EINVAL, "expected a JSON object");
+        return base_errf(err, errlen, -EINVAL, "expected a JSON object");
     }
     memset(&tmp, 0, sizeof(tmp));
     for (i = 0; rc == 0 && i < root->u.object.len; i++) {
@@ -180,9 +180,9 @@ int cli_plan_parse_line(const char *line, size_t len, cli_op *op, char *err, siz
     }
     yajl_tree_free(root);
     if (rc == 0 && !have_op)
-        rc = eng_errf(err, errlen, -EINVAL, "missing field \"op\"");
+        rc = base_errf(err, errlen, -EINVAL, "missing field \"op\"");
     if (rc == 0 && (!tmp.vm || !*tmp.vm))
-        rc = eng_errf(err, errlen, -EINVAL, "missing field \"vm\"");
+        rc = base_errf(err, errlen, -EINVAL, "missing field \"vm\"");
     if (rc < 0) {
         cli_op_fini(&tmp);
         return rc == -ENOMEM ? rc : -EINVAL;

@@ -13,7 +13,7 @@
 #include "backends/store.h"
 #include "cli/cli.h"
 #include "engine/cocoon.h"
-#include "engine/err.h"
+#include "base.h"
 
 static char *abs_or_copy(const char *p)
 {
@@ -104,7 +104,7 @@ static int add_cb(store_db *db, void *priv, char *err, size_t errlen)
 
 static int create_record(const cli_ctx *c, store_vm *vm)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     store_vm copy;
     int rc;
 
@@ -186,7 +186,7 @@ static int each_vm(const cli_ctx *c, vm_fn *fn)
     int rc = CLI_EXIT_OK;
 
     for (size_t i = 0; i < c->n_args; i++) {
-        char err[ENG_ERRSTR_MAX];
+        char err[BASE_ERRSTR_MAX];
         store_vm vm;
 
         char id[STORE_ID_LEN + 1];
@@ -221,7 +221,7 @@ static int each_vm(const cli_ctx *c, vm_fn *fn)
 
 static int start_one(const cli_ctx *c, store_vm *vm)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     pid_t pid = 0;
 
     if (vm->state == STORE_RUNNING &&
@@ -239,7 +239,7 @@ static int start_one(const cli_ctx *c, store_vm *vm)
 int cli_vm_run(cli_ctx *c)
 {
     store_vm vm;
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     int lock;
     int rc = create_record(c, &vm);
 
@@ -263,7 +263,7 @@ int cli_vm_start(cli_ctx *c)
 
 static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
 
     if (vm->state != STORE_RUNNING && vm->state != STORE_ERROR) {
         if (!quiet)
@@ -316,13 +316,13 @@ static int remove_cb(store_db *db, void *priv, char *err, size_t errlen)
     const char *id = priv;
 
     if (store_db_remove(db, id) < 0)
-        return eng_errf(err, errlen, -ENOENT, "vm %s: VM not found", id);
+        return base_errf(err, errlen, -ENOENT, "vm %s: VM not found", id);
     return 0;
 }
 
 static int rm_one(const cli_ctx *c, store_vm *vm)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
 
     if (vm->state == STORE_RUNNING &&
         gate_check(vm, cli_default_ch_binary(), NULL, err, sizeof(err)) == 0) {
@@ -365,7 +365,7 @@ int cli_vm_rm(cli_ctx *c)
  * gate is really stopped (stale).  *pid: the VMM's pid when running. */
 static const char *shown_state(const cli_ctx *c, const store_vm *vm, bool *stale, pid_t *pid)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
 
     *stale = false;
     *pid = 0;
@@ -391,7 +391,7 @@ int cli_vm_list(cli_ctx *c)
 {
     static const char *const backends[] = { STORE_BACKEND_CH, STORE_BACKEND_FC };
     store_db dbs[2];
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     yajl_gen g = NULL;
     int rc = CLI_EXIT_OK;
 
@@ -452,7 +452,7 @@ int cli_vm_list(cli_ctx *c)
 typedef struct inspect_ctx {
     yajl_gen g;
     bool done;
-    char warn[ENG_ERRSTR_MAX];
+    char warn[BASE_ERRSTR_MAX];
 } inspect_ctx;
 
 static void inspect_list_cb(cocoon_engine *e, const cocoon_result *r, const cocoon_listing *l,
@@ -538,7 +538,7 @@ static int inspect_direct(const cli_ctx *c, const char *sock)
 
 int cli_vm_inspect(cli_ctx *c)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     inspect_ctx ic;
     store_vm vm;
     bool stale;
@@ -581,7 +581,7 @@ int cli_vm_inspect(cli_ctx *c)
 
 int cli_vm_debug(cli_ctx *c)
 {
-    char err[ENG_ERRSTR_MAX], **argv = NULL, *text;
+    char err[BASE_ERRSTR_MAX], **argv = NULL, *text;
     store_vm vm;
     int rc = vm_from_flags(c, &vm);
 

@@ -4,7 +4,7 @@
 #include "engine/call.h"
 #include "backends/backend.h"
 #include "engine/engine_int.h"
-#include "engine/err.h"
+#include "base.h"
 #include "http/client.h"
 #include "json/ch.h"
 
@@ -72,8 +72,8 @@ void eng_status_errf(char *err, size_t errlen, const char *prefix, const char *m
     char rendered[1100];
 
     json_error_render(body, body_len, rendered, sizeof(rendered));
-    eng_errf(err, errlen, -EREMOTEIO, "%s%s http://localhost%s \xe2\x86\x92 %d: %s",
-             prefix, method, path, status, rendered);
+    base_errf(err, errlen, -EREMOTEIO, "%s%s http://localhost%s \xe2\x86\x92 %d: %s",
+              prefix, method, path, status, rendered);
 }
 
 struct eng_call {
@@ -88,7 +88,7 @@ struct eng_call {
     ev_timer backoff;
     eng_call_fn *cb;
     void *priv;
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
 };
 
 static bool call_ok(const struct eng_call *c, int status)
@@ -129,7 +129,7 @@ static void call_backoff_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (rc) {
         eng_call_result res = { .err = rc, .errstr = c->err, .body = "" };
 
-        eng_errf(c->err, sizeof(c->err), rc, "%s %s: %s", c->method, c->path, strerror(-rc));
+        base_errf(c->err, sizeof(c->err), rc, "%s %s: %s", c->method, c->path, strerror(-rc));
         c->cb(&res, c->priv);
         call_free(c);
     }
@@ -155,7 +155,7 @@ static void call_done(httpc_conn *conn, const httpc_response *r, void *priv)
     res.body_len = r->body ? r->body_len : 0;
     if (r->err) {
         res.err = r->err;
-        eng_errf(c->err, sizeof(c->err), r->err, "%s", r->errstr);
+        base_errf(c->err, sizeof(c->err), r->err, "%s", r->errstr);
     } else if (!call_ok(c, r->status)) {
         res.err = -EREMOTEIO;
         eng_status_errf(c->err, sizeof(c->err), "", c->method, c->path, r->status,
@@ -250,7 +250,7 @@ static void call_sync_cb(const eng_call_result *r, void *priv)
         memcpy(s->body, r->body, r->body_len);
         s->body[r->body_len] = '\0';
     }
-    eng_errf(s->errbuf, s->errlen, 0, "%s", r->errstr ? r->errstr : "");
+    base_errf(s->errbuf, s->errlen, 0, "%s", r->errstr ? r->errstr : "");
 }
 
 static int call_sync_run(const char *sock_path, const char *method, const char *path,
@@ -267,13 +267,13 @@ static int call_sync_run(const char *sock_path, const char *method, const char *
     if (status)
         *status = 0;
     if (!loop)
-        return eng_errf(err, errlen, -ENOMEM, "%s %s: cannot create event loop",
-                        method, path);
+        return base_errf(err, errlen, -ENOMEM, "%s %s: cannot create event loop",
+                         method, path);
     rc = call_start(loop, sock_path, method, path, body, timeout_ms, ok_codes,
                     allow_retry, call_sync_cb, &s);
     if (rc) {
         ev_loop_destroy(loop);
-        return eng_errf(err, errlen, rc, "%s %s: %s", method, path, strerror(-rc));
+        return base_errf(err, errlen, rc, "%s %s: %s", method, path, strerror(-rc));
     }
     while (!s.done)
         ev_run(loop, EVRUN_ONCE);
@@ -295,24 +295,16 @@ int eng_call_sync(const char *sock_path, const char *method, const char *path,
                          status, body_out, err, errlen);
 }
 
-static double call_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int eng_ping_wait(const char *sock_path, unsigned deadline_ms, char *err, size_t errlen)
 {
     static const int ok[] = { 200, 0 };
-    double deadline = call_now() + deadline_ms / 1000.0;
-    char last[ENG_ERRSTR_MAX] = "";
+    double deadline = base_mono_ns() / 1e9 + deadline_ms / 1000.0;
+    char last[BASE_ERRSTR_MAX] = "";
 
     if (!sock_path)
-        return eng_errf(err, errlen, -EINVAL, "vmm.ping: no socket");
+        return base_errf(err, errlen, -EINVAL, "vmm.ping: no socket");
     for (;;) {
-        double left = deadline - call_now();
+        double left = deadline - base_mono_ns() / 1e9;
         unsigned t = left > 0 ? (unsigned)(left * 1000) + 1 : 1;
         int rc;
 
@@ -322,12 +314,12 @@ int eng_ping_wait(const char *sock_path, unsigned deadline_ms, char *err, size_t
                            NULL, NULL, last, sizeof(last));
         if (rc == 0)
             return 0;
-        if (call_now() + 0.020 >= deadline)
+        if (base_mono_ns() / 1e9 + 0.020 >= deadline)
             break;
         struct timespec ts = { 0, 20 * 1000000L };
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
             ;
     }
-    return eng_errf(err, errlen, -ETIMEDOUT, "vmm.ping %s: no answer within %u ms: %s",
-                    sock_path, deadline_ms, last);
+    return base_errf(err, errlen, -ETIMEDOUT, "vmm.ping %s: no answer within %u ms: %s",
+                     sock_path, deadline_ms, last);
 }

@@ -8,7 +8,7 @@
  * concurrently up to max_inflight_vms, the rest wait in FIFO order. */
 #include "engine/cocoon.h"
 #include "engine/engine_int.h"
-#include "engine/err.h"
+#include "base.h"
 #include "backends/backend.h"
 #include "backends/gate.h"
 #include "backends/spec.h"
@@ -56,7 +56,7 @@ struct eng_op {
     cocoon_done_fn *done;
     cocoon_list_fn *list;
     void *priv;
-    struct timespec t0;
+    uint64_t t0_ns;         /* base_mono_ns() at submit */
     double wait_deadline;
     ev_timer timer;         /* reconcile backoff and detach-wait poll */
     char *res_id, *res_bdf; /* owned */
@@ -144,36 +144,10 @@ struct cocoon_engine {
     ev_timer recheck;
     struct eng_op *recheck_head, *recheck_tail;
 
-    char err[ENG_ERRSTR_MAX];            /* scratch for the current step */
+    char err[BASE_ERRSTR_MAX];            /* scratch for the current step */
 };
 
 static const char *const eng_backends[2] = { STORE_BACKEND_CH, STORE_BACKEND_FC };
-
-/* Eight bytes per multiply: the keys are socket paths that share long
- * prefixes and differ in a few digits near the end, and a fleet's snapshot
- * hashes ten thousand of them. */
-uint64_t eng_hash(const char *s, size_t len)
-{
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ len, w;
-
-    for (; len >= 8; s += 8, len -= 8) {
-        memcpy(&w, s, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdull;
-        h ^= h >> 32;
-    }
-    w = 0;
-    memcpy(&w, s, len);
-    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
-    return h ^ (h >> 29);
-}
-
-static double eng_mono(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static bool op_is_list(const struct eng_op *op)
 {
@@ -196,7 +170,7 @@ static void sidx_fini(struct eng_sidx *x)
 
 static int sidx_put(struct eng_sidx *x, const char *key, long val)
 {
-    size_t i = eng_hash(key, strlen(key)) & (x->cap - 1);
+    size_t i = base_hash(key, strlen(key)) & (x->cap - 1);
 
     while (x->keys[i]) {
         if (strcmp(x->keys[i], key) == 0) {
@@ -217,7 +191,7 @@ static long sidx_get(const struct eng_sidx *x, const char *key)
 
     if (!x->cap)
         return -2;
-    i = eng_hash(key, strlen(key)) & (x->cap - 1);
+    i = base_hash(key, strlen(key)) & (x->cap - 1);
     while (x->keys[i]) {
         if (strcmp(x->keys[i], key) == 0)
             return x->vals[i];
@@ -298,7 +272,7 @@ static const store_vm *eng_resolve(cocoon_engine *e, const char *ref, int *rc)
     db_cache_load(e);
     if (e->db_rc) {
         *rc = e->db_rc;
-        eng_errf(e->err, sizeof(e->err), 0, "%s", e->db_err ? e->db_err : "store load failed");
+        base_errf(e->err, sizeof(e->err), 0, "%s", e->db_err ? e->db_err : "store load failed");
         return NULL;
     }
     for (int tier = 0; tier < 3 && !count[0] && !count[1]; tier++) {
@@ -325,16 +299,16 @@ static const store_vm *eng_resolve(cocoon_engine *e, const char *ref, int *rc)
         }
     }
     if (count[0] > 1 || count[1] > 1) {
-        ch_quote(ref, q, sizeof(q));
-        *rc = eng_errf(e->err, sizeof(e->err), -EINVAL, "ambiguous ref %s: multiple matches", q);
+        base_quote(q, sizeof(q), ref);
+        *rc = base_errf(e->err, sizeof(e->err), -EINVAL, "ambiguous ref %s: multiple matches", q);
         return NULL;
     }
     if (count[0] && count[1]) {
-        *rc = eng_errf(e->err, sizeof(e->err), -EINVAL, "VM ref resolves to multiple backends");
+        *rc = base_errf(e->err, sizeof(e->err), -EINVAL, "VM ref resolves to multiple backends");
         return NULL;
     }
     if (!count[0] && !count[1]) {
-        *rc = eng_errf(e->err, sizeof(e->err), -ENOENT, "VM not found");
+        *rc = base_errf(e->err, sizeof(e->err), -ENOENT, "VM not found");
         return NULL;
     }
     *rc = 0;
@@ -460,19 +434,16 @@ static const char *op_own_text(struct eng_op *op, const char *text)
 static void op_complete(struct eng_op *op, int err, const char *errstr)
 {
     cocoon_engine *e = op->e;
-    struct timespec t1;
     cocoon_result r = { 0 };
     cocoon_listing empty = { 0 };
 
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     r.err = err;
     r.errstr = op_own_text(op, errstr);
     r.vm = op->vm_arg;
     r.device_id = op->res_id;
     r.bdf = op->res_bdf;
     r.http_status = op->http_status;
-    r.latency_us = (uint64_t)(t1.tv_sec - op->t0.tv_sec) * 1000000u +
-                   (uint64_t)((t1.tv_nsec - op->t0.tv_nsec) / 1000);
+    r.latency_us = (base_mono_ns() - op->t0_ns) / 1000;
     e->depth++;
     if (op_is_list(op))
         op->list(e, &r, &empty, op->priv);
@@ -524,19 +495,16 @@ static void op_list_done(struct eng_op *op, const cocoon_listing *l)
 {
     struct eng_vm *vm = op->vm;
     cocoon_engine *e = op->e;
-    struct timespec t1;
     cocoon_result r = { 0 };
 
     vm->cur = NULL;
     vm->head = op->next;
     if (!vm->head)
         vm->tail = NULL;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     r.errstr = "";
     r.vm = op->vm_arg;
     r.http_status = op->http_status;
-    r.latency_us = (uint64_t)(t1.tv_sec - op->t0.tv_sec) * 1000000u +
-                   (uint64_t)((t1.tv_nsec - op->t0.tv_nsec) / 1000);
+    r.latency_us = (base_mono_ns() - op->t0_ns) / 1000;
     e->depth++;
     op->list(e, &r, l, op->priv);
     e->depth--;
@@ -617,7 +585,7 @@ static store_vm *vm_rec_copy(const store_vm *rec)
 static struct eng_vm *vm_get(cocoon_engine *e, const char *key, const store_vm *rec)
 {
     size_t klen = strlen(key);
-    uint64_t h = eng_hash(key, klen);
+    uint64_t h = base_hash(key, klen);
     struct eng_vm *vm;
 
     if (e->nbuckets)
@@ -671,8 +639,8 @@ static int vm_send(struct eng_vm *vm, backend_ep ep, const char *body, size_t le
     const char *method, *path;
 
     if (!row)
-        return eng_errf(e->err, sizeof(e->err), -EOPNOTSUPP, "backend %s has no such endpoint",
-                        vm->ops ? vm->ops->short_name : "?");
+        return base_errf(e->err, sizeof(e->err), -EOPNOTSUPP, "backend %s has no such endpoint",
+                         vm->ops ? vm->ops->short_name : "?");
     method = row->method;
     path = row->path;
 
@@ -681,13 +649,13 @@ static int vm_send(struct eng_vm *vm, backend_ep ep, const char *body, size_t le
         if (!vm->conn) {
             int er = errno ? errno : ENOMEM;
 
-            return eng_errf(e->err, sizeof(e->err), -er, "connect(%s): %s",
-                            vm_sock(vm), strerror(er));
+            return base_errf(e->err, sizeof(e->err), -er, "connect(%s): %s",
+                             vm_sock(vm), strerror(er));
         }
     }
     int rc = httpc_conn_send(vm->conn, method, path, body, len, e->timeout_ms, on_http, vm);
     if (rc)
-        eng_errf(e->err, sizeof(e->err), rc, "%s %s: %s", method, path, strerror(-rc));
+        base_errf(e->err, sizeof(e->err), rc, "%s %s: %s", method, path, strerror(-rc));
     return rc;
 }
 
@@ -698,10 +666,10 @@ static void op_send_info(struct eng_op *op, enum op_step step)
     op->step = (unsigned char)step;
     rc = vm_send(op->vm, BACKEND_EP_INFO, NULL, 0);
     if (rc) {
-        char tmp[ENG_ERRSTR_MAX];
+        char tmp[BASE_ERRSTR_MAX];
 
         memcpy(tmp, op->e->err, sizeof(tmp));
-        eng_errf(op->e->err, sizeof(op->e->err), rc, "query vm.info: %s", tmp);
+        base_errf(op->e->err, sizeof(op->e->err), rc, "query vm.info: %s", tmp);
         op_fail(op, rc);
     }
 }
@@ -747,11 +715,11 @@ static void op_send_put(struct eng_op *op, char *body, size_t len)
     rc = vm_send(op->vm, op_put_ep(op), body, len);
     free(body);
     if (rc) {
-        char tmp[ENG_ERRSTR_MAX], pre[128];
+        char tmp[BASE_ERRSTR_MAX], pre[128];
 
         memcpy(tmp, op->e->err, sizeof(tmp));
         op_prefix(op, pre, sizeof(pre));
-        eng_errf(op->e->err, sizeof(op->e->err), rc, "%s%s", pre, tmp);
+        base_errf(op->e->err, sizeof(op->e->err), rc, "%s%s", pre, tmp);
         op_fail(op, rc);
     }
 }
@@ -766,10 +734,10 @@ static void op_fs_put(struct eng_op *op)
     int rc = json_fs_config_encode(&jf, &body, &len, e->err, sizeof(e->err));
 
     if (rc) {
-        char tmp[ENG_ERRSTR_MAX];
+        char tmp[BASE_ERRSTR_MAX];
 
         memcpy(tmp, e->err, sizeof(tmp));
-        eng_errf(e->err, sizeof(e->err), rc, "vm.add-fs: %s", tmp);
+        base_errf(e->err, sizeof(e->err), rc, "vm.add-fs: %s", tmp);
         free(body);
         op_fail(op, rc);
         return;
@@ -849,11 +817,11 @@ static bool op_decode_info(struct eng_op *op, const httpc_response *r, json_vm_i
                            const char *prefix)
 {
     cocoon_engine *e = op->e;
-    char tmp[ENG_ERRSTR_MAX];
+    char tmp[BASE_ERRSTR_MAX];
     int rc;
 
     if (r->err) {
-        eng_errf(e->err, sizeof(e->err), r->err, "%squery vm.info: %s", prefix, r->errstr);
+        base_errf(e->err, sizeof(e->err), r->err, "%squery vm.info: %s", prefix, r->errstr);
         op_fail(op, op->lost_err ? op->lost_err : r->err);
         return false;
     }
@@ -862,7 +830,7 @@ static bool op_decode_info(struct eng_op *op, const httpc_response *r, json_vm_i
 
         eng_status_errf(tmp, sizeof(tmp), "", row->method, row->path, r->status, r->body,
                         r->body_len);
-        eng_errf(e->err, sizeof(e->err), 0, "%squery vm.info: %s", prefix, tmp);
+        base_errf(e->err, sizeof(e->err), 0, "%squery vm.info: %s", prefix, tmp);
         op_fail(op, op->lost_err ? op->lost_err : -EREMOTEIO);
         return false;
     }
@@ -870,7 +838,7 @@ static bool op_decode_info(struct eng_op *op, const httpc_response *r, json_vm_i
     rc = json_vm_info_decode(r->body, r->body_len, vi, tmp, sizeof(tmp));
     if (rc) {
         json_vm_info_fini(vi);
-        eng_errf(e->err, sizeof(e->err), rc, "%sdecode vm.info: %s", prefix, tmp);
+        base_errf(e->err, sizeof(e->err), rc, "%sdecode vm.info: %s", prefix, tmp);
         op_fail(op, op->lost_err ? op->lost_err : rc);
         return false;
     }
@@ -906,8 +874,8 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
             op_list_empty(op);
             return;
         }
-        eng_errf(e->err, sizeof(e->err), 0, "vm %s is not created: VM not running",
-                 vm_sock(op->vm));
+        base_errf(e->err, sizeof(e->err), 0, "vm %s is not created: VM not running",
+                  vm_sock(op->vm));
         op_fail(op, -EHOSTDOWN);
         return;
     }
@@ -925,7 +893,7 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
             op_list_empty(op);
             return;
         }
-        eng_errf(e->err, sizeof(e->err), 0, "vm %s is %s: VM not running", vm_sock(op->vm), st);
+        base_errf(e->err, sizeof(e->err), 0, "vm %s is %s: VM not running", vm_sock(op->vm), st);
         op_fail(op, -EHOSTDOWN);
         return;
     }
@@ -937,7 +905,7 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
         rc = ch_listing_build(&vi, &l);
         if (rc) {
             json_vm_info_fini(&vi);
-            eng_errf(e->err, sizeof(e->err), rc, "list: out of memory");
+            base_errf(e->err, sizeof(e->err), rc, "list: out of memory");
             op_fail(op, rc);
             return;
         }
@@ -974,10 +942,10 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
         json_vm_info_fini(&vi);
         if (!rc && (rc = json_device_config_encode(op->dev_id, op->path, &body, &len,
                                                    e->err, sizeof(e->err)))) {
-            char tmp[ENG_ERRSTR_MAX];
+            char tmp[BASE_ERRSTR_MAX];
 
             memcpy(tmp, e->err, sizeof(tmp));
-            eng_errf(e->err, sizeof(e->err), rc, "vm.add-device: %s", tmp);
+            base_errf(e->err, sizeof(e->err), rc, "vm.add-device: %s", tmp);
         }
         break;
     case OP_FS_DETACH: {
@@ -985,7 +953,7 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
 
         rc = ops->fs_detach_find(&vi, op->tag, &id, e->err, sizeof(e->err));
         if (!rc && !(op->res_id = strdup(id)))
-            rc = eng_errf(e->err, sizeof(e->err), -ENOMEM, "fs detach: out of memory");
+            rc = base_errf(e->err, sizeof(e->err), -ENOMEM, "fs detach: out of memory");
         json_vm_info_fini(&vi);
         if (!rc)
             rc = json_remove_device_encode(op->res_id, &body, &len, e->err, sizeof(e->err));
@@ -995,7 +963,7 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
         rc = ops->device_detach_check(&vi, op->dev_id, e->err, sizeof(e->err));
         json_vm_info_fini(&vi);
         if (!rc && !(op->res_id = strdup(op->dev_id)))
-            rc = eng_errf(e->err, sizeof(e->err), -ENOMEM, "device detach: out of memory");
+            rc = base_errf(e->err, sizeof(e->err), -ENOMEM, "device detach: out of memory");
         if (!rc)
             rc = json_remove_device_encode(op->res_id, &body, &len, e->err, sizeof(e->err));
         break;
@@ -1020,7 +988,7 @@ static void op_detached(struct eng_op *op, char *note)
         op_finish(op, 0, op->msg ? op->msg : "");
         return;
     }
-    op->wait_deadline = eng_mono() + op->wait_ms / 1000.0;
+    op->wait_deadline = base_mono_ns() / 1e9 + op->wait_ms / 1000.0;
     op_send_info(op, ST_WAIT);
 }
 
@@ -1040,20 +1008,20 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
             return;
         }
         op_prefix(op, pre, sizeof(pre));
-        eng_errf(e->err, sizeof(e->err), r->err, "%s%s", pre, r->errstr);
+        base_errf(e->err, sizeof(e->err), r->err, "%s%s", pre, r->errstr);
         op_fail(op, r->err);
         return;
     }
     if (attach && backend_endpoint_ok(op_put_row(op), r->status)) {
         if (r->status == 200 && r->body_len > 0) {
             json_pci_info pi = { 0 };
-            char tmp[ENG_ERRSTR_MAX];
+            char tmp[BASE_ERRSTR_MAX];
             int rc = json_pci_info_decode(r->body, r->body_len, &pi, tmp, sizeof(tmp));
 
             if (rc) {
                 json_pci_info_fini(&pi);
                 op_prefix(op, pre, sizeof(pre));
-                eng_errf(e->err, sizeof(e->err), rc, "%sdecode PciDeviceInfo: %s", pre, tmp);
+                base_errf(e->err, sizeof(e->err), rc, "%sdecode PciDeviceInfo: %s", pre, tmp);
                 op_fail(op, rc);
                 return;
             }
@@ -1066,15 +1034,15 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
         const char *fallback = op->kind == OP_FS_ATTACH ? op->fs_id
                                : (op->dev_id && *op->dev_id ? op->dev_id : NULL);
         if (!fallback) {
-            eng_errf(e->err, sizeof(e->err), 0,
-                     "%s: empty response body and no fallback id (CH returned no "
-                     "PciDeviceInfo)", op_endpoint(op));
+            base_errf(e->err, sizeof(e->err), 0,
+                      "%s: empty response body and no fallback id (CH returned no "
+                      "PciDeviceInfo)", op_endpoint(op));
             op_fail(op, -EBADMSG);
             return;
         }
         if (!(op->res_id = strdup(fallback))) {
             op_prefix(op, pre, sizeof(pre));
-            eng_errf(e->err, sizeof(e->err), 0, "%sout of memory", pre);
+            base_errf(e->err, sizeof(e->err), 0, "%sout of memory", pre);
             op_fail(op, -ENOMEM);
             return;
         }
@@ -1150,29 +1118,29 @@ static void op_after_reconcile(struct eng_op *op, const httpc_response *r)
     if (op->kind == OP_FS_ATTACH || op->kind == OP_DEV_ATTACH) {
         if (present && !(op->res_id = strdup(id))) {
             json_vm_info_fini(&vi);
-            eng_errf(e->err, sizeof(e->err), 0, "%sout of memory", pre);
+            base_errf(e->err, sizeof(e->err), 0, "%sout of memory", pre);
             op_fail(op, -ENOMEM);
             return;
         }
         json_vm_info_fini(&vi);
         if (!present) {
-            eng_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows no such device", pre);
+            base_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows no such device", pre);
             op_fail(op, op->lost_err);
             return;
         }
-        eng_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows the device attached (id=%s)",
-                 pre, op->res_id);
+        base_errf(e->err, sizeof(e->err), 0,
+                  "%sreply lost; vm.info shows the device attached (id=%s)", pre, op->res_id);
         op_finish(op, 0, e->err);
         return;
     }
     json_vm_info_fini(&vi);
     if (present) {
-        eng_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows the device still attached",
-                 pre);
+        base_errf(e->err, sizeof(e->err), 0,
+                  "%sreply lost; vm.info shows the device still attached", pre);
         op_fail(op, op->lost_err);
         return;
     }
-    eng_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows the device removed", pre);
+    base_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows the device removed", pre);
     note = strdup(e->err);
     op_detached(op, note);
 }
@@ -1204,12 +1172,12 @@ static void op_after_wait(struct eng_op *op, const httpc_response *r)
         op_finish(op, 0, op->msg ? op->msg : "");
         return;
     }
-    now = eng_mono();
+    now = base_mono_ns() / 1e9;
     left = op->wait_deadline - now;
     if (left <= 0) {
-        eng_errf(e->err, sizeof(e->err), 0,
-                 "device %s removal requested but not yet ejected by the guest after %ds",
-                 op->res_id, (int)((op->wait_ms + 999) / 1000));
+        base_errf(e->err, sizeof(e->err), 0,
+                  "device %s removal requested but not yet ejected by the guest after %ds",
+                  op->res_id, (int)((op->wait_ms + 999) / 1000));
         op_fail(op, -ETIMEDOUT);
         return;
     }
@@ -1393,25 +1361,25 @@ static void op_begin(cocoon_engine *e, struct eng_op *op)
         key[0] = 'D';
         memcpy(key + 1, op->vm_arg, n + 1);
     } else {
-        char tmp[ENG_ERRSTR_MAX];
+        char tmp[BASE_ERRSTR_MAX];
         char *sock;
         size_t n;
 
         rec = eng_resolve(e, op->vm_arg, &rc);
         if (!rec) {
             memcpy(tmp, e->err, sizeof(tmp));
-            eng_errf(e->err, sizeof(e->err), 0, "%s: vm %s: %s", op_names[op->kind],
-                     op->vm_arg, tmp);
+            base_errf(e->err, sizeof(e->err), 0, "%s: vm %s: %s", op_names[op->kind],
+                      op->vm_arg, tmp);
             op_complete(op, rc, e->err);
             return;
         }
         ops = backend_by_name(rec->backend);
         if (!ops || (op_is_fs(op) ? !ops->fs_attach_check : !ops->device_attach_check) ||
             (op->kind == OP_LIST && (!ops->fs_attach_check || !ops->device_attach_check))) {
-            eng_errf(e->err, sizeof(e->err), 0,
-                     "%s: backend %s: backend does not support %s", op_names[op->kind],
-                     ops ? ops->short_name : rec->backend,
-                     op_is_fs(op) || op->kind == OP_LIST ? "fs attach" : "device attach");
+            base_errf(e->err, sizeof(e->err), 0,
+                      "%s: backend %s: backend does not support %s", op_names[op->kind],
+                      ops ? ops->short_name : rec->backend,
+                      op_is_fs(op) || op->kind == OP_LIST ? "fs attach" : "device attach");
             op_complete(op, -EOPNOTSUPP, e->err);
             return;
         }
@@ -1488,7 +1456,7 @@ static struct eng_op *op_new(cocoon_engine *e, enum op_kind kind, const char *vm
     op = calloc(1, sizeof(*op) + total);
     if (!op)
         return NULL;
-    clock_gettime(CLOCK_MONOTONIC, &op->t0);
+    op->t0_ns = base_mono_ns();
     op->e = e;
     op->kind = (unsigned char)kind;
     ev_timer_init(&op->timer, op_wait_poll_cb, 0., 0.);
@@ -1620,8 +1588,8 @@ static int detach_submit(cocoon_engine *e, enum op_kind kind, const char *vm, co
     if (!vm || !cb)
         return -EINVAL;
     if (!arg || !*arg)
-        vrc = eng_errf(e->err, sizeof(e->err), -EINVAL, "%s is required",
-                       kind == OP_FS_DETACH ? "tag" : "id");
+        vrc = base_errf(e->err, sizeof(e->err), -EINVAL, "%s is required",
+                        kind == OP_FS_DETACH ? "tag" : "id");
     op = op_new(e, kind, vm, (const char *const[]){ vrc ? NULL : arg }, 1, out);
     if (!op)
         return -ENOMEM;

@@ -1,11 +1,10 @@
-/* engine/engine_int.h: helpers shared by engine/engine.c, engine/call.c and
- * backends/ch.c; not installed, not part of the public API. */
+/* engine/engine_int.h: helpers shared by engine/engine.c and
+ * engine/call.c; not installed, not part of the public API. */
 #ifndef COCOON_ENGINE_INT_H
 #define COCOON_ENGINE_INT_H
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
 /* A failure a retryable endpoint may repeat after: a connection-level error
  * (err != 0) or, when err == 0, a 5xx or 429 status. */
@@ -19,9 +18,5 @@ unsigned eng_backoff_ms(int attempt);
  * err, the body rendered by json_error_render. */
 void eng_status_errf(char *err, size_t errlen, const char *prefix, const char *method,
                      const char *path, int status, const char *body, size_t body_len);
-
-/* A 64-bit hash of len bytes of s: the hash of every table in the engine and of
- * the listening socket snapshot in backends/ch.c. */
-uint64_t eng_hash(const char *s, size_t len);
 
 #endif

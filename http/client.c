@@ -14,7 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "engine/err.h"
+#include "base.h"
 #include "http/response.h"
 
 #define HTTPC_DEFAULT_TIMEOUT_MS 30000u
@@ -54,7 +54,7 @@ struct httpc_conn {
 
     int depth;              /* callbacks currently running */
     bool free_pending;
-    char errstr[ENG_ERRSTR_MAX];
+    char errstr[BASE_ERRSTR_MAX];
 };
 
 static const char *conn_strerror(int e, char *buf, size_t n)
@@ -132,7 +132,7 @@ static void conn_done(httpc_conn *c, int err)
 
     /* The callback may send and then free c, whose -ECANCELED completion
      * rewrites c->errstr while this callback still reads r. */
-    char errstr[ENG_ERRSTR_MAX];
+    char errstr[BASE_ERRSTR_MAX];
     if (err)
         snprintf(errstr, sizeof errstr, "%s", c->errstr);
     httpc_response r = {
@@ -194,9 +194,9 @@ static void conn_connect(httpc_conn *c)
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         e = errno;
-        conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -e,
-                              "socket(AF_UNIX): %s",
-                              conn_strerror(e, eb, sizeof eb)));
+        conn_done(c, base_errf(c->errstr, sizeof c->errstr, -e,
+                               "socket(AF_UNIX): %s",
+                               conn_strerror(e, eb, sizeof eb)));
         return;
     }
     c->reused = false;
@@ -217,8 +217,8 @@ static void conn_connect(httpc_conn *c)
         conn_kick_later(c, HTTPC_CONNECT_RETRY);
         return;
     }
-    conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -e, "connect(%s): %s",
-                          c->addr.sun_path, conn_strerror(e, eb, sizeof eb)));
+    conn_done(c, base_errf(c->errstr, sizeof c->errstr, -e, "connect(%s): %s",
+                           c->addr.sun_path, conn_strerror(e, eb, sizeof eb)));
 }
 
 /* Connects (and sends) from the loop, so that a connect failure never
@@ -253,9 +253,9 @@ static void conn_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
     else
         what = "waiting for reply from";
     conn_close(c);
-    conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -ETIMEDOUT,
-                          "timeout after %u ms %s %s", c->timeout_ms, what,
-                          c->addr.sun_path));
+    conn_done(c, base_errf(c->errstr, sizeof c->errstr, -ETIMEDOUT,
+                           "timeout after %u ms %s %s", c->timeout_ms, what,
+                           c->addr.sun_path));
 }
 
 /* The peer closed the stream: a close-delimited body ends here, anything
@@ -271,19 +271,19 @@ static void conn_eof(httpc_conn *c)
     if (rc == HTTPC_RESP_DONE) {
         conn_done(c, 0);
     } else if (rc == -ECONNRESET && c->send_err) {
-        conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -ECONNRESET,
-                              "connection closed by peer before complete "
-                              "reply from %s (%s; send: %s)",
-                              c->addr.sun_path, httpc_resp_errstr(c->resp),
-                              conn_strerror(c->send_err, eb, sizeof eb)));
+        conn_done(c, base_errf(c->errstr, sizeof c->errstr, -ECONNRESET,
+                               "connection closed by peer before complete "
+                               "reply from %s (%s; send: %s)",
+                               c->addr.sun_path, httpc_resp_errstr(c->resp),
+                               conn_strerror(c->send_err, eb, sizeof eb)));
     } else if (rc == -ECONNRESET) {
-        conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -ECONNRESET,
-                              "connection closed by peer before complete "
-                              "reply from %s (%s)",
-                              c->addr.sun_path, httpc_resp_errstr(c->resp)));
+        conn_done(c, base_errf(c->errstr, sizeof c->errstr, -ECONNRESET,
+                               "connection closed by peer before complete "
+                               "reply from %s (%s)",
+                               c->addr.sun_path, httpc_resp_errstr(c->resp)));
     } else {
-        conn_done(c, eng_errf(c->errstr, sizeof c->errstr, rc, "%s",
-                              httpc_resp_errstr(c->resp)));
+        conn_done(c, base_errf(c->errstr, sizeof c->errstr, rc, "%s",
+                               httpc_resp_errstr(c->resp)));
     }
 }
 
@@ -310,8 +310,8 @@ static bool conn_read(httpc_conn *c)
                     c->reuse_ok = false;
                 conn_done(c, 0);
             } else {
-                conn_done(c, eng_errf(c->errstr, sizeof c->errstr, rc, "%s",
-                                      httpc_resp_errstr(c->resp)));
+                conn_done(c, base_errf(c->errstr, sizeof c->errstr, rc, "%s",
+                                       httpc_resp_errstr(c->resp)));
             }
             return true;
         }
@@ -328,8 +328,8 @@ static bool conn_read(httpc_conn *c)
             conn_eof(c);
             return true;
         }
-        conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -e, "recv(%s): %s",
-                              c->addr.sun_path, conn_strerror(e, eb, sizeof eb)));
+        conn_done(c, base_errf(c->errstr, sizeof c->errstr, -e, "recv(%s): %s",
+                               c->addr.sun_path, conn_strerror(e, eb, sizeof eb)));
         return true;
     }
     return false;
@@ -388,9 +388,9 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
             soerr = errno;
         if (soerr) {
             conn_close(c);
-            conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -soerr,
-                                  "connect(%s): %s", c->addr.sun_path,
-                                  conn_strerror(soerr, eb, sizeof eb)));
+            conn_done(c, base_errf(c->errstr, sizeof c->errstr, -soerr,
+                                   "connect(%s): %s", c->addr.sun_path,
+                                   conn_strerror(soerr, eb, sizeof eb)));
             return;
         }
         c->state = CONN_OPEN;
@@ -447,9 +447,9 @@ void httpc_conn_free(httpc_conn *c)
     if (c->busy) {
         conn_close(c);
         /* conn_done destroys c once no callback is running. */
-        conn_done(c, eng_errf(c->errstr, sizeof c->errstr, -ECANCELED,
-                              "request to %s cancelled: connection freed",
-                              c->addr.sun_path));
+        conn_done(c, base_errf(c->errstr, sizeof c->errstr, -ECANCELED,
+                               "request to %s cancelled: connection freed",
+                               c->addr.sun_path));
         return;
     }
     if (c->depth == 0)

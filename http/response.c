@@ -8,7 +8,7 @@
 
 #include <llhttp.h>
 
-#include "engine/err.h"
+#include "base.h"
 #include "http/client.h"
 
 struct httpc_resp {
@@ -24,7 +24,7 @@ struct httpc_resp {
     size_t total;           /* bytes consumed since the last reset */
     char *body;             /* body_cap bytes, always NUL-terminated */
     size_t body_len, body_cap;
-    char errstr[ENG_ERRSTR_MAX];
+    char errstr[BASE_ERRSTR_MAX];
 };
 
 static int resp_on_message_begin(llhttp_t *p);
@@ -88,15 +88,15 @@ static int resp_on_body(llhttp_t *p, const char *at, size_t len)
 {
     httpc_resp *r = p->data;
     if (len > HTTPC_MAX_BODY_BYTES - r->body_len) {
-        r->cb_err = eng_errf(r->errstr, sizeof r->errstr, -EMSGSIZE,
-                             "response body exceeds %u bytes",
-                             HTTPC_MAX_BODY_BYTES);
+        r->cb_err = base_errf(r->errstr, sizeof r->errstr, -EMSGSIZE,
+                              "response body exceeds %u bytes",
+                              HTTPC_MAX_BODY_BYTES);
         return HPE_USER;
     }
     if (resp_grow(r, r->body_len + len + 1) < 0) {
-        r->cb_err = eng_errf(r->errstr, sizeof r->errstr, -ENOMEM,
-                             "out of memory for a %zu-byte response body",
-                             r->body_len + len);
+        r->cb_err = base_errf(r->errstr, sizeof r->errstr, -ENOMEM,
+                              "out of memory for a %zu-byte response body",
+                              r->body_len + len);
         return HPE_USER;
     }
     memcpy(r->body + r->body_len, at, len);
@@ -129,8 +129,8 @@ static int resp_fail(httpc_resp *r, llhttp_errno_t e)
         why = llhttp_get_error_reason(&r->p);
     if (!why || !*why)
         why = llhttp_errno_name(e);
-    r->state = eng_errf(r->errstr, sizeof r->errstr, -EPROTO,
-                        "malformed HTTP response: %s", why);
+    r->state = base_errf(r->errstr, sizeof r->errstr, -EPROTO,
+                         "malformed HTTP response: %s", why);
     return r->state;
 }
 
@@ -172,9 +172,9 @@ void httpc_resp_reset(httpc_resp *r)
 
 static int resp_header_limit(httpc_resp *r)
 {
-    return r->state = eng_errf(r->errstr, sizeof r->errstr, -EMSGSIZE,
-                               "response header block exceeds %u bytes",
-                               HTTPC_MAX_HEADER_BYTES);
+    return r->state = base_errf(r->errstr, sizeof r->errstr, -EMSGSIZE,
+                                "response header block exceeds %u bytes",
+                                HTTPC_MAX_HEADER_BYTES);
 }
 
 /* Called when the parser paused at the end of the header block. */
@@ -184,23 +184,23 @@ static int resp_headers_done(httpc_resp *r)
         return resp_header_limit(r);
     /* llhttp takes any three digits; below 100 there is no HTTP status. */
     if (r->status < 100)
-        return r->state = eng_errf(r->errstr, sizeof r->errstr, -EPROTO,
-                                   "malformed HTTP response: invalid status "
-                                   "code %d", r->status);
+        return r->state = base_errf(r->errstr, sizeof r->errstr, -EPROTO,
+                                    "malformed HTTP response: invalid status "
+                                    "code %d", r->status);
     if ((r->p.flags & F_CONTENT_LENGTH) &&
         r->p.content_length > HTTPC_MAX_BODY_BYTES)
-        return r->state = eng_errf(r->errstr, sizeof r->errstr, -EMSGSIZE,
-                                   "response body exceeds %u bytes "
-                                   "(Content-Length: %" PRIu64 ")",
-                                   HTTPC_MAX_BODY_BYTES,
-                                   (uint64_t)r->p.content_length);
+        return r->state = base_errf(r->errstr, sizeof r->errstr, -EMSGSIZE,
+                                    "response body exceeds %u bytes "
+                                    "(Content-Length: %" PRIu64 ")",
+                                    HTTPC_MAX_BODY_BYTES,
+                                    (uint64_t)r->p.content_length);
     /* Reserve the announced size once instead of growing by doubling. */
     if ((r->p.flags & F_CONTENT_LENGTH) && r->p.content_length > 0 &&
         resp_grow(r, (size_t)r->p.content_length + 1) < 0)
-        return r->state = eng_errf(r->errstr, sizeof r->errstr, -ENOMEM,
-                                   "out of memory for a %" PRIu64
-                                   "-byte response body",
-                                   (uint64_t)r->p.content_length);
+        return r->state = base_errf(r->errstr, sizeof r->errstr, -ENOMEM,
+                                    "out of memory for a %" PRIu64
+                                    "-byte response body",
+                                    (uint64_t)r->p.content_length);
     return HTTPC_RESP_MORE;
 }
 
@@ -269,8 +269,8 @@ int httpc_resp_finish(httpc_resp *r)
     if (r->state != HTTPC_RESP_MORE)
         return r->state;
     if (r->total == 0)
-        return r->state = eng_errf(r->errstr, sizeof r->errstr, -ECONNRESET,
-                                   "no bytes received");
+        return r->state = base_errf(r->errstr, sizeof r->errstr, -ECONNRESET,
+                                    "no bytes received");
     /* A close-delimited body completes here; anything else still open is a
      * truncated reply whatever llhttp_finish returns. */
     (void)llhttp_finish(&r->p);
@@ -279,15 +279,15 @@ int httpc_resp_finish(httpc_resp *r)
         return r->state;
     }
     if (!r->headers_done)
-        return r->state = eng_errf(r->errstr, sizeof r->errstr, -ECONNRESET,
-                                   "in headers after %zu bytes", r->hdr_bytes);
+        return r->state = base_errf(r->errstr, sizeof r->errstr, -ECONNRESET,
+                                    "in headers after %zu bytes", r->hdr_bytes);
     if (r->p.flags & F_CHUNKED)
-        return r->state = eng_errf(r->errstr, sizeof r->errstr, -ECONNRESET,
-                                   "in chunked body after %zu bytes",
-                                   r->body_len);
-    return r->state = eng_errf(r->errstr, sizeof r->errstr, -ECONNRESET,
-                               "in body after %zu of %zu bytes", r->body_len,
-                               r->body_len + (size_t)r->p.content_length);
+        return r->state = base_errf(r->errstr, sizeof r->errstr, -ECONNRESET,
+                                    "in chunked body after %zu bytes",
+                                    r->body_len);
+    return r->state = base_errf(r->errstr, sizeof r->errstr, -ECONNRESET,
+                                "in body after %zu of %zu bytes", r->body_len,
+                                r->body_len + (size_t)r->p.content_length);
 }
 
 int httpc_resp_status(const httpc_resp *r)

@@ -8,7 +8,7 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
-#include "engine/err.h"
+#include "base.h"
 
 /* Bounds on what a decoder accepts.  vm.info nests about six levels deep
  * (device_tree.<id>.resources[i].<kind>), so 64 leaves ample room while
@@ -28,21 +28,21 @@ static int gen_check(yajl_gen_status st, const char *what, char *err, size_t err
     case yajl_gen_status_ok:
         return 0;
     case yajl_gen_invalid_string:
-        return eng_errf(err, errlen, -EINVAL, "%s: invalid UTF-8", what);
+        return base_errf(err, errlen, -EINVAL, "%s: invalid UTF-8", what);
     case yajl_gen_keys_must_be_strings:
-        return eng_errf(err, errlen, -EINVAL, "%s: JSON keys must be strings", what);
+        return base_errf(err, errlen, -EINVAL, "%s: JSON keys must be strings", what);
     case yajl_max_depth_exceeded:
-        return eng_errf(err, errlen, -EINVAL, "%s: JSON nesting too deep", what);
+        return base_errf(err, errlen, -EINVAL, "%s: JSON nesting too deep", what);
     case yajl_gen_in_error_state:
-        return eng_errf(err, errlen, -EINVAL, "%s: JSON generator in error state", what);
+        return base_errf(err, errlen, -EINVAL, "%s: JSON generator in error state", what);
     case yajl_gen_generation_complete:
-        return eng_errf(err, errlen, -EINVAL, "%s: JSON document already complete", what);
+        return base_errf(err, errlen, -EINVAL, "%s: JSON document already complete", what);
     case yajl_gen_invalid_number:
-        return eng_errf(err, errlen, -EINVAL, "%s: invalid JSON number", what);
+        return base_errf(err, errlen, -EINVAL, "%s: invalid JSON number", what);
     case yajl_gen_no_buf:
-        return eng_errf(err, errlen, -EINVAL, "%s: JSON generator has no buffer", what);
+        return base_errf(err, errlen, -EINVAL, "%s: JSON generator has no buffer", what);
     }
-    return eng_errf(err, errlen, -EINVAL, "%s: JSON generator status %d", what, (int)st);
+    return base_errf(err, errlen, -EINVAL, "%s: JSON generator status %d", what, (int)st);
 }
 
 typedef struct enc {
@@ -105,7 +105,7 @@ static void enc_str(enc *e, const char *s, const char *what)
     if (e->rc != 0)
         return;
     if (!s) {
-        e->rc = eng_errf(e->err, e->errlen, -EINVAL, "%s: missing", what);
+        e->rc = base_errf(e->err, e->errlen, -EINVAL, "%s: missing", what);
         return;
     }
     len = strlen(s);
@@ -128,11 +128,11 @@ static int enc_begin(enc *e, char *err, size_t errlen)
     e->rc = 0;
     e->g = yajl_gen_alloc(NULL);
     if (!e->g)
-        return eng_errf(err, errlen, -ENOMEM, "JSON generator: out of memory");
+        return base_errf(err, errlen, -ENOMEM, "JSON generator: out of memory");
     /* Socket paths and ids come from users: never emit invalid UTF-8. */
     if (!yajl_gen_config(e->g, yajl_gen_validate_utf8, 1)) {
         yajl_gen_free(e->g);
-        return eng_errf(err, errlen, -EINVAL, "JSON generator: cannot enable UTF-8 validation");
+        return base_errf(err, errlen, -EINVAL, "JSON generator: cannot enable UTF-8 validation");
     }
     enc_st(e, yajl_gen_map_open(e->g), "object");
     return 0;
@@ -149,7 +149,7 @@ static int enc_end(enc *e, char **out, size_t *out_len)
     if (e->rc == 0) {
         char *copy = malloc(len + 1);
         if (!copy) {
-            e->rc = eng_errf(e->err, e->errlen, -ENOMEM, "JSON encode: out of memory");
+            e->rc = base_errf(e->err, e->errlen, -ENOMEM, "JSON encode: out of memory");
         } else {
             memcpy(copy, buf, len);
             copy[len] = '\0';
@@ -168,7 +168,7 @@ int json_fs_config_encode(const json_fs *fs, char **out, size_t *out_len,
     int rc;
 
     if (!fs || !out || !out_len)
-        return eng_errf(err, errlen, -EINVAL, "FsConfig: missing argument");
+        return base_errf(err, errlen, -EINVAL, "FsConfig: missing argument");
     rc = enc_begin(&e, err, errlen);
     if (rc < 0)
         return rc;
@@ -194,7 +194,7 @@ int json_device_config_encode(const char *id, const char *path, char **out,
     int rc;
 
     if (!out || !out_len)
-        return eng_errf(err, errlen, -EINVAL, "DeviceConfig: missing argument");
+        return base_errf(err, errlen, -EINVAL, "DeviceConfig: missing argument");
     rc = enc_begin(&e, err, errlen);
     if (rc < 0)
         return rc;
@@ -214,7 +214,7 @@ int json_remove_device_encode(const char *id, char **out, size_t *out_len,
     int rc;
 
     if (!out || !out_len)
-        return eng_errf(err, errlen, -EINVAL, "remove-device: missing argument");
+        return base_errf(err, errlen, -EINVAL, "remove-device: missing argument");
     rc = enc_begin(&e, err, errlen);
     if (rc < 0)
         return rc;
@@ -327,7 +327,7 @@ static int dec_fail(dec *d, int rc, const char *what)
 
     if (d->rc == 0) {
         dec_path(d, path, sizeof(path));
-        d->rc = eng_errf(d->err, d->errlen, rc, "%s: %s", path, what);
+        d->rc = base_errf(d->err, d->errlen, rc, "%s: %s", path, what);
     }
     return 0;
 }
@@ -335,7 +335,7 @@ static int dec_fail(dec *d, int rc, const char *what)
 static int dec_nomem(dec *d)
 {
     if (d->rc == 0)
-        d->rc = eng_errf(d->err, d->errlen, -ENOMEM, "decode: out of memory");
+        d->rc = base_errf(d->err, d->errlen, -ENOMEM, "decode: out of memory");
     return 0;
 }
 
@@ -548,8 +548,8 @@ static int dec_push(dec *d, node kind, bool is_array)
     if (d->depth == JSON_MAX_DEPTH) {
         /* The path would be as deep as the nesting: say only what broke. */
         if (d->rc == 0)
-            d->rc = eng_errf(d->err, d->errlen, -EBADMSG,
-                             "JSON nesting deeper than %d levels", JSON_MAX_DEPTH);
+            d->rc = base_errf(d->err, d->errlen, -EBADMSG,
+                              "JSON nesting deeper than %d levels", JSON_MAX_DEPTH);
         return 0;
     }
     f = &d->stack[d->depth++];
@@ -717,11 +717,11 @@ static int dec_run(dec *d, const char *buf, size_t len)
     yajl_status st;
 
     if (len > JSON_MAX_BODY)
-        return eng_errf(d->err, d->errlen, -EBADMSG,
-                        "body of %zu bytes exceeds the %u-byte limit", len, JSON_MAX_BODY);
+        return base_errf(d->err, d->errlen, -EBADMSG,
+                         "body of %zu bytes exceeds the %u-byte limit", len, JSON_MAX_BODY);
     h = yajl_alloc(&dec_callbacks, NULL, d);
     if (!h)
-        return eng_errf(d->err, d->errlen, -ENOMEM, "JSON parser: out of memory");
+        return base_errf(d->err, d->errlen, -ENOMEM, "JSON parser: out of memory");
     st = yajl_parse(h, (const unsigned char *)buf, len);
     if (st == yajl_status_ok)
         st = yajl_complete_parse(h);
@@ -731,14 +731,14 @@ static int dec_run(dec *d, const char *buf, size_t len)
             size_t n = strlen((char *)msg);
             while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
                 msg[--n] = '\0';
-            eng_errf(d->err, d->errlen, -EBADMSG, "malformed JSON: %s", (char *)msg);
+            base_errf(d->err, d->errlen, -EBADMSG, "malformed JSON: %s", (char *)msg);
             yajl_free_error(h, msg);
         } else {
-            eng_errf(d->err, d->errlen, -EBADMSG, "malformed JSON");
+            base_errf(d->err, d->errlen, -EBADMSG, "malformed JSON");
         }
         d->rc = -EBADMSG;
     } else if (st == yajl_status_client_canceled && d->rc == 0) {
-        d->rc = eng_errf(d->err, d->errlen, -EBADMSG, "decode canceled");
+        d->rc = base_errf(d->err, d->errlen, -EBADMSG, "decode canceled");
     }
     yajl_free(h);
     return d->rc;
@@ -751,10 +751,10 @@ int json_vm_info_decode(const char *buf, size_t len, json_vm_info *out,
     int rc;
 
     if (!out)
-        return eng_errf(err, errlen, -EINVAL, "vm.info: missing argument");
+        return base_errf(err, errlen, -EINVAL, "vm.info: missing argument");
     memset(out, 0, sizeof(*out));
     if (!buf && len)
-        return eng_errf(err, errlen, -EINVAL, "vm.info: missing argument");
+        return base_errf(err, errlen, -EINVAL, "vm.info: missing argument");
     memset(&d, 0, sizeof(d));
     d.top = N_VM_ROOT;
     d.vi = out;
@@ -762,7 +762,7 @@ int json_vm_info_decode(const char *buf, size_t len, json_vm_info *out,
     d.errlen = errlen;
     rc = dec_run(&d, buf ? buf : "", len);
     if (rc == 0 && !out->state)
-        rc = eng_errf(err, errlen, -EBADMSG, "state: missing");
+        rc = base_errf(err, errlen, -EBADMSG, "state: missing");
     if (rc < 0)
         json_vm_info_fini(out);
     return rc;
@@ -799,10 +799,10 @@ int json_pci_info_decode(const char *buf, size_t len, json_pci_info *out,
     int rc;
 
     if (!out)
-        return eng_errf(err, errlen, -EINVAL, "PciDeviceInfo: missing argument");
+        return base_errf(err, errlen, -EINVAL, "PciDeviceInfo: missing argument");
     memset(out, 0, sizeof(*out));
     if (!buf && len)
-        return eng_errf(err, errlen, -EINVAL, "PciDeviceInfo: missing argument");
+        return base_errf(err, errlen, -EINVAL, "PciDeviceInfo: missing argument");
     memset(&unused, 0, sizeof(unused));
     memset(&d, 0, sizeof(d));
     d.top = N_PCI_ROOT;
@@ -812,7 +812,7 @@ int json_pci_info_decode(const char *buf, size_t len, json_pci_info *out,
     d.errlen = errlen;
     rc = dec_run(&d, buf ? buf : "", len);
     if (rc == 0 && !out->id)
-        rc = eng_errf(err, errlen, -EBADMSG, "id: missing");
+        rc = base_errf(err, errlen, -EBADMSG, "id: missing");
     if (rc < 0)
         json_pci_info_fini(out);
     return rc;

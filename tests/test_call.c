@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "engine/call.h"
-#include "engine/err.h"
+#include "base.h"
 #include "tests/support/support.h"
 
 struct fx {
@@ -84,7 +84,7 @@ static void test_retry_table(void **state)
 static void test_sync_ok(void **state)
 {
     struct fx *f = fx_start(NULL);
-    char err[ENG_ERRSTR_MAX], *body = NULL;
+    char err[BASE_ERRSTR_MAX], *body = NULL;
     int status = 0;
 
     (void)state;
@@ -101,7 +101,7 @@ static void test_sync_status_error(void **state)
 {
     static const char *const extra[] = { "--api-version", "head", NULL };
     struct fx *f = fx_start(extra);
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     int status = 0;
     static const int ok204[] = { 204, 0 };
 
@@ -121,7 +121,7 @@ static void test_single_shot_lost_reply(void **state)
 {
     static const char *const extra[] = { "--fault", "vm.pause=close-before-reply", NULL };
     struct fx *f = fx_start(extra);
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     int rc;
 
     (void)state;
@@ -137,7 +137,7 @@ static void test_single_shot_5xx_not_retried(void **state)
 {
     static const char *const extra[] = { "--fault", "vm.resume=plain-text-error", NULL };
     struct fx *f = fx_start(extra);
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     int status;
 
     (void)state;
@@ -154,7 +154,7 @@ static void test_retry_on_5xx(void **state)
 {
     static const char *const extra[] = { "--fault", "vmm.ping=plain-text-error:2", NULL };
     struct fx *f = fx_start(extra);
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     int status;
     double t0 = now_s();
 
@@ -172,7 +172,7 @@ static void test_retry_gives_up_after_4(void **state)
 {
     static const char *const extra[] = { "--fault", "vmm.ping=plain-text-error", NULL };
     struct fx *f = fx_start(extra);
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     int status;
 
     (void)state;
@@ -260,7 +260,7 @@ static void test_async_connect_error_no_socket(void **state)
 static void test_ping_wait(void **state)
 {
     struct fx *f = fx_start(NULL);
-    char err[ENG_ERRSTR_MAX], sock[300];
+    char err[BASE_ERRSTR_MAX], sock[300];
     double t0;
 
     (void)state;
@@ -276,7 +276,7 @@ static void test_ping_wait(void **state)
 
 static void test_ping_wait_late_start(void **state)
 {
-    char *dir = sup_tmpdir(), sock[256], err[ENG_ERRSTR_MAX], cmd[1024];
+    char *dir = sup_tmpdir(), sock[256], err[BASE_ERRSTR_MAX], cmd[1024];
     char *bin = sup_build_path("chsim");
     char *argv[] = { (char *)"/bin/sh", (char *)"-c", cmd, NULL };
     pid_t pid;

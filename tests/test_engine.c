@@ -21,7 +21,7 @@
 
 #include "engine/cocoon.h"
 #include "engine/call.h"
-#include "engine/err.h"
+#include "base.h"
 #include "backends/backend.h"
 #include "backends/store.h"
 #include "tests/support/support.h"
@@ -488,7 +488,7 @@ static void test_fs_attach_zones_and_hugepages(void **state)
 static void test_paused(void **state)
 {
     struct env *v = env_new(shared_mem, NULL);
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     int lfd = listener(vfs_path(v, "vfs.sock"), true);
     struct res r;
     const char *paused = "vm is paused (snapshot or hibernate in flight); retry after it "
@@ -520,7 +520,7 @@ static void test_fs_collisions(void **state)
     int l1 = listener(vfs_path(v, "a.sock"), true);
     int l2 = listener(vfs_path(v, "b.sock"), true);
     struct res r;
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     const char *override =
         "{\"config\":{\"memory\":{\"size\":1073741824,\"shared\":true},"
         "\"fs\":[{\"id\":\"cocoon-fs-data\",\"tag\":\"other\",\"socket\":\"/x\"}]},"
@@ -554,7 +554,7 @@ static void test_fs_attach_no_memory_info(void **state)
     };
     struct env *v = env_new(shared_mem, NULL);
     int l1 = listener(vfs_path(v, "a.sock"), true);
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
 
     (void)state;
     for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
@@ -1296,7 +1296,7 @@ static void test_device_id_in_use(void **state)
 static void test_list_non_pci(void **state)
 {
     struct env *v = env_new(shared_mem, NULL);
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     const char *override =
         "{\"config\":{\"memory\":{\"size\":1073741824,\"shared\":true},"
         "\"devices\":[{\"id\":\"odd\",\"path\":\"/dev/vfio/12\"},"
@@ -1384,7 +1384,7 @@ static int rec_add(store_db *db, void *priv, char *err, size_t errlen)
 
 static void add_record(struct env *v, struct rec_args *a)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
 
     assert_int_equal(store_update(v->dir, a->backend, rec_add, a, err, sizeof(err)), 0);
 }
@@ -1393,7 +1393,7 @@ static void add_record(struct env *v, struct rec_args *a)
 static pid_t start_recorded(struct env *v, const char *name, bool kernel, struct rec_args *a,
                             char run_dir[300])
 {
-    char sock[400], pidf[400], err[ENG_ERRSTR_MAX], sockarg[420];
+    char sock[400], pidf[400], err[BASE_ERRSTR_MAX], sockarg[420];
     char *bin = sup_build_path("chsim");
     char *argv[] = { bin, (char *)"--api-socket", sockarg, (char *)"--memory",
                      (char *)"size=1G,shared=on", kernel ? (char *)"--kernel" : NULL,

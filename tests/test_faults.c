@@ -26,7 +26,7 @@
 
 #include "engine/cocoon.h"
 #include "engine/call.h"
-#include "engine/err.h"
+#include "base.h"
 #include "backends/store.h"
 #include "tests/support/support.h"
 
@@ -209,7 +209,7 @@ static int run_op(const char *sock, enum op op, const struct opargs *a, unsigned
 
 static void chsim_put(const char *sock, const char *path, const char *body)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     int rc = eng_call_sync(sock, "PUT", path, body, 5000, NULL, NULL, NULL, err, sizeof(err));
 
     if (rc)
@@ -965,7 +965,7 @@ static void recvm_start(struct recvm *v, const char *name)
 {
     static const char *const extra[] = { "--memory", "size=512M,shared=on", "--no-connect",
                                          NULL };
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     store_vm vm;
 
     memset(v, 0, sizeof(*v));

@@ -20,7 +20,7 @@
 
 #include "backends/gate.h"
 #include "backends/store.h"
-#include "engine/err.h"
+#include "base.h"
 #include "tests/support/support.h"
 
 typedef struct fixture {
@@ -39,7 +39,7 @@ static void fixture_vm(fixture *f, const char *backend)
     f->vm.state = STORE_RUNNING;
     f->vm.run_dir = sup_asprintf("%s/run", f->tmp);
     f->vm.binary = strdup(f->chsim);
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     assert_int_equal(store_make_private_dir(f->vm.run_dir, err, sizeof err), 0);
     f->sock = gate_api_sock(&f->vm);
     f->pidfile = gate_pidfile(&f->vm);
@@ -80,7 +80,7 @@ static void start_chsim(fixture *f)
 {
     f->vmm = sup_chsim_start(f->sock, NULL);
     assert_true(f->vmm > 0);
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     assert_int_equal(store_write_pidfile(f->pidfile, f->vmm, err, sizeof err), 0);
 }
 
@@ -110,7 +110,7 @@ static pid_t spawn_sleep(void)
 
 static void expect_gate(fixture *f, const char *default_binary, int want_rc, const char *want)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     pid_t pid = -1;
     int rc = gate_check(&f->vm, default_binary, &pid, err, sizeof err);
     if (rc != want_rc)
@@ -150,7 +150,7 @@ static void test_chsim_passes(void **state)
     start_chsim(f);
     expect_gate(f, "cloud-hypervisor", 0, NULL);
     /* pid may be NULL. */
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     assert_int_equal(gate_check(&f->vm, NULL, NULL, err, sizeof err), 0);
     assert_true(gate_cmdline_matches(f->vmm, f->chsim, f->sock));
     assert_true(gate_cmdline_matches(f->vmm, "/elsewhere/chsim", f->sock));
@@ -164,7 +164,7 @@ static void test_reused_pid_of_other_program(void **state)
 {
     fixture *f = *state;
     pid_t sleeper = spawn_sleep();
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     assert_int_equal(store_write_pidfile(f->pidfile, sleeper, err, sizeof err), 0);
     char *want = sup_asprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
                            (long)sleeper);
@@ -184,7 +184,7 @@ static void test_firecracker_text(void **state)
     f->vm.backend = STORE_BACKEND_FC;
     char *fcpid = gate_pidfile(&f->vm);
     pid_t sleeper = spawn_sleep();
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     assert_int_equal(store_write_pidfile(fcpid, sleeper, err, sizeof err), 0);
     char *want = sup_asprintf("vm %s pid %ld not firecracker: VM not running", f->vm.id,
                            (long)sleeper);
@@ -209,7 +209,7 @@ static void test_vmm_serving_another_socket(void **state)
     char *other = sup_asprintf("%s/api.sock", other_dir);
     f->vmm = sup_chsim_start(other, NULL);
     assert_true(f->vmm > 0);
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     assert_int_equal(store_write_pidfile(f->pidfile, f->vmm, err, sizeof err), 0);
     char *want = sup_asprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
                            (long)f->vmm);

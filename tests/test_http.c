@@ -17,7 +17,7 @@
 #include <cmocka.h>
 #include <ev.h>
 
-#include "engine/err.h"
+#include "base.h"
 #include "http/client.h"
 #include "http/response.h"
 #include "tests/support/support.h"
@@ -631,7 +631,7 @@ struct tctx {
     bool written;
     char body[256];
     size_t body_len;
-    char errstr[ENG_ERRSTR_MAX];
+    char errstr[BASE_ERRSTR_MAX];
     tctx_hook *hook;
     int hook_rc;
 };
@@ -1255,7 +1255,7 @@ static void test_client_free_with_pending(void **state)
 static void send_free_keeps_outer_hook(tctx *t, httpc_conn *c,
                                        const httpc_response *r)
 {
-    char before[ENG_ERRSTR_MAX];
+    char before[BASE_ERRSTR_MAX];
     int err = r->err, status = r->status;
 
     snprintf(before, sizeof before, "%s", r->errstr);

@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "engine/cocoon.h"
-#include "engine/err.h"
+#include "base.h"
 #include "backends/store.h"
 #include "tests/support/support.h"
 
@@ -91,18 +91,18 @@ static int hop_cb(store_db *db, void *priv, char *err, size_t errlen)
         store_vm *found = store_db_find_name(db, name);
 
         if (!found)
-            return eng_errf(err, errlen, -ENOENT, "record %s lost", name);
+            return base_errf(err, errlen, -ENOENT, "record %s lost", name);
         return store_db_remove(db, found->id);
     }
     memset(&vm, 0, sizeof(vm));
     if (store_new_id(vm.id))
-        return eng_errf(err, errlen, -EIO, "no id");
+        return base_errf(err, errlen, -EIO, "no id");
     vm.state = STORE_CREATED;
     vm.config.name = strdup(name);
     vm.config.cpu = 1;
     vm.config.memory = 1 << 20;
     if (!vm.config.name)
-        return eng_errf(err, errlen, -ENOMEM, "oom");
+        return base_errf(err, errlen, -ENOMEM, "oom");
     rc = store_db_add(db, &vm, err, errlen);
     store_vm_fini(&vm);
     return rc;
@@ -113,7 +113,7 @@ static int hop_cb(store_db *db, void *priv, char *err, size_t errlen)
  * writer begins at the same moment. */
 static void hammer_writer(const char *root, int w, int per, int start_fd)
 {
-    char err[ENG_ERRSTR_MAX], c;
+    char err[BASE_ERRSTR_MAX], c;
 
     if (read(start_fd, &c, 1) != 1)
         _exit(9);
@@ -152,7 +152,7 @@ static void raw_reader(const char *root, const char *stop, const char *fail_log)
         char *buf = read_all(file, &len);
 
         if (buf) {
-            char err[ENG_ERRSTR_MAX];
+            char err[BASE_ERRSTR_MAX];
             store_db db;
 
             if (store_db_parse(buf, len, STORE_BACKEND_CH, &db, err, sizeof(err))) {
@@ -188,7 +188,7 @@ static void test_store_contention(void **state)
     int per = sup_env_on("COCOON_SOAK") ? 200 : sup_env_on("COCOON_VALGRIND") ? 20 : 50;
     pid_t writers[WRITERS], reader, resolver;
     int start[2];
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     store_db db;
     size_t want = 0;
 
@@ -280,7 +280,7 @@ static void test_store_contention(void **state)
 static void add_rec(const char *root, int i)
 {
     struct hop op = { 7, i, false };
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
 
     if (store_update(root, STORE_BACKEND_CH, hop_cb, &op, err, sizeof(err)))
         fail_msg("add h7-%d: %s", i, err);
@@ -444,7 +444,7 @@ static void test_corrupt_db_through_engine_and_cli(void **state)
  * the db, and the next write removes it. */
 static void test_interrupted_write(void **state)
 {
-    char *root = sup_tmpdir(), *file, *tmp, err[ENG_ERRSTR_MAX];
+    char *root = sup_tmpdir(), *file, *tmp, err[BASE_ERRSTR_MAX];
     char *orig;
     size_t orig_len;
     store_db db;
@@ -533,7 +533,7 @@ static mode_t mode_of(const char *path)
 
 static char *id_of(const char *root, const char *name)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     store_vm vm;
     char *id;
 

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 #include <yajl/yajl_tree.h>
 
-#include "engine/err.h"
+#include "base.h"
 #include "json/ch.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -473,7 +473,7 @@ static void assert_vi_empty(const json_vm_info *vi)
 
 static void test_fs_config_encode(void **state)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     char *out = NULL;
     size_t len = 0;
     (void)state;
@@ -498,7 +498,7 @@ static void test_fs_config_encode(void **state)
 
 static void test_device_config_encode(void **state)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     char *out = NULL;
     size_t len = 0;
     (void)state;
@@ -528,7 +528,7 @@ static void test_device_config_encode(void **state)
 
 static void test_remove_device_encode(void **state)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     char *out = NULL;
     size_t len = 0;
     (void)state;
@@ -559,7 +559,7 @@ static void test_encode_escaping_round_trip(void **state)
     (void)state;
 
     for (size_t i = 0; i < ARRAY_LEN(sockets); i++) {
-        char err[ENG_ERRSTR_MAX] = "";
+        char err[BASE_ERRSTR_MAX] = "";
         char ebuf[256];
         char *out = NULL;
         size_t len = 0;
@@ -596,7 +596,7 @@ static void test_encode_escaping_round_trip(void **state)
 
 static void test_encode_invalid_utf8(void **state)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     char *out = NULL;
     size_t len = 0;
     (void)state;
@@ -654,7 +654,7 @@ static void test_encode_invalid_utf8(void **state)
 
 static void test_encode_missing_fields(void **state)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     char *out = NULL;
     size_t len = 0;
     (void)state;
@@ -676,7 +676,7 @@ static void test_encode_enomem(void **state)
 {
     (void)state;
     for (long n = 0;; n++) {
-        char err[ENG_ERRSTR_MAX];
+        char err[BASE_ERRSTR_MAX];
         char *out = NULL;
         size_t len = 0;
         json_fs fs = { S("cocoon-fs-data"), S("data"), S("/s"), 1, 1024 };
@@ -738,7 +738,7 @@ static void check_full(const json_vm_info *vi)
 
 static void test_vm_info_full_fixture(void **state)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     json_vm_info vi;
     (void)state;
 
@@ -762,7 +762,7 @@ static void test_vm_info_every_prefix(void **state)
 
     /* The fixture ends in "}\n"; dropping only the newline still parses. */
     for (size_t len = 0; len < full - 1; len++) {
-        char err[ENG_ERRSTR_MAX] = "";
+        char err[BASE_ERRSTR_MAX] = "";
         json_vm_info vi;
         int rc = decode_exact(full_vm_info, len, &vi, err, sizeof(err));
         if (rc != -EBADMSG)
@@ -775,7 +775,7 @@ static void test_vm_info_every_prefix(void **state)
 
 static void test_vm_info_minimal(void **state)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     json_vm_info vi;
     (void)state;
 
@@ -815,7 +815,7 @@ static void test_vm_info_minimal(void **state)
 
 static void test_vm_info_nulls(void **state)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     json_vm_info vi;
     (void)state;
 
@@ -860,7 +860,7 @@ static void test_vm_info_nulls(void **state)
  * over by fd (iommufd) has no path at all. */
 static void test_vm_info_generations(void **state)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     json_vm_info vi;
     (void)state;
 
@@ -941,7 +941,7 @@ static void test_vm_info_generations(void **state)
 
 static void test_vm_info_unknown_keys(void **state)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     json_vm_info vi;
     (void)state;
 
@@ -1063,7 +1063,7 @@ static void test_vm_info_wrong_types(void **state)
 {
     (void)state;
     for (size_t i = 0; i < ARRAY_LEN(type_rows); i++) {
-        char err[ENG_ERRSTR_MAX] = "";
+        char err[BASE_ERRSTR_MAX] = "";
         json_vm_info vi;
         int rc = decode_str(type_rows[i].json, &vi, err, sizeof(err));
         if (rc != -EBADMSG || strcmp(err, type_rows[i].want) != 0)
@@ -1089,7 +1089,7 @@ static void test_vm_info_malformed(void **state)
     (void)state;
 
     for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
-        char err[ENG_ERRSTR_MAX] = "";
+        char err[BASE_ERRSTR_MAX] = "";
         json_vm_info vi;
         size_t len = bad[i][0] ? strlen(bad[i]) : (i == ARRAY_LEN(bad) - 1 ? 3 : 0);
         int rc = decode_exact(bad[i], len, &vi, err, sizeof(err));
@@ -1102,7 +1102,7 @@ static void test_vm_info_malformed(void **state)
         assert_vi_empty(&vi);
     }
 
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     json_vm_info vi;
     assert_int_equal(decode_str("{\"state\":", &vi, err, sizeof(err)), -EBADMSG);
     assert_string_equal(err, "malformed JSON: parse error: premature EOF");
@@ -1132,7 +1132,7 @@ static char *nested(size_t depth)
 
 static void test_vm_info_depth_limit(void **state)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     json_vm_info vi;
     (void)state;
 
@@ -1156,7 +1156,7 @@ static void test_vm_info_depth_limit(void **state)
 
 static void test_vm_info_numbers(void **state)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     json_vm_info vi;
     (void)state;
 
@@ -1211,7 +1211,7 @@ static void test_vm_info_large(void **state)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int iter = 0; iter < 20; iter++) {
-        char err[ENG_ERRSTR_MAX] = "";
+        char err[BASE_ERRSTR_MAX] = "";
         json_vm_info vi;
         assert_int_equal(json_vm_info_decode(s, off, &vi, err, sizeof(err)), 0);
         assert_int_equal(vi.n_fs, n);
@@ -1237,7 +1237,7 @@ static void test_vm_info_enomem(void **state)
     (void)state;
 
     for (long n = 0;; n++) {
-        char err[ENG_ERRSTR_MAX] = "";
+        char err[BASE_ERRSTR_MAX] = "";
         json_vm_info vi;
         fail_countdown = n;
         int rc = json_vm_info_decode(full_vm_info, len, &vi, err, sizeof(err));
@@ -1260,7 +1260,7 @@ static void test_vm_info_enomem(void **state)
 
 static void test_pci_info(void **state)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     json_pci_info pi;
     (void)state;
 
@@ -1321,7 +1321,7 @@ static void test_pci_info_enomem(void **state)
     (void)state;
 
     for (long n = 0;; n++) {
-        char err[ENG_ERRSTR_MAX] = "";
+        char err[BASE_ERRSTR_MAX] = "";
         json_pci_info pi;
         fail_countdown = n;
         int rc = json_pci_info_decode(ok, strlen(ok), &pi, err, sizeof(err));
@@ -1359,7 +1359,7 @@ static void render_str(const char *body, char *out, size_t outlen)
  * result cannot pass. */
 static void render_is(const char *body, const char *want)
 {
-    char out[ENG_ERRSTR_MAX];
+    char out[BASE_ERRSTR_MAX];
 
     strcpy(out, "junk");
     render_str(body, out, sizeof(out));
@@ -1401,7 +1401,7 @@ static void test_error_render_generations(void **state)
 
 static void test_error_render_fallbacks(void **state)
 {
-    char out[ENG_ERRSTR_MAX];
+    char out[BASE_ERRSTR_MAX];
     (void)state;
 
     static const char *const raw[] = {
@@ -1425,7 +1425,7 @@ static void test_error_render_fallbacks(void **state)
 
 static void test_error_render_cut(void **state)
 {
-    char out[ENG_ERRSTR_MAX];
+    char out[BASE_ERRSTR_MAX];
     char body[4096];
     char want[1025];
     (void)state;

@@ -17,7 +17,7 @@
 #include "backends/gate.h"
 #include "backends/launch.h"
 #include "backends/store.h"
-#include "engine/err.h"
+#include "base.h"
 #include "tests/support/support.h"
 
 static void fill_vm(store_vm *vm, const char *run_dir)
@@ -84,7 +84,7 @@ static void test_ch_argv_minimal(void **state)
     static const char *const want[] = {
         "cloud-hypervisor", "--api-socket", "path=/run/x/api.sock", "--cpus", "boot=1",
         "--memory", "size=512M", "--serial", "tty", "--console", "off", NULL };
-    char err[ENG_ERRSTR_MAX], **argv = NULL;
+    char err[BASE_ERRSTR_MAX], **argv = NULL;
     store_vm vm;
 
     (void)state;
@@ -102,7 +102,7 @@ static void test_ch_argv_full(void **state)
         "--memory", "size=1025M,shared=on", "--kernel", "/k/vmlinux", "--initramfs", "/k/initrd",
         "--cmdline", "console=ttyS0 root=/dev/vda", "--disk", "path=/d/root.img", "--disk",
         "path=/d/data.img", "--serial", "tty", "--console", "off", NULL };
-    char err[ENG_ERRSTR_MAX], **argv = NULL;
+    char err[BASE_ERRSTR_MAX], **argv = NULL;
     store_vm vm;
 
     (void)state;
@@ -126,7 +126,7 @@ static void test_ch_argv_full(void **state)
 static void test_fc_argv(void **state)
 {
     static const char *const want[] = { "firecracker", "--api-sock", "/r/api.sock", NULL };
-    char err[ENG_ERRSTR_MAX], **argv = NULL;
+    char err[BASE_ERRSTR_MAX], **argv = NULL;
     store_vm vm;
 
     (void)state;
@@ -194,7 +194,7 @@ static int add_cb(store_db *db, void *priv, char *err, size_t errlen)
 
 static char *make_root_rec(store_vm *vm)
 {
-    char err[ENG_ERRSTR_MAX], *root = sup_tmpdir();
+    char err[BASE_ERRSTR_MAX], *root = sup_tmpdir();
     store_vm copy;
 
     memset(vm, 0, sizeof(*vm));
@@ -216,7 +216,7 @@ static char *make_root_rec(store_vm *vm)
 
 static void assert_stored_state(const char *root, const char *id, store_state want)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     store_vm got;
 
     assert_int_equal(store_resolve(root, id, &got, err, sizeof(err)), 0);
@@ -226,7 +226,7 @@ static void assert_stored_state(const char *root, const char *id, store_state wa
 
 static void test_start_stop_chsim(void **state)
 {
-    char err[ENG_ERRSTR_MAX], *chsim = sup_build_path("chsim"), *root, *pidfile, *sock;
+    char err[BASE_ERRSTR_MAX], *chsim = sup_build_path("chsim"), *root, *pidfile, *sock;
     store_vm vm;
     pid_t pid = 0, gpid = 0;
     struct stat st;
@@ -268,7 +268,7 @@ static void test_start_stop_chsim(void **state)
 
 static void test_stop_ignored_shutdown(void **state)
 {
-    char err[ENG_ERRSTR_MAX], *chsim = sup_build_path("chsim"), *root, *sock;
+    char err[BASE_ERRSTR_MAX], *chsim = sup_build_path("chsim"), *root, *sock;
     launch_stop_bounds b = { 300, 600, 1500, 1500 };
     store_vm vm;
     pid_t pid = 0;
@@ -296,7 +296,7 @@ static void test_stop_ignored_shutdown(void **state)
 
 static void test_start_failure_records_error(void **state)
 {
-    char err[ENG_ERRSTR_MAX], *root, script[512], *dir;
+    char err[BASE_ERRSTR_MAX], *root, script[512], *dir;
     store_vm vm;
     FILE *f;
 
@@ -328,7 +328,7 @@ static void test_start_failure_records_error(void **state)
  * SIGKILL within its bounds. */
 static void test_stop_escalates_to_sigkill(void **state)
 {
-    char err[ENG_ERRSTR_MAX], *root, *pidfile, *arg = NULL;
+    char err[BASE_ERRSTR_MAX], *root, *pidfile, *arg = NULL;
     launch_stop_bounds b = { 200, 300, 400, 2000 };
     store_vm vm;
     pid_t pid;
@@ -374,7 +374,7 @@ static void test_stop_escalates_to_sigkill(void **state)
  * signalled: the record is just marked stopped. */
 static void test_stop_never_signals_foreign_pid(void **state)
 {
-    char err[ENG_ERRSTR_MAX], *root, *pidfile;
+    char err[BASE_ERRSTR_MAX], *root, *pidfile;
     store_vm vm;
     pid_t pid;
     int st;

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "backends/spec.h"
-#include "engine/err.h"
+#include "base.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -66,7 +66,7 @@ static void test_fs_rows(void **state)
     for (size_t i = 0; i < ARRAY_LEN(fs_rows); i++) {
         const fs_row *r = &fs_rows[i];
         cocoon_fs_spec s = { r->socket, r->tag, r->nq, r->qs, 0 };
-        char err[ENG_ERRSTR_MAX] = "unset";
+        char err[BASE_ERRSTR_MAX] = "unset";
         int rc = spec_fs_normalize(&s, err, sizeof(err));
         if (r->want_err) {
             if (rc != -EINVAL || strcmp(err, r->want_err) != 0)
@@ -100,7 +100,7 @@ static char *path_of_len(size_t n)
 
 static void test_fs_socket_length(void **state)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     (void)state;
 
     char *ok = path_of_len(107);
@@ -141,7 +141,7 @@ static void test_fs_null_err_buffer(void **state)
 /* A very long relative socket quotes a bounded prefix, never overflows. */
 static void test_fs_long_quote_bounded(void **state)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     char *p = malloc(5001);
     (void)state;
     assert_non_null(p);
@@ -239,7 +239,7 @@ static void test_pci_rows(void **state)
     (void)state;
     for (size_t i = 0; i < ARRAY_LEN(pci_rows); i++) {
         char out[SPEC_PCI_PATH_MAX] = "";
-        char err[ENG_ERRSTR_MAX] = "";
+        char err[BASE_ERRSTR_MAX] = "";
         int rc = spec_pci_path(pci_rows[i].in, out, err, sizeof(err));
         check_pci_row(i, &pci_rows[i], rc, out, err);
     }
@@ -253,7 +253,7 @@ static void test_vfio_rows(void **state)
         const pci_row *r = &pci_rows[i];
         cocoon_vfio_spec s = { r->in, NULL };
         char out[SPEC_PCI_PATH_MAX] = "";
-        char err[ENG_ERRSTR_MAX] = "";
+        char err[BASE_ERRSTR_MAX] = "";
         int rc = spec_vfio_normalize(&s, out, err, sizeof(err));
         if (r->in[0] == '\0') {
             /* An empty pci is caught before path normalization. */
@@ -307,7 +307,7 @@ static void test_vfio_id_rule(void **state)
         const id_row *r = &id_rows[i];
         cocoon_vfio_spec s = { r->pci, r->id };
         char out[SPEC_PCI_PATH_MAX] = "";
-        char err[ENG_ERRSTR_MAX] = "";
+        char err[BASE_ERRSTR_MAX] = "";
         int rc = spec_vfio_normalize(&s, out, err, sizeof(err));
         if (r->want_err) {
             if (rc != -EINVAL || strcmp(err, r->want_err) != 0)
@@ -326,7 +326,7 @@ static void test_vfio_id_rule(void **state)
 static void test_pci_long_input(void **state)
 {
     char out[SPEC_PCI_PATH_MAX];
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     size_t n = 100000;
     char *p = malloc(n + 1);
     (void)state;

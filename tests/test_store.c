@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "backends/store.h"
-#include "engine/err.h"
+#include "base.h"
 #include "tests/support/support.h"
 
 static void write_file(const char *path, const char *data, size_t len)
@@ -77,7 +77,7 @@ static int add_cb(store_db *db, void *priv, char *err, size_t errlen)
     vm.run_dir = r->run_dir ? strdup(r->run_dir) : NULL;
     if ((r->name && !vm.config.name) || (r->run_dir && !vm.run_dir)) {
         store_vm_fini(&vm);
-        return eng_errf(err, errlen, -ENOMEM, "out of memory");
+        return base_errf(err, errlen, -ENOMEM, "out of memory");
     }
     int rc = store_db_add(db, &vm, err, errlen);
     store_vm_fini(&vm);
@@ -86,7 +86,7 @@ static int add_cb(store_db *db, void *priv, char *err, size_t errlen)
 
 static void add_vm(const char *root, const char *backend, const char *id, const char *name)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     struct add_req r = { id, name, STORE_CREATED, NULL };
     int rc = store_update(root, backend, add_cb, &r, err, sizeof err);
     if (rc)
@@ -257,7 +257,7 @@ static void assert_vm_equal(const store_vm *a, const store_vm *b)
 static void test_roundtrip_full_record(void **state)
 {
     (void)state;
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     store_db db = { .backend = STORE_BACKEND_CH };
     store_vm vm, copy;
     fill_full(&vm);
@@ -321,7 +321,7 @@ static void test_parse_ignores_unknown_keys(void **state)
         "\"config\":{\"name\":\"a\",\"cpu\":2,\"memory\":1024,\"balloon\":true,"
         "\"disks\":[\"/d\"]},\"run_dir\":null}},"
         "\"names\":{\"a\":\"AAAAAAAAAAAAAAAAAAAAAAAAAA\"},\"version\":3}";
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     store_db db;
     int rc = store_db_parse(doc, strlen(doc), STORE_BACKEND_FC, &db, err, sizeof err);
     if (rc)
@@ -386,7 +386,7 @@ static void test_parse_rejects_bad_documents(void **state)
         { "{\"vms\":{" REC(ID, "a") "},\"names\":{\"a\":1}}", "not a string" },
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        char err[ENG_ERRSTR_MAX] = "";
+        char err[BASE_ERRSTR_MAX] = "";
         store_db db;
         int rc = store_db_parse(rows[i].doc, strlen(rows[i].doc), STORE_BACKEND_CH, &db, err,
                                 sizeof err);
@@ -396,7 +396,7 @@ static void test_parse_rejects_bad_documents(void **state)
         assert_null(db.vms);
     }
     /* Embedded NUL and deep nesting are rejected before yajl sees them. */
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     store_db db;
     assert_int_equal(store_db_parse("{\"vms\":{}\0}", 11, STORE_BACKEND_CH, &db, err, sizeof err),
                      -EBADMSG);
@@ -414,7 +414,7 @@ static void test_parse_rejects_bad_documents(void **state)
 static void test_serialize_rejects_bad_utf8(void **state)
 {
     (void)state;
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     store_db db = { .backend = STORE_BACKEND_CH };
     store_vm vm;
     make_vm(&vm, "a", STORE_CREATED);
@@ -430,7 +430,7 @@ static void test_serialize_rejects_bad_utf8(void **state)
 static void test_db_add_remove(void **state)
 {
     (void)state;
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     store_db db = { .backend = STORE_BACKEND_FC };
     store_vm a, b, c;
     make_vm(&a, "web", STORE_CREATED);
@@ -458,7 +458,7 @@ static void test_update_load_and_modes(void **state)
 {
     (void)state;
     char *root = sup_tmpdir();
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     store_db db;
     /* A fresh root loads as empty and is not created by the read. */
     assert_int_equal(store_load(root, STORE_BACKEND_CH, &db, err, sizeof err), 0);
@@ -515,7 +515,7 @@ static void test_corrupt_file_refused(void **state)
 {
     (void)state;
     char *root = sup_tmpdir();
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     add_vm(root, STORE_BACKEND_CH, NULL, "keep");
     char *file = sup_asprintf("%s/cloudhypervisor/db/vms.json", root);
     char *full = read_file(file);
@@ -559,7 +559,7 @@ static void test_leftover_temp_file(void **state)
 {
     (void)state;
     char *root = sup_tmpdir();
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     add_vm(root, STORE_BACKEND_FC, NULL, "a");
     char *tmp = sup_asprintf("%s/firecracker/db/.vms.json.tmp.DEADBEEF", root);
     write_file(tmp, "{\"vms\":{", 8);
@@ -597,7 +597,7 @@ static void test_leftover_temp_file(void **state)
 
 static void expect_resolve(const char *root, const char *ref, int want_rc, const char *want)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     store_vm vm;
     int rc = store_resolve(root, ref, &vm, err, sizeof err);
     if (rc != want_rc)
@@ -640,7 +640,7 @@ static void test_resolve(void **state)
     expect_resolve(root, "a\"b\\", -ENOENT, "VM not found");
 
     /* The copy carries the backend and is independent of the store. */
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     store_vm vm;
     assert_int_equal(store_resolve(root, "delta", &vm, err, sizeof err), 0);
     assert_string_equal(vm.backend, STORE_BACKEND_FC);
@@ -686,7 +686,7 @@ static int conc_cb(store_db *db, void *priv, char *err, size_t errlen)
     if (op->remove) {
         store_vm *vm = store_db_find_name(db, name);
         if (!vm)
-            return eng_errf(err, errlen, -ENOENT, "lost %s", name);
+            return base_errf(err, errlen, -ENOENT, "lost %s", name);
         return store_db_remove(db, vm->id);
     }
     store_vm vm;
@@ -698,7 +698,7 @@ static int conc_cb(store_db *db, void *priv, char *err, size_t errlen)
 
 static void conc_writer(const char *root, int w)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     for (int i = 0; i < CONC_PER; i++) {
         struct conc_op op = { w, i, false };
         if (store_update(root, STORE_BACKEND_CH, conc_cb, &op, err, sizeof err))
@@ -719,7 +719,7 @@ static void conc_writer(const char *root, int w)
 
 static void conc_reader(const char *root, const char *stop)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     long loads = 0;
     for (;;) {
         struct stat st;
@@ -770,7 +770,7 @@ static void test_concurrent_writers(void **state)
     if (!WIFEXITED(rst) || WEXITSTATUS(rst) != 0)
         fail_msg("reader: status %#x", rst);
 
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     store_db db;
     assert_int_equal(store_load(root, STORE_BACKEND_CH, &db, err, sizeof err), 0);
     assert_int_equal(db.n, CONC_WRITERS * CONC_PER / 2);
@@ -793,7 +793,7 @@ static void test_private_dir_modes(void **state)
 {
     (void)state;
     char *root = sup_tmpdir();
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     char *dir = sup_asprintf("%s/run/cloudhypervisor/ABC", root);
     mode_t old = umask(0);
     int rc = store_make_private_dir(dir, err, sizeof err);
@@ -858,7 +858,7 @@ static void test_symlinks_refused(void **state)
 {
     (void)state;
     char *root = sup_tmpdir();
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     char *target = sup_asprintf("%s/elsewhere", root);
     assert_int_equal(mkdir(target, 0755), 0);
     char *link = sup_asprintf("%s/run", root);
@@ -911,7 +911,7 @@ static void test_pidfile_read_errors(void **state)
 {
     (void)state;
     char *root = sup_tmpdir();
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     char *path = sup_asprintf("%s/ch.pid", root);
     pid_t pid = -5;
     char *want = sup_asprintf("open %s: No such file or directory", path);
@@ -1031,7 +1031,7 @@ static bool alloc_disarm(void)
 static void test_alloc_failures_leak_nothing(void **state)
 {
     (void)state;
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     store_db src = { .backend = STORE_BACKEND_CH };
     store_vm vm;
     fill_full(&vm);

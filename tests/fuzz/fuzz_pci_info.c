@@ -4,14 +4,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "engine/err.h"
+#include "base.h"
 #include "json/ch.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     json_pci_info pi;
     int rc = json_pci_info_decode((const char *)data, size, &pi, err, sizeof(err));
 

@@ -7,13 +7,13 @@
 #include <string.h>
 
 #include "cli/plan.h"
-#include "engine/err.h"
+#include "base.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     cli_op op;
     int rc;
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "backends/spec.h"
-#include "engine/err.h"
+#include "base.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *buf = malloc(size + 5);
     char *parts[4];
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     char out[SPEC_PCI_PATH_MAX], again[SPEC_PCI_PATH_MAX];
     size_t o = 0;
     int nq = 0, qs = 0;

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "backends/store.h"
-#include "engine/err.h"
+#include "base.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -18,7 +18,7 @@ static int str_eq(const char *a, const char *b)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char err[ENG_ERRSTR_MAX];
+    char err[BASE_ERRSTR_MAX];
     store_db db, back;
     /* Inputs that mention firecracker are read as that backend's db, so
      * both hypervisor checks get exercised. */

@@ -7,14 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/err.h"
+#include "base.h"
 #include "json/ch.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char err[ENG_ERRSTR_MAX] = "";
+    char err[BASE_ERRSTR_MAX] = "";
     json_vm_info vi;
     int rc = json_vm_info_decode((const char *)data, size, &vi, err, sizeof(err));
 

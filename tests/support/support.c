@@ -2,6 +2,7 @@
  * abort the calling test through the return values; nothing here knows
  * cmocka so every test binary can link it. */
 #include "tests/support/support.h"
+#include "base.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -22,10 +23,7 @@
 
 long long sup_now_ms(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (long long)(base_mono_ns() / 1000000);
 }
 
 char *sup_asprintf(const char *fmt, ...)

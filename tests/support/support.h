@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* CLOCK_MONOTONIC in milliseconds. */
+/* base_mono_ns in milliseconds. */
 long long sup_now_ms(void);
 
 /* vasprintf that never returns NULL: aborts the test when out of memory.
