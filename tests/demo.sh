@@ -3,7 +3,8 @@
 # of simulated Cloud Hypervisor VMs through `cocoon vm run`, one virtiofsd per
 # VM, batch-attaches a share to all of them with a socket template, inspects
 # one, detaches with --wait, prints a latency table, and cleans up every
-# process it started.
+# process it started.  Every line it prints after "$ " is a command that is
+# run exactly as printed (eval), so a user can copy it into a shell.
 #
 # Usage: tests/demo.sh [BUILD_DIR]     (make demo runs it with build/)
 # Env:   DEMO_VMS (default 8)
@@ -24,7 +25,8 @@ else B=; G=; R=; D=; N0=; fi
 
 c() { "$COCOON" --root-dir "$ROOT" "$@"; }
 step() { printf '\n%s==> %s%s\n' "$B" "$*" "$N0"; }
-show() { printf '%s$ cocoon %s%s\n' "$D" "$*" "$N0"; }
+# Prints a command line, then runs exactly that line.
+run() { printf '%s$ %s%s\n' "$D" "$1" "$N0"; eval "$1"; }
 
 cleanup() {
     local rc=$?
@@ -47,14 +49,12 @@ wait_for_socket() {        # path, tries of 20 ms
     [ -S "$1" ]
 }
 
+step "The cocoon and chsim just built, on a state root of its own"
+run "export PATH=$(dirname "$COCOON"):\$PATH COCOON_ROOT_DIR=$ROOT"
+
 step "Starting $N simulated Cloud Hypervisor VMs (shared memory on)"
-show "vm run --name web-N --shared-memory --cpus 2 --memory 1G --ch-binary $(basename "$CHSIM") --kernel /dev/null"
-for name in "${NAMES[@]}"; do
-    c vm run --name "$name" --shared-memory --cpus 2 --memory 1G \
-        --ch-binary "$CHSIM" --kernel /dev/null
-done
-show "vm list"
-c vm list
+run "for i in \$(seq 1 $N); do cocoon vm run --name web-\$i --shared-memory --ch-binary chsim --kernel /dev/null; done"
+run "cocoon vm ls"
 
 step "Starting one virtiofsd per VM"
 mkdir -p "$ROOT/vfs"
@@ -86,11 +86,10 @@ done
 echo "$N backends ($backend) listening in $ROOT/vfs/"
 
 step "Batch attach: one command, all VMs concurrently, socket template {name}"
-show "vm fs attach web-1 .. web-$N --socket $ROOT/vfs/{name}.sock --tag share -o json"
 attach_rc=0
-c -o json vm fs attach "${NAMES[@]}" --socket "$ROOT/vfs/{name}.sock" --tag share \
-    > "$ROOT/attach.json" || attach_rc=$?
-# One line per VM, from the JSON cocoon printed.
+run "cocoon vm fs attach ${NAMES[*]} --socket $ROOT/vfs/{name}.sock --tag share -o json > $ROOT/attach.json" ||
+    attach_rc=$?
+echo "  (one JSON object per VM in $ROOT/attach.json, shown here as a table)"
 while IFS= read -r line; do
     case $line in
     *'"summary"'*) ;;
@@ -105,16 +104,13 @@ while IFS= read -r line; do
 done < "$ROOT/attach.json"
 
 step "vm inspect web-1 (attached devices are read live from the VMM)"
-show "vm inspect web-1"
-c vm inspect web-1
+run "cocoon vm inspect web-1"
 
-show "vm fs list web-1 web-2 web-3"
-c vm fs list web-1 web-2 web-3
+run "cocoon vm fs list ${NAMES[*]:0:3}"
 
 step "Batch detach with --wait (until the guest ejects the device)"
-show "vm fs detach web-1 .. web-$N --tag share --wait=5 -o json"
 detach_rc=0
-c -o json vm fs detach "${NAMES[@]}" --tag share --wait=5 > "$ROOT/detach.json" || detach_rc=$?
+run "cocoon vm fs detach ${NAMES[*]} --tag share --wait=5 -o json > $ROOT/detach.json" || detach_rc=$?
 grep -c '"ok":true' "$ROOT/detach.json" | sed 's/^/  detached: /'
 
 summary_field() {      # file, field
@@ -128,10 +124,8 @@ printf '  %-8s %-10s %-10s %-12s %-12s %-10s\n' "$N" \
     "$(summary_field "$ROOT/attach.json" wall_ms) ms"
 
 step "Stopping and removing the VMs"
-show "vm stop web-1 .. web-$N"
-c vm stop "${NAMES[@]}" | sed 's/^/  /'
-show "vm rm web-1 .. web-$N"
-c vm rm "${NAMES[@]}" | sed 's/^/  /'
+run "cocoon vm stop ${NAMES[*]}"
+run "cocoon vm rm ${NAMES[*]}"
 NAMES=()
 
 if [ $attach_rc -ne 0 ] || [ $detach_rc -ne 0 ]; then
