@@ -245,37 +245,63 @@ static bool doc_flag(const char *tok, char *name, size_t n)
     return true;
 }
 
+typedef struct doc_cmds {
+    char paths[MAX_ENTS][64];
+    char flags[MAX_ENTS][1024];
+    size_t np;
+    size_t cur[16], ncur;           /* the commands the current line is about */
+} doc_cmds;
+
+/* Makes the command paths cand[0..nc) the current ones, adding those not
+ * seen yet. */
+static void doc_select(doc_cmds *d, char cand[][64], size_t nc)
+{
+    d->ncur = 0;
+    for (size_t c = 0; c < nc; c++) {
+        size_t k;
+
+        for (k = 0; k < d->np && strcmp(d->paths[k], cand[c]) != 0; k++)
+            ;
+        if (k == d->np) {
+            assert_true(d->np < MAX_ENTS);
+            snprintf(d->paths[k], sizeof(d->paths[k]), "%.63s", cand[c]);
+            d->flags[d->np++][0] = '\0';
+        }
+        d->cur[d->ncur++] = k;
+    }
+}
+
 /* The tree as "cocoon [...] COMMAND" then "  vm create|run [flags]" lines
  * (alternatives expand, a command on several lines gets the union of their
- * flags) and deeper-indented continuation lines. */
+ * flags) and deeper-indented continuation lines.  A word extends the
+ * command while the command so far is a group of the parser's tree. */
 static void doc_tree(const char *text, const strlist *groups, strlist *ents)
 {
-    char paths[MAX_ENTS][64], flags[MAX_ENTS][1024];
-    size_t np = 0, cur[16], ncur = 0;
+    static doc_cmds d;
     char *copy = strdup(text), *line, *save = NULL;
 
+    memset(&d, 0, sizeof(d));
     for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char *tok, *ts = NULL;
         bool cmd_line = strncmp(line, "  ", 2) == 0 && line[2] != ' ';
         bool root_line = strncmp(line, "cocoon ", 7) == 0;
+        bool naming = root_line || cmd_line;   /* still reading command words */
         char cand[16][64];
         size_t nc = 1;
 
-        if (root_line || cmd_line)
-            ncur = 0;
         cand[0][0] = '\0';
         for (tok = strtok_r(line, " ", &ts); tok; tok = strtok_r(NULL, " ", &ts)) {
             char name[64];
 
             if (root_line && strcmp(tok, "cocoon") == 0)
                 continue;
-            if (cmd_line && is_group(groups, cand[0])) {
-                /* a command word, maybe "create|run|debug" */
-                char words[256], *w, *ws = NULL;
+            if (cmd_line && naming && is_group(groups, cand[0])) {
                 char next[16][64];
                 size_t nn = 0;
 
                 for (size_t c = 0; c < nc; c++) {
+                    char words[256], *w, *ws = NULL;
+
                     snprintf(words, sizeof(words), "%s", tok);
                     for (w = strtok_r(words, "|", &ws); w; w = strtok_r(NULL, "|", &ws)) {
                         assert_true(nn < 16);
@@ -287,41 +313,23 @@ static void doc_tree(const char *text, const strlist *groups, strlist *ents)
                 nc = nn;
                 continue;
             }
-            if ((root_line || cmd_line) && ncur == 0) {
-                for (size_t c = 0; c < nc; c++) {
-                    size_t k;
-
-                    for (k = 0; k < np && strcmp(paths[k], cand[c]) != 0; k++)
-                        ;
-                    if (k == np) {
-                        assert_true(np < MAX_ENTS);
-                        snprintf(paths[np], sizeof(paths[0]), "%s", cand[c]);
-                        flags[np++][0] = '\0';
-                    }
-                    cur[ncur++] = k;
-                }
+            if (naming) {
+                doc_select(&d, cand, nc);
+                naming = false;
             }
             if (doc_flag(tok, name, sizeof(name)))
-                for (size_t c = 0; c < ncur; c++) {
-                    strncat(flags[cur[c]], " ", sizeof(flags[0]) - strlen(flags[cur[c]]) - 1);
-                    strncat(flags[cur[c]], name, sizeof(flags[0]) - strlen(flags[cur[c]]) - 1);
+                for (size_t c = 0; c < d.ncur; c++) {
+                    char *f = d.flags[d.cur[c]];
+
+                    strncat(f, " ", sizeof(d.flags[0]) - strlen(f) - 1);
+                    strncat(f, name, sizeof(d.flags[0]) - strlen(f) - 1);
                 }
         }
-        if ((root_line || cmd_line) && ncur == 0)   /* a line with no argument after the command */
-            for (size_t c = 0; c < nc; c++) {
-                size_t k;
-
-                for (k = 0; k < np && strcmp(paths[k], cand[c]) != 0; k++)
-                    ;
-                if (k == np) {
-                    snprintf(paths[np], sizeof(paths[0]), "%s", cand[c]);
-                    flags[np++][0] = '\0';
-                }
-                cur[ncur++] = k;
-            }
+        if (naming)                 /* nothing after the command words */
+            doc_select(&d, cand, nc);
     }
-    for (size_t k = 0; k < np; k++)
-        sl_add(ents, entry(paths[k], flags[k]));
+    for (size_t k = 0; k < d.np; k++)
+        sl_add(ents, entry(d.paths[k], d.flags[k]));
     free(copy);
 }
 
