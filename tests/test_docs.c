@@ -337,6 +337,7 @@ typedef struct block {
     int line;                       /* of the opening fence */
     char lang[16];
     char *text;                     /* owned */
+    char note[256];                 /* "<!-- X -->" on the line before the fence: X */
 } block;
 
 /* Fenced blocks of a Markdown file. */
@@ -352,9 +353,20 @@ static size_t md_blocks(const char *md, block *out, size_t max)
 
         if (len >= 3 && strncmp(p, "```", 3) == 0) {
             const char *body = nl ? nl + 1 : p + len, *end = strstr(body, "\n```");
+            const char *prev = p - 1;
 
             assert_true(n < max);
             out[n].line = lineno;
+            out[n].note[0] = '\0';
+            while (prev > md && prev[-1] != '\n')
+                prev--;
+            if (prev > md && strncmp(prev, "<!-- ", 5) == 0) {
+                const char *e = strstr(prev, " -->\n");
+
+                if (e && e < p)
+                    snprintf(out[n].note, sizeof(out[n].note), "%.*s", (int)(e - prev - 5),
+                             prev + 5);
+            }
             snprintf(out[n].lang, sizeof(out[n].lang), "%.*s", (int)(len - 3), p + 3);
             assert_non_null(end);
             out[n].text = strndup(body, (size_t)(end - body) + 1);
@@ -735,6 +747,32 @@ static void compile_c(const block *b)
     free(hdr_src);
 }
 
+/* A block another test exercises says so on the line before its fence:
+ * "<!-- same as FILE -->" (its text is in FILE, verbatim) or
+ * "<!-- run by TEST -->" (every line of it is in that test script). */
+static bool check_note(const block *b)
+{
+    char path[256], *file, *copy;
+
+    if (sscanf(b->note, "same as %255s", path) == 1) {
+        file = read_file(path);
+        if (!strstr(file, b->text))
+            fail_msg("README block at line %d is not the text of %s", b->line, path);
+        free(file);
+        return true;
+    }
+    if (sscanf(b->note, "run by %255s", path) != 1)
+        return false;
+    file = read_file(path);
+    copy = strdup(b->text);
+    for (char *line = strtok(copy, "\n"); line; line = strtok(NULL, "\n"))
+        if (!strstr(file, line))
+            fail_msg("README block at line %d: \"%s\" is not in %s", b->line, line, path);
+    free(copy);
+    free(file);
+    return true;
+}
+
 static void test_readme_blocks(void **state)
 {
     block b[64];
@@ -743,7 +781,9 @@ static void test_readme_blocks(void **state)
 
     (void)state;
     for (size_t i = 0; i < n; i++) {
-        if (strcmp(b[i].lang, "c") == 0)
+        if (b[i].note[0] && check_note(&b[i]))
+            ;
+        else if (strcmp(b[i].lang, "c") == 0)
             compile_c(&b[i]);
         else if (strcmp(b[i].lang, "sh") == 0 && strncmp(b[i].text, "make ", 5) == 0)
             check_make_lines(&b[i]);
@@ -754,8 +794,9 @@ static void test_readme_blocks(void **state)
         else if (!b[i].lang[0] && b[i].text[0] == '{')
             run_batch(&b[i]);
         else
-            fail_msg("README block at line %d (```%s) is not compiled or run by any test",
-                     b[i].line, b[i].lang);
+            fail_msg("README block at line %d (```%s) is not compiled or run by any test: "
+                     "run it in tests/test_docs.c, or put <!-- same as FILE --> or "
+                     "<!-- run by TEST --> on the line before it", b[i].line, b[i].lang);
     }
     blocks_free(b, n);
     free(md);
