@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backends/safefile.h"
 #include "base.h"
 
 /* A VMM's command line is a few hundred bytes; the cap only stops a
@@ -120,7 +121,7 @@ int gate_check(const store_vm *vm, const char *default_binary, pid_t *pid, char 
         return base_errf(err, errlen, -ENOMEM, "vm %s: out of memory", vm->id);
     }
     pid_t p = 0;
-    int rc = store_read_pidfile(pidfile, &p, reason, sizeof reason);
+    int rc = safefile_pidfile_read(pidfile, &p, reason, sizeof reason);
     free(pidfile);
     if (rc) {
         free(sock);

@@ -19,6 +19,7 @@
 #include <yajl/yajl_gen.h>
 
 #include "backends/gate.h"
+#include "backends/safefile.h"
 #include "engine/call.h"
 #include "base.h"
 #include "json/ch.h"
@@ -638,7 +639,7 @@ static int fc_configure(const char *sock, const store_vm *vm, unsigned timeout_m
 
 static int make_dir(const char *path, char *err, size_t errlen)
 {
-    int rc = store_make_private_dir(path, err, errlen);
+    int rc = safefile_mkdir_private(path, err, errlen);
 
     return rc == -EEXIST ? 0 : rc;
 }
@@ -685,7 +686,7 @@ int launch_start(const char *root, store_vm *vm, const char *binary,
     rc = spawn(argv, log_path, &pid, why, sizeof(why));
     if (rc < 0)
         goto fail;
-    rc = store_write_pidfile(pidfile, pid, why, sizeof(why));
+    rc = safefile_pidfile_write(pidfile, pid, why, sizeof(why));
     if (rc < 0)
         goto fail;
     free(vm->binary);

@@ -1,5 +1,6 @@
-/* backends/store.h: VM records (SPEC §1).  One vms.json per backend under
- * <root>/<backend>/db/, guarded by the flock <root>/<backend>/db/vms.lock;
+/* backends/store.h: VM records, their locking and VM-ref resolution.  One
+ * vms.json per backend under <root>/<backend>/db/ (its format is
+ * backends/vmsjson), guarded by the flock <root>/<backend>/db/vms.lock;
  * writes are atomic (temp file, fsync, rename) and done under the lock. */
 #ifndef COCOON_BACKENDS_STORE_H
 #define COCOON_BACKENDS_STORE_H
@@ -7,8 +8,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
-#include <yajl/yajl_gen.h>
 
 #define STORE_ID_LEN 26               /* base32 A-Z2-7 */
 #define STORE_BACKEND_CH "cloudhypervisor"
@@ -43,7 +42,7 @@ typedef struct store_db {
     store_vm *vms;
     size_t n;
     const char *backend;              /* STORE_BACKEND_CH or _FC (static), set by
-                                         store_load/store_db_parse; records
+                                         store_load/vmsjson_parse; records
                                          added with backend NULL get this one */
 } store_db;
 
@@ -54,6 +53,10 @@ const char *store_state_name(store_state s);      /* "running", ... */
 int store_state_parse(const char *s, store_state *out);
 /* "cloud-hypervisor" or "firecracker" for a backend dir name. */
 const char *store_hypervisor_name(const char *backend);
+/* The literal STORE_BACKEND_CH or STORE_BACKEND_FC equal to backend, or
+ * NULL: records point at these two so that backend comparisons and copies
+ * never need an allocation. */
+const char *store_backend_static(const char *backend);
 
 /* The root: root if non-NULL, else $COCOON_ROOT_DIR, else /var/lib/cocoon.
  * Borrowed (from root, the environment, or a literal). */
@@ -77,18 +80,6 @@ void store_db_fini(store_db *db);
 void store_vm_fini(store_vm *vm);
 int store_vm_copy(store_vm *dst, const store_vm *src);
 
-/* Writes vm as the record layout of vms.json into g and leaves the map
- * open, so a caller can add keys (inspect's attached_devices) before
- * closing it.  state_override, when non-NULL, is written in place of the
- * record's state.  Returns the first yajl status that was not ok. */
-yajl_gen_status store_vm_gen(yajl_gen g, const store_vm *vm, const char *state_override);
-/* Parse/serialize the vms.json document (exposed for the fuzz target and
- * tests).  out is owned (free()). */
-int store_db_parse(const char *buf, size_t len, const char *backend,
-                   store_db *db, char *err, size_t errlen);
-int store_db_serialize(const store_db *db, char **out, size_t *out_len,
-                       char *err, size_t errlen);
-
 /* Read-modify-write under the exclusive lock: loads, calls fn, and if fn
  * returns 0 writes the result atomically.  fn's nonzero return is passed
  * through (fn fills err). */
@@ -103,27 +94,47 @@ store_vm *store_db_find_name(store_db *db, const char *name);
 int store_db_add(store_db *db, store_vm *vm, char *err, size_t errlen);
 int store_db_remove(store_db *db, const char *id);
 
-/* Resolves ref across both backends (SPEC §1 order and exact texts):
- * exact id, exact name, unique id prefix of >= 3 chars.  On success *out is
- * a deep copy (store_vm_fini it).  -ENOENT "VM not found", -EINVAL
- * "ambiguous ref \"x\": multiple matches" or "VM ref resolves to multiple
+/* A VM ref is resolved across both backends, tier by tier: an exact id,
+ * then an exact name, then an id prefix of at least STORE_REF_PREFIX_MIN
+ * characters that matches one record only.  A tier that matches in one
+ * backend wins over later tiers in the other.  Errors: -ENOENT "VM not
+ * found" (also for an empty ref), -EINVAL "ambiguous ref \"x\": multiple
+ * matches" (two records of one backend) or "VM ref resolves to multiple
  * backends". */
+#define STORE_REF_PREFIX_MIN 3
+
+/* Both backends' records read once and indexed by id and name, so many
+ * refs resolve against one read of the store (the engine resolves a
+ * batch of operations against one load per loop iteration).  Every
+ * pointer owned; free with store_set_fini. */
+typedef struct store_tab {            /* private: exact-match index */
+    const char **keys;                /* borrowed from the db's records */
+    long *vals;                       /* record index, -1 when shared */
+    size_t cap;
+} store_tab;
+
+typedef struct store_set {
+    store_db db[2];                   /* [0] STORE_BACKEND_CH, [1] _FC */
+    store_tab by_id[2], by_name[2];
+} store_set;
+
+/* Loads both backends under their shared locks.  On failure *s is empty
+ * (store_set_fini is still safe). */
+int store_set_load(store_set *s, const char *root, char *err, size_t errlen);
+/* Resolves ref in s.  *out is borrowed from s (valid until
+ * store_set_fini), NULL on error. */
+int store_set_resolve(const store_set *s, const char *ref, const store_vm **out,
+                      char *err, size_t errlen);
+/* store_set_fini(NULL) is a no-op; leaves *s empty. */
+void store_set_fini(store_set *s);
+
+/* Loads the store and resolves ref once.  On success *out is a deep copy
+ * (store_vm_fini it); on failure it is zeroed. */
 int store_resolve(const char *root, const char *ref, store_vm *out,
                   char *err, size_t errlen);
 
 /* "<root>/run/<backend>/<id>", owned (free()). */
 char *store_default_run_dir(const char *root, const char *backend, const char *id);
-/* mkdir -p of the parents, then the dir itself created 0700 (no chmod
- * race); refuses a path that exists as a symlink. */
-int store_make_private_dir(const char *path, char *err, size_t errlen);
-
-/* Pidfile "<pid>\n", mode 0600, created with O_EXCL|O_NOFOLLOW via a temp
- * file and rename. */
-int store_write_pidfile(const char *path, pid_t pid, char *err, size_t errlen);
-/* Errors as SPEC §2 reasons: "open <path>: No such file or directory",
- * "parse PID from <path>: ...".  Refuses a symlink. */
-int store_read_pidfile(const char *path, pid_t *pid, char *err, size_t errlen);
-
 /* Serializes start/stop/rm of one VM across processes: an exclusive flock
  * on <root>/<backend>/db/<id>.lock (created 0600, never through a symlink),
  * waited for.  The caller re-reads the record once it holds the lock.

@@ -11,6 +11,7 @@
 #include "backends/gate.h"
 #include "backends/launch.h"
 #include "backends/store.h"
+#include "backends/vmsjson.h"
 #include "cli/cli.h"
 #include "engine/cocoon.h"
 #include "base.h"
@@ -422,7 +423,7 @@ int cli_vm_list(cli_ctx *c)
             const char *st = shown_state(c, vm, &stale, &pid);
 
             if (g) {
-                store_vm_gen(g, vm, st);
+                vmsjson_vm_gen(g, vm, st);
                 if (stale)
                     cli_gen_kv_bool(g, "stale", true);
                 yajl_gen_map_close(g);
@@ -557,7 +558,7 @@ int cli_vm_inspect(cli_ctx *c)
         return cli_error("out of memory");
     }
     st = shown_state(c, &vm, &stale, &pid);
-    store_vm_gen(ic.g, &vm, st);
+    vmsjson_vm_gen(ic.g, &vm, st);
     if (stale)
         cli_gen_kv_bool(ic.g, "stale", true);
     if (pid > 0) {

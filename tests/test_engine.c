@@ -24,6 +24,7 @@
 #include "base.h"
 #include "backends/backend.h"
 #include "backends/store.h"
+#include "backends/safefile.h"
 #include "tests/support/support.h"
 
 #define ARROW "\xe2\x86\x92"
@@ -1401,14 +1402,14 @@ static pid_t start_recorded(struct env *v, const char *name, bool kernel, struct
     pid_t pid;
 
     snprintf(run_dir, 300, "%s/run/%s", v->dir, name);
-    assert_int_equal(store_make_private_dir(run_dir, err, sizeof(err)), 0);
+    assert_int_equal(safefile_mkdir_private(run_dir, err, sizeof(err)), 0);
     snprintf(sock, sizeof(sock), "%s/api.sock", run_dir);
     snprintf(sockarg, sizeof(sockarg), "path=%s", sock);
     snprintf(pidf, sizeof(pidf), "%s/ch.pid", run_dir);
     pid = sup_spawn(argv);
     assert_true(pid > 0);
     assert_int_equal(sup_wait_socket(sock, 5000), 0);
-    assert_int_equal(store_write_pidfile(pidf, pid, err, sizeof(err)), 0);
+    assert_int_equal(safefile_pidfile_write(pidf, pid, err, sizeof(err)), 0);
     a->backend = STORE_BACKEND_CH;
     a->name = name;
     a->state = STORE_RUNNING;

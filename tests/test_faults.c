@@ -28,6 +28,7 @@
 #include "engine/call.h"
 #include "base.h"
 #include "backends/store.h"
+#include "backends/safefile.h"
 #include "tests/support/support.h"
 
 #define ARROW "\xe2\x86\x92"
@@ -973,13 +974,13 @@ static void recvm_start(struct recvm *v, const char *name)
     assert_int_equal(store_new_id(v->id), 0);
     v->run_dir = store_default_run_dir(v->root, STORE_BACKEND_CH, v->id);
     assert_non_null(v->run_dir);
-    if (store_make_private_dir(v->run_dir, err, sizeof(err)) < 0)
+    if (safefile_mkdir_private(v->run_dir, err, sizeof(err)) < 0)
         fail_msg("%s", err);
     v->sock = sup_asprintf("%s/api.sock", v->run_dir);
     v->pidfile = sup_asprintf("%s/ch.pid", v->run_dir);
     v->pid = sup_chsim_start(v->sock, extra);
     assert_true(v->pid > 0);
-    if (store_write_pidfile(v->pidfile, v->pid, err, sizeof(err)) < 0)
+    if (safefile_pidfile_write(v->pidfile, v->pid, err, sizeof(err)) < 0)
         fail_msg("%s", err);
 
     memset(&vm, 0, sizeof(vm));

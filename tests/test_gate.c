@@ -20,6 +20,7 @@
 
 #include "backends/gate.h"
 #include "backends/store.h"
+#include "backends/safefile.h"
 #include "base.h"
 #include "tests/support/support.h"
 
@@ -40,7 +41,7 @@ static void fixture_vm(fixture *f, const char *backend)
     f->vm.run_dir = sup_asprintf("%s/run", f->tmp);
     f->vm.binary = strdup(f->chsim);
     char err[BASE_ERRSTR_MAX];
-    assert_int_equal(store_make_private_dir(f->vm.run_dir, err, sizeof err), 0);
+    assert_int_equal(safefile_mkdir_private(f->vm.run_dir, err, sizeof err), 0);
     f->sock = gate_api_sock(&f->vm);
     f->pidfile = gate_pidfile(&f->vm);
     assert_non_null(f->sock);
@@ -81,7 +82,7 @@ static void start_chsim(fixture *f)
     f->vmm = sup_chsim_start(f->sock, NULL);
     assert_true(f->vmm > 0);
     char err[BASE_ERRSTR_MAX];
-    assert_int_equal(store_write_pidfile(f->pidfile, f->vmm, err, sizeof err), 0);
+    assert_int_equal(safefile_pidfile_write(f->pidfile, f->vmm, err, sizeof err), 0);
 }
 
 static pid_t spawn_sleep(void)
@@ -165,7 +166,7 @@ static void test_reused_pid_of_other_program(void **state)
     fixture *f = *state;
     pid_t sleeper = spawn_sleep();
     char err[BASE_ERRSTR_MAX];
-    assert_int_equal(store_write_pidfile(f->pidfile, sleeper, err, sizeof err), 0);
+    assert_int_equal(safefile_pidfile_write(f->pidfile, sleeper, err, sizeof err), 0);
     char *want = sup_asprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
                            (long)sleeper);
     expect_gate(f, "cloud-hypervisor", -EHOSTDOWN, want);
@@ -185,7 +186,7 @@ static void test_firecracker_text(void **state)
     char *fcpid = gate_pidfile(&f->vm);
     pid_t sleeper = spawn_sleep();
     char err[BASE_ERRSTR_MAX];
-    assert_int_equal(store_write_pidfile(fcpid, sleeper, err, sizeof err), 0);
+    assert_int_equal(safefile_pidfile_write(fcpid, sleeper, err, sizeof err), 0);
     char *want = sup_asprintf("vm %s pid %ld not firecracker: VM not running", f->vm.id,
                            (long)sleeper);
     expect_gate(f, "firecracker", -EHOSTDOWN, want);
@@ -193,7 +194,7 @@ static void test_firecracker_text(void **state)
     sup_kill(sleeper);
     /* ch.pid is not consulted for a firecracker VM. */
     unlink(fcpid);
-    assert_int_equal(store_write_pidfile(f->pidfile, sleeper, err, sizeof err), 0);
+    assert_int_equal(safefile_pidfile_write(f->pidfile, sleeper, err, sizeof err), 0);
     want = sup_asprintf("vm %s read pidfile: open %s: No such file or directory: VM not running",
                      f->vm.id, fcpid);
     expect_gate(f, "firecracker", -EHOSTDOWN, want);
@@ -210,7 +211,7 @@ static void test_vmm_serving_another_socket(void **state)
     f->vmm = sup_chsim_start(other, NULL);
     assert_true(f->vmm > 0);
     char err[BASE_ERRSTR_MAX];
-    assert_int_equal(store_write_pidfile(f->pidfile, f->vmm, err, sizeof err), 0);
+    assert_int_equal(safefile_pidfile_write(f->pidfile, f->vmm, err, sizeof err), 0);
     char *want = sup_asprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
                            (long)f->vmm);
     expect_gate(f, NULL, -EHOSTDOWN, want);

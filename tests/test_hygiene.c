@@ -26,6 +26,7 @@
 #include "engine/cocoon.h"
 #include "base.h"
 #include "backends/store.h"
+#include "backends/vmsjson.h"
 #include "tests/support/support.h"
 
 static void write_file(const char *path, const char *data, size_t len)
@@ -155,7 +156,7 @@ static void raw_reader(const char *root, const char *stop, const char *fail_log)
             char err[BASE_ERRSTR_MAX];
             store_db db;
 
-            if (store_db_parse(buf, len, STORE_BACKEND_CH, &db, err, sizeof(err))) {
+            if (vmsjson_parse(buf, len, STORE_BACKEND_CH, &db, err, sizeof(err))) {
                 write_file(fail_log, err, strlen(err));
                 _exit(20);
             }

@@ -17,6 +17,7 @@
 #include "backends/gate.h"
 #include "backends/launch.h"
 #include "backends/store.h"
+#include "backends/safefile.h"
 #include "base.h"
 #include "tests/support/support.h"
 
@@ -337,7 +338,7 @@ static void test_stop_escalates_to_sigkill(void **state)
 
     (void)state;
     root = make_root_rec(&vm);
-    assert_int_equal(store_make_private_dir(vm.run_dir, err, sizeof(err)), 0);
+    assert_int_equal(safefile_mkdir_private(vm.run_dir, err, sizeof(err)), 0);
     assert_true(asprintf(&arg, "path=%s/api.sock", vm.run_dir) > 0);
     pid = fork();
     assert_true(pid >= 0);
@@ -347,7 +348,7 @@ static void test_stop_escalates_to_sigkill(void **state)
         _exit(127);
     }
     pidfile = gate_pidfile(&vm);
-    assert_int_equal(store_write_pidfile(pidfile, pid, err, sizeof(err)), 0);
+    assert_int_equal(safefile_pidfile_write(pidfile, pid, err, sizeof(err)), 0);
     vm.state = STORE_RUNNING;
     vm.binary = strdup("/bin/bash");
     assert_int_equal(launch_record_save(root, &vm, err, sizeof(err)), 0);
@@ -381,7 +382,7 @@ static void test_stop_never_signals_foreign_pid(void **state)
 
     (void)state;
     root = make_root_rec(&vm);
-    assert_int_equal(store_make_private_dir(vm.run_dir, err, sizeof(err)), 0);
+    assert_int_equal(safefile_mkdir_private(vm.run_dir, err, sizeof(err)), 0);
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -389,7 +390,7 @@ static void test_stop_never_signals_foreign_pid(void **state)
         _exit(127);
     }
     pidfile = gate_pidfile(&vm);
-    assert_int_equal(store_write_pidfile(pidfile, pid, err, sizeof(err)), 0);
+    assert_int_equal(safefile_pidfile_write(pidfile, pid, err, sizeof(err)), 0);
     vm.state = STORE_RUNNING;
     assert_int_equal(launch_record_save(root, &vm, err, sizeof(err)), 0);
     assert_int_equal(launch_stop(root, &vm, "cloud-hypervisor", NULL, err, sizeof(err)), 0);

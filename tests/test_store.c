@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "backends/store.h"
+#include "backends/safefile.h"
+#include "backends/vmsjson.h"
 #include "base.h"
 #include "tests/support/support.h"
 
@@ -267,7 +269,7 @@ static void test_roundtrip_full_record(void **state)
 
     char *json = NULL;
     size_t len = 0;
-    assert_int_equal(store_db_serialize(&db, &json, &len, err, sizeof err), 0);
+    assert_int_equal(vmsjson_serialize(&db, &json, &len, err, sizeof err), 0);
     assert_int_equal(strlen(json), len);
     assert_non_null(strstr(json, "\"hypervisor\": \"cloud-hypervisor\""));
     assert_non_null(strstr(json, "\"state\": \"running\""));
@@ -276,7 +278,7 @@ static void test_roundtrip_full_record(void **state)
     assert_non_null(strstr(json, "\"names\""));
 
     store_db back;
-    int rc = store_db_parse(json, len, STORE_BACKEND_CH, &back, err, sizeof err);
+    int rc = vmsjson_parse(json, len, STORE_BACKEND_CH, &back, err, sizeof err);
     if (rc)
         fail_msg("parse: %s\n%s", err, json);
     assert_int_equal(back.n, 1);
@@ -287,7 +289,7 @@ static void test_roundtrip_full_record(void **state)
     /* Serializing the parsed db gives the same bytes. */
     char *json2 = NULL;
     size_t len2 = 0;
-    assert_int_equal(store_db_serialize(&back, &json2, &len2, err, sizeof err), 0);
+    assert_int_equal(vmsjson_serialize(&back, &json2, &len2, err, sizeof err), 0);
     assert_int_equal(len, len2);
     assert_string_equal(json, json2);
 
@@ -298,7 +300,7 @@ static void test_roundtrip_full_record(void **state)
     back.vms[0].started_at = NULL;
     back.vms[0].config.shared_memory = false;
     char *json3 = NULL;
-    assert_int_equal(store_db_serialize(&back, &json3, NULL, err, sizeof err), 0);
+    assert_int_equal(vmsjson_serialize(&back, &json3, NULL, err, sizeof err), 0);
     assert_null(strstr(json3, "shared_memory"));
     assert_null(strstr(json3, "kernel"));
     assert_null(strstr(json3, "started_at"));
@@ -323,7 +325,7 @@ static void test_parse_ignores_unknown_keys(void **state)
         "\"names\":{\"a\":\"AAAAAAAAAAAAAAAAAAAAAAAAAA\"},\"version\":3}";
     char err[BASE_ERRSTR_MAX] = "";
     store_db db;
-    int rc = store_db_parse(doc, strlen(doc), STORE_BACKEND_FC, &db, err, sizeof err);
+    int rc = vmsjson_parse(doc, strlen(doc), STORE_BACKEND_FC, &db, err, sizeof err);
     if (rc)
         fail_msg("parse: %s", err);
     assert_int_equal(db.n, 1);
@@ -388,8 +390,8 @@ static void test_parse_rejects_bad_documents(void **state)
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char err[BASE_ERRSTR_MAX] = "";
         store_db db;
-        int rc = store_db_parse(rows[i].doc, strlen(rows[i].doc), STORE_BACKEND_CH, &db, err,
-                                sizeof err);
+        int rc = vmsjson_parse(rows[i].doc, strlen(rows[i].doc), STORE_BACKEND_CH, &db, err,
+                               sizeof err);
         if (rc != -EBADMSG || !strstr(err, rows[i].detail))
             fail_msg("row %zu: rc %d err %s (want %s)", i, rc, err, rows[i].detail);
         assert_int_equal(db.n, 0);
@@ -398,14 +400,14 @@ static void test_parse_rejects_bad_documents(void **state)
     /* Embedded NUL and deep nesting are rejected before yajl sees them. */
     char err[BASE_ERRSTR_MAX];
     store_db db;
-    assert_int_equal(store_db_parse("{\"vms\":{}\0}", 11, STORE_BACKEND_CH, &db, err, sizeof err),
+    assert_int_equal(vmsjson_parse("{\"vms\":{}\0}", 11, STORE_BACKEND_CH, &db, err, sizeof err),
                      -EBADMSG);
     char deep[400];
     memset(deep, '[', sizeof deep);
-    assert_int_equal(store_db_parse(deep, sizeof deep, STORE_BACKEND_CH, &db, err, sizeof err),
+    assert_int_equal(vmsjson_parse(deep, sizeof deep, STORE_BACKEND_CH, &db, err, sizeof err),
                      -EBADMSG);
     assert_non_null(strstr(err, "nesting"));
-    assert_int_equal(store_db_parse("{}", 2, "qemu", &db, err, sizeof err), -EINVAL);
+    assert_int_equal(vmsjson_parse("{}", 2, "qemu", &db, err, sizeof err), -EINVAL);
 #undef REC
 #undef ID
 #undef ID2
@@ -421,7 +423,7 @@ static void test_serialize_rejects_bad_utf8(void **state)
     vm.config.cmdline = strdup("bad \xff\xfe");
     assert_int_equal(store_db_add(&db, &vm, err, sizeof err), 0);
     char *out = (char *)1;
-    assert_int_equal(store_db_serialize(&db, &out, NULL, err, sizeof err), -EINVAL);
+    assert_int_equal(vmsjson_serialize(&db, &out, NULL, err, sizeof err), -EINVAL);
     assert_null(out);
     assert_non_null(strstr(err, "UTF-8"));
     store_db_fini(&db);
@@ -595,10 +597,14 @@ static void test_leftover_temp_file(void **state)
 
 /* ---- resolution ------------------------------------------------------- */
 
+/* Resolves ref both ways, once with store_resolve and once against a
+ * store_set loaded beforehand, and expects the same answer from both. */
 static void expect_resolve(const char *root, const char *ref, int want_rc, const char *want)
 {
     char err[BASE_ERRSTR_MAX] = "";
     store_vm vm;
+    store_set set;
+    const store_vm *hit;
     int rc = store_resolve(root, ref, &vm, err, sizeof err);
     if (rc != want_rc)
         fail_msg("ref %s: rc %d (%s), want %d", ref, rc, err, want_rc);
@@ -608,6 +614,42 @@ static void expect_resolve(const char *root, const char *ref, int want_rc, const
     } else {
         assert_string_equal(err, want);
     }
+    assert_int_equal(store_set_load(&set, root, err, sizeof err), 0);
+    err[0] = '\0';
+    rc = store_set_resolve(&set, ref, &hit, err, sizeof err);
+    if (rc != want_rc)
+        fail_msg("set ref %s: rc %d (%s), want %d", ref, rc, err, want_rc);
+    if (rc == 0) {
+        assert_string_equal(hit->id, want);
+    } else {
+        assert_null(hit);
+        assert_string_equal(err, want);
+    }
+    store_set_fini(&set);
+}
+
+/* A loaded set answers from what it read: records added to the files
+ * afterwards are not seen until the next load, and the records it hands
+ * out stay valid until store_set_fini. */
+static void test_resolve_loaded_set(void **state)
+{
+    (void)state;
+    char *root = sup_tmpdir(), err[BASE_ERRSTR_MAX];
+    store_set set;
+    const store_vm *hit;
+    add_vm(root, STORE_BACKEND_CH, "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "alpha");
+    assert_int_equal(store_set_load(&set, root, err, sizeof err), 0);
+    add_vm(root, STORE_BACKEND_FC, "FCFCFCFCFCFCFCFCFCFCFCFCFC", "gamma");
+    assert_int_equal(store_set_resolve(&set, "gamma", &hit, err, sizeof err), -ENOENT);
+    assert_int_equal(store_set_resolve(&set, "alpha", &hit, err, sizeof err), 0);
+    assert_string_equal(hit->backend, STORE_BACKEND_CH);
+    assert_int_equal(store_set_resolve(&set, "ABCDE", &hit, err, sizeof err), 0);
+    assert_string_equal(hit->config.name, "alpha");
+    store_set_fini(&set);
+    store_set_fini(&set);
+    store_set_fini(NULL);
+    sup_rmrf(root);
+    free(root);
 }
 
 static void test_resolve(void **state)
@@ -796,14 +838,14 @@ static void test_private_dir_modes(void **state)
     char err[BASE_ERRSTR_MAX] = "";
     char *dir = sup_asprintf("%s/run/cloudhypervisor/ABC", root);
     mode_t old = umask(0);
-    int rc = store_make_private_dir(dir, err, sizeof err);
+    int rc = safefile_mkdir_private(dir, err, sizeof err);
     umask(old);
     if (rc)
         fail_msg("%s", err);
     assert_int_equal(mode_of(dir), 0700);
     char *pidf = sup_asprintf("%s/ch.pid", dir);
     old = umask(0);
-    rc = store_write_pidfile(pidf, 4242, err, sizeof err);
+    rc = safefile_pidfile_write(pidf, 4242, err, sizeof err);
     umask(old);
     assert_int_equal(rc, 0);
     assert_int_equal(mode_of(pidf), 0600);
@@ -811,11 +853,11 @@ static void test_private_dir_modes(void **state)
     assert_string_equal(body, "4242\n");
     free(body);
     pid_t pid = 0;
-    assert_int_equal(store_read_pidfile(pidf, &pid, err, sizeof err), 0);
+    assert_int_equal(safefile_pidfile_read(pidf, &pid, err, sizeof err), 0);
     assert_int_equal(pid, 4242);
     /* Overwrite is atomic and leaves no temp file. */
-    assert_int_equal(store_write_pidfile(pidf, 77, err, sizeof err), 0);
-    assert_int_equal(store_read_pidfile(pidf, &pid, err, sizeof err), 0);
+    assert_int_equal(safefile_pidfile_write(pidf, 77, err, sizeof err), 0);
+    assert_int_equal(safefile_pidfile_read(pidf, &pid, err, sizeof err), 0);
     assert_int_equal(pid, 77);
     char sh[] = "/bin/sh", dash_c[] = "-c";
     char *argv[] = { sh, dash_c, NULL, NULL };
@@ -830,7 +872,7 @@ static void test_private_dir_modes(void **state)
     /* A restrictive umask does not leave the dir unusable. */
     char *dir2 = sup_asprintf("%s/run/cloudhypervisor/DEF", root);
     old = umask(0777);
-    rc = store_make_private_dir(dir2, err, sizeof err);
+    rc = safefile_mkdir_private(dir2, err, sizeof err);
     umask(old);
     assert_int_equal(rc, 0);
     assert_int_equal(mode_of(dir2), 0700);
@@ -838,12 +880,12 @@ static void test_private_dir_modes(void **state)
     char *dir3 = sup_asprintf("%s/run/cloudhypervisor/GHI", root);
     assert_int_equal(mkdir(dir3, 0777), 0);
     assert_int_equal(chmod(dir3, 0777), 0);
-    assert_int_equal(store_make_private_dir(dir3, err, sizeof err), 0);
+    assert_int_equal(safefile_mkdir_private(dir3, err, sizeof err), 0);
     assert_int_equal(mode_of(dir3), 0700);
     /* A plain file in the way is an error. */
     char *file = sup_asprintf("%s/plain", root);
     write_file(file, "x", 1);
-    assert_int_equal(store_make_private_dir(file, err, sizeof err), -ENOTDIR);
+    assert_int_equal(safefile_mkdir_private(file, err, sizeof err), -ENOTDIR);
 
     free(file);
     free(dir3);
@@ -863,7 +905,7 @@ static void test_symlinks_refused(void **state)
     assert_int_equal(mkdir(target, 0755), 0);
     char *link = sup_asprintf("%s/run", root);
     assert_int_equal(symlink(target, link), 0);
-    assert_int_equal(store_make_private_dir(link, err, sizeof err), -ELOOP);
+    assert_int_equal(safefile_mkdir_private(link, err, sizeof err), -ELOOP);
     char *want = sup_asprintf("%s is a symlink", link);
     assert_string_equal(err, want);
     free(want);
@@ -871,29 +913,29 @@ static void test_symlinks_refused(void **state)
 
     /* Writing a pidfile into a symlinked run dir is refused. */
     char *via = sup_asprintf("%s/ch.pid", link);
-    assert_true(store_write_pidfile(via, 1, err, sizeof err) < 0);
+    assert_true(safefile_pidfile_write(via, 1, err, sizeof err) < 0);
     struct stat st;
     char *real = sup_asprintf("%s/ch.pid", target);
     assert_int_equal(stat(real, &st), -1);
 
     /* Reading a pidfile that is a symlink is refused. */
     char *dir = sup_asprintf("%s/rd", root);
-    assert_int_equal(store_make_private_dir(dir, err, sizeof err), 0);
+    assert_int_equal(safefile_mkdir_private(dir, err, sizeof err), 0);
     char *good = sup_asprintf("%s/good.pid", dir);
-    assert_int_equal(store_write_pidfile(good, 123, err, sizeof err), 0);
+    assert_int_equal(safefile_pidfile_write(good, 123, err, sizeof err), 0);
     char *bad = sup_asprintf("%s/ch.pid", dir);
     assert_int_equal(symlink(good, bad), 0);
     pid_t pid = 0;
-    assert_int_equal(store_read_pidfile(bad, &pid, err, sizeof err), -ELOOP);
+    assert_int_equal(safefile_pidfile_read(bad, &pid, err, sizeof err), -ELOOP);
     want = sup_asprintf("open %s: Too many levels of symbolic links", bad);
     assert_string_equal(err, want);
     free(want);
     assert_int_equal(pid, 0);
     /* Writing replaces the link itself, never its target. */
-    assert_int_equal(store_write_pidfile(bad, 456, err, sizeof err), 0);
+    assert_int_equal(safefile_pidfile_write(bad, 456, err, sizeof err), 0);
     assert_int_equal(lstat(bad, &st), 0);
     assert_true(S_ISREG(st.st_mode));
-    assert_int_equal(store_read_pidfile(good, &pid, err, sizeof err), 0);
+    assert_int_equal(safefile_pidfile_read(good, &pid, err, sizeof err), 0);
     assert_int_equal(pid, 123);
 
     free(bad);
@@ -915,7 +957,7 @@ static void test_pidfile_read_errors(void **state)
     char *path = sup_asprintf("%s/ch.pid", root);
     pid_t pid = -5;
     char *want = sup_asprintf("open %s: No such file or directory", path);
-    assert_int_equal(store_read_pidfile(path, &pid, err, sizeof err), -ENOENT);
+    assert_int_equal(safefile_pidfile_read(path, &pid, err, sizeof err), -ENOENT);
     assert_string_equal(err, want);
     free(want);
     assert_int_equal(pid, -5);
@@ -940,7 +982,7 @@ static void test_pidfile_read_errors(void **state)
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         write_file(path, rows[i].body, strlen(rows[i].body));
         pid = 0;
-        int rc = store_read_pidfile(path, &pid, err, sizeof err);
+        int rc = safefile_pidfile_read(path, &pid, err, sizeof err);
         if (!rows[i].detail) {
             if (rc)
                 fail_msg("row %zu: %s", i, err);
@@ -953,15 +995,15 @@ static void test_pidfile_read_errors(void **state)
         free(want);
     }
     write_file(path, "12\0", 3);
-    assert_true(store_read_pidfile(path, &pid, err, sizeof err) < 0);
+    assert_true(safefile_pidfile_read(path, &pid, err, sizeof err) < 0);
     assert_non_null(strstr(err, "parse PID from"));
     char big[200];
     memset(big, '1', sizeof big);
     write_file(path, big, sizeof big);
-    assert_true(store_read_pidfile(path, &pid, err, sizeof err) < 0);
+    assert_true(safefile_pidfile_read(path, &pid, err, sizeof err) < 0);
     assert_non_null(strstr(err, "file too large"));
     /* A directory is not a pidfile. */
-    assert_true(store_read_pidfile(root, &pid, err, sizeof err) < 0);
+    assert_true(safefile_pidfile_read(root, &pid, err, sizeof err) < 0);
     free(path);
     sup_rmrf(root);
     free(root);
@@ -1038,14 +1080,14 @@ static void test_alloc_failures_leak_nothing(void **state)
     assert_int_equal(store_db_add(&src, &vm, err, sizeof err), 0);
     char *json = NULL;
     size_t len = 0;
-    assert_int_equal(store_db_serialize(&src, &json, &len, err, sizeof err), 0);
+    assert_int_equal(vmsjson_serialize(&src, &json, &len, err, sizeof err), 0);
 
     /* Parse: fail each allocation in turn until the parse succeeds. */
     long n;
     for (n = 0;; n++) {
         store_db db;
         alloc_arm(n);
-        int rc = store_db_parse(json, len, STORE_BACKEND_CH, &db, err, sizeof err);
+        int rc = vmsjson_parse(json, len, STORE_BACKEND_CH, &db, err, sizeof err);
         bool fired = alloc_disarm();
         if (!fired) {
             assert_int_equal(rc, 0);
@@ -1063,7 +1105,7 @@ static void test_alloc_failures_leak_nothing(void **state)
     for (n = 0;; n++) {
         char *out = NULL;
         alloc_arm(n);
-        int rc = store_db_serialize(&src, &out, NULL, err, sizeof err);
+        int rc = vmsjson_serialize(&src, &out, NULL, err, sizeof err);
         bool fired = alloc_disarm();
         if (!fired) {
             assert_int_equal(rc, 0);
@@ -1152,6 +1194,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_file_refused),
         cmocka_unit_test(test_leftover_temp_file),
         cmocka_unit_test(test_resolve),
+        cmocka_unit_test(test_resolve_loaded_set),
         cmocka_unit_test(test_ambiguous_quoting),
         cmocka_unit_test(test_concurrent_writers),
         cmocka_unit_test(test_private_dir_modes),

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backends/store.h"
+#include "backends/vmsjson.h"
 #include "base.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -25,18 +26,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *backend =
         memmem(data, size, "firecracker", 11) ? STORE_BACKEND_FC : STORE_BACKEND_CH;
     err[0] = '\0';
-    if (store_db_parse((const char *)data, size, backend, &db, err, sizeof err) != 0) {
+    if (vmsjson_parse((const char *)data, size, backend, &db, err, sizeof err) != 0) {
         if (!err[0] || db.n != 0 || db.vms != NULL)
             abort();
         return 0;
     }
     char *out = NULL;
     size_t len = 0;
-    if (store_db_serialize(&db, &out, &len, err, sizeof err) != 0) {
+    if (vmsjson_serialize(&db, &out, &len, err, sizeof err) != 0) {
         fprintf(stderr, "serialize after parse failed: %s\n", err);
         abort();
     }
-    if (store_db_parse(out, len, backend, &back, err, sizeof err) != 0) {
+    if (vmsjson_parse(out, len, backend, &back, err, sizeof err) != 0) {
         fprintf(stderr, "reparse failed: %s\n%s\n", err, out);
         abort();
     }
