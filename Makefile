@@ -52,7 +52,10 @@ TESTS       := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 DEPS_BUILD    = /usr/bin/cc:gcc /usr/include/stdio.h:libc6-dev /usr/bin/pkg-config:pkg-config \
                 /usr/include/ev.h:libev-dev $(LLHTTP_DIR)/llhttp.c:node-llhttp \
                 /usr/include/yajl/yajl_tree.h:libyajl-dev
-DEPS_TEST     = /usr/include/cmocka.h:libcmocka-dev $(VIRTIOFSD):qemu-system-common
+DEPS_TEST     = /usr/include/cmocka.h:libcmocka-dev $(VIRTIOFSD):qemu-system-common \
+                /usr/bin/python3:python3 \
+                /usr/lib/python3/dist-packages/yaml/__init__.py:python3-yaml \
+                /usr/lib/python3/dist-packages/jsonschema/__init__.py:python3-jsonschema
 DEPS_DEMO     = $(VIRTIOFSD):qemu-system-common
 DEPS_BENCH    = /usr/bin/curl:curl
 DEPS_FUZZ     = /usr/bin/clang:clang \

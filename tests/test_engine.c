@@ -1345,7 +1345,8 @@ static void render_case(const char *ver, int code, const char *body)
 static void test_error_rendering(void **state)
 {
     const char *msg = "Error from API: The fs could not be added to the VM: Failed to "
-                      "validate config: Queue size 1000 is not a power of two or exceeds 32768";
+                      "validate config: Queue size must be a power of 2 no greater than 32768: "
+                      "1000";
 
     (void)state;
     render_case("head", 400, msg);
@@ -1409,6 +1410,11 @@ static pid_t start_recorded(struct env *v, const char *name, bool kernel, struct
     pid = sup_spawn(argv);
     assert_true(pid > 0);
     assert_int_equal(sup_wait_socket(sock, 5000), 0);
+    /* Without a payload CH has no VM; vm.create gives it a config. */
+    if (!kernel)
+        assert_int_equal(eng_call_sync(sock, "PUT", "/api/v1/vm.create",
+                                       "{\"memory\":{\"size\":1073741824,\"shared\":true}}",
+                                       2000, NULL, NULL, NULL, err, sizeof(err)), 0);
     assert_int_equal(safefile_pidfile_write(pidf, pid, err, sizeof(err)), 0);
     a->backend = STORE_BACKEND_CH;
     a->name = name;
@@ -1537,7 +1543,7 @@ static void test_recorded_gate(void **state)
 static void test_direct_not_running(void **state)
 {
     struct env *v = env_new(NULL, NULL);
-    char *bin = sup_build_path("chsim"), sockarg[300], want[600];
+    char *bin = sup_build_path("chsim"), sockarg[300], want[600], errbuf[256];
     char *argv[] = { bin, (char *)"--api-socket", sockarg, NULL };
     struct res r;
     pid_t pid;
@@ -1546,6 +1552,10 @@ static void test_direct_not_running(void **state)
     snprintf(sockarg, sizeof(sockarg), "path=%s", v->sock);
     pid = sup_spawn(argv);
     assert_int_equal(sup_wait_socket(v->sock, 5000), 0);
+    /* A config but no booted VM, as after vm.create (or a vm.shutdown). */
+    assert_int_equal(eng_call_sync(v->sock, "PUT", "/api/v1/vm.create",
+                                   "{\"payload\":{\"kernel\":\"/k\"}}", 2000, NULL, NULL, NULL,
+                                   errbuf, sizeof(errbuf)), 0);
     r = fs_attach(v, v->sock, "/tmp/x.sock", "data");
     assert_int_equal(r.err, -EHOSTDOWN);
     snprintf(want, sizeof(want), "vm %s is created: VM not running", v->sock);
@@ -1573,8 +1583,8 @@ static void test_direct_no_vm(void **state)
     for (size_t g = 0; g < sizeof(gens) / sizeof(gens[0]); g++) {
         struct env *v = env_new(NULL, NULL);
         char *bin = sup_build_path("chsim"), sockarg[300], want[600];
-        char *argv[] = { bin, (char *)"--api-socket", sockarg, (char *)"--no-vm",
-                         (char *)"--api-version", (char *)gens[g], NULL };
+        char *argv[] = { bin, (char *)"--api-socket", sockarg, (char *)"--api-version",
+                         (char *)gens[g], NULL };
         struct res r;
         pid_t pid;
 

@@ -499,6 +499,15 @@ static void run_fault_cell(struct fleet *f, enum op op, const struct mode_row *m
     cell_check(what, sock, op, &r, &x, &before, true);
 }
 
+/* Device cells need a real PCI device in /sys/bus/pci/devices.  Without
+ * one they are not run, and a test that had some ends as skipped (after
+ * its fs cells ran) rather than as passed. */
+static void devices_cells_done(void)
+{
+    if (!g_pci[0])
+        skip();
+}
+
 static void test_fault_modes(void **state)
 {
     (void)state;
@@ -520,6 +529,7 @@ static void test_fault_modes(void **state)
         }
         fleet_stop(&f);
     }
+    devices_cells_done();
 }
 
 /* A VMM that exits mid-operation: chsim _exits on the faulted request, so
@@ -583,6 +593,7 @@ static void test_vmm_dies(void **state)
             run_die_cell(gens[g], (enum op)op, T_INFO);
         }
     }
+    devices_cells_done();
 }
 
 /* ------------------------------------------------------------ status codes */
@@ -675,16 +686,19 @@ static void test_status_bodies(void **state)
                         "validate config: Identifier cocoon-fs-t is not unique");
         run_status_cell(&f, g, OP_FSA, NULL, false, 2, K_VALID,
                         "Error from API: The fs could not be added to the VM: Failed to "
-                        "validate config: Number of queues to virtio_fs (2) exceeds the "
-                        "number of vCPUs (1)");
+                        "validate config: Queue count (2) must not exceed boot vCPUs (1)");
         run_status_cell(&f, g, OP_FSD, fs_info, false, 0, K_NODEV,
                         "Error from API: The device could not be removed from the VM: Error "
                         "from device manager: Failed to find device corresponding to the "
                         "given identifier: cocoon-fs-t");
         if (g_pci[0]) {
-            run_status_cell(&f, g, OP_DEVA, INFO_BARE, true, 0, K_DUP,
-                            "Error from API: The device could not be added to the VM: Failed "
-                            "to validate config: Identifier gpu0 is not unique");
+            char dup[512];
+
+            /* CH checks each config entry's path before its id, so the
+             * same device again is a duplicate path. */
+            snprintf(dup, sizeof(dup), "Error from API: The device could not be added to the "
+                     "VM: Failed to validate config: Duplicated device path: %s", g_pci);
+            run_status_cell(&f, g, OP_DEVA, INFO_BARE, true, 0, K_DUP, dup);
             run_status_cell(&f, g, OP_DEVD, dev_info, false, 0, K_NODEV,
                             "Error from API: The device could not be removed from the VM: "
                             "Error from device manager: Failed to find device corresponding "
@@ -692,6 +706,7 @@ static void test_status_bodies(void **state)
         }
         fleet_stop(&f);
     }
+    devices_cells_done();
 }
 
 /* ------------------------------------------------------------ vm.info types */
@@ -753,6 +768,7 @@ static void test_vminfo_wrong_types(void **state)
         }
         fleet_stop(&f);
     }
+    devices_cells_done();
 }
 
 /* ------------------------------------------------------------ connections */
@@ -944,6 +960,7 @@ static void test_connection_cap(void **state)
         }
         fleet_stop(&f);
     }
+    devices_cells_done();
 }
 
 /* ------------------------------------------------------------ recorded VMs */
@@ -1145,7 +1162,5 @@ int main(void)
     g_valgrind = vg && *vg && strcmp(vg, "0") != 0;
     g_timeout_ms = g_valgrind ? 1500 : 300;
     sup_first_pci(g_pci, sizeof(g_pci));
-    if (!g_pci[0])
-        fprintf(stderr, "test_faults: /sys/bus/pci/devices is empty: device cells skipped\n");
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -327,6 +327,29 @@ static void test_start_failure_records_error(void **state)
 
 /* A "VMM" that ignores SIGTERM and has no API: stop must escalate to
  * SIGKILL within its bounds. */
+/* Waits until process pid ignores sig, read from the SigIgn mask of
+ * /proc/<pid>/status: the moment a shell's trap '' is in place. */
+static void wait_ignores(pid_t pid, int sig)
+{
+    long long deadline = sup_now_ms() + 10000;
+    char path[64], line[256];
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    for (;;) {
+        FILE *f = fopen(path, "r");
+        unsigned long long mask = 0;
+
+        assert_non_null(f);
+        while (fgets(line, sizeof(line), f))
+            if (sscanf(line, "SigIgn: %llx", &mask) == 1)
+                break;
+        fclose(f);
+        if (mask & (1ull << (sig - 1)))
+            return;
+        assert_true(sup_now_ms() < deadline);
+    }
+}
+
 static void test_stop_escalates_to_sigkill(void **state)
 {
     char err[BASE_ERRSTR_MAX], *root, *pidfile, *arg = NULL;
@@ -352,7 +375,7 @@ static void test_stop_escalates_to_sigkill(void **state)
     vm.state = STORE_RUNNING;
     vm.binary = strdup("/bin/bash");
     assert_int_equal(launch_record_save(root, &vm, err, sizeof(err)), 0);
-    usleep(100000);              /* let bash install its trap */
+    wait_ignores(pid, SIGTERM);  /* bash has installed its trap */
     assert_int_equal(gate_check(&vm, "cloud-hypervisor", NULL, err, sizeof(err)), 0);
     t0 = sup_now_ms();
     assert_int_equal(launch_stop(root, &vm, "cloud-hypervisor", &b, err, sizeof(err)), 0);

@@ -13,6 +13,9 @@
 #include <stdint.h>
 
 enum chsim_gen { CHSIM_HEAD, CHSIM_V53, CHSIM_V46 };
+/* CHSIM_NOVM: the VMM has no VM config; CHSIM_CREATED: a config, no VM
+ * (CH drops the VM on shutdown and is back here); CHSIM_SHUTDOWN is
+ * Firecracker's only. */
 enum chsim_state { CHSIM_NOVM, CHSIM_CREATED, CHSIM_RUNNING, CHSIM_PAUSED, CHSIM_SHUTDOWN };
 
 enum chsim_fault_mode {
@@ -50,17 +53,22 @@ struct chsim_zone {
     bool shared, hugepages;
 };
 
+/* The parts of CH's VmConfig that chsim models beyond the device lists. */
+struct chsim_cfg {
+    int cpus, max_cpus;
+    uint64_t mem_size;
+    bool mem_shared, mem_hugepages;
+    struct chsim_zone zones[CHSIM_MAX_ZONES];
+    int nzones;
+    char kernel[512], cmdline[512], initramfs[512];   /* "" = absent */
+    char rng_src[256];
+};
+
 struct chsim_opts {
     enum chsim_gen gen;
     bool firecracker;
-    bool kernel;
-    bool no_vm;
-    char kernel_path[512];
-    uint64_t mem_size;
-    bool mem_shared, mem_hugepages, mem_set;
-    struct chsim_zone zones[CHSIM_MAX_ZONES];
-    int nzones;
-    int cpus;
+    struct chsim_cfg cfg;          /* from the flags; a kernel boots the VM */
+    char disk_path[512], net_tap[64];
     int eject_delay_ms;
     bool no_eject;
     int connect_timeout_ms;
@@ -71,22 +79,21 @@ struct chsim_opts {
 };
 
 extern struct chsim_opts chsim_opt;
-/* Bitmap of PCI slots taken before any hot add (host bridge, console...). */
-extern uint32_t chsim_reserved_slots;
 extern struct ev_loop *chsim_loop;
 
-enum chsim_dev_type { CHSIM_DEV_FS, CHSIM_DEV_VFIO };
+enum chsim_dev_type { CHSIM_DEV_FS, CHSIM_DEV_VFIO, CHSIM_DEV_DISK, CHSIM_DEV_NET };
 
 struct chsim_dev {
     struct chsim_dev *next;
     struct chsim_vm *vm;
     enum chsim_dev_type type;
     char id[256];
-    char tag[256];
-    char path[4096];     /* socket for fs, sysfs path for vfio */
+    char tag[256];       /* fs tag, net tap */
+    char path[4096];     /* fs socket, vfio sysfs path ("" = by fd), disk path */
+    char mac[24];        /* net */
     int num_queues, queue_size, pci_segment;
-    int slot;            /* -1 while cold */
-    bool in_config, in_tree;
+    int slot;            /* -1 while not in the tree */
+    bool in_config, in_tree, eject_pending;
     int vhost_fd;
     ev_timer eject;
 };
@@ -122,6 +129,8 @@ struct chsim_vm {
     int lfd;
     ev_io lw;
     enum chsim_state state;
+    struct chsim_cfg cfg;         /* valid unless state is CHSIM_NOVM */
+    int console_slot, rng_slot;
     int nconns;
     struct chsim_conn *conns;
     struct chsim_req *qhead, *qtail;
@@ -129,12 +138,14 @@ struct chsim_vm {
     ev_timer work;                /* latency and connect retries */
     int cur_fault;                /* fault mode applied to cur */
     bool pumping;
+    bool add_waited;              /* cur_dev has had its add latency */
     long long connect_deadline;
     struct chsim_dev *cur_dev;    /* add-fs waiting for its socket */
     struct chsim_dev *devs;
     unsigned next_auto;
     uint32_t slots;               /* bitmap of used PCI slots */
     unsigned long counts[CHSIM_MAX_EP];
+    unsigned long ejects;         /* devices the guest has ejected */
     struct chsim_fault faults[CHSIM_MAX_EP];
     char *vminfo_override;
     /* Firecracker */
@@ -161,6 +172,8 @@ char *chsim_json_str(const char *s);   /* quoted, escaped, malloc'd */
 void chsim_vm_init(struct chsim_vm *vm, int index);
 void chsim_vm_fini(struct chsim_vm *vm);
 void chsim_vm_serve(struct chsim_vm *vm, struct chsim_req *req);
+/* The guest acknowledges every pending eject now; returns how many. */
+int chsim_vm_eject_pending(struct chsim_vm *vm);
 
 /* fc.c */
 void chsim_fc_serve(struct chsim_vm *vm, struct chsim_req *req);
@@ -169,6 +182,6 @@ void chsim_fc_serve(struct chsim_vm *vm, struct chsim_req *req);
 void chsim_request_exit(int status);
 
 /* server.c: fleet-wide counters as JSON, malloc'd. */
-char *chsim_stats_text(const unsigned long *counts);
+char *chsim_stats_text(const unsigned long *counts, unsigned long ejects);
 
 #endif

@@ -14,12 +14,12 @@
 
 struct chsim_opts chsim_opt = {
     .gen = CHSIM_HEAD,
-    .mem_size = 512ull << 20,
-    .cpus = 1,
+    .cfg = { .cpus = 1, .max_cpus = 1, .mem_size = 512ull << 20, .rng_src = "/dev/urandom" },
+    .disk_path = "/var/lib/chsim/disk0.raw",
+    .net_tap = "vmtap0",
     .connect_timeout_ms = 60000,
 };
 struct ev_loop *chsim_loop;
-uint32_t chsim_reserved_slots = 0x1f;
 
 static struct chsim_vm *vms;
 static int nvms;
@@ -38,26 +38,29 @@ static const char usage[] =
 "                            guest memory; S in bytes or with K/M/G suffix\n"
 "                            (default 512M, not shared; shared in fleet mode)\n"
 "  --memory-zone id=Z,size=S[,shared=on][,hugepages=on]   (repeatable)\n"
-"  --cpus boot=N             boot vCPUs (default 1); bounds fs num_queues\n"
-"  --kernel PATH             VM starts Running (otherwise Created)\n"
-"  --cmdline --disk --net --serial --console --initramfs --log-file --rng\n"
-"  -v ... and any other flag are accepted and ignored with their values\n"
+"  --cpus boot=N[,max=M]     vCPUs (default 1); boot bounds fs num_queues\n"
+"  --kernel PATH             as CH: the VM is created and boots (Running);\n"
+"                            without it the VMM has no VM until vm.create\n"
+"  --cmdline S, --initramfs P   payload, shown in vm.info\n"
+"  --disk path=P, --net tap=T   the guest's one disk and one net (a booted\n"
+"                            guest always has both, with defaults)\n"
+"  --rng src=P               entropy source shown in vm.info\n"
+"  --serial --console --log-file -v ... and any other flag are accepted and\n"
+"                            ignored with their values\n"
 "\n"
 "chsim flags:\n"
 "  --api-version head|v53|v46   error generation (default head)\n"
-"  --no-vm                   no VM exists until PUT vm.create\n"
 "  --fleet DIR --count N     serve N VMs on DIR/vm<i>.sock (i from 0), all\n"
 "                            Running; raises RLIMIT_NOFILE to the hard limit\n"
 "  --firecracker --api-sock P   Firecracker pre-boot API instead of CH\n"
 "  --eject-delay-ms N        guest ejects a removed device after N ms (0 = at once)\n"
-"  --no-eject                guest never ejects (no ACPI hot-plug)\n"
+"  --no-eject                guest never ejects (no ACPI hot-plug); only\n"
+"                            PUT /chsim/eject does\n"
 "  --connect-timeout-ms N    add-fs retries the vhost-user connect every\n"
 "                            100 ms for N ms (default 60000)\n"
 "  --no-connect              add-fs does not connect to the socket\n"
 "  --add-latency-ms N        delay every hot add by N ms (timer; the VM's\n"
 "                            queue waits, other VMs do not)\n"
-"  --reserved-slots N        PCI slots 0..N-1 are taken at boot (default 5,\n"
-"                            so the first hot add gets 0000:00:05.0)\n"
 "  --fault ENDPOINT=MODE[:COUNT]   inject a fault (repeatable); COUNT uses,\n"
 "                            0 or absent = forever.  MODE: none,\n"
 "                            close-before-reply, close-mid-headers,\n"
@@ -70,7 +73,8 @@ static const char usage[] =
 "\n"
 "Control endpoints on every VM socket (not counted, served at once when the\n"
 "connection has nothing queued, but they do occupy one of the 10 slots):\n"
-"  GET /chsim/stats                 {\"vm.info\":N,\"vm.add-fs\":N,...}\n"
+"  GET /chsim/stats                 {\"vm.info\":N,\"vm.add-fs\":N,...,\"ejects\":N}\n"
+"  PUT /chsim/eject                 the guest acknowledges pending ejects now\n"
 "  PUT /chsim/fault                 {\"endpoint\":E,\"mode\":M,\"count\":C}\n"
 "  PUT /chsim/vminfo-override       raw vm.info body (empty body clears)\n"
 "Exits on SIGTERM, SIGINT and PUT vmm.shutdown.\n";
@@ -152,11 +156,11 @@ static void memory_kv(const char *k, const char *v, void *ctx)
 {
     (void)ctx;
     if (strcmp(k, "size") == 0)
-        chsim_opt.mem_size = parse_size(v);
+        chsim_opt.cfg.mem_size = parse_size(v);
     else if (strcmp(k, "shared") == 0)
-        chsim_opt.mem_shared = parse_onoff(v);
+        chsim_opt.cfg.mem_shared = parse_onoff(v);
     else if (strcmp(k, "hugepages") == 0)
-        chsim_opt.mem_hugepages = parse_onoff(v);
+        chsim_opt.cfg.mem_hugepages = parse_onoff(v);
 }
 
 static void zone_kv(const char *k, const char *v, void *ctx)
@@ -177,12 +181,38 @@ static void cpus_kv(const char *k, const char *v, void *ctx)
 {
     (void)ctx;
     if (strcmp(k, "boot") == 0)
-        chsim_opt.cpus = parse_int(v);
+        chsim_opt.cfg.cpus = parse_int(v);
+    else if (strcmp(k, "max") == 0)
+        chsim_opt.cfg.max_cpus = parse_int(v);
+}
+
+struct pick {
+    const char *key;
+    char *buf;
+    size_t n;
+};
+
+static void pick_kv(const char *k, const char *v, void *ctx)
+{
+    const struct pick *p = ctx;
+
+    if (strcmp(k, p->key) == 0)
+        snprintf(p->buf, p->n, "%s", v);
+}
+
+/* --disk path=P, --net tap=T, --rng src=P: the one key chsim shows; the
+ * other keys (readonly=on, mac=...) are accepted and ignored. */
+static void pick(const char *list, const char *key, char *buf, size_t n)
+{
+    struct pick p = { key, buf, n };
+
+    if (strchr(list, '='))
+        each_kv(list, pick_kv, &p);
 }
 
 static void write_stats(void)
 {
-    unsigned long total[CHSIM_MAX_EP] = { 0 };
+    unsigned long total[CHSIM_MAX_EP] = { 0 }, ejects = 0;
     char *text, tmp[4200];
     FILE *f;
 
@@ -191,7 +221,9 @@ static void write_stats(void)
     for (int i = 0; i < nvms; i++)
         for (int e = 0; e < CHSIM_MAX_EP; e++)
             total[e] += vms[i].counts[e];
-    text = chsim_stats_text(total);
+    for (int i = 0; i < nvms; i++)
+        ejects += vms[i].ejects;
+    text = chsim_stats_text(total, ejects);
     snprintf(tmp, sizeof(tmp), "%s.tmp", chsim_opt.stats_file);
     f = fopen(tmp, "w");
     if (f) {
@@ -272,22 +304,39 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--memory") == 0) {
             NEED();
             memory_given = true;
-            chsim_opt.mem_set = true;
             each_kv(val, memory_kv, NULL);
         } else if (strcmp(a, "--memory-zone") == 0) {
             NEED();
-            if (chsim_opt.nzones >= CHSIM_MAX_ZONES)
+            if (chsim_opt.cfg.nzones >= CHSIM_MAX_ZONES)
                 die_usage("too many zones at '%s'", val);
-            each_kv(val, zone_kv, &chsim_opt.zones[chsim_opt.nzones++]);
+            each_kv(val, zone_kv, &chsim_opt.cfg.zones[chsim_opt.cfg.nzones++]);
         } else if (strcmp(a, "--cpus") == 0) {
+            int max_given = strstr(val ? val : "", "max=") != NULL;
+
             NEED();
             each_kv(val, cpus_kv, NULL);
-            if (chsim_opt.cpus < 1)
+            if (!max_given)
+                chsim_opt.cfg.max_cpus = chsim_opt.cfg.cpus;
+            if (chsim_opt.cfg.cpus < 1 || chsim_opt.cfg.max_cpus < chsim_opt.cfg.cpus)
                 die_usage("bad --cpus '%s'", val);
         } else if (strcmp(a, "--kernel") == 0) {
             NEED();
-            chsim_opt.kernel = true;
-            snprintf(chsim_opt.kernel_path, sizeof(chsim_opt.kernel_path), "%s", val);
+            snprintf(chsim_opt.cfg.kernel, sizeof(chsim_opt.cfg.kernel), "%s", val);
+        } else if (strcmp(a, "--cmdline") == 0) {
+            NEED();
+            snprintf(chsim_opt.cfg.cmdline, sizeof(chsim_opt.cfg.cmdline), "%s", val);
+        } else if (strcmp(a, "--initramfs") == 0) {
+            NEED();
+            snprintf(chsim_opt.cfg.initramfs, sizeof(chsim_opt.cfg.initramfs), "%s", val);
+        } else if (strcmp(a, "--disk") == 0) {
+            NEED();
+            pick(val, "path", chsim_opt.disk_path, sizeof(chsim_opt.disk_path));
+        } else if (strcmp(a, "--net") == 0) {
+            NEED();
+            pick(val, "tap", chsim_opt.net_tap, sizeof(chsim_opt.net_tap));
+        } else if (strcmp(a, "--rng") == 0) {
+            NEED();
+            pick(val, "src", chsim_opt.cfg.rng_src, sizeof(chsim_opt.cfg.rng_src));
         } else if (strcmp(a, "--api-version") == 0) {
             NEED();
             if (strcmp(val, "head") == 0)
@@ -306,8 +355,6 @@ int main(int argc, char **argv)
             count = parse_int(val);
         } else if (strcmp(a, "--firecracker") == 0) {
             chsim_opt.firecracker = true;
-        } else if (strcmp(a, "--no-vm") == 0) {
-            chsim_opt.no_vm = true;
         } else if (strcmp(a, "--eject-delay-ms") == 0) {
             NEED();
             chsim_opt.eject_delay_ms = parse_int(val);
@@ -321,14 +368,6 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--add-latency-ms") == 0) {
             NEED();
             chsim_opt.add_latency_ms = parse_int(val);
-        } else if (strcmp(a, "--reserved-slots") == 0) {
-            int n;
-
-            NEED();
-            n = parse_int(val);
-            if (n > 31)
-                die_usage("--reserved-slots at most 31, got '%s'", val);
-            chsim_reserved_slots = n ? (uint32_t)((1ull << n) - 1) : 0;
         } else if (strcmp(a, "--fault") == 0) {
             NEED();
             add_fault(val);
@@ -345,7 +384,7 @@ int main(int argc, char **argv)
 #undef NEED
     }
     if (fleet && !memory_given)
-        chsim_opt.mem_shared = true;
+        chsim_opt.cfg.mem_shared = true;
     if (!fleet && !sock)
         die_usage("%s", "--api-socket (or --fleet DIR) is required");
     if (fleet && chsim_opt.firecracker)
@@ -353,12 +392,16 @@ int main(int argc, char **argv)
     if (count < 1)
         die_usage("%s", "--count must be at least 1");
     if (chsim_opt.firecracker)
-        chsim_opt.kernel = false;
+        chsim_opt.cfg.kernel[0] = '\0';
     if (fleet) {
         struct rlimit rl;
 
-        chsim_opt.kernel = true;
-        snprintf(chsim_opt.kernel_path, sizeof(chsim_opt.kernel_path), "/dev/null");
+        /* Fleet VMs look like typical guests booted from the CLI. */
+        if (!chsim_opt.cfg.kernel[0])
+            snprintf(chsim_opt.cfg.kernel, sizeof(chsim_opt.cfg.kernel), "/dev/null");
+        if (!chsim_opt.cfg.cmdline[0])
+            snprintf(chsim_opt.cfg.cmdline, sizeof(chsim_opt.cfg.cmdline),
+                     "console=hvc0 root=/dev/vda1 rw");
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
             rl.rlim_cur = rl.rlim_max;
             setrlimit(RLIMIT_NOFILE, &rl);

@@ -584,7 +584,7 @@ static void vm_enqueue(struct chsim_vm *vm, struct chsim_req *req)
 
 /* ---- /chsim/ control endpoints ---- */
 
-static void stats_json(struct chsim_resp *r, const unsigned long *counts)
+static void stats_json(struct chsim_resp *r, const unsigned long *counts, unsigned long ejects)
 {
     size_t cap = 4096, len = 0;
     char *b = xrealloc(NULL, cap);
@@ -594,26 +594,29 @@ static void stats_json(struct chsim_resp *r, const unsigned long *counts)
         len += (size_t)snprintf(b + len, cap - len, "%s\"%s\":%lu", len > 1 ? "," : "",
                                 ep_names[i], counts[i]);
     }
-    b[len++] = '}';
-    b[len] = '\0';
+    len += (size_t)snprintf(b + len, cap - len, ",\"ejects\":%lu}", ejects);
     free(r->body);
     r->code = 200;
     r->body = b;
     r->body_len = len;
 }
 
-char *chsim_stats_text(const unsigned long *counts)
+char *chsim_stats_text(const unsigned long *counts, unsigned long ejects)
 {
     struct chsim_resp r = { 0 };
 
-    stats_json(&r, counts);
+    stats_json(&r, counts, ejects);
     return r.body;
 }
 
 static void serve_ctl(struct chsim_vm *vm, struct chsim_req *req, struct chsim_resp *r)
 {
     if (strcmp(req->path, "/chsim/stats") == 0 && strcmp(req->method, "GET") == 0) {
-        stats_json(r, vm->counts);
+        stats_json(r, vm->counts, vm->ejects);
+        return;
+    }
+    if (strcmp(req->path, "/chsim/eject") == 0 && strcmp(req->method, "PUT") == 0) {
+        chsim_resp_set(r, 200, "{\"ejected\":%d}", chsim_vm_eject_pending(vm));
         return;
     }
     if (strcmp(req->path, "/chsim/vminfo-override") == 0 && strcmp(req->method, "PUT") == 0) {
