@@ -19,13 +19,9 @@
 #include <yajl/yajl_gen.h>
 
 #include "backends/gate.h"
-#include "backends/safefile.h"
-#include "engine/call.h"
 #include "base.h"
-#include "json/ch.h"
 
 #define MIB (1024ull * 1024ull)
-#define LAUNCH_API_DEADLINE_MS 10000u
 #define LAUNCH_LOG_TAIL 512
 
 uint64_t launch_memory_mib(uint64_t bytes)
@@ -304,16 +300,8 @@ int launch_record_save(const char *root, store_vm *vm, char *err, size_t errlen)
     return store_update(root, vm->backend, save_cb, &s, err, errlen);
 }
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
 /* The last bytes of the VMM log, one line, for error messages. */
-static void log_tail(const char *path, char *out, size_t outlen)
+void launch_log_tail(const char *path, char *out, size_t outlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     off_t end;
@@ -347,7 +335,7 @@ static void log_tail(const char *path, char *out, size_t outlen)
 /* Gone means: reaped as our child, no such pid, or the pid no longer runs
  * the VMM serving api_sock (exited and reused, or a zombie with an empty
  * cmdline). */
-static bool proc_gone(pid_t pid, const char *binary, const char *api_sock)
+bool launch_proc_gone(pid_t pid, const char *binary, const char *api_sock)
 {
     pid_t w = waitpid(pid, NULL, WNOHANG);
 
@@ -356,20 +344,6 @@ static bool proc_gone(pid_t pid, const char *binary, const char *api_sock)
     if (kill(pid, 0) < 0 && errno == ESRCH)
         return true;
     return !gate_cmdline_matches(pid, binary, api_sock);
-}
-
-static bool wait_gone(pid_t pid, const char *binary, const char *api_sock,
-                      unsigned ms)
-{
-    long long deadline = (long long)(base_mono_ns() / 1000000) + ms;
-
-    for (;;) {
-        if (proc_gone(pid, binary, api_sock))
-            return true;
-        if ((long long)(base_mono_ns() / 1000000) >= deadline)
-            return false;
-        sleep_ms(20);
-    }
 }
 
 static int gen_str(yajl_gen g, const char *s)
@@ -410,7 +384,7 @@ static char *gen_close(yajl_gen g, int rc)
     return out;
 }
 
-static char *fc_machine_config(const store_vm *vm)
+char *launch_fc_machine_config(const store_vm *vm)
 {
     yajl_gen g = gen_open();
     int rc = 0;
@@ -424,7 +398,7 @@ static char *fc_machine_config(const store_vm *vm)
     return gen_close(g, rc);
 }
 
-static char *fc_boot_source(const store_vm *vm)
+char *launch_fc_boot_source(const store_vm *vm)
 {
     yajl_gen g = gen_open();
     int rc = 0;
@@ -444,7 +418,7 @@ static char *fc_boot_source(const store_vm *vm)
     return gen_close(g, rc);
 }
 
-static char *fc_drive(const char *drive_id, const char *path, bool root)
+char *launch_fc_drive(const char *drive_id, const char *path, bool root)
 {
     yajl_gen g = gen_open();
     int rc = 0;
@@ -462,72 +436,7 @@ static char *fc_drive(const char *drive_id, const char *path, bool root)
     return gen_close(g, rc);
 }
 
-static int fc_put(const char *sock, const char *path, char *body, unsigned timeout_ms,
-                  char *err, size_t errlen)
-{
-    int rc;
-
-    if (!body)
-        return base_errf(err, errlen, -ENOMEM, "PUT %s: cannot encode body", path);
-    rc = eng_call_sync(sock, "PUT", path, body, timeout_ms, NULL, NULL, NULL, err, errlen);
-    free(body);
-    return rc;
-}
-
-/* Firecracker's API has no vmm.ping: wait until its socket accepts. */
-static int wait_connectable(const char *sock, pid_t pid, unsigned ms, char *err, size_t errlen)
-{
-    long long deadline = (long long)(base_mono_ns() / 1000000) + ms;
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-    if (strlen(sock) >= sizeof(sa.sun_path))
-        return base_errf(err, errlen, -ENAMETOOLONG, "socket path too long: %s", sock);
-    strcpy(sa.sun_path, sock);
-    for (;;) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-        if (fd < 0)
-            return base_errf(err, errlen, -errno, "socket: %s", strerror(errno));
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-            close(fd);
-            return 0;
-        }
-        close(fd);
-        if (waitpid(pid, NULL, WNOHANG) == pid)
-            return base_errf(err, errlen, -ECHILD, "VMM exited before serving %s", sock);
-        if ((long long)(base_mono_ns() / 1000000) >= deadline)
-            return base_errf(err, errlen, -ETIMEDOUT, "%s did not come up within %u ms",
-                             sock, ms);
-        sleep_ms(20);
-    }
-}
-
-static int wait_api(const char *sock, pid_t pid, char *err, size_t errlen)
-{
-    long long deadline = (long long)(base_mono_ns() / 1000000) + LAUNCH_API_DEADLINE_MS;
-    int rc;
-
-    /* Short ping windows so a VMM that dies at once is noticed at once
-     * instead of after the whole deadline. */
-    for (;;) {
-        int st;
-
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            if (WIFEXITED(st))
-                return base_errf(err, errlen, -ECHILD, "VMM exited with status %d",
-                                 WEXITSTATUS(st));
-            return base_errf(err, errlen, -ECHILD, "VMM killed by signal %d",
-                             WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-        }
-        rc = eng_ping_wait(sock, 200, err, errlen);
-        if (rc == 0)
-            return 0;
-        if ((long long)(base_mono_ns() / 1000000) >= deadline)
-            return rc;
-    }
-}
-
-static int spawn(char *const *argv, const char *log_path, pid_t *pid_out,
+int launch_spawn(char *const *argv, const char *log_path, pid_t *pid_out,
                  char *err, size_t errlen)
 {
     int pfd[2], child_errno = 0;
@@ -580,233 +489,8 @@ static int spawn(char *const *argv, const char *log_path, pid_t *pid_out,
     if (n == (ssize_t)sizeof(child_errno)) {
         waitpid(pid, NULL, 0);
         return base_errf(err, errlen, -child_errno, "exec %s: %s", argv[0],
-                         strerror(child_errno));
+                        strerror(child_errno));
     }
     *pid_out = pid;
-    return 0;
-}
-
-static int check_running(const char *sock, const store_vm *vm, unsigned timeout_ms,
-                         char *err, size_t errlen)
-{
-    static const int ok[] = { 200, 0 };
-    char *body = NULL;
-    json_vm_info vi;
-    int rc;
-
-    rc = eng_call_sync(sock, "GET", "/api/v1/vm.info", NULL, timeout_ms, ok, NULL,
-                       &body, err, errlen);
-    if (rc < 0) {
-        free(body);
-        return rc;
-    }
-    memset(&vi, 0, sizeof(vi));
-    rc = json_vm_info_decode(body ? body : "", body ? strlen(body) : 0, &vi, err, errlen);
-    free(body);
-    if (rc < 0)
-        return rc;
-    if (vm->config.kernel && strcmp(vi.state, "Running") != 0)
-        rc = base_errf(err, errlen, -EPROTO, "vm.info reports state %s, expected Running",
-                       vi.state);
-    json_vm_info_fini(&vi);
-    return rc;
-}
-
-static int fc_configure(const char *sock, const store_vm *vm, unsigned timeout_ms,
-                        char *err, size_t errlen)
-{
-    int rc;
-
-    rc = fc_put(sock, "/machine-config", fc_machine_config(vm), timeout_ms, err, errlen);
-    if (rc == 0 && vm->config.kernel)
-        rc = fc_put(sock, "/boot-source", fc_boot_source(vm), timeout_ms, err, errlen);
-    for (size_t i = 0; rc == 0 && i < vm->config.n_disks; i++) {
-        char id[32], path[48];
-
-        if (i == 0)
-            snprintf(id, sizeof(id), "rootfs");
-        else
-            snprintf(id, sizeof(id), "disk%zu", i);
-        snprintf(path, sizeof(path), "/drives/%s", id);
-        rc = fc_put(sock, path, fc_drive(id, vm->config.disks[i], i == 0), timeout_ms,
-                    err, errlen);
-    }
-    if (rc == 0)
-        rc = eng_call_sync(sock, "PUT", "/actions", "{\"action_type\":\"InstanceStart\"}",
-                           timeout_ms, NULL, NULL, NULL, err, errlen);
-    return rc;
-}
-
-static int make_dir(const char *path, char *err, size_t errlen)
-{
-    int rc = safefile_mkdir_private(path, err, errlen);
-
-    return rc == -EEXIST ? 0 : rc;
-}
-
-int launch_start(const char *root, store_vm *vm, const char *binary,
-                 unsigned timeout_ms, pid_t *pid_out, char *err, size_t errlen)
-{
-    bool fc = strcmp(vm->backend, STORE_BACKEND_FC) == 0;
-    char *abs = NULL, *sock = NULL, *pidfile = NULL, *log_path = NULL, **argv = NULL;
-    char why[BASE_ERRSTR_MAX], tail[LAUNCH_LOG_TAIL + 1];
-    pid_t pid = -1;
-    int rc;
-
-    why[0] = '\0';
-    if (!vm->run_dir)
-        return base_errf(err, errlen, -EINVAL, "vm %s has no run dir", vm->id);
-    abs = launch_which(binary);
-    if (!abs) {
-        rc = base_errf(why, sizeof(why), -ENOENT, "VMM binary %s: %s", binary,
-                       strerror(errno));
-        goto fail;
-    }
-    rc = make_dir(vm->run_dir, why, sizeof(why));
-    if (rc == 0 && vm->log_dir && strcmp(vm->log_dir, vm->run_dir) != 0)
-        rc = make_dir(vm->log_dir, why, sizeof(why));
-    if (rc < 0)
-        goto fail;
-    sock = gate_api_sock(vm);
-    pidfile = gate_pidfile(vm);
-    if (asprintf(&log_path, "%s/%s.log", vm->log_dir ? vm->log_dir : vm->run_dir,
-                 fc ? "fc" : "ch") < 0)
-        log_path = NULL;
-    if (!sock || !pidfile || !log_path) {
-        rc = base_errf(why, sizeof(why), -ENOMEM, "out of memory");
-        goto fail;
-    }
-    /* A stale socket file from an earlier run would make a client connect
-     * to nothing (or to the wrong VMM): start from a clean slate. */
-    unlink(sock);
-    rc = fc ? launch_fc_argv(vm, abs, &argv, why, sizeof(why))
-            : launch_ch_argv(vm, abs, &argv, why, sizeof(why));
-    if (rc < 0)
-        goto fail;
-    rc = spawn(argv, log_path, &pid, why, sizeof(why));
-    if (rc < 0)
-        goto fail;
-    rc = safefile_pidfile_write(pidfile, pid, why, sizeof(why));
-    if (rc < 0)
-        goto fail;
-    free(vm->binary);
-    vm->binary = strdup(abs);
-    free(vm->started_at);
-    vm->started_at = store_now();
-    if (fc) {
-        rc = wait_connectable(sock, pid, LAUNCH_API_DEADLINE_MS, why, sizeof(why));
-        if (rc == 0)
-            rc = fc_configure(sock, vm, timeout_ms, why, sizeof(why));
-    } else {
-        rc = wait_api(sock, pid, why, sizeof(why));
-        if (rc == 0)
-            rc = check_running(sock, vm, timeout_ms, why, sizeof(why));
-    }
-    if (rc < 0)
-        goto fail;
-    vm->state = STORE_RUNNING;
-    rc = launch_record_save(root, vm, why, sizeof(why));
-    if (rc < 0)
-        goto fail;
-    if (pid_out)
-        *pid_out = pid;
-    goto out;
-
-fail:
-    if (pid > 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    if (pidfile)
-        unlink(pidfile);
-    tail[0] = '\0';
-    if (log_path)
-        log_tail(log_path, tail, sizeof(tail));
-    if (tail[0])
-        base_errf(err, errlen, rc, "start vm %s: %s (VMM log: %s)", vm->id, why, tail);
-    else
-        base_errf(err, errlen, rc, "start vm %s: %s", vm->id, why);
-    vm->state = STORE_ERROR;
-    {
-        char ignored[BASE_ERRSTR_MAX];
-
-        launch_record_save(root, vm, ignored, sizeof(ignored));
-    }
-out:
-    launch_argv_free(argv);
-    free(abs);
-    free(sock);
-    free(pidfile);
-    free(log_path);
-    return rc;
-}
-
-int launch_stop(const char *root, store_vm *vm, const char *default_binary,
-                const launch_stop_bounds *bounds, char *err, size_t errlen)
-{
-    launch_stop_bounds b = bounds ? *bounds : (launch_stop_bounds){ 0 };
-    bool fc = strcmp(vm->backend, STORE_BACKEND_FC) == 0;
-    const char *binary = vm->binary ? vm->binary : default_binary;
-    char why[BASE_ERRSTR_MAX], *sock, *pidfile;
-    pid_t pid = 0;
-    int rc;
-
-    if (!b.call_ms) b.call_ms = 2000;
-    if (!b.graceful_ms) b.graceful_ms = 5000;
-    if (!b.term_ms) b.term_ms = 3000;
-    if (!b.kill_ms) b.kill_ms = 2000;
-    sock = gate_api_sock(vm);
-    pidfile = gate_pidfile(vm);
-    if (!sock || !pidfile) {
-        free(sock);
-        free(pidfile);
-        return base_errf(err, errlen, -ENOMEM, "stop vm %s: out of memory", vm->id);
-    }
-    if (gate_check(vm, default_binary, &pid, why, sizeof(why)) == 0) {
-        long long t0 = (long long)(base_mono_ns() / 1000000);
-        int crc;
-
-        /* Single-shot: a lost reply is answered by watching the process,
-         * never by resending. */
-        if (fc) {
-            crc = eng_call_sync(sock, "PUT", "/actions",
-                                "{\"action_type\":\"SendCtrlAltDel\"}", b.call_ms, NULL,
-                                NULL, NULL, why, sizeof(why));
-        } else {
-            crc = eng_call_sync(sock, "PUT", "/api/v1/vm.shutdown", NULL, b.call_ms, NULL,
-                                NULL, NULL, why, sizeof(why));
-            /* After a timeout the API thread is wedged: a second call
-             * would only wait again. */
-            if (crc != -ETIMEDOUT && !proc_gone(pid, binary, sock))
-                eng_call_sync(sock, "PUT", "/api/v1/vmm.shutdown", NULL, b.call_ms, NULL,
-                              NULL, NULL, why, sizeof(why));
-        }
-        {
-            long long spent = (long long)(base_mono_ns() / 1000000) - t0;
-            unsigned left = spent >= b.graceful_ms ? 0 : b.graceful_ms - (unsigned)spent;
-
-            if (!wait_gone(pid, binary, sock, left)) {
-                kill(pid, SIGTERM);
-                if (!wait_gone(pid, binary, sock, b.term_ms)) {
-                    kill(pid, SIGKILL);
-                    if (!wait_gone(pid, binary, sock, b.kill_ms)) {
-                        free(sock);
-                        free(pidfile);
-                        return base_errf(err, errlen, -ETIMEDOUT,
-                                         "stop vm %s: pid %d survived SIGKILL", vm->id,
-                                         (int)pid);
-                    }
-                }
-            }
-        }
-    }
-    unlink(pidfile);
-    unlink(sock);
-    vm->state = STORE_STOPPED;
-    rc = launch_record_save(root, vm, why, sizeof(why));
-    free(sock);
-    free(pidfile);
-    if (rc < 0)
-        return base_errf(err, errlen, rc, "stop vm %s: %s", vm->id, why);
     return 0;
 }

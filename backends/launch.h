@@ -1,10 +1,12 @@
-/* backends/launch.h: starting and stopping the VMM process of a recorded VM
- * (SPEC §9): argv building for Cloud Hypervisor and Firecracker, the
- * `vm debug` rendering, spawning in its own session with a pidfile, and a
- * bounded shutdown that falls back to signals.  Never prints. */
+/* backends/launch.h: what starting a VMM takes, without any API call:
+ * argv building for Cloud Hypervisor and Firecracker, Firecracker's
+ * pre-boot bodies, the `vm debug` rendering, spawning in its own session,
+ * the log tail and the process-gone check.  The engine's lifecycle
+ * operations drive these.  Never prints. */
 #ifndef COCOON_BACKENDS_LAUNCH_H
 #define COCOON_BACKENDS_LAUNCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -50,30 +52,25 @@ char *launch_debug_format(char *const *argv);
  * (updated_at refreshed in both). */
 int launch_record_save(const char *root, store_vm *vm, char *err, size_t errlen);
 
-/* Starts vm's VMM (binary as given, resolved to an absolute path) and
- * records the outcome in the store: state running, binary, started_at; on
- * failure the child is killed, the pidfile removed and the record set to
- * state error with the reason and the tail of the VMM log in err.  vm is
- * updated in place.  timeout_ms bounds each API request; the API must come
- * up within 10 s.  Returns 0 (and *pid_out when non-NULL) or -errno. */
-int launch_start(const char *root, store_vm *vm, const char *binary,
-                 unsigned timeout_ms, pid_t *pid_out, char *err, size_t errlen);
+/* Bodies of Firecracker's pre-boot calls for vm: machine-config (vCPUs,
+ * MiB), boot-source (kernel, initrd, cmdline) and one drive.  Owned
+ * (free()), or NULL when out of memory. */
+char *launch_fc_machine_config(const store_vm *vm);
+char *launch_fc_boot_source(const store_vm *vm);
+char *launch_fc_drive(const char *drive_id, const char *path, bool root);
 
-/* Bounds of a stop, in ms; zero fields take the defaults (2000 per
- * shutdown request, 5000 for a graceful exit, 3000 after SIGTERM, 2000
- * after SIGKILL). */
-typedef struct launch_stop_bounds {
-    unsigned call_ms, graceful_ms, term_ms, kill_ms;
-} launch_stop_bounds;
+/* Runs argv (argv[0] absolute) in its own session with stdin from
+ * /dev/null and stdout and stderr appended to log_path, and reports
+ * whether the exec happened.  0 with *pid_out, or -errno with err. */
+int launch_spawn(char *const *argv, const char *log_path, pid_t *pid_out,
+                 char *err, size_t errlen);
 
-/* Stops vm: when the running gate passes, one vm.shutdown and one
- * vmm.shutdown (CH) or one SendCtrlAltDel (Firecracker), then waits, then
- * SIGTERM, then SIGKILL, each bounded.  A pid that fails the gate is never
- * signalled.  The record ends stopped and the pidfile is removed.
- * default_binary is the gate's expectation when the record names none.
- * bounds may be NULL.  Returns 0, or -ETIMEDOUT when even SIGKILL did not
- * end the process (record untouched then), or another -errno. */
-int launch_stop(const char *root, store_vm *vm, const char *default_binary,
-                const launch_stop_bounds *bounds, char *err, size_t errlen);
+/* The last bytes of the VMM log at path as one printable line in out
+ * ("" when there is none). */
+void launch_log_tail(const char *path, char *out, size_t outlen);
+
+/* True when pid is gone: reaped as our child, no such process, or it no
+ * longer runs binary serving api_sock (exited and reused, or a zombie). */
+bool launch_proc_gone(pid_t pid, const char *binary, const char *api_sock);
 
 #endif

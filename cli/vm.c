@@ -181,46 +181,135 @@ static const char *vmm_binary(const cli_ctx *c, const store_vm *vm)
 
 typedef int vm_fn(const cli_ctx *c, store_vm *vm);
 
+/* A VM argument resolved and locked: another start/stop/rm of the VM
+ * waits until this command is done with it. */
+typedef struct vm_arg {
+    store_vm vm;
+    int lock;
+} vm_arg;
+
+/* Resolves ref, takes the VM's lock and re-reads the record: another
+ * start/stop/rm of this VM may have changed or removed it while this one
+ * waited.  0, or an exit code after printing the error. */
+static int vm_arg_lock(const cli_ctx *c, const char *ref, vm_arg *a)
+{
+    char err[BASE_ERRSTR_MAX], id[STORE_ID_LEN + 1];
+
+    a->lock = -1;
+    if (store_resolve(c->root, ref, &a->vm, err, sizeof(err)) < 0)
+        return cli_error("vm %s: %s", ref, err);
+    a->lock = store_vm_lock(c->root, a->vm.backend, a->vm.id, err, sizeof(err));
+    if (a->lock < 0) {
+        store_vm_fini(&a->vm);
+        return cli_error("vm %s: %s", ref, err);
+    }
+    memcpy(id, a->vm.id, sizeof(id));
+    store_vm_fini(&a->vm);
+    if (store_resolve(c->root, id, &a->vm, err, sizeof(err)) < 0) {
+        store_vm_unlock(a->lock);
+        a->lock = -1;
+        return cli_error("vm %s: %s", ref, err);
+    }
+    return 0;
+}
+
+static void vm_arg_release(vm_arg *a)
+{
+    store_vm_unlock(a->lock);
+    store_vm_fini(&a->vm);
+}
+
 /* Runs fn on every VM argument; one failure does not stop the others. */
 static int each_vm(const cli_ctx *c, vm_fn *fn)
 {
     int rc = CLI_EXIT_OK;
 
     for (size_t i = 0; i < c->n_args; i++) {
-        char err[BASE_ERRSTR_MAX];
-        store_vm vm;
+        vm_arg a;
 
-        char id[STORE_ID_LEN + 1];
-        int lock;
-
-        if (store_resolve(c->root, c->args[i], &vm, err, sizeof(err)) < 0) {
-            rc = cli_error("vm %s: %s", c->args[i], err);
-            continue;
-        }
-        lock = store_vm_lock(c->root, vm.backend, vm.id, err, sizeof(err));
-        if (lock < 0) {
-            store_vm_fini(&vm);
-            rc = cli_error("vm %s: %s", c->args[i], err);
-            continue;
-        }
-        /* Another start/stop/rm of this VM may have changed or removed the
-         * record while this one waited for the lock. */
-        memcpy(id, vm.id, sizeof(id));
-        store_vm_fini(&vm);
-        if (store_resolve(c->root, id, &vm, err, sizeof(err)) < 0) {
-            store_vm_unlock(lock);
-            rc = cli_error("vm %s: %s", c->args[i], err);
-            continue;
-        }
-        if (fn(c, &vm) != CLI_EXIT_OK)
+        if (vm_arg_lock(c, c->args[i], &a)) {
             rc = CLI_EXIT_FAIL;
-        store_vm_unlock(lock);
-        store_vm_fini(&vm);
+            continue;
+        }
+        if (fn(c, &a.vm) != CLI_EXIT_OK)
+            rc = CLI_EXIT_FAIL;
+        vm_arg_release(&a);
     }
     return rc;
 }
 
-static int start_one(const cli_ctx *c, store_vm *vm)
+/* One start or stop through the engine, and its outcome. */
+typedef struct lc_job {
+    store_vm *vm;
+    bool submitted, done;
+    int err, pid;
+    char *errstr;
+} lc_job;
+
+static void lc_done_cb(cocoon_engine *e, const cocoon_result *r, void *priv)
+{
+    lc_job *j = priv;
+
+    (void)e;
+    j->done = true;
+    j->err = r->err;
+    j->pid = r->pid;
+    j->errstr = strdup(r->errstr ? r->errstr : "");
+}
+
+/* Starts or stops the n VMs of jobs through one engine: concurrently, each
+ * VM's steps in order.  A job that cannot be submitted is done with its
+ * error. */
+static void lc_run(const cli_ctx *c, lc_job *jobs, size_t n, bool start)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    cocoon_options opt = { .root_dir = c->root, .timeout_ms = c->timeout_ms,
+                           .ch_binary = cli_default_ch_binary() };
+    cocoon_engine *e = loop ? cocoon_engine_new(loop, &opt) : NULL;
+    size_t pending = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        cocoon_vm_opts o = { .binary = vmm_binary(c, jobs[i].vm) };
+        int rc = !e ? -ENOMEM
+                 : start ? cocoon_vm_start(e, jobs[i].vm->id, &o, lc_done_cb, &jobs[i])
+                         : cocoon_vm_stop(e, jobs[i].vm->id, &o, lc_done_cb, &jobs[i]);
+
+        if (rc < 0) {
+            jobs[i].done = true;
+            jobs[i].err = rc;
+            if (asprintf(&jobs[i].errstr, "%s vm %s: %s", start ? "start" : "stop",
+                         jobs[i].vm->id, strerror(-rc)) < 0)
+                jobs[i].errstr = NULL;
+            continue;
+        }
+        jobs[i].submitted = true;
+        pending++;
+    }
+    while (pending) {
+        size_t left = 0;
+
+        if (!ev_run(loop, EVRUN_ONCE))
+            break;
+        for (size_t i = 0; i < n; i++)
+            left += jobs[i].submitted && !jobs[i].done;
+        pending = left;
+    }
+    cocoon_engine_free(e);
+    if (loop)
+        ev_loop_destroy(loop);
+}
+
+static int start_report(const cli_ctx *c, store_vm *vm, const lc_job *j)
+{
+    if (j->err)
+        return cli_error("%s", j->errstr ? j->errstr : "start failed");
+    vm->state = STORE_RUNNING;
+    print_vm_line(c, vm, "running", j->pid);
+    return CLI_EXIT_OK;
+}
+
+/* True when vm runs already (printed so). */
+static bool start_needless(const cli_ctx *c, const store_vm *vm)
 {
     char err[BASE_ERRSTR_MAX];
     pid_t pid = 0;
@@ -228,13 +317,22 @@ static int start_one(const cli_ctx *c, store_vm *vm)
     if (vm->state == STORE_RUNNING &&
         gate_check(vm, cli_default_ch_binary(), &pid, err, sizeof(err)) == 0) {
         print_vm_line(c, vm, "already running", pid);
-        return CLI_EXIT_OK;
+        return true;
     }
-    if (launch_start(c->root, vm, vmm_binary(c, vm), c->timeout_ms, &pid, err,
-                     sizeof(err)) < 0)
-        return cli_error("%s", err);
-    print_vm_line(c, vm, "running", pid);
-    return CLI_EXIT_OK;
+    return false;
+}
+
+static int start_one(const cli_ctx *c, store_vm *vm)
+{
+    lc_job j = { .vm = vm };
+    int rc;
+
+    if (start_needless(c, vm))
+        return CLI_EXIT_OK;
+    lc_run(c, &j, 1, true);
+    rc = start_report(c, vm, &j);
+    free(j.errstr);
+    return rc;
 }
 
 int cli_vm_run(cli_ctx *c)
@@ -257,35 +355,156 @@ int cli_vm_run(cli_ctx *c)
     return rc;
 }
 
+/* One VM argument of a start or stop. */
+typedef struct lc_slot {
+    char id[STORE_ID_LEN + 1];
+    long first;             /* an earlier argument naming the same VM, or -1 */
+    bool ok;                /* resolved and locked */
+    bool skip;              /* nothing to do (printed) */
+    vm_arg a;
+    lc_job job;
+} lc_slot;
+
+static lc_slot *g_slots;
+
+static int cmp_slot_id(const void *x, const void *y)
+{
+    const size_t *a = x, *b = y;
+
+    return strcmp(g_slots[*a].id, g_slots[*b].id);
+}
+
+/* Prints the outcome of slot s (for a repeated VM, of its first slot). */
+static int lc_report(const cli_ctx *c, lc_slot *s, const lc_slot *job_of, bool start, bool dup)
+{
+    const lc_job *j = &job_of->job;
+
+    if (job_of->skip) {
+        if (dup)
+            print_vm_line(c, &job_of->a.vm, start ? "already running" : "not running", 0);
+        return CLI_EXIT_OK;
+    }
+    if (j->err)
+        return cli_error("%s", j->errstr ? j->errstr : "failed");
+    if (dup) {
+        print_vm_line(c, &job_of->a.vm, start ? "already running" : "not running",
+                      start ? j->pid : 0);
+        return CLI_EXIT_OK;
+    }
+    (void)s;
+    if (start)
+        return start_report(c, (store_vm *)&job_of->a.vm, j);
+    ((lc_slot *)job_of)->a.vm.state = STORE_STOPPED;
+    print_vm_line(c, &job_of->a.vm, "stopped", 0);
+    return CLI_EXIT_OK;
+}
+
+/* start and stop over every VM argument through one engine, so many VMs
+ * start or stop at once.  Each VM is locked once, and the locks are taken
+ * in id order, so two commands naming the same VMs in another order cannot
+ * wait on each other; results print in argument order. */
+static int lc_each(cli_ctx *c, bool start)
+{
+    lc_slot *sl = calloc(c->n_args + 1, sizeof(*sl));
+    size_t *order = calloc(c->n_args + 1, sizeof(*order));
+    lc_job *jobs = calloc(c->n_args + 1, sizeof(*jobs));
+    size_t n_order = 0, n = 0;
+    int rc = CLI_EXIT_OK;
+
+    if (!sl || !order || !jobs) {
+        free(sl);
+        free(order);
+        free(jobs);
+        return cli_error("out of memory");
+    }
+    for (size_t i = 0; i < c->n_args; i++) {
+        char err[BASE_ERRSTR_MAX];
+        store_vm vm;
+
+        sl[i].first = -1;
+        if (store_resolve(c->root, c->args[i], &vm, err, sizeof(err)) < 0) {
+            rc = cli_error("vm %s: %s", c->args[i], err);
+            continue;
+        }
+        memcpy(sl[i].id, vm.id, sizeof(sl[i].id));
+        store_vm_fini(&vm);
+        for (size_t k = 0; k < i && sl[i].first < 0; k++)
+            if (sl[k].id[0] && sl[k].first < 0 && strcmp(sl[k].id, sl[i].id) == 0)
+                sl[i].first = (long)k;
+        if (sl[i].first < 0)
+            order[n_order++] = i;
+    }
+    g_slots = sl;
+    qsort(order, n_order, sizeof(*order), cmp_slot_id);
+    for (size_t k = 0; k < n_order; k++) {
+        lc_slot *s = &sl[order[k]];
+
+        s->ok = vm_arg_lock(c, s->id, &s->a) == 0;
+        if (!s->ok) {
+            rc = CLI_EXIT_FAIL;
+            continue;
+        }
+        if (start) {
+            s->skip = start_needless(c, &s->a.vm);
+        } else {
+            s->skip = s->a.vm.state != STORE_RUNNING && s->a.vm.state != STORE_ERROR;
+            if (s->skip)
+                print_vm_line(c, &s->a.vm, "not running", 0);
+        }
+    }
+    for (size_t i = 0; i < c->n_args; i++)
+        if (sl[i].ok && !sl[i].skip)
+            jobs[n++].vm = &sl[i].a.vm;
+    lc_run(c, jobs, n, start);
+    for (size_t i = 0, k = 0; i < c->n_args; i++)
+        if (sl[i].ok && !sl[i].skip)
+            sl[i].job = jobs[k++];
+    for (size_t i = 0; i < c->n_args; i++) {
+        lc_slot *first = sl[i].first >= 0 ? &sl[sl[i].first] : &sl[i];
+
+        if (first->ok && (!first->skip || sl[i].first >= 0) &&
+            lc_report(c, &sl[i], first, start, sl[i].first >= 0) != CLI_EXIT_OK)
+            rc = CLI_EXIT_FAIL;
+    }
+    for (size_t i = 0; i < c->n_args; i++) {
+        free(sl[i].job.errstr);
+        if (sl[i].ok)
+            vm_arg_release(&sl[i].a);
+    }
+    g_slots = NULL;
+    free(sl);
+    free(order);
+    free(jobs);
+    return rc;
+}
+
 int cli_vm_start(cli_ctx *c)
 {
-    return each_vm(c, start_one);
+    return lc_each(c, true);
 }
 
 static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
 {
-    char err[BASE_ERRSTR_MAX];
+    lc_job j = { .vm = vm };
+    int rc = CLI_EXIT_OK;
 
     if (vm->state != STORE_RUNNING && vm->state != STORE_ERROR) {
         if (!quiet)
             print_vm_line(c, vm, "not running", 0);
         return CLI_EXIT_OK;
     }
-    if (launch_stop(c->root, vm, vmm_binary(c, vm), NULL, err, sizeof(err)) < 0)
-        return cli_error("%s", err);
-    if (!quiet)
+    lc_run(c, &j, 1, false);
+    if (j.err)
+        rc = cli_error("%s", j.errstr ? j.errstr : "stop failed");
+    else if (!quiet)
         print_vm_line(c, vm, "stopped", 0);
-    return CLI_EXIT_OK;
-}
-
-static int stop_loud(const cli_ctx *c, store_vm *vm)
-{
-    return stop_one(c, vm, false);
+    free(j.errstr);
+    return rc;
 }
 
 int cli_vm_stop(cli_ctx *c)
 {
-    return each_vm(c, stop_loud);
+    return lc_each(c, false);
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)

@@ -70,6 +70,7 @@ typedef struct cocoon_result {
     const char *bdf;            /* attach: guest BDF from PciDeviceInfo, or NULL */
     int http_status;            /* status of the last CH reply, 0 if none */
     uint64_t latency_us;        /* submit to callback */
+    int pid;                    /* vm start: the VMM's pid; else 0 */
 } cocoon_result;
 
 typedef void cocoon_done_fn(cocoon_engine *e, const cocoon_result *r, void *priv);
@@ -127,6 +128,39 @@ int cocoon_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv
  * "fs list" / "device list". */
 int cocoon_fs_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv);
 int cocoon_device_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv);
+
+/* VM lifecycle, for a recorded VM (a ref, not a socket path).  Zeroed
+ * fields take the defaults; strings are copied. */
+typedef struct cocoon_vm_opts {
+    const char *binary;         /* start: the VMM to run (absolute, or looked
+                                   up in $PATH); stop: the binary the running
+                                   gate expects when the record names none.
+                                   NULL: the backend's default name */
+    unsigned call_ms;           /* stop: each shutdown request; 0: 2000 */
+    unsigned graceful_ms;       /* stop: for the VMM to exit; 0: 5000 */
+    unsigned term_ms;           /* stop: after SIGTERM; 0: 3000 */
+    unsigned kill_ms;           /* stop: after SIGKILL; 0: 2000 */
+} cocoon_vm_opts;
+
+/* Starts the VMM of a recorded VM in its own session with a pidfile and
+ * waits for its API (10 s): Cloud Hypervisor must answer vmm.ping and,
+ * with a kernel, report Running; Firecracker is configured and started
+ * through its pre-boot calls.  The record ends running (binary,
+ * started_at) and r->pid is set; on failure the VMM is killed, the record
+ * ends in state error and errstr carries the tail of the VMM log.  The
+ * caller decides whether the VM is already running (see the running gate)
+ * and serializes start and stop of one VM across processes. */
+int cocoon_vm_start(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                    cocoon_done_fn *cb, void *priv);
+/* Stops it: when the running gate passes, one shutdown request per step
+ * (never repeated: a lost reply is answered by watching the process),
+ * then the graceful wait, SIGTERM, SIGKILL.  A pid that fails the gate is
+ * never signalled.  The record ends stopped and the pidfile is removed;
+ * -ETIMEDOUT when even SIGKILL did not end the process (record untouched).
+ * Operations on many VMs run concurrently; on one VM, in submission order
+ * together with attaches. */
+int cocoon_vm_stop(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                   cocoon_done_fn *cb, void *priv);
 
 /* Error texts (r->errstr) by layer:
  *  - resolution failures carry the operation: "<op>: vm <ref>: VM not found"

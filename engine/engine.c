@@ -6,7 +6,7 @@
  * with a lost-reply reconcile and the detach --wait poll as extra states.
  * One connection per VM and one operation at a time on it; VMs run
  * concurrently up to max_inflight_vms, the rest wait in FIFO order. */
-#include "engine/cocoon.h"
+#include "engine/core.h"
 #include "engine/engine_int.h"
 #include "base.h"
 #include "backends/backend.h"
@@ -28,126 +28,15 @@
 #define ENG_WAIT_POLL_S        0.050
 #define ENG_RECONCILE_ATTEMPTS 4
 
-enum op_kind {
-    OP_FS_ATTACH, OP_FS_DETACH, OP_DEV_ATTACH, OP_DEV_DETACH,
-    OP_LIST, OP_FS_LIST, OP_DEV_LIST
-};
-
 static const char *const op_names[] = {
     [OP_FS_ATTACH] = "fs attach", [OP_FS_DETACH] = "fs detach",
     [OP_DEV_ATTACH] = "device attach", [OP_DEV_DETACH] = "device detach",
     [OP_LIST] = "list", [OP_FS_LIST] = "fs list", [OP_DEV_LIST] = "device list",
-};
-
-enum op_step { ST_NONE, ST_INFO, ST_PUT, ST_RECONCILE, ST_WAIT, ST_RECHECK };
-
-struct eng_vm;
-
-struct eng_op {
-    struct eng_op *next;
-    struct eng_op *recheck_next;  /* on the engine's recheck list */
-    cocoon_engine *e;
-    struct eng_vm *vm;
-    unsigned char kind, step;
-    int attempts;           /* reconcile vm.info attempts */
-    int http_status;
-    int pre_err;            /* submit-time validation error, reported later */
-    int lost_err;           /* transport error of a lost single-shot reply */
-    cocoon_done_fn *done;
-    cocoon_list_fn *list;
-    void *priv;
-    uint64_t t0_ns;         /* base_mono_ns() at submit */
-    double wait_deadline;
-    ev_timer timer;         /* reconcile backoff and detach-wait poll */
-    char *res_id, *res_bdf; /* owned */
-    char *msg;              /* owned: pre_err text, or a success note */
-    const char *vm_arg;     /* the strings below live in buf */
-    const char *socket, *tag, *fs_id, *path, *dev_id;
-    int num_queues, queue_size;
-    bool socket_check;      /* fs attach: run the listener check */
-    unsigned wait_ms;       /* detach: wait this long for the eject */
-    unsigned gen;           /* submission generation (socket snapshot) */
-    unsigned recheck_seq;   /* the snapshot that missed the listener */
-    char buf[];
-};
-
-struct eng_vm {
-    struct eng_vm *hnext, *link;    /* hash chain; ready or wait list */
-    cocoon_engine *e;
-    const struct backend_ops *ops;  /* the VMM behind the socket */
-    store_vm *rec;                  /* owned copy; NULL for a direct target */
-    httpc_conn *conn;
-    struct eng_op *head, *tail;     /* FIFO; head runs when cur is set */
-    struct eng_op *cur;
-    bool active, listed;            /* holds an inflight slot; on a list */
-    bool idle;                      /* no operation; on the idle list */
-    struct eng_vm *idle_prev, *idle_next;
-    uint64_t hash;
-    char key[];                     /* "R<sock>" recorded, "D<sock>" direct */
-};
-
-/* Exact-match index over one loaded vms.json (ids or names). */
-struct eng_sidx {
-    const char **keys;
-    long *vals;             /* index into db.vms, or -1 when duplicated */
-    size_t cap;
-};
-
-struct cocoon_engine {
-    struct ev_loop *loop;
-    char *root;
-    char *ch_binary;
-    unsigned timeout_ms, max_inflight, detach_wait_ms;
-    int socket_check;
-
-    ev_timer kick;                       /* starts submitted operations */
-    struct eng_op *start_head, *start_tail;
-
-    struct eng_vm **buckets;
-    size_t nbuckets, nvms;
-    struct eng_vm *ready_head, *ready_tail;
-    struct eng_vm *wait_head, *wait_tail;
-    unsigned n_active;
-    /* VMs whose queue ran empty keep their connection open, so the next
-     * batch for them (the detach after the attach) skips the connect.
-     * Oldest first; idle plus active VMs stay within max_inflight, which
-     * bounds the engine's open connections (and CH sees one per engine). */
-    struct eng_vm *idle_head, *idle_tail;
-    unsigned n_idle;
-    bool pumping;
-
-    int depth;                           /* nesting of our libev callbacks */
-    bool free_requested, dying;
-
-    /* Per-loop-iteration cache: a batch of thousands of operations reads
-     * vms.json once, not once per operation. */
-    bool db_valid;
-    unsigned db_iter;
-    int db_rc;
-    char *db_err;
-    store_db db[2];
-    struct eng_sidx by_id[2], by_name[2];
-
-    /* The listener snapshot belongs to submissions, not to loop
-     * iterations: the operations submitted in one loop iteration form a
-     * generation, and a snapshot taken after a generation was submitted
-     * serves it and every older one.  A miss is checked once more against
-     * a later snapshot (ST_RECHECK) before it is reported, since the
-     * kernel's listing may skip entries while sockets come and go. */
-    unsigned gen, gen_iter;              /* newest generation; its iteration */
-    bool gen_any;
-    ch_unix_set *unix_set;               /* NULL: no socket table or not taken */
-    bool unix_loaded;
-    unsigned unix_gen;                   /* newest generation it serves */
-    unsigned unix_seq;                   /* counts snapshots taken */
-    size_t n_ops;                        /* submitted, not yet completed */
-    ev_timer recheck;
-    struct eng_op *recheck_head, *recheck_tail;
-
-    char err[BASE_ERRSTR_MAX];            /* scratch for the current step */
+    [OP_VM_START] = "vm start", [OP_VM_STOP] = "vm stop",
 };
 
 static const char *const eng_backends[2] = { STORE_BACKEND_CH, STORE_BACKEND_FC };
+
 
 static bool op_is_list(const struct eng_op *op)
 {
@@ -380,14 +269,14 @@ static const ch_unix_set *eng_unix_set(cocoon_engine *e, const struct eng_op *op
 static void engine_destroy(cocoon_engine *e);
 static void engine_pump(cocoon_engine *e);
 
-static void eng_enter(cocoon_engine *e)
+void eng_enter(cocoon_engine *e)
 {
     e->depth++;
 }
 
 /* Last thing a libev callback of ours does: a free requested inside a user
  * callback happens here, once nothing of ours is on the stack. */
-static void eng_leave(cocoon_engine *e)
+void eng_leave(cocoon_engine *e)
 {
     if (--e->depth == 0 && e->free_requested && !e->dying)
         engine_destroy(e);
@@ -400,6 +289,7 @@ static void op_free(struct eng_op *op)
     free(op->res_id);
     free(op->res_bdf);
     free(op->msg);
+    eng_lc_free(op->lc);
     free(op);
 }
 
@@ -444,6 +334,7 @@ static void op_complete(struct eng_op *op, int err, const char *errstr)
     r.bdf = op->res_bdf;
     r.http_status = op->http_status;
     r.latency_us = (base_mono_ns() - op->t0_ns) / 1000;
+    r.pid = op->pid;
     e->depth++;
     if (op_is_list(op))
         op->list(e, &r, &empty, op->priv);
@@ -467,8 +358,7 @@ static void ready_push(cocoon_engine *e, struct eng_vm *vm)
     e->ready_tail = vm;
 }
 
-/* Completes the running op of its VM and lets the VM go on. */
-static void op_finish(struct eng_op *op, int err, const char *errstr)
+void eng_op_finish(struct eng_op *op, int err, const char *errstr)
 {
     struct eng_vm *vm = op->vm;
     cocoon_engine *e = op->e;
@@ -488,7 +378,7 @@ static void op_finish(struct eng_op *op, int err, const char *errstr)
 
 static void op_fail(struct eng_op *op, int err)
 {
-    op_finish(op, err, op->e->err);
+    eng_op_finish(op, err, op->e->err);
 }
 
 static void op_list_done(struct eng_op *op, const cocoon_listing *l)
@@ -631,18 +521,27 @@ static const char *vm_sock(const struct eng_vm *vm)
 
 static void on_http(httpc_conn *c, const httpc_response *r, void *priv);
 
-/* Sends the request of endpoint ep of the VM's backend. */
-static int vm_send(struct eng_vm *vm, backend_ep ep, const char *body, size_t len)
+int eng_vm_send(struct eng_vm *vm, backend_ep ep, const char *id, const char *body, size_t len,
+                unsigned timeout_ms)
 {
     cocoon_engine *e = vm->e;
     const backend_endpoint *row = backend_endpoint_of(vm->ops, ep);
     const char *method, *path;
+    char full[512];
 
     if (!row)
         return base_errf(e->err, sizeof(e->err), -EOPNOTSUPP, "backend %s has no such endpoint",
-                         vm->ops ? vm->ops->short_name : "?");
+                        vm->ops ? vm->ops->short_name : "?");
     method = row->method;
     path = row->path;
+    if (id) {
+        int n = snprintf(full, sizeof(full), "%s%s", row->path, id);
+
+        if (n < 0 || (size_t)n >= sizeof(full))
+            return base_errf(e->err, sizeof(e->err), -ENAMETOOLONG, "%s %s%s: path too long",
+                            method, path, id);
+        path = full;
+    }
 
     if (!vm->conn) {
         vm->conn = httpc_conn_new(e->loop, vm_sock(vm));
@@ -650,10 +549,11 @@ static int vm_send(struct eng_vm *vm, backend_ep ep, const char *body, size_t le
             int er = errno ? errno : ENOMEM;
 
             return base_errf(e->err, sizeof(e->err), -er, "connect(%s): %s",
-                             vm_sock(vm), strerror(er));
+                            vm_sock(vm), strerror(er));
         }
     }
-    int rc = httpc_conn_send(vm->conn, method, path, body, len, e->timeout_ms, on_http, vm);
+    int rc = httpc_conn_send(vm->conn, method, path, body, len,
+                             timeout_ms ? timeout_ms : e->timeout_ms, on_http, vm);
     if (rc)
         base_errf(e->err, sizeof(e->err), rc, "%s %s: %s", method, path, strerror(-rc));
     return rc;
@@ -664,7 +564,7 @@ static void op_send_info(struct eng_op *op, enum op_step step)
     int rc;
 
     op->step = (unsigned char)step;
-    rc = vm_send(op->vm, BACKEND_EP_INFO, NULL, 0);
+    rc = eng_vm_send(op->vm, BACKEND_EP_INFO, NULL, NULL, 0, 0);
     if (rc) {
         char tmp[BASE_ERRSTR_MAX];
 
@@ -712,7 +612,7 @@ static void op_send_put(struct eng_op *op, char *body, size_t len)
     int rc;
 
     op->step = ST_PUT;
-    rc = vm_send(op->vm, op_put_ep(op), body, len);
+    rc = eng_vm_send(op->vm, op_put_ep(op), NULL, body, len, 0);
     free(body);
     if (rc) {
         char tmp[BASE_ERRSTR_MAX], pre[128];
@@ -798,6 +698,11 @@ static void op_run(struct eng_op *op)
     struct eng_vm *vm = op->vm;
     cocoon_engine *e = op->e;
 
+    if (op->kind == OP_VM_START || op->kind == OP_VM_STOP) {
+        eng_lc_run(op);
+        return;
+    }
+
     if (vm->rec) {
         int rc = gate_check(vm->rec, e->ch_binary, NULL, e->err, sizeof(e->err));
 
@@ -875,7 +780,7 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
             return;
         }
         base_errf(e->err, sizeof(e->err), 0, "vm %s is not created: VM not running",
-                  vm_sock(op->vm));
+                 vm_sock(op->vm));
         op_fail(op, -EHOSTDOWN);
         return;
     }
@@ -985,10 +890,10 @@ static void op_detached(struct eng_op *op, char *note)
         op->msg = note;
     }
     if (!op->wait_ms) {
-        op_finish(op, 0, op->msg ? op->msg : "");
+        eng_op_finish(op, 0, op->msg ? op->msg : "");
         return;
     }
-    op->wait_deadline = base_mono_ns() / 1e9 + op->wait_ms / 1000.0;
+    op->wait_deadline = eng_mono_s() + op->wait_ms / 1000.0;
     op_send_info(op, ST_WAIT);
 }
 
@@ -1027,7 +932,7 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
             }
             op->res_id = pi.id;
             op->res_bdf = pi.bdf;
-            op_finish(op, 0, "");
+            eng_op_finish(op, 0, "");
             return;
         }
         /* Cold add: CH answers without PciDeviceInfo. */
@@ -1035,8 +940,8 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
                                : (op->dev_id && *op->dev_id ? op->dev_id : NULL);
         if (!fallback) {
             base_errf(e->err, sizeof(e->err), 0,
-                      "%s: empty response body and no fallback id (CH returned no "
-                      "PciDeviceInfo)", op_endpoint(op));
+                     "%s: empty response body and no fallback id (CH returned no "
+                     "PciDeviceInfo)", op_endpoint(op));
             op_fail(op, -EBADMSG);
             return;
         }
@@ -1046,7 +951,7 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
             op_fail(op, -ENOMEM);
             return;
         }
-        op_finish(op, 0, "");
+        eng_op_finish(op, 0, "");
         return;
     }
     if (!attach && backend_endpoint_ok(op_put_row(op), r->status)) {
@@ -1128,15 +1033,15 @@ static void op_after_reconcile(struct eng_op *op, const httpc_response *r)
             op_fail(op, op->lost_err);
             return;
         }
-        base_errf(e->err, sizeof(e->err), 0,
-                  "%sreply lost; vm.info shows the device attached (id=%s)", pre, op->res_id);
-        op_finish(op, 0, e->err);
+        base_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows the device attached (id=%s)",
+                 pre, op->res_id);
+        eng_op_finish(op, 0, e->err);
         return;
     }
     json_vm_info_fini(&vi);
     if (present) {
-        base_errf(e->err, sizeof(e->err), 0,
-                  "%sreply lost; vm.info shows the device still attached", pre);
+        base_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows the device still attached",
+                 pre);
         op_fail(op, op->lost_err);
         return;
     }
@@ -1169,15 +1074,15 @@ static void op_after_wait(struct eng_op *op, const httpc_response *r)
     gone = !ch_tree_has(&vi, op->res_id);
     json_vm_info_fini(&vi);
     if (gone) {
-        op_finish(op, 0, op->msg ? op->msg : "");
+        eng_op_finish(op, 0, op->msg ? op->msg : "");
         return;
     }
-    now = base_mono_ns() / 1e9;
+    now = eng_mono_s();
     left = op->wait_deadline - now;
     if (left <= 0) {
         base_errf(e->err, sizeof(e->err), 0,
-                  "device %s removal requested but not yet ejected by the guest after %ds",
-                  op->res_id, (int)((op->wait_ms + 999) / 1000));
+                 "device %s removal requested but not yet ejected by the guest after %ds",
+                 op->res_id, (int)((op->wait_ms + 999) / 1000));
         op_fail(op, -ETIMEDOUT);
         return;
     }
@@ -1204,6 +1109,7 @@ static void on_http(httpc_conn *c, const httpc_response *r, void *priv)
     case ST_PUT: op_after_put(op, r); break;
     case ST_RECONCILE: op_after_reconcile(op, r); break;
     case ST_WAIT: op_after_wait(op, r); break;
+    case ST_LIFECYCLE: eng_lc_on_http(op, r); break;
     default: break;
     }
     eng_leave(e);
@@ -1350,6 +1256,12 @@ static void op_begin(cocoon_engine *e, struct eng_op *op)
         op_complete(op, op->pre_err, op->msg);
         return;
     }
+    if (op->vm_arg[0] == '/' && (op->kind == OP_VM_START || op->kind == OP_VM_STOP)) {
+        base_errf(e->err, sizeof(e->err), 0, "%s: vm %s: needs a recorded VM, not a socket path",
+                 op_names[op->kind], op->vm_arg);
+        op_complete(op, -EINVAL, e->err);
+        return;
+    }
     if (op->vm_arg[0] == '/') {
         size_t n = strlen(op->vm_arg);
 
@@ -1369,17 +1281,19 @@ static void op_begin(cocoon_engine *e, struct eng_op *op)
         if (!rec) {
             memcpy(tmp, e->err, sizeof(tmp));
             base_errf(e->err, sizeof(e->err), 0, "%s: vm %s: %s", op_names[op->kind],
-                      op->vm_arg, tmp);
+                     op->vm_arg, tmp);
             op_complete(op, rc, e->err);
             return;
         }
         ops = backend_by_name(rec->backend);
-        if (!ops || (op_is_fs(op) ? !ops->fs_attach_check : !ops->device_attach_check) ||
+        if (ops && (op->kind == OP_VM_START || op->kind == OP_VM_STOP)) {
+            /* every backend starts and stops */
+        } else if (!ops || (op_is_fs(op) ? !ops->fs_attach_check : !ops->device_attach_check) ||
             (op->kind == OP_LIST && (!ops->fs_attach_check || !ops->device_attach_check))) {
             base_errf(e->err, sizeof(e->err), 0,
-                      "%s: backend %s: backend does not support %s", op_names[op->kind],
-                      ops ? ops->short_name : rec->backend,
-                      op_is_fs(op) || op->kind == OP_LIST ? "fs attach" : "device attach");
+                     "%s: backend %s: backend does not support %s", op_names[op->kind],
+                     ops ? ops->short_name : rec->backend,
+                     op_is_fs(op) || op->kind == OP_LIST ? "fs attach" : "device attach");
             op_complete(op, -EOPNOTSUPP, e->err);
             return;
         }
@@ -1589,7 +1503,7 @@ static int detach_submit(cocoon_engine *e, enum op_kind kind, const char *vm, co
         return -EINVAL;
     if (!arg || !*arg)
         vrc = base_errf(e->err, sizeof(e->err), -EINVAL, "%s is required",
-                        kind == OP_FS_DETACH ? "tag" : "id");
+                       kind == OP_FS_DETACH ? "tag" : "id");
     op = op_new(e, kind, vm, (const char *const[]){ vrc ? NULL : arg }, 1, out);
     if (!op)
         return -ENOMEM;
@@ -1680,6 +1594,39 @@ int cocoon_fs_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *p
 int cocoon_device_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv)
 {
     return list_submit(e, OP_DEV_LIST, vm, cb, priv);
+}
+
+static int vm_lc_submit(cocoon_engine *e, enum op_kind kind, const char *vm,
+                        const cocoon_vm_opts *o, cocoon_done_fn *cb, void *priv)
+{
+    struct eng_op *op;
+    const char *out[1];
+    int rc = eng_usable(e);
+
+    if (rc)
+        return rc;
+    if (!vm || !cb)
+        return -EINVAL;
+    op = op_new(e, kind, vm, (const char *const[]){ o ? o->binary : NULL }, 1, out);
+    if (!op)
+        return -ENOMEM;
+    if (o)
+        op->vm_opts = *o;
+    op->binary = out[0];
+    op->vm_opts.binary = NULL;
+    return op_finish_submit(e, op, 0, cb, NULL, priv);
+}
+
+int cocoon_vm_start(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                    cocoon_done_fn *cb, void *priv)
+{
+    return vm_lc_submit(e, OP_VM_START, vm, o, cb, priv);
+}
+
+int cocoon_vm_stop(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                   cocoon_done_fn *cb, void *priv)
+{
+    return vm_lc_submit(e, OP_VM_STOP, vm, o, cb, priv);
 }
 
 /* ------------------------------------------------------------ new / free */

@@ -18,6 +18,7 @@
 #include "backends/launch.h"
 #include "backends/store.h"
 #include "backends/safefile.h"
+#include "engine/cocoon.h"
 #include "base.h"
 #include "tests/support/support.h"
 
@@ -215,6 +216,78 @@ static char *make_root_rec(store_vm *vm)
     return root;
 }
 
+/* ----------------------------------------- start and stop through the engine */
+
+typedef struct stop_bounds {
+    unsigned call_ms, graceful_ms, term_ms, kill_ms;
+} stop_bounds;
+
+struct lc_res {
+    int calls, err, pid;
+    char errstr[BASE_ERRSTR_MAX];
+};
+
+static void lc_cb(cocoon_engine *e, const cocoon_result *r, void *priv)
+{
+    struct lc_res *x = priv;
+
+    (void)e;
+    x->calls++;
+    x->err = r->err;
+    x->pid = r->pid;
+    snprintf(x->errstr, sizeof(x->errstr), "%s", r->errstr);
+}
+
+/* One vm start or stop of vm through a fresh engine; vm is re-read from
+ * the store afterwards. */
+static int lc_one(const char *root, store_vm *vm, bool start, const char *binary,
+                  unsigned timeout_ms, const stop_bounds *b, pid_t *pid, char *err,
+                  size_t errlen)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    cocoon_options opt = { .root_dir = root, .timeout_ms = timeout_ms };
+    cocoon_engine *e = cocoon_engine_new(loop, &opt);
+    cocoon_vm_opts o = { .binary = binary };
+    struct lc_res x = { 0 };
+    char id[STORE_ID_LEN + 1];
+
+    if (b) {
+        o.call_ms = b->call_ms;
+        o.graceful_ms = b->graceful_ms;
+        o.term_ms = b->term_ms;
+        o.kill_ms = b->kill_ms;
+    }
+    assert_non_null(e);
+    assert_int_equal(start ? cocoon_vm_start(e, vm->id, &o, lc_cb, &x)
+                           : cocoon_vm_stop(e, vm->id, &o, lc_cb, &x), 0);
+    while (!x.calls)
+        ev_run(loop, EVRUN_ONCE);
+    assert_int_equal(x.calls, 1);
+    cocoon_engine_free(e);
+    ev_loop_destroy(loop);
+    memcpy(err, x.errstr, errlen < sizeof(x.errstr) ? errlen : sizeof(x.errstr));
+    err[errlen - 1] = '\0';
+    if (pid)
+        *pid = x.pid;
+    memcpy(id, vm->id, sizeof(id));
+    store_vm_fini(vm);
+    assert_int_equal(store_resolve(root, id, vm, err + strlen(err), 0), 0);
+    return x.err;
+}
+
+static int launch_start(const char *root, store_vm *vm, const char *binary, unsigned timeout_ms,
+                        pid_t *pid, char *err, size_t errlen)
+{
+    return lc_one(root, vm, true, binary, timeout_ms, NULL, pid, err, errlen);
+}
+
+static int launch_stop(const char *root, store_vm *vm, const char *default_binary,
+                       const stop_bounds *b, char *err, size_t errlen)
+{
+    (void)default_binary;
+    return lc_one(root, vm, false, NULL, 0, b, NULL, err, errlen);
+}
+
 static void assert_stored_state(const char *root, const char *id, store_state want)
 {
     char err[BASE_ERRSTR_MAX];
@@ -270,7 +343,7 @@ static void test_start_stop_chsim(void **state)
 static void test_stop_ignored_shutdown(void **state)
 {
     char err[BASE_ERRSTR_MAX], *chsim = sup_build_path("chsim"), *root, *sock;
-    launch_stop_bounds b = { 300, 600, 1500, 1500 };
+    stop_bounds b = { 300, 600, 1500, 1500 };
     store_vm vm;
     pid_t pid = 0;
     long long t0;
@@ -353,7 +426,7 @@ static void wait_ignores(pid_t pid, int sig)
 static void test_stop_escalates_to_sigkill(void **state)
 {
     char err[BASE_ERRSTR_MAX], *root, *pidfile, *arg = NULL;
-    launch_stop_bounds b = { 200, 300, 400, 2000 };
+    stop_bounds b = { 200, 300, 400, 2000 };
     store_vm vm;
     pid_t pid;
     long long t0, el;
@@ -427,6 +500,188 @@ static void test_stop_never_signals_foreign_pid(void **state)
     free(root);
 }
 
+/* Many VMs through one engine: every start is under way before any
+ * completes, and every stop has its shutdown request at its VMM at the
+ * same time.  Both are read from events and chsim's counters, not from
+ * timing. */
+#define MANY 24
+
+struct many {
+    const char *root;
+    store_vm vms[MANY];
+    struct lc_res res[MANY];
+    int done, spawned_at_first;
+    char *socks[MANY];
+    ev_timer poll;
+    bool all_asked;
+};
+
+static int count_pidfiles(struct many *m)
+{
+    int n = 0;
+
+    for (int i = 0; i < MANY; i++) {
+        char *p = gate_pidfile(&m->vms[i]);
+
+        n += access(p, F_OK) == 0;
+        free(p);
+    }
+    return n;
+}
+
+static struct many *g_many;
+
+static void many_cb(cocoon_engine *e, const cocoon_result *r, void *priv)
+{
+    struct many *m = g_many;
+
+    if (m->done++ == 0)
+        m->spawned_at_first = count_pidfiles(m);
+    lc_cb(e, r, priv);
+}
+
+/* While every stop waits on a vm.shutdown that chsim never answers, the
+ * test reads the counters; once each VMM holds its request, it ends them. */
+static void many_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct many *m = w->data;
+    int asked = 0;
+
+    (void)loop;
+    (void)revents;
+    for (int i = 0; i < MANY; i++)
+        asked += sup_chsim_count(m->socks[i], "vm.shutdown") == 1;
+    if (asked < MANY)
+        return;
+    m->all_asked = true;
+    ev_timer_stop(loop, w);
+    for (int i = 0; i < MANY; i++) {
+        char *p = gate_pidfile(&m->vms[i]);
+        FILE *f = fopen(p, "r");
+        int pid = 0;
+
+        assert_non_null(f);
+        assert_int_equal(fscanf(f, "%d", &pid), 1);
+        fclose(f);
+        kill(pid, SIGTERM);
+        free(p);
+    }
+}
+
+static void test_start_stop_many(void **state)
+{
+    char err[BASE_ERRSTR_MAX], *chsim = sup_build_path("chsim");
+    struct many *m = calloc(1, sizeof(*m));
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    cocoon_options opt = { 0 };
+    cocoon_vm_opts so = { .binary = chsim }, to = { .call_ms = 120000, .graceful_ms = 120000 };
+    cocoon_engine *e;
+
+    (void)state;
+    g_many = m;
+    m->root = make_root_rec(&m->vms[0]);
+    for (int i = 1; i < MANY; i++) {
+        store_vm copy;
+
+        memset(&m->vms[i], 0, sizeof(m->vms[i]));
+        assert_int_equal(store_vm_copy(&m->vms[i], &m->vms[0]), 0);
+        assert_int_equal(store_new_id(m->vms[i].id), 0);
+        free(m->vms[i].config.name);
+        m->vms[i].config.name = sup_asprintf("web-%d", i + 1);
+        free(m->vms[i].run_dir);
+        free(m->vms[i].log_dir);
+        m->vms[i].run_dir = store_default_run_dir(m->root, STORE_BACKEND_CH, m->vms[i].id);
+        m->vms[i].log_dir = strdup(m->vms[i].run_dir);
+        assert_int_equal(store_vm_copy(&copy, &m->vms[i]), 0);
+        assert_int_equal(store_update(m->root, STORE_BACKEND_CH, add_cb, &copy, err,
+                                      sizeof(err)), 0);
+        store_vm_fini(&copy);
+    }
+    for (int i = 0; i < MANY; i++)
+        m->socks[i] = gate_api_sock(&m->vms[i]);
+    opt.root_dir = m->root;
+    e = cocoon_engine_new(loop, &opt);
+    assert_non_null(e);
+
+    for (int i = 0; i < MANY; i++)
+        assert_int_equal(cocoon_vm_start(e, m->vms[i].id, &so, many_cb, &m->res[i]), 0);
+    while (m->done < MANY)
+        ev_run(loop, EVRUN_ONCE);
+    assert_int_equal(m->spawned_at_first, MANY);
+    for (int i = 0; i < MANY; i++) {
+        assert_int_equal(m->res[i].calls, 1);
+        assert_int_equal(m->res[i].err, 0);
+        assert_true(m->res[i].pid > 0);
+        assert_stored_state(m->root, m->vms[i].id, STORE_RUNNING);
+        assert_int_equal(sup_chsim_count(m->socks[i], "vmm.ping") >= 1, 1);
+        assert_int_equal(sup_chsim_fault(m->socks[i], "vm.shutdown", "never-reply", 0), 0);
+    }
+
+    memset(m->res, 0, sizeof(m->res));
+    m->done = 0;
+    ev_timer_init(&m->poll, many_poll_cb, 0.02, 0.02);
+    m->poll.data = m;
+    ev_timer_start(loop, &m->poll);
+    for (int i = 0; i < MANY; i++)
+        assert_int_equal(cocoon_vm_stop(e, m->vms[i].id, &to, many_cb, &m->res[i]), 0);
+    while (m->done < MANY)
+        ev_run(loop, EVRUN_ONCE);
+    assert_true(m->all_asked);
+    for (int i = 0; i < MANY; i++) {
+        assert_int_equal(m->res[i].calls, 1);
+        assert_int_equal(m->res[i].err, 0);
+        assert_stored_state(m->root, m->vms[i].id, STORE_STOPPED);
+        free(m->socks[i]);
+        store_vm_fini(&m->vms[i]);
+    }
+    cocoon_engine_free(e);
+    ev_loop_destroy(loop);
+    sup_rmrf(m->root);
+    free((char *)m->root);
+    free(m);
+    free(chsim);
+}
+
+/* One VM's operations keep their order in one engine: start, stop, start. */
+static void test_per_vm_order(void **state)
+{
+    char *chsim = sup_build_path("chsim"), *root;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    cocoon_options opt = { 0 };
+    cocoon_vm_opts so = { .binary = chsim };
+    struct lc_res r[3] = { 0 };
+    cocoon_engine *e;
+    store_vm vm;
+
+    (void)state;
+    root = make_root_rec(&vm);
+    opt.root_dir = root;
+    e = cocoon_engine_new(loop, &opt);
+    assert_int_equal(cocoon_vm_start(e, vm.id, &so, lc_cb, &r[0]), 0);
+    assert_int_equal(cocoon_vm_stop(e, vm.id, NULL, lc_cb, &r[1]), 0);
+    assert_int_equal(cocoon_vm_start(e, vm.id, &so, lc_cb, &r[2]), 0);
+    while (!r[2].calls)
+        ev_run(loop, EVRUN_ONCE);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].err, 0);
+    }
+    assert_true(r[0].pid > 0 && r[2].pid > 0 && r[0].pid != r[2].pid);
+    assert_int_equal(kill(r[0].pid, 0), -1);
+    assert_stored_state(root, vm.id, STORE_RUNNING);
+    assert_int_equal(cocoon_vm_stop(e, vm.id, NULL, lc_cb, &r[1]), 0);
+    while (r[1].calls < 2)
+        ev_run(loop, EVRUN_ONCE);
+    assert_int_equal(r[1].err, 0);
+    assert_stored_state(root, vm.id, STORE_STOPPED);
+    cocoon_engine_free(e);
+    ev_loop_destroy(loop);
+    store_vm_fini(&vm);
+    sup_rmrf(root);
+    free(root);
+    free(chsim);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -442,6 +697,8 @@ int main(void)
         cmocka_unit_test(test_start_failure_records_error),
         cmocka_unit_test(test_stop_escalates_to_sigkill),
         cmocka_unit_test(test_stop_never_signals_foreign_pid),
+        cmocka_unit_test(test_start_stop_many),
+        cmocka_unit_test(test_per_vm_order),
     };
 
     signal(SIGPIPE, SIG_IGN);
