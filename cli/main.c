@@ -28,11 +28,13 @@ static const cli_flag version_flag[] = {
 };
 
 #define CREATE_FLAGS \
-    { "name", 0, CLI_FLAG_STR, "NAME", NULL, "VM name (default: derived from the id)", false, NULL }, \
+    { "name", 0, CLI_FLAG_STR, "NAME", NULL, "VM name (default: derived from the id)", false, \
+      NULL }, \
     { "cpu", 0, CLI_FLAG_STR, "N", "2", "boot vCPUs (--cpus N is accepted too)", false, "cpus" }, \
     { "memory", 0, CLI_FLAG_STR, "SIZE", "1G", "guest memory: 512M, 2G or bytes", false, NULL }, \
     { "shared-memory", 0, CLI_FLAG_BOOL, NULL, "false", \
-      "back guest memory with shared pages (required for fs attach; fixed for the VM's life)", false, NULL }, \
+      "back guest memory with shared pages (required for fs attach; fixed for the VM's life)", \
+      false, NULL }, \
     { "fc", 0, CLI_FLAG_BOOL, NULL, "false", "use the Firecracker backend", false, NULL }, \
     { "kernel", 0, CLI_FLAG_STR, "PATH", NULL, "guest kernel", false, NULL }, \
     { "initramfs", 0, CLI_FLAG_STR, "PATH", NULL, "guest initramfs", false, NULL }, \
@@ -41,16 +43,19 @@ static const cli_flag version_flag[] = {
 
 #define BINARY_FLAGS \
     { "ch-binary", 0, CLI_FLAG_STR, "PATH", NULL, \
-      "Cloud Hypervisor binary (default $COCOON_CH_BINARY, else cloud-hypervisor from PATH)", false, NULL }, \
+      "Cloud Hypervisor binary (default $COCOON_CH_BINARY, else cloud-hypervisor from PATH)", \
+      false, NULL }, \
     { "fc-binary", 0, CLI_FLAG_STR, "PATH", NULL, \
       "Firecracker binary (default $COCOON_FC_BINARY, else firecracker from PATH)", false, NULL }
 
 #define PARALLEL_FLAG \
-    { "parallel", 0, CLI_FLAG_STR, "N", "256", "VMs with an operation in flight at once", false, NULL }
+    { "parallel", 0, CLI_FLAG_STR, "N", "256", "VMs with an operation in flight at once", false, \
+      NULL }
 
 #define WAIT_FLAG \
     { "wait", 0, CLI_FLAG_OPTVAL, "SECONDS", "30", \
-      "wait until the guest ejects the device, at most SECONDS; without --wait, return at once", false, NULL }
+      "wait until the guest ejects the device, at most SECONDS; without --wait, return at once", \
+      false, NULL }
 
 static const cli_flag create_flags[] = { CREATE_FLAGS };
 static const cli_flag run_flags[] = { CREATE_FLAGS, BINARY_FLAGS };
@@ -110,7 +115,8 @@ LEAF0(cmd_stop, "stop", "vm stop VM...", "Stop running VMs (shutdown, then signa
       "cocoon vm stop web-1", cli_vm_stop, 1, -1);
 LEAF(cmd_rm, "rm", "vm rm VM... [flags]", "Remove VMs and their run directories",
      "cocoon vm rm --force web-1", rm_flags, cli_vm_rm, 1, -1);
-static const cli_cmd cmd_list = { "list", "vm list", "List VMs (state checked against the live process)",
+static const cli_cmd cmd_list = { "list", "vm list",
+    "List VMs (state checked against the live process)",
     "cocoon vm ls -o json", NULL, 0, NULL, cli_vm_list, 0, 0, "ls", NULL };
 LEAF0(cmd_inspect, "inspect", "vm inspect VM|API-SOCKET",
       "Print a VM record as JSON, with pid, socket_path and live attached devices when running",
@@ -156,7 +162,8 @@ static const cli_cmd cmd_fs = { "fs", "vm fs COMMAND", "Runtime virtio-fs shares
     "cocoon vm fs attach web-1 --socket /run/vfs/web-1.sock --tag data",
     NULL, 0, fs_children, NULL, 0, 0, NULL, NULL };
 static const cli_cmd cmd_dev = { "device", "vm device COMMAND", "Runtime VFIO PCI devices",
-    "cocoon vm device attach web-1 --pci 0000:01:00.0", NULL, 0, dev_children, NULL, 0, 0, NULL, NULL };
+    "cocoon vm device attach web-1 --pci 0000:01:00.0", NULL, 0, dev_children, NULL, 0, 0, NULL,
+    NULL };
 static const cli_cmd *const vm_children[] = {
     &cmd_create, &cmd_run, &cmd_start, &cmd_stop, &cmd_rm, &cmd_list, &cmd_inspect,
     &cmd_debug, &cmd_fs, &cmd_dev, NULL };
@@ -468,7 +475,8 @@ static int parse_and_run(int argc, char **argv)
             const cli_cmd *next = NULL;
 
             for (const cli_cmd *const *ch = c.cmd->children; *ch; ch++)
-                if (strcmp((*ch)->name, tok) == 0 || ((*ch)->alias && strcmp((*ch)->alias, tok) == 0))
+                if (strcmp((*ch)->name, tok) == 0 ||
+                    ((*ch)->alias && strcmp((*ch)->alias, tok) == 0))
                     next = *ch;
             if (!next) {
                 rc = cli_usage_error(&c, "unknown command \"%s\" for \"%s\"", tok, c.path);
