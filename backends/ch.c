@@ -3,7 +3,7 @@
  * table. */
 #include "backends/backend.h"
 #include "backends/spec.h"
-#include "base.h"
+#include "http/base.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "backends/safefile.h"
-#include "base.h"
+#include "http/base.h"
 
 /* A VMM's command line is a few hundred bytes; the cap only stops a
  * hostile or runaway process from making us buffer without bound. */

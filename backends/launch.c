@@ -19,7 +19,7 @@
 #include <yajl/yajl_gen.h>
 
 #include "backends/gate.h"
-#include "base.h"
+#include "http/base.h"
 
 #define MIB (1024ull * 1024ull)
 #define LAUNCH_LOG_TAIL 512

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "base.h"
+#include "http/base.h"
 
 #define SAFEFILE_PIDFILE_MAX 64
 

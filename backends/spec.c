@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base.h"
+#include "http/base.h"
 
 #define PCI_PREFIX "/sys/bus/pci/devices/"
 #define PCI_PREFIX_LEN (sizeof(PCI_PREFIX) - 1)

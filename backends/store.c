@@ -14,7 +14,7 @@
 
 #include "backends/safefile.h"
 #include "backends/vmsjson.h"
-#include "base.h"
+#include "http/base.h"
 
 #define STORE_DB_FILE "vms.json"
 #define STORE_LOCK_FILE "vms.lock"

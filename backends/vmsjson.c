@@ -9,7 +9,7 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
-#include "base.h"
+#include "http/base.h"
 
 /* Our documents nest five levels deep; the cap keeps yajl_tree_free's
  * recursion bounded on hostile input. */

@@ -1,7 +1,7 @@
 /* bench/bench_util.c: clocks, resource usage, the peer result exchange and
  * chsim's counters. */
 #include "bench/bench.h"
-#include "base.h"
+#include "http/base.h"
 
 #include <errno.h>
 #include <stdlib.h>

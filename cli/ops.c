@@ -11,7 +11,7 @@
 #include "cli/cli.h"
 #include "cli/plan.h"
 #include "engine/cocoon.h"
-#include "base.h"
+#include "http/base.h"
 
 #define PROGRESS_INTERVAL 0.05
 

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <yajl/yajl_tree.h>
 
-#include "base.h"
+#include "http/base.h"
 
 /* Plan lines describe one small operation; anything bigger is a mistake
  * and is refused before yajl sees it. */

@@ -14,7 +14,7 @@
 #include "backends/vmsjson.h"
 #include "cli/cli.h"
 #include "engine/cocoon.h"
-#include "base.h"
+#include "http/base.h"
 
 static char *abs_or_copy(const char *p)
 {

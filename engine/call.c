@@ -4,7 +4,7 @@
 #include "engine/call.h"
 #include "backends/backend.h"
 #include "engine/engine_int.h"
-#include "base.h"
+#include "http/base.h"
 #include "http/client.h"
 #include "json/ch.h"
 

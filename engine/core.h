@@ -9,7 +9,7 @@
 #include <time.h>
 #include <ev.h>
 
-#include "base.h"
+#include "http/base.h"
 #include "engine/cocoon.h"
 #include "backends/backend.h"
 #include "backends/store.h"

@@ -8,7 +8,7 @@
  * concurrently up to max_inflight_vms, the rest wait in FIFO order. */
 #include "engine/core.h"
 #include "engine/engine_int.h"
-#include "base.h"
+#include "http/base.h"
 #include "backends/backend.h"
 #include "backends/gate.h"
 #include "backends/spec.h"

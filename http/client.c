@@ -14,7 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "base.h"
+#include "http/base.h"
 #include "http/response.h"
 
 #define HTTPC_DEFAULT_TIMEOUT_MS 30000u

@@ -8,7 +8,7 @@
 
 #include <llhttp.h>
 
-#include "base.h"
+#include "http/base.h"
 #include "http/client.h"
 
 struct httpc_resp {

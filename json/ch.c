@@ -8,7 +8,7 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
-#include "base.h"
+#include "http/base.h"
 
 /* Bounds on what a decoder accepts.  vm.info nests about six levels deep
  * (device_tree.<id>.resources[i].<kind>), so 64 leaves ample room while

@@ -1,4 +1,4 @@
-/* tests/test_base.c: the shared helpers of base.h: %q quoting (escapes,
+/* tests/test_base.c: the shared helpers of http/base.h: %q quoting (escapes,
  * the cut of a long value, tiny buffers), the bounded error setter, the
  * string hash and the monotonic clock. */
 #include <errno.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "base.h"
+#include "http/base.h"
 
 static void test_quote_escapes(void **state)
 {

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "engine/call.h"
-#include "base.h"
+#include "http/base.h"
 #include "tests/support/support.h"
 
 struct fx {

@@ -21,7 +21,7 @@
 
 #include "engine/cocoon.h"
 #include "engine/call.h"
-#include "base.h"
+#include "http/base.h"
 #include "backends/backend.h"
 #include "backends/store.h"
 #include "backends/safefile.h"

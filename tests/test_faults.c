@@ -26,7 +26,7 @@
 
 #include "engine/cocoon.h"
 #include "engine/call.h"
-#include "base.h"
+#include "http/base.h"
 #include "backends/store.h"
 #include "backends/safefile.h"
 #include "tests/support/support.h"

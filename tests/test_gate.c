@@ -21,7 +21,7 @@
 #include "backends/gate.h"
 #include "backends/store.h"
 #include "backends/safefile.h"
-#include "base.h"
+#include "http/base.h"
 #include "tests/support/support.h"
 
 typedef struct fixture {

@@ -17,7 +17,7 @@
 #include <cmocka.h>
 #include <ev.h>
 
-#include "base.h"
+#include "http/base.h"
 #include "http/client.h"
 #include "http/response.h"
 #include "tests/support/support.h"

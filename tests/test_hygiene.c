@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "engine/cocoon.h"
-#include "base.h"
+#include "http/base.h"
 #include "backends/store.h"
 #include "backends/vmsjson.h"
 #include "tests/support/support.h"

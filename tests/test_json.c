@@ -14,7 +14,7 @@
 #include <cmocka.h>
 #include <yajl/yajl_tree.h>
 
-#include "base.h"
+#include "http/base.h"
 #include "json/ch.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

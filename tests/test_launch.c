@@ -19,7 +19,7 @@
 #include "backends/store.h"
 #include "backends/safefile.h"
 #include "engine/cocoon.h"
-#include "base.h"
+#include "http/base.h"
 #include "tests/support/support.h"
 
 static void fill_vm(store_vm *vm, const char *run_dir)

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "backends/spec.h"
-#include "base.h"
+#include "http/base.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -20,7 +20,7 @@
 #include "backends/store.h"
 #include "backends/safefile.h"
 #include "backends/vmsjson.h"
-#include "base.h"
+#include "http/base.h"
 #include "tests/support/support.h"
 
 static void write_file(const char *path, const char *data, size_t len)

@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "base.h"
+#include "http/base.h"
 #include "json/ch.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

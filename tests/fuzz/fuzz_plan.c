@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cli/plan.h"
-#include "base.h"
+#include "http/base.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

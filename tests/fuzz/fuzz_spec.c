@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "backends/spec.h"
-#include "base.h"
+#include "http/base.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

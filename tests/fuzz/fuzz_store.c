@@ -8,7 +8,7 @@
 
 #include "backends/store.h"
 #include "backends/vmsjson.h"
-#include "base.h"
+#include "http/base.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base.h"
+#include "http/base.h"
 #include "json/ch.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

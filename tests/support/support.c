@@ -2,7 +2,7 @@
  * abort the calling test through the return values; nothing here knows
  * cmocka so every test binary can link it. */
 #include "tests/support/support.h"
-#include "base.h"
+#include "http/base.h"
 
 #include <dirent.h>
 #include <errno.h>

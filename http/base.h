@@ -1,7 +1,8 @@
-/* base.h: the few helpers every layer shares (the bounded error setter,
- * %q quoting, a string hash, the monotonic clock).  Header-only and
- * dependent on libc alone, so http/ and json/ use it without reaching up
- * into a layer above them and no layer owns it. */
+/* http/base.h: the few helpers every layer shares (the bounded error
+ * setter, %q quoting, a string hash, the monotonic clock).  Header-only and
+ * dependent on libc alone.  It sits in http/, the bottom of the layers,
+ * so that http/ and json/ (the other bottom folder) use it without
+ * reaching up into a layer above them; it belongs to none of them. */
 #ifndef COCOON_BASE_H
 #define COCOON_BASE_H
 
