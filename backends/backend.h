@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include "backends/socktab.h"
 #include "engine/cocoon.h"
 #include "json/ch.h"
 
@@ -101,42 +102,10 @@ const json_fs *ch_fs_by_id(const json_vm_info *vi, const char *id);
 const json_device *ch_device_by_id(const json_vm_info *vi, const char *id);
 const json_device *ch_device_by_path(const json_vm_info *vi, const char *path);
 
-/* Which AF_UNIX paths have a listening socket, without connecting to any:
- * a hash set, owned, free with ch_unix_set_free.  A set restricted to
- * wanted paths finds a listener however its path is spelled (a symlinked
- * directory, "..", "//"); a set of every listening path holds them exactly
- * as bound.  Abstract names never match. */
-typedef struct ch_unix_set ch_unix_set;
-/* From the kernel's socket table: a sock_diag dump (NETLINK_SOCK_DIAG) of
- * the listening AF_UNIX sockets, restricted to the n paths in want
- * (borrowed; copied) and matched by inode and device against stat() of
- * each; want NULL: every listening path, by name.  A dump the kernel
- * flags as inconsistent (NLM_F_DUMP_INTR) is taken again when it misses a
- * wanted path (want NULL: always), at most three dumps in all.  When the
- * netlink socket or the dump fails (EPROTONOSUPPORT, EACCES in a sandbox,
- * ...) the set is read from /proc/net/unix instead.  NULL with errno set
- * when neither can be read, or on ENOMEM.  With want non-NULL and n == 0
- * nothing is read.  The caller decides what a snapshot serves: the engine
- * takes one per submission batch and one more before it reports a miss. */
-ch_unix_set *ch_unix_set_listening(const char *const *want, size_t n);
-/* The /proc/net/unix reader alone (the listening flag 00010000): reads
- * file (NULL: "/proc/net/unix").  NULL with errno set when it cannot be
- * read or on ENOMEM. */
-ch_unix_set *ch_unix_set_load(const char *file);
-/* The same, restricted to the n paths in want (borrowed; copied): the set
- * then tells only which of them listen, and the scan skips every other
- * line cheaply.  A wanted path matches a listed one equal to it or to its
- * realpath().  With n == 0 nothing is read. */
-ch_unix_set *ch_unix_set_load_wanted(const char *file, const char *const *want, size_t n);
-bool ch_unix_set_has(const ch_unix_set *s, const char *path);
-/* Listening paths in the set. */
-size_t ch_unix_set_count(const ch_unix_set *s);
-void ch_unix_set_free(ch_unix_set *s);
-
 /* SPEC §6.8 virtiofsd liveness without connecting.  listeners NULL skips
  * the listener part.  0, or -ENOENT / -ENOTSOCK / -ECONNREFUSED (or the
  * stat errno) with the exact SPEC text in err. */
-int ch_socket_check(const char *path, const ch_unix_set *listeners,
+int ch_socket_check(const char *path, const socktab *listeners,
                     char *err, size_t errlen);
 
 /* Listing of a decoded vm.info: fs entries and devices with host BDFs.

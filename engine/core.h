@@ -126,7 +126,7 @@ struct cocoon_engine {
      * kernel's listing may skip entries while sockets come and go. */
     unsigned gen, gen_iter;              /* newest generation; its iteration */
     bool gen_any;
-    ch_unix_set *unix_set;               /* NULL: no socket table or not taken */
+    socktab *unix_set;                   /* NULL: no socket table or not taken */
     bool unix_loaded;
     unsigned unix_gen;                   /* newest generation it serves */
     unsigned unix_seq;                   /* counts snapshots taken */

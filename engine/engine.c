@@ -218,30 +218,30 @@ static size_t unix_wanted_add(const struct eng_op *op, const char **want, size_t
 /* Only the sockets of pending fs attaches are looked up, so the snapshot
  * keeps just those (a path left out reads as a miss, which the recheck
  * then asks about by itself). */
-static ch_unix_set *unix_snapshot_load(cocoon_engine *e)
+static socktab *unix_snapshot_load(cocoon_engine *e)
 {
     const char **want;
     size_t n = unix_wanted_add(e->start_head, NULL, 0);
-    ch_unix_set *s;
+    socktab *s;
 
     for (size_t i = 0; i < e->nbuckets; i++)
         for (struct eng_vm *vm = e->buckets[i]; vm; vm = vm->hnext)
             n = unix_wanted_add(vm->head, NULL, n);
     want = malloc((n ? n : 1) * sizeof(*want));
     if (!want)
-        return ch_unix_set_listening(NULL, 0);
+        return socktab_listening(NULL, 0);
     n = unix_wanted_add(e->start_head, want, 0);
     for (size_t i = 0; i < e->nbuckets; i++)
         for (struct eng_vm *vm = e->buckets[i]; vm; vm = vm->hnext)
             n = unix_wanted_add(vm->head, want, n);
-    s = ch_unix_set_listening(want, n);
+    s = socktab_listening(want, n);
     free(want);
     return s;
 }
 
 static void unix_snapshot_take(cocoon_engine *e)
 {
-    ch_unix_set_free(e->unix_set);
+    socktab_free(e->unix_set);
     e->unix_set = unix_snapshot_load(e);
     e->unix_loaded = true;
     e->unix_gen = e->gen;
@@ -250,14 +250,14 @@ static void unix_snapshot_take(cocoon_engine *e)
 
 static void unix_snapshot_drop(cocoon_engine *e)
 {
-    ch_unix_set_free(e->unix_set);
+    socktab_free(e->unix_set);
     e->unix_set = NULL;
     e->unix_loaded = false;
 }
 
 /* A snapshot taken after op was submitted.  NULL when the kernel's socket
  * table cannot be read: the listener part is skipped. */
-static const ch_unix_set *eng_unix_set(cocoon_engine *e, const struct eng_op *op)
+static const socktab *eng_unix_set(cocoon_engine *e, const struct eng_op *op)
 {
     if (!e->unix_loaded || (int)(e->unix_gen - op->gen) < 0)
         unix_snapshot_take(e);
@@ -829,7 +829,7 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
         rc = ops->fs_attach_check(&vi, &spec, op->fs_id, e->err, sizeof(e->err));
         json_vm_info_fini(&vi);
         if (!rc && op->socket_check) {
-            const ch_unix_set *ls = eng_unix_set(e, op);
+            const socktab *ls = eng_unix_set(e, op);
 
             rc = ch_socket_check(op->socket, ls, e->err, sizeof(e->err));
             if (rc == -ECONNREFUSED) {
@@ -1709,7 +1709,7 @@ static void engine_destroy(cocoon_engine *e)
     }
     free(e->buckets);
     db_cache_drop(e);
-    ch_unix_set_free(e->unix_set);
+    socktab_free(e->unix_set);
     free(e->root);
     free(e->ch_binary);
     free(e);

@@ -650,7 +650,7 @@ static void test_unix_snapshot_parse(void **state)
 {
     char *dir = sup_tmpdir(), path[300], want[64];
     FILE *f;
-    ch_unix_set *s;
+    socktab *s;
 
     (void)state;
     snprintf(path, sizeof(path), "%s/unix", dir);
@@ -669,52 +669,52 @@ static void test_unix_snapshot_parse(void **state)
                 i % 3 ? "00010000" : "00000000", 20000 + i, i);
     fputs("0000000000000000: 00000002 00000000 00010000 0001 01 12351 /run/last.sock", f);
     fclose(f);
-    s = ch_unix_set_load(path);
+    s = socktab_load(path);
     assert_non_null(s);
-    assert_true(ch_unix_set_has(s, "/run/a.sock"));
-    assert_false(ch_unix_set_has(s, "/run/b.sock"));
-    assert_true(ch_unix_set_has(s, "/run/with space.sock"));
-    assert_false(ch_unix_set_has(s, "@abstract"));
-    assert_true(ch_unix_set_has(s, "/run/crlf.sock"));
-    assert_true(ch_unix_set_has(s, "/run/odd.sock"));
-    assert_true(ch_unix_set_has(s, "/run/last.sock"));
-    assert_false(ch_unix_set_has(s, "/run/last"));
-    assert_false(ch_unix_set_has(s, "/run/a.soc"));
+    assert_true(socktab_has(s, "/run/a.sock"));
+    assert_false(socktab_has(s, "/run/b.sock"));
+    assert_true(socktab_has(s, "/run/with space.sock"));
+    assert_false(socktab_has(s, "@abstract"));
+    assert_true(socktab_has(s, "/run/crlf.sock"));
+    assert_true(socktab_has(s, "/run/odd.sock"));
+    assert_true(socktab_has(s, "/run/last.sock"));
+    assert_false(socktab_has(s, "/run/last"));
+    assert_false(socktab_has(s, "/run/a.soc"));
     for (int i = 0; i < 3000; i++) {
         snprintf(want, sizeof(want), "/run/fleet/vm%d.sock", i);
-        assert_int_equal(ch_unix_set_has(s, want), i % 3 != 0);
+        assert_int_equal(socktab_has(s, want), i % 3 != 0);
     }
-    assert_int_equal(ch_unix_set_count(s), 5 + 2000);
-    ch_unix_set_free(s);
+    assert_int_equal(socktab_count(s), 5 + 2000);
+    socktab_free(s);
 
     /* Restricted to a few paths: only those of them that listen count. */
     static const char *const wanted[] = {
         "/run/a.sock", "/run/b.sock", "/run/fleet/vm3.sock", "/run/fleet/vm4.sock",
         "/run/nothere.sock", "@abstract", "/run/with space.sock",
     };
-    s = ch_unix_set_load_wanted(path, wanted, sizeof(wanted) / sizeof(wanted[0]));
+    s = socktab_load_wanted(path, wanted, sizeof(wanted) / sizeof(wanted[0]));
     assert_non_null(s);
-    assert_true(ch_unix_set_has(s, "/run/a.sock"));
-    assert_false(ch_unix_set_has(s, "/run/b.sock"));
-    assert_false(ch_unix_set_has(s, "/run/fleet/vm3.sock"));
-    assert_true(ch_unix_set_has(s, "/run/fleet/vm4.sock"));
-    assert_false(ch_unix_set_has(s, "/run/nothere.sock"));
-    assert_false(ch_unix_set_has(s, "@abstract"));
-    assert_true(ch_unix_set_has(s, "/run/with space.sock"));
-    assert_false(ch_unix_set_has(s, "/run/crlf.sock"));     /* listens, not asked */
-    assert_int_equal(ch_unix_set_count(s), 3);
-    ch_unix_set_free(s);
+    assert_true(socktab_has(s, "/run/a.sock"));
+    assert_false(socktab_has(s, "/run/b.sock"));
+    assert_false(socktab_has(s, "/run/fleet/vm3.sock"));
+    assert_true(socktab_has(s, "/run/fleet/vm4.sock"));
+    assert_false(socktab_has(s, "/run/nothere.sock"));
+    assert_false(socktab_has(s, "@abstract"));
+    assert_true(socktab_has(s, "/run/with space.sock"));
+    assert_false(socktab_has(s, "/run/crlf.sock"));     /* listens, not asked */
+    assert_int_equal(socktab_count(s), 3);
+    socktab_free(s);
 
     errno = 0;
     snprintf(path, sizeof(path), "%s/absent", dir);
-    assert_null(ch_unix_set_load(path));
+    assert_null(socktab_load(path));
     assert_int_equal(errno, ENOENT);
-    assert_null(ch_unix_set_load_wanted(path, wanted, 1));
+    assert_null(socktab_load_wanted(path, wanted, 1));
     /* Nothing asked for: the file is not even opened. */
-    s = ch_unix_set_load_wanted(path, wanted, 0);
+    s = socktab_load_wanted(path, wanted, 0);
     assert_non_null(s);
-    assert_int_equal(ch_unix_set_count(s), 0);
-    ch_unix_set_free(s);
+    assert_int_equal(socktab_count(s), 0);
+    socktab_free(s);
     sup_rmrf(dir);
     free(dir);
 }
@@ -728,7 +728,7 @@ static void test_diag_snapshot(void **state)
     const char *want[] = { lp, bp, cp, "/nonexistent/x.sock" };
     struct sockaddr_un la = { .sun_family = AF_UNIX };
     int lfd, bfd, cfd, afd;
-    ch_unix_set *s;
+    socktab *s;
 
     (void)state;
     snprintf(lp, sizeof(lp), "%s/listen.sock", dir);
@@ -744,32 +744,32 @@ static void test_diag_snapshot(void **state)
     assert_true(afd >= 0);
 
     g_dumps = g_unix_reads = 0;
-    s = ch_unix_set_listening(want, 4);
+    s = socktab_listening(want, 4);
     assert_non_null(s);
-    assert_true(ch_unix_set_has(s, lp));
-    assert_false(ch_unix_set_has(s, bp));
-    assert_false(ch_unix_set_has(s, cp));
-    assert_false(ch_unix_set_has(s, want[3]));
-    assert_int_equal(ch_unix_set_count(s), 1);
-    ch_unix_set_free(s);
+    assert_true(socktab_has(s, lp));
+    assert_false(socktab_has(s, bp));
+    assert_false(socktab_has(s, cp));
+    assert_false(socktab_has(s, want[3]));
+    assert_int_equal(socktab_count(s), 1);
+    socktab_free(s);
     assert_int_equal(g_dumps, 1);
     assert_int_equal(g_unix_reads, 0);
 
     /* Every listening path: the same answers for these three. */
-    s = ch_unix_set_listening(NULL, 0);
+    s = socktab_listening(NULL, 0);
     assert_non_null(s);
-    assert_true(ch_unix_set_has(s, lp));
-    assert_false(ch_unix_set_has(s, bp));
-    assert_false(ch_unix_set_has(s, cp));
-    assert_true(ch_unix_set_count(s) >= 1);
-    ch_unix_set_free(s);
+    assert_true(socktab_has(s, lp));
+    assert_false(socktab_has(s, bp));
+    assert_false(socktab_has(s, cp));
+    assert_true(socktab_count(s) >= 1);
+    socktab_free(s);
     assert_int_equal(g_dumps, 2);
 
     /* Nothing asked for: no dump. */
-    s = ch_unix_set_listening(want, 0);
+    s = socktab_listening(want, 0);
     assert_non_null(s);
-    assert_int_equal(ch_unix_set_count(s), 0);
-    ch_unix_set_free(s);
+    assert_int_equal(socktab_count(s), 0);
+    socktab_free(s);
     assert_int_equal(g_dumps, 2);
     assert_int_equal(g_unix_reads, 0);
     close(afd);
@@ -808,24 +808,24 @@ static void test_diag_snapshot_aliases(void **state)
 
     for (int fallback = 0; fallback < 2; fallback++) {
         char err[512];
-        ch_unix_set *s;
+        socktab *s;
 
         g_netlink_fail = fallback;
         g_dumps = g_unix_reads = 0;
-        s = ch_unix_set_listening(want, 4);
+        s = socktab_listening(want, 4);
         g_netlink_fail = false;
         assert_non_null(s);
         assert_int_equal(g_dumps, !fallback);
         assert_int_equal(g_unix_reads, fallback);
-        assert_true(ch_unix_set_has(s, via_link));
-        assert_true(ch_unix_set_has(s, via_dots));
-        assert_true(ch_unix_set_has(s, via_slashes));
-        assert_false(ch_unix_set_has(s, bound_link));
-        assert_int_equal(ch_unix_set_count(s), 3);
+        assert_true(socktab_has(s, via_link));
+        assert_true(socktab_has(s, via_dots));
+        assert_true(socktab_has(s, via_slashes));
+        assert_false(socktab_has(s, bound_link));
+        assert_int_equal(socktab_count(s), 3);
         for (int i = 0; i < 3; i++)
             assert_int_equal(ch_socket_check(want[i], s, err, sizeof(err)), 0);
         assert_int_equal(ch_socket_check(bound_link, s, err, sizeof(err)), -ECONNREFUSED);
-        ch_unix_set_free(s);
+        socktab_free(s);
     }
     close(bfd);
     close(lfd);
@@ -841,7 +841,7 @@ static void test_diag_dump_intr(void **state)
     char *dir = sup_tmpdir(), lp[300];
     const char *want[] = { lp, "/nonexistent/x.sock" };
     int lfd;
-    ch_unix_set *s;
+    socktab *s;
 
     (void)state;
     snprintf(lp, sizeof(lp), "%s/listen.sock", dir);
@@ -849,29 +849,29 @@ static void test_diag_dump_intr(void **state)
 
     g_dumps = 0;
     g_diag_intr = 1;
-    s = ch_unix_set_listening(want, 1);
+    s = socktab_listening(want, 1);
     assert_non_null(s);
-    assert_true(ch_unix_set_has(s, lp));
-    ch_unix_set_free(s);
+    assert_true(socktab_has(s, lp));
+    socktab_free(s);
     assert_int_equal(g_dumps, 1);
     assert_int_equal(g_diag_intr, 0);
 
     g_dumps = 0;
     g_diag_intr = 1;
-    s = ch_unix_set_listening(want, 2);
+    s = socktab_listening(want, 2);
     assert_non_null(s);
-    assert_true(ch_unix_set_has(s, lp));
-    assert_false(ch_unix_set_has(s, want[1]));
-    ch_unix_set_free(s);
+    assert_true(socktab_has(s, lp));
+    assert_false(socktab_has(s, want[1]));
+    socktab_free(s);
     assert_int_equal(g_dumps, 2);
 
     g_dumps = 0;
     g_diag_intr = 10;
-    s = ch_unix_set_listening(want, 2);
+    s = socktab_listening(want, 2);
     assert_non_null(s);
-    assert_true(ch_unix_set_has(s, lp));
-    assert_int_equal(ch_unix_set_count(s), 1);
-    ch_unix_set_free(s);
+    assert_true(socktab_has(s, lp));
+    assert_int_equal(socktab_count(s), 1);
+    socktab_free(s);
     assert_int_equal(g_dumps, 3);
     g_diag_intr = 0;
     close(lfd);
@@ -893,18 +893,18 @@ static void test_diag_fallback(void **state)
     int lfd = listener(live, true);
     int ifd = listener(idle, false);
     char msg[600];
-    ch_unix_set *s;
+    socktab *s;
     struct res r;
     int adds;
 
     (void)state;
     g_netlink_fail = true;
     g_dumps = g_unix_reads = 0;
-    s = ch_unix_set_listening(want, 2);
+    s = socktab_listening(want, 2);
     assert_non_null(s);
-    assert_true(ch_unix_set_has(s, live));
-    assert_false(ch_unix_set_has(s, idle));
-    ch_unix_set_free(s);
+    assert_true(socktab_has(s, live));
+    assert_false(socktab_has(s, idle));
+    socktab_free(s);
     assert_int_equal(g_unix_reads, 1);
     assert_int_equal(g_dumps, 0);
 
@@ -924,7 +924,7 @@ static void test_diag_fallback(void **state)
 
     g_unix_fail = true;
     errno = 0;
-    assert_null(ch_unix_set_listening(want, 2));
+    assert_null(socktab_listening(want, 2));
     assert_int_equal(errno, EACCES);
     r = fs_attach(v, v->sock, idle, "idle");
     assert_int_not_equal(r.err, -ECONNREFUSED);

@@ -1,0 +1,612 @@
+#include "backends/socktab.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "base.h"
+
+#define SOCKTAB_IOBUF (64 * 1024)
+/* The kernel sizes a dump part to the reader's buffer, up to 32 KiB. */
+#define SOCKTAB_DIAG_BUF (32 * 1024)
+#define SOCKTAB_DIAG_TRIES 3
+
+/* A fleet host has tens of thousands of sockets, and a batch takes the
+ * snapshot at least once.  The sock_diag dump lets the kernel drop every
+ * socket that does not listen; /proc/net/unix, the fallback, has the kernel
+ * format all of them as text, so its reader uses plain read() in big
+ * chunks and looks at nothing but the flags of a non-listening line.
+ * Paths live in one arena instead of one allocation each.  A snapshot for
+ * a known set of paths holds only those and marks the ones found
+ * listening: other sockets cost a length test, most of them not even a
+ * hash. */
+struct socktab_slot {
+    uint32_t off;       /* arena offset + 1; 0: empty */
+    uint32_t hash;
+    bool listening;
+};
+
+struct socktab {
+    char *arena;        /* paths, each NUL-terminated */
+    size_t used, size;
+    struct socktab_slot *slots;
+    size_t cap;         /* power of two */
+    size_t n_slots;
+    size_t n;           /* listening */
+    bool wanted;        /* only the paths put in before the scan count */
+    uint64_t lens[2];   /* wanted: bit L set when a path of length L < 128 is */
+    struct socktab_want *wants;  /* wanted: each distinct path asked for */
+    size_t n_want;
+    struct socktab_id *ids;      /* wanted, sock_diag: sorted by (ino, dev) */
+    size_t n_ids;
+};
+
+/* A listener is one socket however its path is spelled: through a
+ * symlinked directory, with ".." or "//".  The dump identifies it by inode
+ * and device; the text table only by the path it was bound to, which
+ * realpath() of the wanted path names when the spelling differs. */
+struct socktab_want {
+    uint32_t off, len;           /* the path as asked, in the arena */
+    uint32_t real_off, real_len; /* its realpath() when different; len 0: none */
+    bool hit;                    /* the dump listed its inode */
+};
+
+struct socktab_id {
+    uint64_t ino;
+    uint32_t dev;                /* kernel encoding: major << 20 | minor */
+    uint32_t want;
+};
+
+static struct socktab_slot *socktab_find(const socktab *s, const char *path,
+                                         size_t len, uint32_t h)
+{
+    size_t i = h & (s->cap - 1);
+
+    for (;; i = (i + 1) & (s->cap - 1)) {
+        struct socktab_slot *sl = &s->slots[i];
+        const char *q;
+
+        if (!sl->off)
+            return sl;
+        q = s->arena + sl->off - 1;
+        if (sl->hash == h && memcmp(q, path, len) == 0 && q[len] == '\0')
+            return sl;
+    }
+}
+
+/* The slot of path, added when absent; NULL on ENOMEM. */
+static struct socktab_slot *socktab_put(socktab *s, const char *path, size_t len)
+{
+    uint32_t h = (uint32_t)base_hash(path, len);
+    struct socktab_slot *sl;
+
+    if ((s->n_slots + 1) * 2 > s->cap) {
+        size_t ncap = s->cap ? s->cap * 2 : 64;
+        struct socktab_slot *ns = calloc(ncap, sizeof(*ns));
+
+        if (!ns)
+            return NULL;
+        for (size_t k = 0; k < s->cap; k++) {
+            size_t i;
+
+            if (!s->slots[k].off)
+                continue;
+            for (i = s->slots[k].hash & (ncap - 1); ns[i].off; i = (i + 1) & (ncap - 1))
+                ;
+            ns[i] = s->slots[k];
+        }
+        free(s->slots);
+        s->slots = ns;
+        s->cap = ncap;
+    }
+    sl = socktab_find(s, path, len, h);
+    if (sl->off)
+        return sl;
+    if (s->used + len + 1 > s->size) {
+        size_t nsize = s->size ? s->size * 2 : 4096;
+        char *na;
+
+        while (nsize < s->used + len + 1)
+            nsize *= 2;
+        if (nsize > UINT32_MAX || !(na = realloc(s->arena, nsize)))
+            return NULL;
+        s->arena = na;
+        s->size = nsize;
+    }
+    memcpy(s->arena + s->used, path, len);
+    s->arena[s->used + len] = '\0';
+    sl->off = (uint32_t)s->used + 1;
+    sl->hash = h;
+    sl->listening = false;
+    s->used += len + 1;
+    s->n_slots++;
+    return sl;
+}
+
+/* Records the len bytes at p as a listening path: in a wanted set only
+ * when asked for. */
+static int socktab_mark(socktab *s, const char *p, size_t len)
+{
+    struct socktab_slot *sl;
+
+    if (s->wanted) {
+        if (len < 128 && !(s->lens[len >> 6] & (1ull << (len & 63))))
+            return 0;
+        if (!s->cap)
+            return 0;
+        sl = socktab_find(s, p, len, (uint32_t)base_hash(p, len));
+        if (!sl->off)
+            return 0;
+    } else if (!(sl = socktab_put(s, p, len))) {
+        return -ENOMEM;
+    }
+    if (!sl->listening) {
+        sl->listening = true;
+        s->n++;
+    }
+    return 0;
+}
+
+/* Past the token at p and the spaces after it. */
+static const char *socktab_skip(const char *p, const char *end)
+{
+    while (p < end && *p != ' ')
+        p++;
+    while (p < end && *p == ' ')
+        p++;
+    return p;
+}
+
+/* One line: "Num: RefCount Protocol Flags Type St Inode Path".  The kernel
+ * prints "%pK: %08X %08X %08X %04X %02X %5lu" and then " <path>", so past
+ * the colon the flags sit at a fixed offset; a line of another shape goes
+ * through the field-by-field reading.  The path is everything after the
+ * seventh field, so a path with spaces survives. */
+static int socktab_line(socktab *s, const char *p, const char *end)
+{
+    static const char listening[] = "00010000";
+    const char *c = memchr(p, ':', (size_t)(end - p) < 40 ? (size_t)(end - p) : 40);
+
+    if (c && end - c > 38 && c[1] == ' ' && c[10] == ' ' && c[19] == ' ' &&
+        c[28] == ' ' && c[33] == ' ' && c[36] == ' ') {
+        if (memcmp(c + 20, listening, 8) != 0)
+            return 0;
+        p = c + 37;
+        while (p < end && *p == ' ')
+            p++;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        if (p < end && *p != ' ')
+            return 0;
+    } else {
+        while (p < end && *p == ' ')
+            p++;
+        for (int f = 0; f < 3; f++)
+            p = socktab_skip(p, end);
+        if (end - p < 9 || memcmp(p, listening, 8) != 0 || p[8] != ' ')
+            return 0;
+        for (int f = 3; f < 6; f++)
+            p = socktab_skip(p, end);
+        while (p < end && *p != ' ')
+            p++;
+    }
+    while (p < end && *p == ' ')
+        p++;
+    while (end > p && end[-1] == '\r')
+        end--;
+    if (p == end || *p == '@')
+        return 0;
+    return socktab_mark(s, p, (size_t)(end - p));
+}
+
+static int socktab_scan(socktab *s, int fd)
+{
+    char *io = malloc(SOCKTAB_IOBUF);
+    size_t have = 0;
+    bool header = true, skipping = false;
+    int rc = 0;
+
+    if (!io)
+        return -ENOMEM;
+    for (;;) {
+        ssize_t n = read(fd, io + have, SOCKTAB_IOBUF - have);
+        const char *p = io, *end, *nl;
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            break;
+        }
+        end = io + have + n;
+        if (n == 0 && have && !skipping && !header)
+            rc = socktab_line(s, io, end);      /* no final newline */
+        if (n == 0)
+            break;
+        while (!rc && (nl = memchr(p, '\n', (size_t)(end - p)))) {
+            if (header || skipping)
+                header = skipping = false;
+            else
+                rc = socktab_line(s, p, nl);
+            p = nl + 1;
+        }
+        if (rc)
+            break;
+        have = (size_t)(end - p);
+        /* No line is this long; should one be, it is dropped whole rather
+         * than read as a cut path. */
+        if (have == SOCKTAB_IOBUF) {
+            have = 0;
+            skipping = true;
+        }
+        memmove(io, p, have);
+    }
+    free(io);
+    return rc;
+}
+
+/* An empty set; wanted: it will tell only about the n_want paths of want. */
+static socktab *socktab_new(const char *const *want, size_t n_want, bool wanted)
+{
+    socktab *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return NULL;
+    s->wanted = wanted;
+    if (n_want && !(s->wants = calloc(n_want, sizeof(*s->wants)))) {
+        socktab_free(s);
+        return NULL;
+    }
+    for (size_t i = 0; i < n_want; i++) {
+        size_t len = strlen(want[i]), before = s->n_slots;
+        struct socktab_slot *sl = socktab_put(s, want[i], len);
+
+        if (!sl) {
+            socktab_free(s);
+            return NULL;
+        }
+        if (len < 128)
+            s->lens[len >> 6] |= 1ull << (len & 63);
+        if (s->n_slots != before) {
+            s->wants[s->n_want].off = sl->off - 1;
+            s->wants[s->n_want++].len = (uint32_t)len;
+        }
+    }
+    return s;
+}
+
+/* For the text table: the realpath() of each wanted path, where it
+ * differs, goes in as a path of its own that socktab_resolve maps back. */
+static int socktab_add_real(socktab *s)
+{
+    for (size_t i = 0; i < s->n_want; i++) {
+        struct socktab_want *w = &s->wants[i];
+        char *real = realpath(s->arena + w->off, NULL);
+        struct socktab_slot *sl;
+        size_t len;
+
+        if (!real) {
+            if (errno == ENOMEM)
+                return -ENOMEM;
+            continue;
+        }
+        len = strlen(real);
+        if (len == w->len && memcmp(real, s->arena + w->off, len) == 0) {
+            free(real);
+            continue;
+        }
+        sl = socktab_put(s, real, len);
+        free(real);
+        if (!sl)
+            return -ENOMEM;
+        if (len < 128)
+            s->lens[len >> 6] |= 1ull << (len & 63);
+        w->real_off = sl->off - 1;
+        w->real_len = (uint32_t)len;
+    }
+    return 0;
+}
+
+static int socktab_id_cmp(const void *a, const void *b)
+{
+    const struct socktab_id *x = a, *y = b;
+
+    if (x->ino != y->ino)
+        return x->ino < y->ino ? -1 : 1;
+    if (x->dev != y->dev)
+        return x->dev < y->dev ? -1 : 1;
+    return 0;
+}
+
+/* For the dump: inode and device of each wanted path that exists.  The
+ * kernel reports the device as the superblock's dev_t in its own encoding
+ * (major << 20 | minor), not the one stat() hands out. */
+static int socktab_add_ids(socktab *s)
+{
+    if (s->n_want && !(s->ids = calloc(s->n_want, sizeof(*s->ids))))
+        return -ENOMEM;
+    for (size_t i = 0; i < s->n_want; i++) {
+        struct stat st;
+
+        if (stat(s->arena + s->wants[i].off, &st) < 0)
+            continue;
+        s->ids[s->n_ids].ino = (uint64_t)st.st_ino;
+        s->ids[s->n_ids].dev = ((uint32_t)major(st.st_dev) << 20) | (uint32_t)minor(st.st_dev);
+        s->ids[s->n_ids++].want = (uint32_t)i;
+    }
+    qsort(s->ids, s->n_ids, sizeof(*s->ids), socktab_id_cmp);
+    return 0;
+}
+
+/* Marks the wanted paths whose inode the dump listed. */
+static void socktab_hit(socktab *s, uint64_t ino, uint32_t dev)
+{
+    struct socktab_id key = { ino, dev, 0 };
+    size_t lo = 0, hi = s->n_ids;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (socktab_id_cmp(&s->ids[mid], &key) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < s->n_ids && socktab_id_cmp(&s->ids[lo], &key) == 0; lo++)
+        s->wants[s->ids[lo].want].hit = true;
+}
+
+static struct socktab_slot *socktab_at(const socktab *s, uint32_t off, uint32_t len)
+{
+    const char *p = s->arena + off;
+
+    return socktab_find(s, p, len, (uint32_t)base_hash(p, len));
+}
+
+/* A wanted set after a scan: a wanted path listens when the dump listed
+ * its inode or the text table listed it or its realpath; n counts those. */
+static void socktab_resolve(socktab *s)
+{
+    s->n = 0;
+    for (size_t i = 0; i < s->n_want; i++) {
+        const struct socktab_want *w = &s->wants[i];
+        struct socktab_slot *sl = socktab_at(s, w->off, w->len);
+
+        if (w->hit || (w->real_len && socktab_at(s, w->real_off, w->real_len)->listening))
+            sl->listening = true;
+        if (sl->listening)
+            s->n++;
+    }
+}
+
+static socktab *socktab_read(const char *file, const char *const *want, size_t n_want,
+                             bool wanted)
+{
+    socktab *s = socktab_new(want, n_want, wanted);
+    int fd, rc;
+
+    if (!s) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* Nothing asked for: nothing to read. */
+    if (wanted && !s->n_slots)
+        return s;
+    rc = wanted ? socktab_add_real(s) : 0;
+    if (!rc && (fd = open(file ? file : "/proc/net/unix", O_RDONLY | O_CLOEXEC)) < 0) {
+        rc = -errno;
+    } else if (!rc) {
+        rc = socktab_scan(s, fd);
+        close(fd);
+    }
+    if (!rc && wanted)
+        socktab_resolve(s);
+    if (rc) {
+        socktab_free(s);
+        errno = -rc;
+        return NULL;
+    }
+    return s;
+}
+
+socktab *socktab_load(const char *file)
+{
+    return socktab_read(file, NULL, 0, false);
+}
+
+socktab *socktab_load_wanted(const char *file, const char *const *want, size_t n)
+{
+    return socktab_read(file, want, n, true);
+}
+
+/* One sock_diag message: a listening socket and its attributes.  A bound
+ * path comes with its terminating NUL; an abstract name starts with one.
+ * A wanted set asks for the inode instead (UDIAG_SHOW_VFS), which only a
+ * socket bound to a path has. */
+static int socktab_diag_msg(socktab *s, const struct nlmsghdr *h)
+{
+    const struct unix_diag_msg *m = NLMSG_DATA(h);
+    const char *a, *end = (const char *)h + h->nlmsg_len;
+
+    if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
+        return -EPROTO;
+    if (m->udiag_family != AF_UNIX || m->udiag_state != TCP_LISTEN)
+        return 0;
+    for (a = (const char *)(m + 1); end - a >= (ptrdiff_t)NLA_HDRLEN;) {
+        const struct nlattr *at = (const struct nlattr *)(const void *)a;
+
+        if (at->nla_len < NLA_HDRLEN || at->nla_len > end - a)
+            return -EPROTO;
+        if (s->wanted && (at->nla_type & NLA_TYPE_MASK) == UNIX_DIAG_VFS) {
+            struct unix_diag_vfs v;
+
+            if (at->nla_len < NLA_HDRLEN + sizeof(v))
+                return -EPROTO;
+            memcpy(&v, a + NLA_HDRLEN, sizeof(v));
+            socktab_hit(s, v.udiag_vfs_ino, v.udiag_vfs_dev);
+            return 0;
+        }
+        if (!s->wanted && (at->nla_type & NLA_TYPE_MASK) == UNIX_DIAG_NAME) {
+            const char *p = a + NLA_HDRLEN;
+            size_t len = strnlen(p, at->nla_len - NLA_HDRLEN);
+
+            return len ? socktab_mark(s, p, len) : 0;
+        }
+        a += NLA_ALIGN(at->nla_len);
+    }
+    return 0;
+}
+
+/* One dump over fd into s.  *intr: the kernel flagged the dump as
+ * inconsistent (the table changed while it was walked). */
+static int socktab_diag_dump(socktab *s, int fd, char *buf, uint32_t seq, bool *intr)
+{
+    struct {
+        struct nlmsghdr h;
+        struct unix_diag_req r;
+    } req;
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+
+    memset(&req, 0, sizeof(req));
+    req.h.nlmsg_len = sizeof(req);
+    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.h.nlmsg_seq = seq;
+    req.r.sdiag_family = AF_UNIX;
+    req.r.udiag_states = 1u << TCP_LISTEN;
+    req.r.udiag_show = s->wanted ? UDIAG_SHOW_VFS : UDIAG_SHOW_NAME;
+    if (sendto(fd, &req, sizeof(req), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+        return -errno;
+    *intr = false;
+    for (;;) {
+        struct iovec iov = { buf, SOCKTAB_DIAG_BUF };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        ssize_t n = recvmsg(fd, &mh, 0);
+        size_t left;
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        /* A cut part would silently lose sockets. */
+        if (n == 0 || (mh.msg_flags & MSG_TRUNC))
+            return -EPROTO;
+        left = (size_t)n;
+        for (struct nlmsghdr *h = (struct nlmsghdr *)(void *)buf; NLMSG_OK(h, left);
+             h = NLMSG_NEXT(h, left)) {
+            int rc;
+
+            if (h->nlmsg_seq != seq)
+                continue;
+            if (h->nlmsg_flags & NLM_F_DUMP_INTR)
+                *intr = true;
+            if (h->nlmsg_type == NLMSG_DONE)
+                return 0;
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                const struct nlmsgerr *e = NLMSG_DATA(h);
+
+                if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*e)))
+                    return -EPROTO;
+                return e->error ? e->error : -EPROTO;
+            }
+            if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY && (rc = socktab_diag_msg(s, h)))
+                return rc;
+        }
+    }
+}
+
+/* The sock_diag snapshot into s.  A dump the kernel flags as inconsistent
+ * may have skipped a socket, so one that misses a wanted path is taken
+ * again from scratch. */
+static int socktab_diag_load(socktab *s)
+{
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    char *buf;
+    bool intr = false;
+    int rc = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (!(buf = malloc(SOCKTAB_DIAG_BUF))) {
+        close(fd);
+        return -ENOMEM;
+    }
+    for (uint32_t seq = 1; seq <= SOCKTAB_DIAG_TRIES; seq++) {
+        for (size_t i = 0; i < s->cap; i++)
+            s->slots[i].listening = false;
+        for (size_t i = 0; i < s->n_want; i++)
+            s->wants[i].hit = false;
+        s->n = 0;
+        rc = socktab_diag_dump(s, fd, buf, seq, &intr);
+        if (!rc && s->wanted)
+            socktab_resolve(s);
+        if (rc || !intr || (s->wanted && s->n == s->n_want))
+            break;
+    }
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+socktab *socktab_listening(const char *const *want, size_t n)
+{
+    socktab *s = socktab_new(want, n, want != NULL);
+    int rc;
+
+    if (!s) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (want && !n)
+        return s;
+    rc = want ? socktab_add_ids(s) : 0;
+    if (!rc)
+        rc = socktab_diag_load(s);
+    if (!rc)
+        return s;
+    socktab_free(s);
+    if (rc == -ENOMEM) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* No netlink here (an old kernel, a sandbox that forbids it): the
+     * text table tells the same. */
+    return socktab_read(NULL, want, n, want != NULL);
+}
+
+bool socktab_has(const socktab *s, const char *path)
+{
+    size_t len;
+
+    if (!s || !s->cap)
+        return false;
+    len = strlen(path);
+    return socktab_find(s, path, len, (uint32_t)base_hash(path, len))->listening;
+}
+
+size_t socktab_count(const socktab *s)
+{
+    return s ? s->n : 0;
+}
+
+void socktab_free(socktab *s)
+{
+    if (!s)
+        return;
+    free(s->arena);
+    free(s->slots);
+    free(s->wants);
+    free(s->ids);
+    free(s);
+}
+

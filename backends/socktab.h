@@ -1,0 +1,44 @@
+/* backends/socktab.h: which AF_UNIX paths have a listening socket, read
+ * from the kernel's socket table without connecting to any: a sock_diag
+ * netlink dump, or /proc/net/unix where netlink is unavailable.  Linux
+ * only; knows nothing of VMMs. */
+#ifndef COCOON_BACKENDS_SOCKTAB_H
+#define COCOON_BACKENDS_SOCKTAB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* A snapshot of listening paths: a hash set, owned, free with
+ * socktab_free (NULL: no-op).  A set restricted to
+ * wanted paths finds a listener however its path is spelled (a symlinked
+ * directory, "..", "//"); a set of every listening path holds them exactly
+ * as bound.  Abstract names never match. */
+typedef struct socktab socktab;
+/* From the kernel's socket table: a sock_diag dump (NETLINK_SOCK_DIAG) of
+ * the listening AF_UNIX sockets, restricted to the n paths in want
+ * (borrowed; copied) and matched by inode and device against stat() of
+ * each; want NULL: every listening path, by name.  A dump the kernel
+ * flags as inconsistent (NLM_F_DUMP_INTR) is taken again when it misses a
+ * wanted path (want NULL: always), at most three dumps in all.  When the
+ * netlink socket or the dump fails (EPROTONOSUPPORT, EACCES in a sandbox,
+ * ...) the set is read from /proc/net/unix instead.  NULL with errno set
+ * when neither can be read, or on ENOMEM.  With want non-NULL and n == 0
+ * nothing is read.  A snapshot is one moment's view: a caller that needs
+ * a later answer takes a new one. */
+socktab *socktab_listening(const char *const *want, size_t n);
+/* The /proc/net/unix reader alone (the listening flag 00010000): reads
+ * file (NULL: "/proc/net/unix").  NULL with errno set when it cannot be
+ * read or on ENOMEM. */
+socktab *socktab_load(const char *file);
+/* The same, restricted to the n paths in want (borrowed; copied): the set
+ * then tells only which of them listen, and the scan skips every other
+ * line cheaply.  A wanted path matches a listed one equal to it or to its
+ * realpath().  With n == 0 nothing is read. */
+socktab *socktab_load_wanted(const char *file, const char *const *want, size_t n);
+/* Whether path listens in s; false for s NULL. */
+bool socktab_has(const socktab *s, const char *path);
+/* Listening paths in the set. */
+size_t socktab_count(const socktab *s);
+void socktab_free(socktab *s);
+
+#endif
