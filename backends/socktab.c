@@ -14,7 +14,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "base.h"
+#include "http/base.h"
 
 #define SOCKTAB_IOBUF (64 * 1024)
 /* The kernel sizes a dump part to the reader's buffer, up to 32 KiB. */
