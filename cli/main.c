@@ -60,6 +60,12 @@ static const cli_flag version_flag[] = {
 static const cli_flag create_flags[] = { CREATE_FLAGS };
 static const cli_flag run_flags[] = { CREATE_FLAGS, BINARY_FLAGS };
 static const cli_flag start_flags[] = { BINARY_FLAGS };
+static const cli_flag stop_flags[] = {
+    { "force", 'f', CLI_FLAG_BOOL, NULL, "false",
+      "skip the graceful shutdown: SIGTERM at once, then SIGKILL", false, NULL },
+    { "grace", 0, CLI_FLAG_STR, "SECONDS", "5",
+      "time for the shutdown requests and the VMM's exit before SIGTERM", false, NULL },
+};
 static const cli_flag rm_flags[] = {
     { "force", 'f', CLI_FLAG_BOOL, NULL, "false", "stop a running VM first", false, NULL },
 };
@@ -111,8 +117,8 @@ LEAF(cmd_run, "run", "vm run [flags]", "Create a VM and start it",
      run_flags, cli_vm_run, 0, 0);
 LEAF(cmd_start, "start", "vm start VM... [flags]", "Start created or stopped VMs",
      "cocoon vm start web-1 web-2", start_flags, cli_vm_start, 1, -1);
-LEAF0(cmd_stop, "stop", "vm stop VM...", "Stop running VMs (shutdown, then signals)",
-      "cocoon vm stop web-1", cli_vm_stop, 1, -1);
+LEAF(cmd_stop, "stop", "vm stop VM... [flags]", "Stop running VMs (shutdown, then signals)",
+     "cocoon vm stop web-1 --grace 30", stop_flags, cli_vm_stop, 1, -1);
 LEAF(cmd_rm, "rm", "vm rm VM... [flags]", "Remove VMs and their run directories",
      "cocoon vm rm --force web-1", rm_flags, cli_vm_rm, 1, -1);
 static const cli_cmd cmd_list = { "list", "vm list",

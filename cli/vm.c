@@ -258,9 +258,10 @@ static void lc_done_cb(cocoon_engine *e, const cocoon_result *r, void *priv)
 }
 
 /* Starts or stops the n VMs of jobs through one engine: concurrently, each
- * VM's steps in order.  A job that cannot be submitted is done with its
- * error. */
-static void lc_run(const cli_ctx *c, lc_job *jobs, size_t n, bool start)
+ * VM's steps in order.  stop: the bounds of a stop, NULL for the defaults.
+ * A job that cannot be submitted is done with its error. */
+static void lc_run(const cli_ctx *c, lc_job *jobs, size_t n, bool start,
+                   const cocoon_vm_opts *stop)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     cocoon_options opt = { .root_dir = c->root, .timeout_ms = c->timeout_ms,
@@ -269,11 +270,15 @@ static void lc_run(const cli_ctx *c, lc_job *jobs, size_t n, bool start)
     size_t pending = 0;
 
     for (size_t i = 0; i < n; i++) {
-        cocoon_vm_opts o = { .binary = vmm_binary(c, jobs[i].vm) };
-        int rc = !e ? -ENOMEM
-                 : start ? cocoon_vm_start(e, jobs[i].vm->id, &o, lc_done_cb, &jobs[i])
-                         : cocoon_vm_stop(e, jobs[i].vm->id, &o, lc_done_cb, &jobs[i]);
+        cocoon_vm_opts o = { 0 };
+        int rc;
 
+        if (stop)
+            o = *stop;
+        o.binary = vmm_binary(c, jobs[i].vm);
+        rc = !e ? -ENOMEM
+             : start ? cocoon_vm_start(e, jobs[i].vm->id, &o, lc_done_cb, &jobs[i])
+                     : cocoon_vm_stop(e, jobs[i].vm->id, &o, lc_done_cb, &jobs[i]);
         if (rc < 0) {
             jobs[i].done = true;
             jobs[i].err = rc;
@@ -329,7 +334,7 @@ static int start_one(const cli_ctx *c, store_vm *vm)
 
     if (start_needless(c, vm))
         return CLI_EXIT_OK;
-    lc_run(c, &j, 1, true);
+    lc_run(c, &j, 1, true, NULL);
     rc = start_report(c, vm, &j);
     free(j.errstr);
     return rc;
@@ -403,7 +408,7 @@ static int lc_report(const cli_ctx *c, lc_slot *s, const lc_slot *job_of, bool s
  * start or stop at once.  Each VM is locked once, and the locks are taken
  * in id order, so two commands naming the same VMs in another order cannot
  * wait on each other; results print in argument order. */
-static int lc_each(cli_ctx *c, bool start)
+static int lc_each(cli_ctx *c, bool start, const cocoon_vm_opts *stop)
 {
     lc_slot *sl = calloc(c->n_args + 1, sizeof(*sl));
     size_t *order = calloc(c->n_args + 1, sizeof(*order));
@@ -455,7 +460,7 @@ static int lc_each(cli_ctx *c, bool start)
     for (size_t i = 0; i < c->n_args; i++)
         if (sl[i].ok && !sl[i].skip)
             jobs[n++].vm = &sl[i].a.vm;
-    lc_run(c, jobs, n, start);
+    lc_run(c, jobs, n, start, stop);
     for (size_t i = 0, k = 0; i < c->n_args; i++)
         if (sl[i].ok && !sl[i].skip)
             sl[i].job = jobs[k++];
@@ -480,7 +485,7 @@ static int lc_each(cli_ctx *c, bool start)
 
 int cli_vm_start(cli_ctx *c)
 {
-    return lc_each(c, true);
+    return lc_each(c, true, NULL);
 }
 
 static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
@@ -493,7 +498,7 @@ static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
             print_vm_line(c, vm, "not running", 0);
         return CLI_EXIT_OK;
     }
-    lc_run(c, &j, 1, false);
+    lc_run(c, &j, 1, false, NULL);
     if (j.err)
         rc = cli_error("%s", j.errstr ? j.errstr : "stop failed");
     else if (!quiet)
@@ -502,9 +507,25 @@ static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
     return rc;
 }
 
+/* --force: no shutdown request; --grace: the graceful window. */
 int cli_vm_stop(cli_ctx *c)
 {
-    return lc_each(c, false);
+    cocoon_vm_opts o = { 0 };
+    const char *g = cli_flag_str(c, "grace");
+    char *end;
+    long s;
+
+    if (cli_flag_bool(c, "force") && cli_flag_given(c, "grace"))
+        return cli_usage_error(c, "--force and --grace cannot be used together: "
+                                  "--force skips the graceful shutdown");
+    errno = 0;
+    s = strtol(g, &end, 10);
+    if (errno || end == g || *end || s < 1 || s > 3600)
+        return cli_usage_error(c, "invalid argument \"%s\" for \"--grace\" flag: expected "
+                                  "1 to 3600 seconds (--force skips the graceful shutdown)", g);
+    o.graceful_ms = (unsigned)s * 1000u;
+    o.force = cli_flag_bool(c, "force");
+    return lc_each(c, false, &o);
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)

@@ -136,10 +136,13 @@ typedef struct cocoon_vm_opts {
                                    up in $PATH); stop: the binary the running
                                    gate expects when the record names none.
                                    NULL: the backend's default name */
-    unsigned call_ms;           /* stop: each shutdown request; 0: 2000 */
-    unsigned graceful_ms;       /* stop: for the VMM to exit; 0: 5000 */
+    unsigned call_ms;           /* stop: each shutdown request, at most
+                                   graceful_ms; 0: 2000 */
+    unsigned graceful_ms;       /* stop: from the first shutdown request
+                                   until SIGTERM; 0: 5000 */
     unsigned term_ms;           /* stop: after SIGTERM; 0: 3000 */
     unsigned kill_ms;           /* stop: after SIGKILL; 0: 2000 */
+    bool force;                 /* stop: no shutdown request, SIGTERM at once */
 } cocoon_vm_opts;
 
 /* Starts the VMM of a recorded VM in its own session with a pidfile and
@@ -154,7 +157,7 @@ int cocoon_vm_start(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                     cocoon_done_fn *cb, void *priv);
 /* Stops it: when the running gate passes, one shutdown request per step
  * (never repeated: a lost reply is answered by watching the process),
- * then the graceful wait, SIGTERM, SIGKILL.  A pid that fails the gate is
+ * then the graceful wait, SIGTERM, SIGKILL; with force, SIGTERM at once.  A pid that fails the gate is
  * never signalled.  The record ends stopped and the pidfile is removed;
  * -ETIMEDOUT when even SIGKILL did not end the process (record untouched).
  * Operations on many VMs run concurrently; on one VM, in submission order

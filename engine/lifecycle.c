@@ -573,6 +573,8 @@ static void lc_stop(struct eng_op *op)
     if (!o->graceful_ms) o->graceful_ms = 5000;
     if (!o->term_ms) o->term_ms = 3000;
     if (!o->kill_ms) o->kill_ms = 2000;
+    if (o->call_ms > o->graceful_ms)
+        o->call_ms = o->graceful_ms;
     lc->sock = gate_api_sock(rec);
     lc->pidfile = gate_pidfile(rec);
     if (!lc->sock || !lc->pidfile) {
@@ -587,6 +589,11 @@ static void lc_stop(struct eng_op *op)
         return;
     }
     lc->t0 = eng_mono_s();
+    if (o->force) {             /* the graceful window is already over */
+        o->graceful_ms = 0;
+        lc_wait_gone(op);
+        return;
+    }
     lc->phase = LC_SHUTDOWN;
     if (lc_is_fc(op))
         rc = lc_send(op, BACKEND_EP_ACTIONS, NULL, "{\"action_type\":\"SendCtrlAltDel\"}",

@@ -1162,6 +1162,118 @@ static void test_stop_ignored_shutdown(void **state)
     free(sock);
 }
 
+/* Request counts of a VMM that has exited: chsim writes them at exit to
+ * <root>/stats-<pid> when started through <root>/bin/chsim (see
+ * chsim_wrapper). */
+static char *exit_stats(pid_t pid)
+{
+    char *p = root_path("stats-%d", (int)pid), buf[4096];
+    FILE *f = fopen(p, "r");
+    size_t n;
+
+    if (!f)
+        fail_msg("no stats at %s", p);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    free(p);
+    return strdup(buf);
+}
+
+/* <root>/bin/chsim: chsim with --stats-file <root>/stats-<its pid>; exec
+ * keeps the pid and argv[0]'s name, so the running gate still knows it. */
+static char *chsim_wrapper(void)
+{
+    char *dir = root_path("bin"), *w = root_path("bin/chsim");
+    FILE *f;
+
+    assert_int_equal(mkdir(dir, 0700), 0);
+    f = fopen(w, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/sh\nexec '%s' --stats-file '%s/stats-'$$ \"$@\"\n", g_chsim, g_root);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(w, 0755), 0);
+    free(dir);
+    return w;
+}
+
+static pid_t vm_run_with(const char *name, const char *binary)
+{
+    char *out = NULL, *err = NULL, *id;
+    pid_t pid;
+
+    if (cli(&out, &err, "vm", "run", "--name", name, "--ch-binary", binary, "--kernel",
+            "/dev/null", (char *)NULL) != 0)
+        fail_msg("vm run %s: %s", name, err);
+    free(out);
+    free(err);
+    id = vm_id(name);
+    pid = read_pid(id, "cloudhypervisor", "ch.pid");
+    free(id);
+    return pid;
+}
+
+/* vm stop --force sends no shutdown request and signals at once; a plain
+ * stop asks first.  --grace bounds the graceful window (shutdown requests
+ * and the exit) before SIGTERM. */
+static void test_stop_force_and_grace(void **state)
+{
+    char *out = NULL, *err = NULL, *w, *st, *id, *sock;
+    pid_t hard, soft, stuck;
+    long long t0, el;
+    int rc;
+
+    (void)state;
+    w = chsim_wrapper();
+    hard = vm_run_with("hard", w);
+    soft = vm_run_with("soft", w);
+    assert_int_equal(cli(&out, &err, "vm", "stop", "--force", "hard", (char *)NULL), 0);
+    assert_memory_equal(out, "hard: stopped (id=", 18);
+    free(out);
+    free(err);
+    assert_false(vmm_alive(hard));
+    st = exit_stats(hard);
+    assert_non_null(strstr(st, "\"vm.shutdown\":0,"));
+    assert_non_null(strstr(st, "\"vmm.shutdown\":0,"));
+    free(st);
+    assert_int_equal(cli(&out, &err, "vm", "stop", "soft", (char *)NULL), 0);
+    free(out);
+    free(err);
+    st = exit_stats(soft);
+    assert_non_null(strstr(st, "\"vm.shutdown\":1,"));
+    free(st);
+    assert_int_equal(cli(&out, &err, "-o", "json", "vm", "list", (char *)NULL), 0);
+    assert_int_equal(count_str(out, "\"state\": \"stopped\""), 2);
+    free(out);
+    free(err);
+
+    /* a VMM that never answers its shutdown requests: SIGTERM once the
+     * grace is over (the default window alone is 5 s) */
+    stuck = vm_run_with("stuck", w);
+    id = vm_id("stuck");
+    sock = root_path("run/cloudhypervisor/%s/api.sock", id);
+    assert_int_equal(sup_chsim_fault(sock, "vm.shutdown", "never-reply", 0), 0);
+    assert_int_equal(sup_chsim_fault(sock, "vmm.shutdown", "never-reply", 0), 0);
+    t0 = sup_now_ms();
+    assert_int_equal(cli(&out, &err, "vm", "stop", "--grace", "1", "stuck", (char *)NULL), 0);
+    el = sup_now_ms() - t0;
+    assert_false(vmm_alive(stuck));
+    assert_true(el >= 900);
+    assert_true(el < 4500);
+    free(out);
+    free(err);
+
+    rc = cli(&out, &err, "vm", "stop", "--grace=0", "stuck", (char *)NULL);
+    expect_error(rc, 2, out, err, "invalid argument \"0\" for \"--grace\" flag: expected 1 to "
+                                  "3600 seconds (--force skips the graceful shutdown)");
+    rc = cli(&out, &err, "vm", "stop", "-f", "--grace=3", "stuck", (char *)NULL);
+    expect_error(rc, 2, out, err, "--force and --grace cannot be used together: "
+                                  "--force skips the graceful shutdown");
+    free(id);
+    free(sock);
+    free(w);
+}
+
 static void test_inspect_list_fails(void **state)
 {
     char *out = NULL, *err = NULL, *id, *sock;
@@ -1855,6 +1967,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_debug_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_completion_scripts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inspect_pid_and_direct, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_force_and_grace, setup, teardown),
     };
     int rc;
 
