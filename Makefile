@@ -45,6 +45,8 @@ CLI_OBJS    := $(CLI_SRCS:%.c=$(BUILD)/%.o)
 CHSIM_OBJS  := $(CHSIM_SRCS:%.c=$(BUILD)/%.o)
 SUPP_OBJS   := $(SUPP_SRCS:%.c=$(BUILD)/%.o)
 TESTS       := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+LIB_ALL     := $(BUILD)/libcocoon-all.a
+SONAME       = libcocoon.so.$(firstword $(subst ., ,$(VERSION)))
 
 # Packages, as FILE:PACKAGE pairs: a package is installed when its file is
 # absent.  Each goal installs only what it needs: building the library, the
@@ -73,7 +75,7 @@ DEPS_WANT = $(DEPS_BUILD) \
 
 .PHONY: all deps test asan valgrind fuzz fuzz-run bench demo soak install uninstall clean format-check
 
-all: deps $(BUILD)/libcocoon.a $(BUILD)/cocoon $(BUILD)/chsim
+all: deps $(BUILD)/libcocoon.a $(BUILD)/$(SONAME) $(BUILD)/cocoon $(BUILD)/chsim
 
 # Installs only what is absent, in one apt-get call, before anything is
 # built; a machine that has everything runs no apt.  Without root (and
@@ -100,35 +102,58 @@ deps:
 	still=$$(absent); if [ -n "$$still" ]; then \
 	  echo "deps: installed, but files are still missing for:$$still" >&2; exit 1; fi
 
-$(BUILD)/libcocoon.a: $(LIB_OBJS)
+# Every library object, every symbol: what the CLI, the simulator, the
+# tests, the fuzz targets and the benchmark link.
+$(LIB_ALL): $(LIB_OBJS)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(BUILD)/cocoon: $(CLI_OBJS) $(BUILD)/libcocoon.a
-	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $(CLI_OBJS) $(BUILD)/libcocoon.a $(LIBS)
+# The library as hosts get it exports only cocoon_* symbols, so a host
+# with its own store_load or its own llhttp neither clashes with ours nor
+# silently replaces it.  The archive holds one relocatable object whose
+# other globals are made local; the shared library hides them with a
+# version script.
+$(BUILD)/libcocoon.a: $(LIB_OBJS) Makefile
+	$(CC) -r -nostdlib -o $(BUILD)/libcocoon.o $(LIB_OBJS)
+	objcopy --wildcard --keep-global-symbol='cocoon_*' $(BUILD)/libcocoon.o
+	@rm -f $@
+	$(AR) rcs $@ $(BUILD)/libcocoon.o
 
-$(BUILD)/chsim: $(CHSIM_OBJS) $(BUILD)/libcocoon.a
-	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $(CHSIM_OBJS) $(BUILD)/libcocoon.a $(LIBS)
+$(BUILD)/$(SONAME): $(LIB_OBJS)
+	@printf '{ global: cocoon_*; local: *; };\n' > $(BUILD)/libcocoon.map
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -shared -Wl,-soname,$(SONAME) \
+	  -Wl,--version-script=$(BUILD)/libcocoon.map -o $@ $^ $(LIBS)
+	ln -sf $(SONAME) $(BUILD)/libcocoon.so
+
+$(BUILD)/cocoon: $(CLI_OBJS) $(LIB_ALL)
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $(CLI_OBJS) $(LIB_ALL) $(LIBS)
+
+$(BUILD)/chsim: $(CHSIM_OBJS) $(LIB_ALL)
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $(CHSIM_OBJS) $(LIB_ALL) $(LIBS)
 
 # Per-test extra link flags, e.g. TEST_LDFLAGS_test_http = -Wl,--wrap=socket
-$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(SUPP_OBJS) $(BUILD)/libcocoon.a
-	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) $(TEST_LDFLAGS_test_$*) -o $@ $< $(SUPP_OBJS) $(BUILD)/libcocoon.a $(LIBS) $(CMOCKA_LIBS)
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(SUPP_OBJS) $(LIB_ALL)
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) $(TEST_LDFLAGS_test_$*) -o $@ $< $(SUPP_OBJS) $(LIB_ALL) $(LIBS) $(CMOCKA_LIBS)
 
 # llhttp's sources exist only once `deps` has installed node-llhttp, which
 # is after make has read this file: a pattern rule with the .c as its
 # prerequisite would find no rule on a fresh machine.  A static pattern rule
 # with the source named in the recipe does.  llhttp's own code gets relaxed
 # warnings; ours the strict set.
-$(LLHTTP_OBJS): $(BUILD)/llhttp/%.o: | deps
+$(LLHTTP_OBJS): $(BUILD)/llhttp/%.o: Makefile | deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN) -I$(LLHTTP_INC) -w -c -o $@ $(LLHTTP_DIR)/$*.c
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN) -fPIC -I$(LLHTTP_INC) -w -c -o $@ $(LLHTTP_DIR)/$*.c
 
-$(BUILD)/%.o: %.c | deps
+# Library objects also go into the shared library.
+$(LIB_OBJS): PIC = -fPIC
+
+$(BUILD)/%.o: %.c Makefile | deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(PROJ_CPPFLAGS) $(CFLAGS) $(PROJ_CFLAGS) $(WARN) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(PROJ_CPPFLAGS) $(CFLAGS) $(PROJ_CFLAGS) $(PIC) $(WARN) -c -o $@ $<
 
-# Test objects are kept, so a second `make test` rebuilds nothing, and a
-# failed compile leaves no object behind.
+# Objects depend on the Makefile, whose flags they were built with.  Test
+# objects are kept, so a second `make test` rebuilds nothing, and a failed
+# compile leaves no object behind.
 .SECONDARY:
 .DELETE_ON_ERROR:
 
@@ -170,10 +195,10 @@ fuzz-run: $(FUZZ_BINS)
 	  echo "fuzz $$t: $$(grep -m1 stat::number_of_executed_units $$w.log | awk '{print $$2}') execs in $(FUZZ_SECONDS) s, no crash"; \
 	done
 
-$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libcocoon.a $(CLI_OBJS)
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_ALL) $(CLI_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(PROJ_CPPFLAGS) $(CFLAGS) -std=c11 -fsanitize=fuzzer,address,undefined \
-	  -o $@ $< $(FUZZ_EXTRA) $(BUILD)/libcocoon.a $(LIBS)
+	  -o $@ $< $(FUZZ_EXTRA) $(LIB_ALL) $(LIBS)
 
 valgrind: deps all $(TESTS)
 	$(MAKE) TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full \
@@ -187,8 +212,8 @@ soak: all $(BUILD)/tests/test_soak
 # is not $(BUILD)/bench: that directory holds the objects of bench/*.c.
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(BUILD)/%.o)
 
-$(BUILD)/cocoon-bench: $(BENCH_OBJS) $(BUILD)/libcocoon.a
-	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $(BENCH_OBJS) $(BUILD)/libcocoon.a $(LIBS)
+$(BUILD)/cocoon-bench: $(BENCH_OBJS) $(LIB_ALL)
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $(BENCH_OBJS) $(LIB_ALL) $(LIBS)
 
 bench: all $(BUILD)/cocoon-bench
 	./$(BUILD)/cocoon-bench --build $(BUILD) --out bench/out $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick)
@@ -207,17 +232,20 @@ $(BUILD)/cocoon.pc: FORCE
 	  'Libs: -L$${libdir} -lcocoon -lev -lyajl -lm' \
 	  'Cflags: -I$${includedir}' > $@.tmp && mv $@.tmp $@
 
-install: $(BUILD)/libcocoon.a $(BUILD)/cocoon.pc $(BUILD)/cocoon
+install: $(BUILD)/libcocoon.a $(BUILD)/$(SONAME) $(BUILD)/cocoon.pc $(BUILD)/cocoon
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
 	  $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 0644 cli/cocoon.1 $(DESTDIR)$(PREFIX)/share/man/man1/cocoon.1
 	install -m 0755 $(BUILD)/cocoon $(DESTDIR)$(PREFIX)/bin/cocoon
 	install -m 0644 $(BUILD)/libcocoon.a $(DESTDIR)$(PREFIX)/lib/libcocoon.a
+	install -m 0755 $(BUILD)/$(SONAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libcocoon.so
 	install -m 0644 engine/cocoon.h $(DESTDIR)$(PREFIX)/include/cocoon.h
 	install -m 0644 $(BUILD)/cocoon.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/cocoon $(DESTDIR)$(PREFIX)/lib/libcocoon.a $(DESTDIR)$(PREFIX)/include/cocoon.h \
+	  $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libcocoon.so \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon.pc $(DESTDIR)$(PREFIX)/share/man/man1/cocoon.1
 
 FORCE:

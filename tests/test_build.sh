@@ -9,7 +9,7 @@
 # tree; without root it stops with the command to run; each goal installs
 # only what it needs; a second make rebuilds nothing; CPPFLAGS is honoured
 # and CFLAGS cannot drop the warnings; `make clean` honours BUILD; the
-# version has one source.
+# version has one source; the library exports only cocoon_* symbols.
 #
 # Usage: tests/test_build.sh   (make test runs it from the top of the tree)
 set -euo pipefail
@@ -148,6 +148,42 @@ if "$T/src/build/cocoon" --version | grep -qx "cocoon version $want" &&
     ok "version $want from engine/cocoon.h in the CLI and cocoon.pc"
 else
     fail "version differs from cocoon.h ($want)"
+fi
+
+# 8. The installed library exports cocoon_* alone: a host with its own
+#    store_load and llhttp_init links against the archive without a clash,
+#    and the shared library carries a soname.
+others() { awk 'NF == 3 && $2 ~ /^[A-TV-Z]$/ && $3 !~ /^cocoon_/ {print $3}'; }
+a_extra=$(nm -g --defined-only "$BUILT/libcocoon.a" | others)
+so=$(cd "$BUILT" && ls libcocoon.so.* 2> /dev/null | head -n 1)
+so_extra=$([ -n "$so" ] && nm -D --defined-only "$BUILT/$so" | others)
+if [ -z "$a_extra" ] && [ -n "$so" ] && [ -z "$so_extra" ] &&
+        readelf -d "$BUILT/$so" | grep -q "SONAME.*\[$so\]"; then
+    ok "libcocoon.a and $so export only cocoon_* symbols; soname $so"
+else
+    fail "exported beyond cocoon_*: ${a_extra:-} ${so_extra:-} (shared library: ${so:-none})"
+fi
+cat > "$T/host.c" <<'EOF'
+#include <cocoon.h>
+int store_load(void);
+int store_load(void) { return 7; }
+void llhttp_init(void);
+void llhttp_init(void) {}
+int main(void)
+{
+    struct ev_loop *loop = ev_loop_new(0);
+    cocoon_engine *e = cocoon_engine_new(loop, NULL);
+
+    cocoon_engine_free(e);
+    ev_loop_destroy(loop);
+    return store_load() == 7 ? 0 : 1;
+}
+EOF
+if cc -I"$SRC/engine" -o "$T/host" "$T/host.c" "$BUILT/libcocoon.a" -lev -lyajl -lm \
+        > "$T/out" 2>&1 && "$T/host"; then
+    ok "a host with its own store_load and llhttp_init links against libcocoon.a"
+else
+    cat "$T/out"; fail "a host's own store_load or llhttp_init clashes with the archive"
 fi
 
 echo "build checks: $passes passed, $failures failed"
