@@ -3,7 +3,6 @@
  * whether a request may be repeated (SPEC §5). */
 #include "engine/call.h"
 #include "backends/backend.h"
-#include "engine/engine_int.h"
 #include "http/base.h"
 #include "http/client.h"
 #include "json/ch.h"

@@ -1,12 +1,26 @@
-/* engine/call.h: one raw API call to a VMM socket under the retry policy of
- * its endpoint (SPEC §5), for lifecycle code (start, stop, Firecracker
- * configuration).  The retry table lives here and nowhere else. */
+/* engine/call.h: the retry rule every API call of the engine follows, and
+ * one raw call to a VMM socket under it.  Whether an endpoint may be
+ * repeated is its backend's endpoint table's say; when and how often is
+ * decided here and nowhere else. */
 #ifndef COCOON_ENGINE_CALL_H
 #define COCOON_ENGINE_CALL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <ev.h>
+
+/* A failure a retryable endpoint may repeat after: a connection-level error
+ * (err != 0) or, when err == 0, a 5xx or 429 status. */
+bool eng_retry_worthy(int err, int status);
+
+/* Backoff before the next attempt after `attempt` failed ones: 100, 200,
+ * 400 ms. */
+unsigned eng_backoff_ms(int attempt);
+
+/* "<prefix><METHOD> http://localhost<path> → <code>: <rendered body>" into
+ * err, the body rendered by json_error_render. */
+void eng_status_errf(char *err, size_t errlen, const char *prefix, const char *method,
+                     const char *path, int status, const char *body, size_t body_len);
 
 /* Borrowed, valid only during the callback. */
 typedef struct eng_call_result {
@@ -21,10 +35,9 @@ typedef struct eng_call_result {
 
 typedef void eng_call_fn(const eng_call_result *r, void *priv);
 
-/* True when repeating (method, path) is harmless by construction: Firecracker
- * pre-boot PUTs (/machine-config, /boot-source, /drives/..,
- * /network-interfaces/..) and GET /api/v1/vmm.ping.  Everything else is
- * single-shot. */
+/* True when a backend's endpoint table says repeating (method, path) is
+ * harmless (Firecracker's pre-boot PUTs, CH's vmm.ping).  A path no table
+ * lists is single-shot. */
 bool eng_call_retryable(const char *method, const char *path);
 
 /* Asynchronous call on the caller's loop.  ok_codes: zero-terminated list of

@@ -5,6 +5,7 @@
 #define COCOON_ENGINE_CORE_H
 
 #include <stdbool.h>
+#include <sys/queue.h>
 #include <stdint.h>
 #include <time.h>
 #include <ev.h>
@@ -27,9 +28,13 @@ enum op_step { ST_NONE, ST_INFO, ST_PUT, ST_RECONCILE, ST_WAIT, ST_RECHECK, ST_L
 
 struct eng_vm;
 
+STAILQ_HEAD(eng_op_q, eng_op);
+STAILQ_HEAD(eng_vm_q, eng_vm);
+TAILQ_HEAD(eng_vm_tq, eng_vm);
+
 struct eng_op {
-    struct eng_op *next;
-    struct eng_op *recheck_next;  /* on the engine's recheck list */
+    STAILQ_ENTRY(eng_op) link;          /* the start list or its VM's queue */
+    STAILQ_ENTRY(eng_op) recheck_link;  /* the engine's recheck list */
     cocoon_engine *e;
     struct eng_vm *vm;
     unsigned char kind, step;
@@ -62,25 +67,19 @@ struct eng_op {
 };
 
 struct eng_vm {
-    struct eng_vm *hnext, *link;    /* hash chain; ready or wait list */
+    struct eng_vm *hnext;           /* hash chain */
+    STAILQ_ENTRY(eng_vm) link;      /* the ready or the wait list */
     cocoon_engine *e;
     const struct backend_ops *ops;  /* the VMM behind the socket */
     store_vm *rec;                  /* owned copy; NULL for a direct target */
     httpc_conn *conn;
-    struct eng_op *head, *tail;     /* FIFO; head runs when cur is set */
+    struct eng_op_q queue;          /* FIFO; the first runs when cur is set */
     struct eng_op *cur;
     bool active, listed;            /* holds an inflight slot; on a list */
     bool idle;                      /* no operation; on the idle list */
-    struct eng_vm *idle_prev, *idle_next;
+    TAILQ_ENTRY(eng_vm) idle_link;
     uint64_t hash;
     char key[];                     /* "R<sock>" recorded, "D<sock>" direct */
-};
-
-/* Exact-match index over one loaded vms.json (ids or names). */
-struct eng_sidx {
-    const char **keys;
-    long *vals;             /* index into db.vms, or -1 when duplicated */
-    size_t cap;
 };
 
 struct cocoon_engine {
@@ -91,18 +90,17 @@ struct cocoon_engine {
     int socket_check;
 
     ev_timer kick;                       /* starts submitted operations */
-    struct eng_op *start_head, *start_tail;
+    struct eng_op_q start;
 
     struct eng_vm **buckets;
     size_t nbuckets, nvms;
-    struct eng_vm *ready_head, *ready_tail;
-    struct eng_vm *wait_head, *wait_tail;
+    struct eng_vm_q ready, waiting;
     unsigned n_active;
     /* VMs whose queue ran empty keep their connection open, so the next
      * batch for them (the detach after the attach) skips the connect.
      * Oldest first; idle plus active VMs stay within max_inflight, which
      * bounds the engine's open connections (and CH sees one per engine). */
-    struct eng_vm *idle_head, *idle_tail;
+    struct eng_vm_tq idle;
     unsigned n_idle;
     bool pumping;
 
@@ -114,9 +112,8 @@ struct cocoon_engine {
     bool db_valid;
     unsigned db_iter;
     int db_rc;
-    char *db_err;
-    store_db db[2];
-    struct eng_sidx by_id[2], by_name[2];
+    char db_err[BASE_ERRSTR_MAX];
+    store_set set;
 
     /* The listener snapshot belongs to submissions, not to loop
      * iterations: the operations submitted in one loop iteration form a
@@ -132,16 +129,56 @@ struct cocoon_engine {
     unsigned unix_seq;                   /* counts snapshots taken */
     size_t n_ops;                        /* submitted, not yet completed */
     ev_timer recheck;
-    struct eng_op *recheck_head, *recheck_tail;
+    struct eng_op_q recheck_q;
 
     char err[BASE_ERRSTR_MAX];            /* scratch for the current step */
 };
 
-/* Entered and left around every libev callback of ours: a free requested
- * inside a user callback happens at the outermost leave. */
+extern const char *const eng_op_names[];
+
+static inline bool op_is_list(const struct eng_op *op)
+{
+    return op->kind == OP_LIST || op->kind == OP_FS_LIST || op->kind == OP_DEV_LIST;
+}
+
+static inline bool op_is_fs(const struct eng_op *op)
+{
+    return op->kind == OP_FS_ATTACH || op->kind == OP_FS_DETACH || op->kind == OP_FS_LIST;
+}
+
+/* Monotonic seconds, for deadlines kept as doubles like libev's. */
+static inline double eng_mono_s(void)
+{
+    return (double)base_mono_ns() / 1e9;
+}
+
+/* engine.c: entered and left around every libev callback of ours; a free
+ * requested inside a user callback happens at the outermost leave. */
 void eng_enter(cocoon_engine *e);
 void eng_leave(cocoon_engine *e);
+/* Calls op back with errstr (copied into op) and frees it; the caller
+ * has unlinked it. */
+void eng_op_complete(struct eng_op *op, int err, const char *errstr);
+/* Completes the running op of its VM and lets the VM go on. */
+void eng_op_finish(struct eng_op *op, int err, const char *errstr);
+/* eng_op_finish with e->err. */
+void eng_op_fail(struct eng_op *op, int err);
+/* A list op's success with l (borrowed), or with an empty listing. */
+void eng_op_list_done(struct eng_op *op, const cocoon_listing *l);
+void eng_op_list_empty(struct eng_op *op);
+void eng_op_free(struct eng_op *op);
 
+/* vm.c: the record ref names, borrowed from this loop iteration's read of
+ * the store, or NULL with *rc and e->err. */
+const store_vm *eng_resolve(cocoon_engine *e, const char *ref, int *rc);
+void eng_resolve_fini(cocoon_engine *e);
+/* The VM for key ("R<sock>" recorded, "D<sock>" direct), created on first
+ * use; rec (may be NULL) is copied on creation and when an idle VM is
+ * taken up again.  NULL when out of memory. */
+struct eng_vm *eng_vm_get(cocoon_engine *e, const char *key, const store_vm *rec);
+void eng_vm_table_remove(cocoon_engine *e, struct eng_vm *vm);
+void eng_vm_free(struct eng_vm *vm);
+const char *eng_vm_sock(const struct eng_vm *vm);
 /* Sends endpoint ep of the VM's backend on its connection, the path with
  * id appended when the row is a prefix (id may be NULL), with timeout_ms
  * (0: the engine's).  The reply goes to the running op's step.  0 or
@@ -149,19 +186,31 @@ void eng_leave(cocoon_engine *e);
 int eng_vm_send(struct eng_vm *vm, backend_ep ep, const char *id, const char *body, size_t len,
                 unsigned timeout_ms);
 
-/* Completes the running op of its VM (errstr copied) and lets the VM go on. */
-void eng_op_finish(struct eng_op *op, int err, const char *errstr);
+/* sched.c: queues and the pump. */
+void eng_ready_push(cocoon_engine *e, struct eng_vm *vm);
+void eng_pump(cocoon_engine *e);
+void eng_op_begin(cocoon_engine *e, struct eng_op *op);
+void eng_kick_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
-/* Lifecycle (engine/lifecycle.c): runs op (OP_VM_START / OP_VM_STOP) as
- * the running op of its VM, and takes its HTTP replies. */
+/* attach.c: runs an attach, detach or list op (running gate, vm.info,
+ * prechecks, PUT) and takes its replies. */
+void eng_attach_run(struct eng_op *op);
+void eng_attach_on_http(struct eng_op *op, const httpc_response *r);
+void eng_fs_put(struct eng_op *op);
+
+/* sockets.c: the listener snapshot serving op (NULL when the socket table
+ * cannot be read), the generation of a new submission, the second look
+ * after a miss, and dropping the snapshot once nothing is pending. */
+const socktab *eng_unix_set(cocoon_engine *e, const struct eng_op *op);
+void eng_gen_assign(cocoon_engine *e, struct eng_op *op);
+void eng_recheck_defer(struct eng_op *op);
+void eng_recheck_cb(struct ev_loop *loop, ev_timer *w, int revents);
+void eng_unix_drop(cocoon_engine *e);
+
+/* lifecycle.c: runs op (OP_VM_START / OP_VM_STOP) as the running op of
+ * its VM, and takes its replies. */
 void eng_lc_run(struct eng_op *op);
 void eng_lc_on_http(struct eng_op *op, const httpc_response *r);
 void eng_lc_free(struct eng_lc *lc);
-
-/* Monotonic seconds, for deadlines kept as doubles like libev's. */
-static inline double eng_mono_s(void)
-{
-    return (double)base_mono_ns() / 1e9;
-}
 
 #endif

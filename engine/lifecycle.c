@@ -9,7 +9,7 @@
  * endpoint's retry rule.  Later operations (pause, snapshot, restore) are
  * further sequences of the same kind. */
 #include "engine/core.h"
-#include "engine/engine_int.h"
+#include "engine/call.h"
 #include "backends/gate.h"
 #include "backends/launch.h"
 #include "backends/safefile.h"

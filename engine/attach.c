@@ -1,0 +1,508 @@
+/* engine/attach.c: the operations on a running VM's devices as a state
+ * machine on the host's loop:
+ *   running gate -> GET vm.info -> prechecks -> PUT -> result
+ * with a lost-reply reconcile and the detach --wait poll as extra states,
+ * and the listing read from the same vm.info. */
+#include "engine/core.h"
+#include "engine/call.h"
+#include "backends/gate.h"
+#include "json/ch.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ENG_WAIT_POLL_S        0.050
+#define ENG_RECONCILE_ATTEMPTS 4
+
+static void op_send_info(struct eng_op *op, enum op_step step)
+{
+    int rc;
+
+    op->step = (unsigned char)step;
+    rc = eng_vm_send(op->vm, BACKEND_EP_INFO, NULL, NULL, 0, 0);
+    if (rc) {
+        char tmp[BASE_ERRSTR_MAX];
+
+        memcpy(tmp, op->e->err, sizeof(tmp));
+        base_errf(op->e->err, sizeof(op->e->err), rc, "query vm.info: %s", tmp);
+        eng_op_fail(op, rc);
+    }
+}
+
+static backend_ep op_put_ep(const struct eng_op *op)
+{
+    switch (op->kind) {
+    case OP_FS_ATTACH: return BACKEND_EP_ADD_FS;
+    case OP_DEV_ATTACH: return BACKEND_EP_ADD_DEVICE;
+    default: return BACKEND_EP_REMOVE_DEVICE;
+    }
+}
+
+static const backend_endpoint *op_put_row(const struct eng_op *op)
+{
+    return backend_endpoint_of(op->vm->ops, op_put_ep(op));
+}
+
+/* The endpoint's name as errors show it: the last path segment
+ * ("vm.add-fs"). */
+static const char *op_endpoint(const struct eng_op *op)
+{
+    const backend_endpoint *row = op_put_row(op);
+    const char *slash = row ? strrchr(row->path, '/') : NULL;
+
+    return slash ? slash + 1 : "?";
+}
+
+/* "vm.add-fs: ", "vm.add-device: ", "vm.remove-device <id>: " */
+static void op_prefix(const struct eng_op *op, char *out, size_t n)
+{
+    if (op->kind == OP_FS_ATTACH || op->kind == OP_DEV_ATTACH)
+        snprintf(out, n, "%s: ", op_endpoint(op));
+    else
+        snprintf(out, n, "vm.remove-device %s: ", op->res_id ? op->res_id : "");
+}
+
+static void op_send_put(struct eng_op *op, char *body, size_t len)
+{
+    int rc;
+
+    op->step = ST_PUT;
+    rc = eng_vm_send(op->vm, op_put_ep(op), NULL, body, len, 0);
+    free(body);
+    if (rc) {
+        char tmp[BASE_ERRSTR_MAX], pre[128];
+
+        memcpy(tmp, op->e->err, sizeof(tmp));
+        op_prefix(op, pre, sizeof(pre));
+        base_errf(op->e->err, sizeof(op->e->err), rc, "%s%s", pre, tmp);
+        eng_op_fail(op, rc);
+    }
+}
+
+void eng_fs_put(struct eng_op *op)
+{
+    cocoon_engine *e = op->e;
+    json_fs jf = { (char *)op->fs_id, (char *)op->tag, (char *)op->socket,
+                   op->num_queues, op->queue_size };
+    char *body = NULL;
+    size_t len = 0;
+    int rc = json_fs_config_encode(&jf, &body, &len, e->err, sizeof(e->err));
+
+    if (rc) {
+        char tmp[BASE_ERRSTR_MAX];
+
+        memcpy(tmp, e->err, sizeof(tmp));
+        base_errf(e->err, sizeof(e->err), rc, "vm.add-fs: %s", tmp);
+        free(body);
+        eng_op_fail(op, rc);
+        return;
+    }
+    op_send_put(op, body, len);
+}
+
+void eng_attach_run(struct eng_op *op)
+{
+    struct eng_vm *vm = op->vm;
+    cocoon_engine *e = op->e;
+
+    if (vm->rec) {
+        int rc = gate_check(vm->rec, e->ch_binary, NULL, e->err, sizeof(e->err));
+
+        if (rc) {
+            if (op_is_list(op))
+                eng_op_list_empty(op);
+            else
+                eng_op_fail(op, rc);
+            return;
+        }
+    }
+    op_send_info(op, ST_INFO);
+}
+
+/* Decodes a vm.info reply into vi; on failure fails op and returns false. */
+static bool op_decode_info(struct eng_op *op, const httpc_response *r, json_vm_info *vi,
+                           const char *prefix)
+{
+    cocoon_engine *e = op->e;
+    char tmp[BASE_ERRSTR_MAX];
+    int rc;
+
+    if (r->err) {
+        base_errf(e->err, sizeof(e->err), r->err, "%squery vm.info: %s", prefix, r->errstr);
+        eng_op_fail(op, op->lost_err ? op->lost_err : r->err);
+        return false;
+    }
+    if (!backend_endpoint_ok(backend_endpoint_of(op->vm->ops, BACKEND_EP_INFO), r->status)) {
+        const backend_endpoint *row = backend_endpoint_of(op->vm->ops, BACKEND_EP_INFO);
+
+        eng_status_errf(tmp, sizeof(tmp), "", row->method, row->path, r->status, r->body,
+                        r->body_len);
+        base_errf(e->err, sizeof(e->err), 0, "%squery vm.info: %s", prefix, tmp);
+        eng_op_fail(op, op->lost_err ? op->lost_err : -EREMOTEIO);
+        return false;
+    }
+    memset(vi, 0, sizeof(*vi));
+    rc = json_vm_info_decode(r->body, r->body_len, vi, tmp, sizeof(tmp));
+    if (rc) {
+        json_vm_info_fini(vi);
+        base_errf(e->err, sizeof(e->err), rc, "%sdecode vm.info: %s", prefix, tmp);
+        eng_op_fail(op, op->lost_err ? op->lost_err : rc);
+        return false;
+    }
+    return true;
+}
+
+/* CH answers vm.info on a VMM without a VM with 404 (v53 on) or with 500
+ * and "VM is not created" in the body (v46). */
+static bool info_no_vm(const httpc_response *r)
+{
+    static const char novm[] = "VM is not created";
+
+    if (r->err)
+        return false;
+    if (r->status == 404)
+        return true;
+    return r->status == 500 && r->body &&
+           memmem(r->body, r->body_len, novm, sizeof(novm) - 1) != NULL;
+}
+
+static void op_after_info(struct eng_op *op, const httpc_response *r)
+{
+    cocoon_engine *e = op->e;
+    const struct backend_ops *ops = op->vm->ops;
+    json_vm_info vi;
+    char *body = NULL;
+    size_t len = 0;
+    int rc = 0;
+
+    if (!op->vm->rec && info_no_vm(r)) {
+        /* A direct target whose VMM has no VM created is not running. */
+        if (op_is_list(op)) {
+            eng_op_list_empty(op);
+            return;
+        }
+        base_errf(e->err, sizeof(e->err), 0, "vm %s is not created: VM not running",
+                 eng_vm_sock(op->vm));
+        eng_op_fail(op, -EHOSTDOWN);
+        return;
+    }
+    if (!op_decode_info(op, r, &vi, ""))
+        return;
+    if (!op->vm->rec && strcmp(vi.state, "Running") != 0 && strcmp(vi.state, "Paused") != 0) {
+        char st[32];
+        size_t i;
+
+        for (i = 0; vi.state[i] && i + 1 < sizeof(st); i++)
+            st[i] = (char)(vi.state[i] >= 'A' && vi.state[i] <= 'Z' ? vi.state[i] + 32 : vi.state[i]);
+        st[i] = '\0';
+        json_vm_info_fini(&vi);
+        if (op_is_list(op)) {
+            eng_op_list_empty(op);
+            return;
+        }
+        base_errf(e->err, sizeof(e->err), 0, "vm %s is %s: VM not running", eng_vm_sock(op->vm), st);
+        eng_op_fail(op, -EHOSTDOWN);
+        return;
+    }
+
+    switch (op->kind) {
+    case OP_LIST: case OP_FS_LIST: case OP_DEV_LIST: {
+        cocoon_listing l;
+
+        rc = ch_listing_build(&vi, &l);
+        if (rc) {
+            json_vm_info_fini(&vi);
+            base_errf(e->err, sizeof(e->err), rc, "list: out of memory");
+            eng_op_fail(op, rc);
+            return;
+        }
+        if (op->kind == OP_FS_LIST)
+            l.n_devices = 0;
+        if (op->kind == OP_DEV_LIST)
+            l.n_fs = 0;
+        eng_op_list_done(op, &l);
+        ch_listing_fini(&l);
+        json_vm_info_fini(&vi);
+        return;
+    }
+    case OP_FS_ATTACH: {
+        cocoon_fs_spec spec = { op->socket, op->tag, op->num_queues, op->queue_size, 0 };
+
+        rc = ops->fs_attach_check(&vi, &spec, op->fs_id, e->err, sizeof(e->err));
+        json_vm_info_fini(&vi);
+        if (!rc && op->socket_check) {
+            const socktab *ls = eng_unix_set(e, op);
+
+            rc = ch_socket_check(op->socket, ls, e->err, sizeof(e->err));
+            if (rc == -ECONNREFUSED) {
+                eng_recheck_defer(op);
+                return;
+            }
+        }
+        if (rc)
+            break;
+        eng_fs_put(op);
+        return;
+    }
+    case OP_DEV_ATTACH:
+        rc = ops->device_attach_check(&vi, op->path, op->dev_id, e->err, sizeof(e->err));
+        json_vm_info_fini(&vi);
+        if (!rc && (rc = json_device_config_encode(op->dev_id, op->path, &body, &len,
+                                                   e->err, sizeof(e->err)))) {
+            char tmp[BASE_ERRSTR_MAX];
+
+            memcpy(tmp, e->err, sizeof(tmp));
+            base_errf(e->err, sizeof(e->err), rc, "vm.add-device: %s", tmp);
+        }
+        break;
+    case OP_FS_DETACH: {
+        const char *id = NULL;
+
+        rc = ops->fs_detach_find(&vi, op->tag, &id, e->err, sizeof(e->err));
+        if (!rc && !(op->res_id = strdup(id)))
+            rc = base_errf(e->err, sizeof(e->err), -ENOMEM, "fs detach: out of memory");
+        json_vm_info_fini(&vi);
+        if (!rc)
+            rc = json_remove_device_encode(op->res_id, &body, &len, e->err, sizeof(e->err));
+        break;
+    }
+    case OP_DEV_DETACH:
+        rc = ops->device_detach_check(&vi, op->dev_id, e->err, sizeof(e->err));
+        json_vm_info_fini(&vi);
+        if (!rc && !(op->res_id = strdup(op->dev_id)))
+            rc = base_errf(e->err, sizeof(e->err), -ENOMEM, "device detach: out of memory");
+        if (!rc)
+            rc = json_remove_device_encode(op->res_id, &body, &len, e->err, sizeof(e->err));
+        break;
+    }
+    if (rc) {
+        free(body);
+        eng_op_fail(op, rc);
+        return;
+    }
+    op_send_put(op, body, len);
+}
+
+static void op_wait_poll_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void op_detached(struct eng_op *op, char *note)
+{
+    if (note) {
+        free(op->msg);
+        op->msg = note;
+    }
+    if (!op->wait_ms) {
+        eng_op_finish(op, 0, op->msg ? op->msg : "");
+        return;
+    }
+    op->wait_deadline = eng_mono_s() + op->wait_ms / 1000.0;
+    op_send_info(op, ST_WAIT);
+}
+
+static void op_after_put(struct eng_op *op, const httpc_response *r)
+{
+    cocoon_engine *e = op->e;
+    char pre[128];
+    bool attach = op->kind == OP_FS_ATTACH || op->kind == OP_DEV_ATTACH;
+
+    if (r->err) {
+        if (r->written && r->err != -ECANCELED && r->err != -ENOMEM) {
+            /* The request reached CH, which may have executed it: never
+             * resend; ask vm.info what happened instead. */
+            op->lost_err = r->err;
+            op->attempts = 1;
+            op_send_info(op, ST_RECONCILE);
+            return;
+        }
+        op_prefix(op, pre, sizeof(pre));
+        base_errf(e->err, sizeof(e->err), r->err, "%s%s", pre, r->errstr);
+        eng_op_fail(op, r->err);
+        return;
+    }
+    if (attach && backend_endpoint_ok(op_put_row(op), r->status)) {
+        if (r->status == 200 && r->body_len > 0) {
+            json_pci_info pi = { 0 };
+            char tmp[BASE_ERRSTR_MAX];
+            int rc = json_pci_info_decode(r->body, r->body_len, &pi, tmp, sizeof(tmp));
+
+            if (rc) {
+                json_pci_info_fini(&pi);
+                op_prefix(op, pre, sizeof(pre));
+                base_errf(e->err, sizeof(e->err), rc, "%sdecode PciDeviceInfo: %s", pre, tmp);
+                eng_op_fail(op, rc);
+                return;
+            }
+            op->res_id = pi.id;
+            op->res_bdf = pi.bdf;
+            eng_op_finish(op, 0, "");
+            return;
+        }
+        /* Cold add: CH answers without PciDeviceInfo. */
+        const char *fallback = op->kind == OP_FS_ATTACH ? op->fs_id
+                               : (op->dev_id && *op->dev_id ? op->dev_id : NULL);
+        if (!fallback) {
+            base_errf(e->err, sizeof(e->err), 0,
+                     "%s: empty response body and no fallback id (CH returned no "
+                     "PciDeviceInfo)", op_endpoint(op));
+            eng_op_fail(op, -EBADMSG);
+            return;
+        }
+        if (!(op->res_id = strdup(fallback))) {
+            op_prefix(op, pre, sizeof(pre));
+            base_errf(e->err, sizeof(e->err), 0, "%sout of memory", pre);
+            eng_op_fail(op, -ENOMEM);
+            return;
+        }
+        eng_op_finish(op, 0, "");
+        return;
+    }
+    if (!attach && backend_endpoint_ok(op_put_row(op), r->status)) {
+        op_detached(op, NULL);
+        return;
+    }
+    op_prefix(op, pre, sizeof(pre));
+    eng_status_errf(e->err, sizeof(e->err), pre, op_put_row(op)->method, op_put_row(op)->path,
+                    r->status, r->body, r->body_len);
+    eng_op_fail(op, -EREMOTEIO);
+}
+
+static void op_reconcile_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct eng_op *op = w->data;
+    cocoon_engine *e = op->e;
+
+    (void)loop;
+    (void)revents;
+    eng_enter(e);
+    op->attempts++;
+    op_send_info(op, ST_RECONCILE);
+    eng_leave(e);
+}
+
+static void op_after_reconcile(struct eng_op *op, const httpc_response *r)
+{
+    cocoon_engine *e = op->e;
+    json_vm_info vi;
+    char pre[128], outcome[160], *note;
+    const char *id = NULL;
+    bool present;
+
+    /* The reconcile read asks a new question, so unlike the single-shot
+     * calls it may be repeated under the retry policy. */
+    if (op->attempts < ENG_RECONCILE_ATTEMPTS &&
+        eng_retry_worthy(r->err, r->err ? 0 : r->status) &&
+        !(r->err == 0 &&
+          backend_endpoint_ok(backend_endpoint_of(op->vm->ops, BACKEND_EP_INFO), r->status))) {
+        ev_timer_stop(e->loop, &op->timer);
+        ev_set_cb(&op->timer, op_reconcile_retry_cb);
+        ev_timer_set(&op->timer, eng_backoff_ms(op->attempts) / 1000.0, 0.);
+        ev_timer_start(e->loop, &op->timer);
+        return;
+    }
+    op_prefix(op, pre, sizeof(pre));
+    snprintf(outcome, sizeof(outcome), "%soutcome unknown: ", pre);
+    if (!op_decode_info(op, r, &vi, outcome))
+        return;
+    switch (op->kind) {
+    case OP_FS_ATTACH: {
+        const json_fs *f = ch_fs_by_id(&vi, op->fs_id);
+
+        present = f != NULL;
+        id = op->fs_id;
+        break;
+    }
+    case OP_DEV_ATTACH: {
+        const json_device *d = ch_device_by_path(&vi, op->path);
+
+        present = d && d->id && (!op->dev_id || !*op->dev_id || strcmp(d->id, op->dev_id) == 0);
+        id = present ? d->id : NULL;
+        break;
+    }
+    default:
+        present = ch_fs_by_id(&vi, op->res_id) || ch_device_by_id(&vi, op->res_id);
+        break;
+    }
+    if (op->kind == OP_FS_ATTACH || op->kind == OP_DEV_ATTACH) {
+        if (present && !(op->res_id = strdup(id))) {
+            json_vm_info_fini(&vi);
+            base_errf(e->err, sizeof(e->err), 0, "%sout of memory", pre);
+            eng_op_fail(op, -ENOMEM);
+            return;
+        }
+        json_vm_info_fini(&vi);
+        if (!present) {
+            base_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows no such device", pre);
+            eng_op_fail(op, op->lost_err);
+            return;
+        }
+        base_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows the device attached (id=%s)",
+                 pre, op->res_id);
+        eng_op_finish(op, 0, e->err);
+        return;
+    }
+    json_vm_info_fini(&vi);
+    if (present) {
+        base_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows the device still attached",
+                 pre);
+        eng_op_fail(op, op->lost_err);
+        return;
+    }
+    base_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows the device removed", pre);
+    note = strdup(e->err);
+    op_detached(op, note);
+}
+
+static void op_wait_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct eng_op *op = w->data;
+    cocoon_engine *e = op->e;
+
+    (void)loop;
+    (void)revents;
+    eng_enter(e);
+    op_send_info(op, ST_WAIT);
+    eng_leave(e);
+}
+
+static void op_after_wait(struct eng_op *op, const httpc_response *r)
+{
+    cocoon_engine *e = op->e;
+    json_vm_info vi;
+    bool gone;
+    double now, left;
+
+    if (!op_decode_info(op, r, &vi, ""))
+        return;
+    gone = !ch_tree_has(&vi, op->res_id);
+    json_vm_info_fini(&vi);
+    if (gone) {
+        eng_op_finish(op, 0, op->msg ? op->msg : "");
+        return;
+    }
+    now = eng_mono_s();
+    left = op->wait_deadline - now;
+    if (left <= 0) {
+        base_errf(e->err, sizeof(e->err), 0,
+                 "device %s removal requested but not yet ejected by the guest after %ds",
+                 op->res_id, (int)((op->wait_ms + 999) / 1000));
+        eng_op_fail(op, -ETIMEDOUT);
+        return;
+    }
+    ev_timer_stop(e->loop, &op->timer);
+    ev_set_cb(&op->timer, op_wait_poll_cb);
+    ev_timer_set(&op->timer, left < ENG_WAIT_POLL_S ? left : ENG_WAIT_POLL_S, 0.);
+    ev_timer_start(e->loop, &op->timer);
+}
+
+void eng_attach_on_http(struct eng_op *op, const httpc_response *r)
+{
+    switch (op->step) {
+    case ST_INFO: op_after_info(op, r); break;
+    case ST_PUT: op_after_put(op, r); break;
+    case ST_RECONCILE: op_after_reconcile(op, r); break;
+    case ST_WAIT: op_after_wait(op, r); break;
+    default: break;
+    }
+}

@@ -1,0 +1,199 @@
+/* engine/vm.c: the VMs the engine talks to: resolving a ref against the
+ * store, the table of VMs by socket, and each VM's one connection with
+ * the dispatch of its replies. */
+#include "engine/core.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A batch of thousands of operations reads the store once per loop
+ * iteration, not once per operation; the store's own resolver answers
+ * against that read. */
+const store_vm *eng_resolve(cocoon_engine *e, const char *ref, int *rc)
+{
+    unsigned it = ev_iteration(e->loop);
+    const store_vm *out = NULL;
+
+    if (!e->db_valid || e->db_iter != it) {
+        store_set_fini(&e->set);
+        e->db_valid = true;
+        e->db_iter = it;
+        e->db_rc = store_set_load(&e->set, e->root, e->db_err, sizeof(e->db_err));
+    }
+    if (e->db_rc) {
+        *rc = e->db_rc;
+        base_errf(e->err, sizeof(e->err), 0, "%s", e->db_err);
+        return NULL;
+    }
+    *rc = store_set_resolve(&e->set, ref, &out, e->err, sizeof(e->err));
+    return *rc ? NULL : out;
+}
+
+void eng_resolve_fini(cocoon_engine *e)
+{
+    store_set_fini(&e->set);
+    e->db_valid = false;
+}
+
+void eng_vm_table_remove(cocoon_engine *e, struct eng_vm *vm)
+{
+    struct eng_vm **pp = &e->buckets[vm->hash & (e->nbuckets - 1)];
+
+    while (*pp && *pp != vm)
+        pp = &(*pp)->hnext;
+    if (*pp) {
+        *pp = vm->hnext;
+        e->nvms--;
+    }
+}
+
+static int vm_table_grow(cocoon_engine *e)
+{
+    size_t n = e->nbuckets ? e->nbuckets * 2 : 64;
+    struct eng_vm **nb = calloc(n, sizeof(*nb));
+
+    if (!nb)
+        return -ENOMEM;
+    for (size_t i = 0; i < e->nbuckets; i++) {
+        struct eng_vm *vm = e->buckets[i], *nx;
+
+        for (; vm; vm = nx) {
+            nx = vm->hnext;
+            vm->hnext = nb[vm->hash & (n - 1)];
+            nb[vm->hash & (n - 1)] = vm;
+        }
+    }
+    free(e->buckets);
+    e->buckets = nb;
+    e->nbuckets = n;
+    return 0;
+}
+
+void eng_vm_free(struct eng_vm *vm)
+{
+    httpc_conn_free(vm->conn);
+    if (vm->rec) {
+        store_vm_fini(vm->rec);
+        free(vm->rec);
+    }
+    free(vm);
+}
+
+static store_vm *vm_rec_copy(const store_vm *rec)
+{
+    store_vm *c = calloc(1, sizeof(*c));
+
+    if (c && store_vm_copy(c, rec)) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Finds or creates the VM for key; rec is copied on creation, and again
+ * when an idle VM is taken up, so the gate never sees an old record. */
+struct eng_vm *eng_vm_get(cocoon_engine *e, const char *key, const store_vm *rec)
+{
+    size_t klen = strlen(key);
+    uint64_t h = base_hash(key, klen);
+    struct eng_vm *vm;
+
+    if (e->nbuckets)
+        for (vm = e->buckets[h & (e->nbuckets - 1)]; vm; vm = vm->hnext)
+            if (vm->hash == h && strcmp(vm->key, key) == 0) {
+                if (rec && vm->idle) {
+                    store_vm *fresh = vm_rec_copy(rec);
+
+                    if (!fresh)
+                        return NULL;
+                    if (vm->rec) {
+                        store_vm_fini(vm->rec);
+                        free(vm->rec);
+                    }
+                    vm->rec = fresh;
+                }
+                return vm;
+            }
+    if (e->nvms + 1 > e->nbuckets && vm_table_grow(e))
+        return NULL;
+    vm = calloc(1, sizeof(*vm) + klen + 1);
+    if (!vm)
+        return NULL;
+    memcpy(vm->key, key, klen + 1);
+    STAILQ_INIT(&vm->queue);
+    vm->hash = h;
+    vm->e = e;
+    if (rec && !(vm->rec = vm_rec_copy(rec))) {
+        free(vm);
+        return NULL;
+    }
+    vm->hnext = e->buckets[h & (e->nbuckets - 1)];
+    e->buckets[h & (e->nbuckets - 1)] = vm;
+    e->nvms++;
+    return vm;
+}
+
+const char *eng_vm_sock(const struct eng_vm *vm)
+{
+    return vm->key + 1;
+}
+
+/* Replies go to the step of the VM's running op; none come while the
+ * engine is being destroyed (cancelled requests are ignored then). */
+static void on_http(httpc_conn *c, const httpc_response *r, void *priv)
+{
+    struct eng_vm *vm = priv;
+    cocoon_engine *e = vm->e;
+    struct eng_op *op = vm->cur;
+
+    (void)c;
+    if (e->dying || !op)
+        return;
+    eng_enter(e);
+    if (r->status)
+        op->http_status = r->status;
+    if (op->step == ST_LIFECYCLE)
+        eng_lc_on_http(op, r);
+    else
+        eng_attach_on_http(op, r);
+    eng_leave(e);
+}
+
+int eng_vm_send(struct eng_vm *vm, backend_ep ep, const char *id, const char *body, size_t len,
+                unsigned timeout_ms)
+{
+    cocoon_engine *e = vm->e;
+    const backend_endpoint *row = backend_endpoint_of(vm->ops, ep);
+    const char *method, *path;
+    char full[512];
+
+    if (!row)
+        return base_errf(e->err, sizeof(e->err), -EOPNOTSUPP, "backend %s has no such endpoint",
+                        vm->ops ? vm->ops->short_name : "?");
+    method = row->method;
+    path = row->path;
+    if (id) {
+        int n = snprintf(full, sizeof(full), "%s%s", row->path, id);
+
+        if (n < 0 || (size_t)n >= sizeof(full))
+            return base_errf(e->err, sizeof(e->err), -ENAMETOOLONG, "%s %s%s: path too long",
+                            method, path, id);
+        path = full;
+    }
+    if (!vm->conn) {
+        vm->conn = httpc_conn_new(e->loop, eng_vm_sock(vm));
+        if (!vm->conn) {
+            int er = errno ? errno : ENOMEM;
+
+            return base_errf(e->err, sizeof(e->err), -er, "connect(%s): %s",
+                            eng_vm_sock(vm), strerror(er));
+        }
+    }
+    int rc = httpc_conn_send(vm->conn, method, path, body, len,
+                             timeout_ms ? timeout_ms : e->timeout_ms, on_http, vm);
+    if (rc)
+        base_errf(e->err, sizeof(e->err), rc, "%s %s: %s", method, path, strerror(-rc));
+    return rc;
+}
