@@ -153,6 +153,10 @@ static void print_job(runner *r, const job *j)
         cli_gen_kv_str(g, "id", j->dev_id ? j->dev_id : j->op.id);
         cli_gen_kv_str(g, "tag", j->op.tag);
         cli_gen_kv_str(g, "pci", j->op.pci);
+        /* The socket as expanded for this VM: an fs-list line that carries
+         * one learns what an fs-attach would use, without attaching. */
+        if (j->op.kind == CLI_OP_FS_LIST)
+            cli_gen_kv_str(g, "socket", j->op.socket);
         cli_gen_kv_str(g, "error", j->ok ? NULL : j->errstr);
         cli_gen_kv_str(g, "note", j->ok ? j->note : NULL);
         if (j->submitted)
@@ -603,7 +607,8 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
     for (size_t i = 0; i < n; i++) {
         jobs[i]->r = &r;
         jobs[i]->seq = i;
-        if (jobs[i]->op.kind == CLI_OP_FS_ATTACH && !jobs[i]->pre_err &&
+        if ((jobs[i]->op.kind == CLI_OP_FS_ATTACH || jobs[i]->op.kind == CLI_OP_FS_LIST) &&
+            !jobs[i]->pre_err &&
             expand_template(c, jobs[i]) < 0)
             jobs[i]->pre_err = strdup("out of memory");
     }

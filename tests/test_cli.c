@@ -1764,13 +1764,18 @@ static void test_batch_plan_template(void **state)
         "{\"op\":\"fs-attach\",\"vm\":\"p1\",\"socket\":\"%s/plan-{name}.sock\",\"tag\":\"t\"}\n"
         "{\"op\":\"fs-attach\",\"vm\":\"p2\",\"socket\":\"%s/plan-{vm}.sock\",\"tag\":\"t\","
         "\"num_queues\":1,\"queue_size\":256}\n"
-        "{\"op\":\"fs-list\",\"vm\":\"p2\"}\n",
-        g_root, g_root) > 0);
+        "{\"op\":\"fs-list\",\"vm\":\"p2\"}\n"
+        "{\"op\":\"fs-list\",\"vm\":\"p1\",\"socket\":\"%s/plan-{name}.sock\"}\n",
+        g_root, g_root, g_root) > 0);
     assert_int_equal(cli_in(plan, &out, &err, "-o", "json", "batch", "--parallel", "1",
                             (char *)NULL), 0);
-    assert_int_equal(count_str(out, "\"ok\":true"), 3);
+    assert_int_equal(count_str(out, "\"ok\":true"), 4);
     assert_non_null(strstr(out, s2));
-    assert_non_null(strstr(out, "{\"summary\":{\"total\":3,\"ok\":3,\"failed\":0,"));
+    assert_non_null(strstr(out, "{\"summary\":{\"total\":4,\"ok\":4,\"failed\":0,"));
+    /* An fs-list line with a socket echoes it expanded for its VM. */
+    free(plan);
+    assert_true(asprintf(&plan, "\"op\":\"fs-list\",\"ok\":true,\"socket\":\"%s\"", s1) > 0);
+    assert_non_null(strstr(out, plan));
     free(out);
     free(err);
     assert_int_equal(cli(&out, &err, "vm", "fs", "list", "p1", (char *)NULL), 0);
