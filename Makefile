@@ -63,10 +63,13 @@ DEPS_BENCH    = /usr/bin/curl:curl
 DEPS_FUZZ     = /usr/bin/clang:clang \
                 /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 DEPS_VALGRIND = /usr/bin/valgrind:valgrind
+# tests/test_ansible.sh drives the Ansible collection in cli/ansible/.
+DEPS_ANSIBLE  = /usr/bin/ansible-playbook:ansible-core
 
 goal_deps = $(if $(filter $(1),$(MAKECMDGOALS)),$(2))
 DEPS_WANT = $(DEPS_BUILD) \
             $(call goal_deps,test asan valgrind soak,$(DEPS_TEST)) \
+            $(call goal_deps,test,$(DEPS_ANSIBLE)) \
             $(if $(findstring /tests/,$(MAKECMDGOALS)),$(DEPS_TEST)) \
             $(call goal_deps,demo,$(DEPS_DEMO)) \
             $(call goal_deps,bench,$(DEPS_BENCH)) \

@@ -128,6 +128,7 @@ play attach
 t1=$(now_ms)
 want_rc 0
 expect_all ok 1 "$N" 0 '"id": "cocoon-fs-data"'
+ATTACH_WALL=$($CTL wall "$OUT" "${HOSTS[@]}")
 want_counter vm.add-fs $((3 * N))
 "$BUILD/cocoon" --root-dir "$T/h2/root" -o json vm fs list "$T/h2/ch/vm$((N - 1)).sock" |
     grep -qF "\"socket\":\"$T/h2/vfs/vm$((N - 1)).sock\"" || { echo "h2: share not listed"; exit 1; }
@@ -235,4 +236,5 @@ for m in cocoon_fs cocoon_device cocoon_batch; do
 done
 
 echo "test_ansible: 3 hosts x $N VMs: attach run $((t1 - t0)) ms, no-change run $((t3 - t2)) ms"
+echo "test_ansible: cocoon batch on each host in the attach run: $ATTACH_WALL"
 echo "test_ansible: ok"

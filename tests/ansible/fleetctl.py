@@ -2,6 +2,7 @@
 
   fleetctl.py ready SOCK...             wait until each chsim socket answers
   fleetctl.py stats KEY SOCK...         print the sum of chsim counter KEY
+  fleetctl.py wall TREE HOST...        print cocoon's wall time on each HOST
   fleetctl.py expect TREE HOST ok|failed CHANGED NCHANGED NFAILED [TEXT...]
       check HOST's result of the playbook's last task, as Ansible's tree
       callback wrote it under TREE, and the play recap in TREE.log: outcome, changed (0/1), how many VMs
@@ -92,6 +93,12 @@ def main():
         ready(args)
     elif cmd == 'stats':
         print(sum(get_stats(p).get(args[0], 0) for p in args[1:]))
+    elif cmd == 'wall':
+        walls = []
+        for host in args[1:]:
+            with open('%s/%s' % (args[0], host)) as f:
+                walls.append('%s %.1f ms' % (host, json.load(f)['summary']['wall_ms']))
+        print(', '.join(walls))
     elif cmd == 'expect':
         expect(args[0], args[1], args[2], args[3], args[4], args[5], args[6:])
     else:

@@ -128,6 +128,11 @@ failed_vms:
   returned: always
   type: list
   elements: str
+summary:
+  description: cocoon's summary of its run on the host (a list, then the change unless in check mode).
+  returned: always
+  type: dict
+  sample: {total: 2, ok: 2, failed: 0, wall_ms: 3.4, p50_ms: 1.2, p99_ms: 2.1}
 commands:
   description: The cocoon command lines run on the host.
   returned: always
@@ -184,7 +189,8 @@ def main():
             if p['wait']:
                 op['wait'] = p['wait']
             plan.append(op)
-    recs = by_vm_op(cocoon.batch(plan)[0])
+    records, summary = cocoon.batch(plan)[:2]
+    recs = by_vm_op(records)
 
     lst = recs.get((vm, 'device-list'))
     listed = lst is not None and lst.get('ok')
@@ -223,7 +229,7 @@ def main():
     finish(module, cocoon, {vm: res},
            ['%s: %s' % (vm, before or 'attached') if attached else '%s: (none)' % vm],
            ['%s: %s' % (vm, p['pci']) if present else '%s: (none)' % vm],
-           'device %s %s' % (dev_id, 'attach' if present else 'detach'))
+           'device %s %s' % (dev_id, 'attach' if present else 'detach'), summary=summary)
 
 
 if __name__ == '__main__':

@@ -177,6 +177,16 @@ failed_vms:
   returned: always
   type: list
   elements: str
+summary:
+  description:
+    - cocoon's summary of its run on the host - operations (a list and a
+      change per VM, or only the list in check mode), how many succeeded
+      and failed, and the wall time and latency percentiles in milliseconds.
+    - A change that was already in place counts as failed here; C(vms) has
+      the verdict.
+  returned: when there was a VM
+  type: dict
+  sample: {total: 200, ok: 200, failed: 0, wall_ms: 31.4, p50_ms: 9.8, p99_ms: 14.0}
 commands:
   description: The cocoon command lines run on the host.
   returned: always
@@ -239,7 +249,8 @@ def main():
                 op['wait'] = p['wait']
         plan.append(op)
 
-    recs = by_vm_op(cocoon.batch(plan)[0]) if plan else {}
+    records, summary = cocoon.batch(plan)[:2] if plan else ([], None)
+    recs = by_vm_op(records)
     results, before_lines, after_lines = {}, [], []
     change_op = 'fs-attach' if present else 'fs-detach'
     for vm in vms:
@@ -282,7 +293,7 @@ def main():
         results[vm] = res
 
     finish(module, cocoon, results, before_lines, after_lines,
-           'fs %s %s' % (tag, 'attach' if present else 'detach'))
+           'fs %s %s' % (tag, 'attach' if present else 'detach'), summary=summary)
 
 
 if __name__ == '__main__':
