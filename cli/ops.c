@@ -21,7 +21,6 @@ typedef struct runner runner;
 typedef struct job {
     cli_op op;
     int line;                   /* batch line, 0 for flag-driven ops */
-    size_t seq;                 /* position in the plan: order within a VM */
     char *pre_err;              /* failure known before any I/O */
     bool done, ok, submitted;
     char *errstr, *dev_id, *bdf;
@@ -30,7 +29,6 @@ typedef struct job {
     uint64_t latency_us;
     char **rows;                /* list ops: 3 strings per row */
     size_t n_rows;
-    struct job *next;           /* next op on the same VM, in order */
     runner *r;
 } job;
 
@@ -42,8 +40,6 @@ struct runner {
     unsigned parallel;
     job **jobs;
     size_t n_jobs, done, ok, failed, n_vms;
-    job **chains;               /* first op of each VM, in start order */
-    size_t next_chain, active_chains;
     bool batch, multi;
     double t0;
     bool progress, dirty;
@@ -223,8 +219,6 @@ static void print_job(runner *r, const job *j)
     fflush(stdout);
 }
 
-static void chain_continue(job *j);
-
 /* Records and prints one outcome; the caller decides what runs next. */
 static void record(job *j, int err, const char *errstr, const char *dev_id, const char *bdf,
                    uint64_t latency_us)
@@ -256,7 +250,6 @@ static void done_cb(cocoon_engine *e, const cocoon_result *res, void *priv)
 
     (void)e;
     record(j, res->err, res->errstr, res->device_id, res->bdf, res->latency_us);
-    chain_continue(j);
 }
 
 static char *dup_or_empty(const char *s)
@@ -293,7 +286,6 @@ static void list_cb(cocoon_engine *e, const cocoon_result *res, const cocoon_lis
         }
     }
     record(j, res->err, res->errstr, NULL, NULL, res->latency_us);
-    chain_continue(j);
 }
 
 /* The run's engine, made on first use.  Wait and socket check go with
@@ -313,9 +305,10 @@ static cocoon_engine *engine_for(runner *r)
     return r->e;
 }
 
-/* Returns true when j is in flight (its callback continues the chain),
- * false when it already failed here. */
-static bool submit_one(job *j)
+/* Hands j to the engine, which keeps each VM's operations in plan order
+ * and runs at most --parallel VMs at once; an op that fails here is
+ * recorded at once. */
+static void submit_one(job *j)
 {
     cocoon_engine *e;
     int rc = -ENOMEM;
@@ -326,7 +319,7 @@ static bool submit_one(job *j)
         j->pre_err = NULL;
         record(j, -EINVAL, m, NULL, NULL, 0);
         free(m);
-        return false;
+        return;
     }
     e = engine_for(j->r);
     j->submitted = true;
@@ -365,40 +358,7 @@ static bool submit_one(job *j)
         snprintf(m, sizeof(m), "%s: submit: %s", op_text[j->op.kind], strerror(-rc));
         j->submitted = false;
         record(j, rc, m, NULL, NULL, 0);
-        return false;
     }
-    return true;
-}
-
-/* Submits j, or the first of its successors that does not fail at once.
- * Iterative, so a long run of failures on one VM cannot deepen the stack.
- * Returns true when an op of the chain is in flight. */
-static bool chain_advance(job *j)
-{
-    for (; j; j = j->next)
-        if (submit_one(j))
-            return true;
-    return false;
-}
-
-/* --parallel counts VMs across the run; the chains, not the engine's own
- * cap, decide which VMs start. */
-static void chains_fill(runner *r)
-{
-    while (r->active_chains < r->parallel && r->next_chain < r->n_vms)
-        if (chain_advance(r->chains[r->next_chain++]))
-            r->active_chains++;
-}
-
-/* j has completed: run the VM's next op, or give its slot to the next VM. */
-static void chain_continue(job *j)
-{
-    runner *r = j->r;
-
-    if (chain_advance(j->next))
-        return;
-    r->active_chains--;
-    chains_fill(r);
 }
 
 /* Replaces {name}, {id} and {vm} in a socket template. */
@@ -469,11 +429,7 @@ static int expand_template(const cli_ctx *c, job *j)
 static int cmp_job_vm(const void *a, const void *b)
 {
     const job *x = *(job *const *)a, *y = *(job *const *)b;
-    int c = strcmp(x->op.vm, y->op.vm);
-
-    if (c)
-        return c;
-    return x->seq < y->seq ? -1 : x->seq > y->seq;
+    return strcmp(x->op.vm, y->op.vm);
 }
 
 static double percentile(uint64_t *v, size_t n, double p)
@@ -606,13 +562,12 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
     }
     for (size_t i = 0; i < n; i++) {
         jobs[i]->r = &r;
-        jobs[i]->seq = i;
         if ((jobs[i]->op.kind == CLI_OP_FS_ATTACH || jobs[i]->op.kind == CLI_OP_FS_LIST) &&
             !jobs[i]->pre_err &&
             expand_template(c, jobs[i]) < 0)
             jobs[i]->pre_err = strdup("out of memory");
     }
-    /* Ops on one VM run in order: chain them, then start each chain. */
+    /* The VMs of the run, for the summary and the progress bar. */
     {
         size_t m = 0;
 
@@ -620,12 +575,9 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
             if (jobs[i]->op.vm)
                 order[m++] = jobs[i];
         qsort(order, m, sizeof(*order), cmp_job_vm);
-        for (size_t i = 0; i < m; i++) {
-            if (i + 1 < m && strcmp(order[i]->op.vm, order[i + 1]->op.vm) == 0)
-                order[i]->next = order[i + 1];
+        for (size_t i = 0; i < m; i++)
             if (i == 0 || strcmp(order[i - 1]->op.vm, order[i]->op.vm) != 0)
-                order[firsts++] = order[i];
-        }
+                firsts++;
         r.n_vms = firsts;
     }
     r.progress = isatty(STDERR_FILENO) && r.n_vms > 1;
@@ -640,8 +592,9 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
     for (size_t i = 0; i < n; i++)
         if (!jobs[i]->op.vm)
             submit_one(jobs[i]);
-    r.chains = order;
-    chains_fill(&r);
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i]->op.vm)
+            submit_one(jobs[i]);
     while (r.done < r.n_jobs)
         if (!ev_run(r.loop, EVRUN_ONCE) && r.done < r.n_jobs)
             break;
