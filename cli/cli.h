@@ -5,6 +5,7 @@
 #ifndef COCOON_CLI_H
 #define COCOON_CLI_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -108,6 +109,18 @@ const cli_flag *cli_global_flags(size_t *n);
 /* The gate's expected CH binary when a record names none:
  * $COCOON_CH_BINARY, else "cloud-hypervisor".  Borrowed. */
 const char *cli_default_ch_binary(void);
+
+/* Text output (cli/out.c): printf into f with every control character of
+ * the result spelled \xNN, except a newline that ends it.  Every text line
+ * that shows a string from a VMM, a record or a user goes through these. */
+void cli_printf(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cli_vprintf(FILE *f, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* fflush(f) and its error state: 0, or -errno when f failed to write now
+ * or earlier.  The first failure is kept for cli_out_errno. */
+int cli_out_flush(FILE *f);
+/* The errno of the first failed write cli_out_flush saw, or 0: the run then
+ * lost results and must not exit 0. */
+int cli_out_errno(void);
 
 /* JSON output (cli/out.c).  All generators validate UTF-8. */
 yajl_gen cli_gen_new(bool pretty);

@@ -253,8 +253,9 @@ static void vusage(const char *path, const char *fmt, va_list ap)
 static void vusage(const char *path, const char *fmt, va_list ap)
 {
     fputs("Error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\nRun '%s --help' for usage.\n", path);
+    cli_vprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    cli_printf(stderr, "Run '%s --help' for usage.\n", path);
 }
 
 int cli_usage_error(const cli_ctx *c, const char *fmt, ...)
@@ -273,7 +274,7 @@ int cli_error(const char *fmt, ...)
 
     fputs("Error: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    cli_vprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
     return CLI_EXIT_FAIL;
@@ -582,7 +583,15 @@ static int parse_and_run(int argc, char **argv)
     }
     rc = c.cmd->run(&c);
 out:
-    fflush(stdout);
+    /* Results that could not be written are lost: never exit 0 then.  The
+     * operations themselves all ran; only their report is missing. */
+    if (cli_out_flush(stdout) < 0 || cli_out_errno()) {
+        cli_printf(stderr, "Error: write results: %s\n", strerror(cli_out_errno()));
+        if (rc == CLI_EXIT_OK)
+            rc = CLI_EXIT_FAIL;
+    }
+    if (cli_out_flush(stderr) < 0 && rc == CLI_EXIT_OK)
+        rc = CLI_EXIT_FAIL;
     free_vals(&c);
     for (size_t k = 0; k < G_N; k++)
         free(g_vals[k].list);

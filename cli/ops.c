@@ -185,38 +185,38 @@ static void print_job(runner *r, const job *j)
     progress_clear(r);
     if (!j->ok) {
         if (j->line && !j->op.vm)
-            fprintf(stderr, "Error: %s\n", j->errstr);
+            cli_printf(stderr, "Error: %s\n", j->errstr);
         else if (j->line)
-            fprintf(stderr, "Error: line %d: %s: %s\n", j->line, j->op.vm, j->errstr);
+            cli_printf(stderr, "Error: line %d: %s: %s\n", j->line, j->op.vm, j->errstr);
         else if (r->multi)
-            fprintf(stderr, "Error: %s: %s\n", j->op.vm, j->errstr);
+            cli_printf(stderr, "Error: %s: %s\n", j->op.vm, j->errstr);
         else
-            fprintf(stderr, "Error: %s\n", j->errstr);
+            cli_printf(stderr, "Error: %s\n", j->errstr);
         return;
     }
     if (j->note)
-        fprintf(stderr, "Warning: %s: %s\n", j->op.vm, j->note);
+        cli_printf(stderr, "Warning: %s: %s\n", j->op.vm, j->note);
     switch (j->op.kind) {
     case CLI_OP_FS_ATTACH:
     case CLI_OP_DEVICE_ATTACH: {
         bool fs = j->op.kind == CLI_OP_FS_ATTACH;
 
-        printf("%s: attached %s %s (id=%s%s%s)\n", j->op.vm, fs ? "fs" : "device",
+        cli_printf(stdout, "%s: attached %s %s (id=%s%s%s)\n", j->op.vm, fs ? "fs" : "device",
                fs ? j->op.tag : j->op.pci, j->dev_id, j->bdf ? ", bdf=" : "",
                j->bdf ? j->bdf : "");
         break;
     }
     case CLI_OP_FS_DETACH:
-        printf("%s: detached fs %s (id=%s)\n", j->op.vm, j->op.tag, j->dev_id ? j->dev_id : "?");
+        cli_printf(stdout, "%s: detached fs %s (id=%s)\n", j->op.vm, j->op.tag, j->dev_id ? j->dev_id : "?");
         break;
     case CLI_OP_DEVICE_DETACH:
-        printf("%s: detached device %s\n", j->op.vm, j->dev_id ? j->dev_id : j->op.id);
+        cli_printf(stdout, "%s: detached device %s\n", j->op.vm, j->dev_id ? j->dev_id : j->op.id);
         break;
     case CLI_OP_FS_LIST:
     case CLI_OP_DEVICE_LIST:
         break;              /* tables are printed at the end */
     }
-    fflush(stdout);
+    cli_out_flush(stdout);
 }
 
 /* Records and prints one outcome; the caller decides what runs next. */
@@ -472,18 +472,18 @@ static void print_tables(runner *r)
                 if (printed)
                     putchar('\n');
                 if (dev)
-                    printf("%-20s  %-24s  %s\n", "VM", "ID", "BDF");
+                    cli_printf(stdout, "%-20s  %-24s  %s\n", "VM", "ID", "BDF");
                 else
-                    printf("%-20s  %-24s  %-16s  %s\n", "VM", "ID", "TAG", "SOCKET");
+                    cli_printf(stdout, "%-20s  %-24s  %-16s  %s\n", "VM", "ID", "TAG", "SOCKET");
                 header = printed = true;
             }
             for (size_t k = 0; k < j->n_rows; k++) {
                 char **row = &j->rows[k * 3];
 
                 if (dev)
-                    printf("%-20s  %-24s  %s\n", j->op.vm, row[0], row[1] ? row[1] : "-");
+                    cli_printf(stdout, "%-20s  %-24s  %s\n", j->op.vm, row[0], row[1] ? row[1] : "-");
                 else
-                    printf("%-20s  %-24s  %-16s  %s\n", j->op.vm, row[0], row[1], row[2]);
+                    cli_printf(stdout, "%-20s  %-24s  %-16s  %s\n", j->op.vm, row[0], row[1], row[2]);
             }
         }
     }
@@ -674,7 +674,7 @@ static int wait_of(const cli_ctx *c, int *wait_s)
     *wait_s = 0;
     if (!cli_flag_given(c, "wait"))
         return 0;
-    rc = parse_uint_flag(c, "wait", 86400, &w);
+    rc = parse_uint_flag(c, "wait", CLI_WAIT_MAX_S, &w);
     *wait_s = (int)w;
     return rc;
 }

@@ -1,8 +1,73 @@
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+
+/* The first write error on stdout or stderr, as an errno value. */
+static int g_write_errno;
+
+int cli_out_flush(FILE *f)
+{
+    int e = 0;
+
+    if (fflush(f) != 0 || ferror(f))
+        e = errno ? errno : EIO;
+    if (e && !g_write_errno)
+        g_write_errno = e;
+    return e ? -e : 0;
+}
+
+int cli_out_errno(void)
+{
+    return g_write_errno;
+}
+
+/* A VMM, a record or a user can put any byte into the strings a text line
+ * shows: a newline would forge a result line, an escape sequence would
+ * move the cursor or retitle the terminal.  Every control character (C0,
+ * DEL, and C1 as UTF-8 encodes it) is spelled \xNN, except the newline
+ * that ends the line. */
+static void put_escaped(FILE *f, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n' && i + 1 == n)
+            fputc('\n', f);
+        else if (p[i] < 0x20 || p[i] == 0x7f)
+            fprintf(f, "\\x%02x", p[i]);
+        else if (p[i] == 0xc2 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] <= 0x9f) {
+            fprintf(f, "\\xc2\\x%02x", p[i + 1]);
+            i++;
+        } else
+            fputc(p[i], f);
+    }
+}
+
+void cli_vprintf(FILE *f, const char *fmt, va_list ap)
+{
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+
+    if (n < 0) {
+        fputs("<out of memory>\n", f);
+        return;
+    }
+    put_escaped(f, s, (size_t)n);
+    free(s);
+}
+
+void cli_printf(FILE *f, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    cli_vprintf(f, fmt, ap);
+    va_end(ap);
+}
 
 yajl_gen cli_gen_new(bool pretty)
 {
@@ -31,7 +96,8 @@ int cli_gen_print(yajl_gen g, FILE *f)
         rc = fwrite(buf, 1, len, f) == len ? 0 : -1;
         if (rc == 0 && (len == 0 || buf[len - 1] != '\n'))
             fputc('\n', f);
-        fflush(f);
+        if (cli_out_flush(f) < 0)
+            rc = -1;
     }
     yajl_gen_free(g);
     return rc;

@@ -124,8 +124,9 @@ static int set_field(cli_op *op, const char *key, yajl_val v, char *err, size_t 
         if (take_int(v, key, &op->wait_s, err, errlen) < 0)
             return base_errf(err, errlen, -EINVAL,
                              "field \"wait\": expected seconds or boolean");
-        if (op->wait_s < 0)
-            return base_errf(err, errlen, -EINVAL, "field \"wait\": must be non-negative");
+        if (op->wait_s < 0 || op->wait_s > CLI_WAIT_MAX_S)
+            return base_errf(err, errlen, -EINVAL,
+                             "field \"wait\": expected 0 to %d seconds", CLI_WAIT_MAX_S);
         return 0;
     }
     return base_errf(err, errlen, -EINVAL, "unknown field \"%.64s\"", key);

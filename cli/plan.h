@@ -30,14 +30,18 @@ typedef struct cli_op {
 /* "fs-attach", ... (static). */
 const char *cli_op_name(cli_op_kind k);
 
-/* Default --wait when given without a value, seconds. */
+/* Default --wait when given without a value, and the largest accepted,
+ * seconds.  The engine takes the wait in milliseconds as an unsigned int,
+ * so the bound keeps seconds * 1000 far from overflowing it. */
 #define CLI_WAIT_DEFAULT_S 30
+#define CLI_WAIT_MAX_S 86400
 
 /* Parses one line (need not be NUL-terminated; a trailing "\r" is fine):
  *   {"op":"fs-attach","vm":"web-1","socket":"/run/vfs/web-1.sock","tag":"data"}
  * Fields: op, vm (required strings); socket, tag, pci, id (strings);
  * num_queues, queue_size (integers); no_socket_check (bool); wait (seconds
- * as an integer, or true for CLI_WAIT_DEFAULT_S, false for none).
+ * as an integer from 0 to CLI_WAIT_MAX_S, or true for CLI_WAIT_DEFAULT_S,
+ * false for none).
  * Returns 1 for a blank line (op untouched), 0 with *op filled, or -EINVAL
  * with the reason in err (op left zeroed). */
 int cli_plan_parse_line(const char *line, size_t len, cli_op *op, char *err, size_t errlen);

@@ -150,9 +150,9 @@ static void print_vm_line(const cli_ctx *c, const store_vm *vm, const char *what
     const char *name = vm->config.name ? vm->config.name : vm->id;
 
     if (pid > 0)
-        printf("%s: %s (id=%s, pid=%d)\n", name, what, vm->id, (int)pid);
+        cli_printf(stdout, "%s: %s (id=%s, pid=%d)\n", name, what, vm->id, (int)pid);
     else
-        printf("%s: %s (id=%s)\n", name, what, vm->id);
+        cli_printf(stdout, "%s: %s (id=%s)\n", name, what, vm->id);
 }
 
 int cli_vm_create(cli_ctx *c)
@@ -579,7 +579,7 @@ static int rm_one(const cli_ctx *c, store_vm *vm)
     if (vm->log_dir && (!vm->run_dir || strcmp(vm->log_dir, vm->run_dir) != 0))
         rm_tree(c->root, vm->log_dir);
     if (rm_tree(c->root, vm->run_dir) < 0)
-        fprintf(stderr, "Warning: remove %s: %s\n", vm->run_dir, strerror(errno));
+        cli_printf(stderr, "Warning: remove %s: %s\n", vm->run_dir, strerror(errno));
     if (c->json) {
         yajl_gen g = cli_gen_new(false);
 
@@ -592,7 +592,7 @@ static int rm_one(const cli_ctx *c, store_vm *vm)
             cli_gen_print(g, stdout);
         }
     } else {
-        printf("%s: removed (id=%s)\n", vm->config.name ? vm->config.name : vm->id, vm->id);
+        cli_printf(stdout, "%s: removed (id=%s)\n", vm->config.name ? vm->config.name : vm->id, vm->id);
     }
     return CLI_EXIT_OK;
 }
@@ -672,7 +672,7 @@ int cli_vm_list(cli_ctx *c)
 
                 fmt_mem(vm->config.memory, mem, sizeof(mem));
                 snprintf(state, sizeof(state), "%s%s", st, stale ? " (stale)" : "");
-                printf("%-26s  %-20s  %-16s  %-16s  %4d  %7s  %s\n", vm->id,
+                cli_printf(stdout, "%-26s  %-20s  %-16s  %-16s  %4d  %7s  %s\n", vm->id,
                        vm->config.name ? vm->config.name : "-",
                        store_hypervisor_name(vm->backend), state, vm->config.cpu, mem,
                        vm->created_at ? vm->created_at : "-");
@@ -811,7 +811,7 @@ int cli_vm_inspect(cli_ctx *c)
     if (pid > 0 && strcmp(vm.backend, STORE_BACKEND_CH) == 0) {
         inspect_listing(c, vm.id, &ic);
         if (ic.warn[0])
-            fprintf(stderr, "Warning: list attached devices of vm %s: %s\n", vm.id, ic.warn);
+            cli_printf(stderr, "Warning: list attached devices of vm %s: %s\n", vm.id, ic.warn);
     }
     yajl_gen_map_close(ic.g);
     if (cli_gen_print(ic.g, stdout) < 0)

@@ -1,0 +1,358 @@
+/* tests/test_hostile.c: the built cocoon binary against hostile peers and
+ * hostile state: a fake VMM that answers with control characters, result
+ * streams that cannot be written, plans that abuse their limits, state
+ * files replaced by FIFOs, forged socket-table rows.  Each test names the
+ * rule it holds. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "tests/support/support.h"
+
+#define MAX_ARGS 64
+
+static char *g_root, *g_cocoon;
+
+static int setup(void **state)
+{
+    (void)state;
+    g_root = sup_tmpdir();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    sup_rmrf(g_root);
+    free(g_root);
+    g_root = NULL;
+    return 0;
+}
+
+/* argv for cocoon --root-dir <root> args... (NULL-terminated). */
+static void build_argv(char **argv, va_list ap)
+{
+    const char *a;
+    int n = 0;
+
+    argv[n++] = g_cocoon;
+    argv[n++] = (char *)"--root-dir";
+    argv[n++] = g_root;
+    while ((a = va_arg(ap, const char *)) && n < MAX_ARGS - 1)
+        argv[n++] = (char *)a;
+    argv[n] = NULL;
+}
+
+/* Runs cocoon with stdin from in; out/err owned. */
+static int cli_in(const char *in, char **out, char **err, ...)
+{
+    char *argv[MAX_ARGS];
+    va_list ap;
+    int rc;
+
+    va_start(ap, err);
+    build_argv(argv, ap);
+    va_end(ap);
+    rc = sup_run(argv, in, out, err, 60000);
+    if (getenv("SUP_VERBOSE"))
+        fprintf(stderr, "[cocoon rc=%d]\nstdout: %s\nstderr: %s\n", rc, *out, *err);
+    return rc;
+}
+
+/* Runs cocoon with stdin from the file in_path and stdout to out_fd;
+ * stderr captured into *err (owned).  Returns the exit status. */
+static int cli_fds(const char *in_path, int out_fd, char **err, ...)
+{
+    char *argv[MAX_ARGS];
+    char *epath = sup_asprintf("%s/stderr.txt", g_root);
+    va_list ap;
+    int status = -1;
+    pid_t pid;
+
+    va_start(ap, err);
+    build_argv(argv, ap);
+    va_end(ap);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int in = open(in_path, O_RDONLY), e = open(epath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+        if (in < 0 || e < 0)
+            _exit(126);
+        dup2(in, 0);
+        dup2(out_fd, 1);
+        dup2(e, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    {
+        FILE *f = fopen(epath, "r");
+        size_t n;
+
+        assert_non_null(f);
+        *err = calloc(1, 65536);
+        n = fread(*err, 1, 65535, f);
+        (*err)[n] = '\0';
+        fclose(f);
+    }
+    free(epath);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static size_t count_str(const char *hay, const char *needle)
+{
+    size_t n = 0;
+
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+static char *root_path(const char *name)
+{
+    return sup_asprintf("%s/%s", g_root, name);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* ---- plans that abuse their limits ---- */
+
+/* A wait in seconds is turned into milliseconds in an unsigned int:
+ * 4294968 s would wrap to 0.7 s.  The plan refuses what the flag refuses. */
+static void test_plan_wait_bound(void **state)
+{
+    char *out = NULL, *err = NULL;
+    int rc;
+
+    (void)state;
+    rc = cli_in("{\"op\":\"fs-detach\",\"vm\":\"/nonexistent.sock\",\"tag\":\"t\","
+                "\"wait\":4294968}\n", &out, &err, "-o", "json", "batch", "-", (char *)NULL);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "\"error\":\"line 1: field \\\"wait\\\": expected 0 to 86400 "
+                                "seconds\""));
+    free(out);
+    free(err);
+    rc = cli_in("{\"op\":\"fs-detach\",\"vm\":\"/nonexistent.sock\",\"tag\":\"t\","
+                "\"wait\":86401}\n", &out, &err, "-o", "json", "batch", "-", (char *)NULL);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "expected 0 to 86400 seconds"));
+    free(out);
+    free(err);
+}
+
+/* ---- results that cannot be written ---- */
+
+/* stdout to /dev/full, or a pipe whose reader is gone: the batch still
+ * runs every operation (chsim counts each add-fs), and the exit is not 0
+ * with the reason on stderr. */
+static void test_result_write_errors(void **state)
+{
+    enum { N = 6 };
+    char *socks[N], *plan, *pf = root_path("plan.jsonl"), *err = NULL;
+    pid_t sims[N];
+    int lfd[N], rc, pfd[2], full;
+
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        char name[32];
+
+        snprintf(name, sizeof(name), "vm%d.sock", i);
+        socks[i] = root_path(name);
+        sims[i] = sup_chsim_start(socks[i], (const char *const[]){ "--memory", "size=1G,shared=on",
+                                                                    NULL });
+        assert_true(sims[i] > 0);
+    }
+    /* One virtiofsd socket per VM. */
+    plan = strdup("");
+    for (int i = 0; i < N; i++) {
+        char *vfs = sup_asprintf("%s/vfs%d.sock", g_root, i), *p;
+
+        lfd[i] = sup_unix_bind(vfs, true);
+        p = sup_asprintf("%s{\"op\":\"fs-attach\",\"vm\":\"%s\",\"socket\":\"%s\","
+                         "\"tag\":\"a\"}\n{\"op\":\"fs-detach\",\"vm\":\"%s\",\"tag\":\"a\"}\n",
+                         plan, socks[i], vfs, socks[i]);
+        free(plan);
+        plan = p;
+        free(vfs);
+    }
+    write_file(pf, plan);
+
+    full = open("/dev/full", O_WRONLY);
+    assert_true(full >= 0);
+    rc = cli_fds(pf, full, &err, "batch", pf, (char *)NULL);
+    close(full);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(err, "Error: write results: No space left on device\n"));
+    free(err);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(sup_chsim_count(socks[i], "vm.add-fs"), 1);
+        assert_int_equal(sup_chsim_count(socks[i], "vm.remove-device"), 1);
+    }
+
+    /* `| head -1` that already exited: the reader end is closed. */
+    assert_int_equal(pipe(pfd), 0);
+    close(pfd[0]);
+    rc = cli_fds(pf, pfd[1], &err, "-o", "json", "batch", pf, (char *)NULL);
+    close(pfd[1]);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(err, "Error: write results: Broken pipe\n"));
+    free(err);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(sup_chsim_count(socks[i], "vm.add-fs"), 2);
+        assert_int_equal(sup_chsim_count(socks[i], "vm.remove-device"), 2);
+        sup_kill(sims[i]);
+        close(lfd[i]);
+        free(socks[i]);
+    }
+    free(plan);
+    free(pf);
+}
+
+/* ---- a VMM's strings reach the terminal escaped ---- */
+
+/* A fake VMM on sock: serves each connection one canned answer chosen by
+ * the request line, until killed.  Answers come with Connection: close. */
+static pid_t fake_vmm(const char *sock, const char *info, const char *put_status,
+                      const char *put_body)
+{
+    int lfd = sup_unix_bind(sock, true);
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid > 0) {
+        close(lfd);
+        return pid;
+    }
+    /* A failed assertion skips the test's kill: die with the test. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (;;) {
+        char req[8192], resp[16384];
+        size_t have = 0;
+        const char *body, *status;
+        int c = accept(lfd, NULL, NULL);
+
+        if (c < 0)
+            continue;
+        for (;;) {
+            ssize_t r = read(c, req + have, sizeof(req) - 1 - have);
+            char *hend, *cl;
+
+            if (r <= 0)
+                break;
+            have += (size_t)r;
+            req[have] = '\0';
+            hend = strstr(req, "\r\n\r\n");
+            if (!hend)
+                continue;
+            cl = strcasestr(req, "content-length:");
+            if (!cl || cl > hend || (size_t)(hend + 4 - req) + (size_t)atoi(cl + 15) <= have)
+                break;
+        }
+        if (strncmp(req, "GET ", 4) == 0) {
+            status = "200 OK";
+            body = info;
+        } else {
+            status = put_status;
+            body = put_body;
+        }
+        snprintf(resp, sizeof(resp), "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", status, strlen(body), body);
+        if (write(c, resp, strlen(resp)) < 0)
+            _exit(1);
+        close(c);
+    }
+}
+
+static const char vm_info_running[] =
+    "{\"config\":{\"memory\":{\"size\":1073741824,\"shared\":true}},\"state\":\"Running\"}";
+
+/* No byte below 0x20 (but the newlines ending lines), no DEL, no escape. */
+static void assert_no_controls(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if ((*p < 0x20 && *p != '\n') || *p == 0x7f)
+            fail_msg("control byte 0x%02x at offset %td in %s", *p, (const char *)p - s, s);
+}
+
+static void test_vmm_strings_escaped(void **state)
+{
+    char *sock = root_path("evil.sock"), *vfs = root_path("vfs.sock");
+    char *out = NULL, *err = NULL;
+    pid_t fake;
+    int lfd, rc;
+
+    (void)state;
+    lfd = sup_unix_bind(vfs, true);
+    /* The attach reply: an id and a BDF that would forge a line and clear
+     * the screen. */
+    fake = fake_vmm(sock, vm_info_running, "200 OK",
+                    "{\"id\":\"x\\nvm9: attached fs evil (id=y)\\u001b[2J\","
+                    "\"bdf\":\"0000:00:05.0\\r\\u001b]0;pwned\\u0007\"}");
+    rc = cli_in(NULL, &out, &err, "vm", "fs", "attach", sock, "--socket", vfs, "--tag", "t",
+                (char *)NULL);
+    assert_int_equal(rc, 0);
+    assert_no_controls(out);
+    assert_int_equal(count_str(out, "\n"), 1);
+    assert_non_null(strstr(out, "(id=x\\x0avm9: attached fs evil (id=y)\\x1b[2J, "
+                                "bdf=0000:00:05.0\\x0d\\x1b]0;pwned\\x07)\n"));
+    free(out);
+    free(err);
+    sup_kill(fake);
+
+    /* An error body with a newline and a C1 control (U+009B, CSI). */
+    fake = fake_vmm(sock, vm_info_running, "500 Internal Server Error",
+                    "bad\nError: forged line \xc2\x9b" "2J\x1b[1A");
+    rc = cli_in(NULL, &out, &err, "vm", "fs", "attach", sock, "--socket", vfs, "--tag", "t",
+                (char *)NULL);
+    assert_int_equal(rc, 1);
+    assert_no_controls(err);
+    assert_int_equal(count_str(err, "\n"), 1);
+    assert_null(strstr(err, "\xc2\x9b"));
+    assert_non_null(strstr(err, "bad\\x0aError: forged line \\xc2\\x9b2J\\x1b[1A"));
+    free(out);
+    free(err);
+    sup_kill(fake);
+    close(lfd);
+    free(sock);
+    free(vfs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_plan_wait_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_result_write_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmm_strings_escaped, setup, teardown),
+    };
+    int rc;
+
+    g_cocoon = sup_build_path("cocoon");
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    free(g_cocoon);
+    return rc;
+}
