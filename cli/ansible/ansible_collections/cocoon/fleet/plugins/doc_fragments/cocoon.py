@@ -43,3 +43,19 @@ notes:
     cannot settle what happened, the VM's result says C(outcome_unknown) and
     the task fails for it; look at the VM before running the task again.
 '''
+
+    # cocoon_fs and cocoon_device: the attach/detach switch.
+    STATE = r'''
+options:
+  state:
+    description: Whether the share or device should be attached or detached.
+    type: str
+    choices: [present, absent]
+    default: present
+  wait:
+    description:
+      - With C(state=absent), seconds to wait for the guest to eject the
+        device before reporting the detach; C(0) does not wait.
+    type: int
+    default: 0
+'''

@@ -21,6 +21,12 @@ COMMON_ARGS = dict(
     parallel=dict(type='int'),
 )
 
+# cocoon_fs and cocoon_device.
+STATE_ARGS = dict(
+    state=dict(type='str', choices=['present', 'absent'], default='present'),
+    wait=dict(type='int', default=0),
+)
+
 # Ops that change a VM; the list ops only read.
 CHANGING_OPS = ('fs-attach', 'fs-detach', 'device-attach', 'device-detach')
 
@@ -127,7 +133,8 @@ def by_vm_op(records):
 
 
 def vm_result(rec, changed=False, msg=None):
-    """The per-VM result from cocoon's record of the deciding op."""
+    """The per-VM result from cocoon's record of the deciding op; msg, when
+    given, replaces cocoon's error."""
     res = dict(changed=changed, failed=False)
     if rec is None:
         res.update(failed=True, msg=msg or 'cocoon printed no record for this VM')
@@ -145,6 +152,35 @@ def vm_result(rec, changed=False, msg=None):
     return res
 
 
+def verdict(module, lst, rec, in_place, conflict=None):
+    """One VM's result from its list record lst and change record rec (None
+    in check mode).  in_place: the list shows the wanted state.  conflict:
+    in check mode, why the change would fail (the wanted tag or id is taken
+    by something else), else None."""
+    if rec is not None and rec.get('ok'):
+        return vm_result(rec, changed=True)
+    if not module.check_mode and not in_place:
+        return vm_result(rec)
+    if lst is None or not lst.get('ok') or conflict:
+        res = vm_result(lst, msg=conflict)
+        res['failed'] = True
+        return res
+    # In place, or (check mode) a change that would be made: the list's
+    # latency is not the change's.
+    res = vm_result(lst, changed=not in_place)
+    res.pop('latency_ms', None)
+    return res
+
+
+def failure_msg(what, failed, total, unknown, first):
+    """'WHAT failed on N of M ...; FIRST'."""
+    msg = '%s failed on %d of %s' % (what, failed, total)
+    if unknown:
+        msg += ' (%d with outcome unknown: the change may or may not have been ' \
+               'applied; inspect those VMs before retrying)' % unknown
+    return msg + '; ' + first
+
+
 def finish(module, cocoon, results, diff_before, diff_after, what, **extra):
     """exit_json or fail_json with every VM's result."""
     changed = [vm for vm, r in results.items() if r['changed']]
@@ -157,13 +193,10 @@ def finish(module, cocoon, results, diff_before, diff_after, what, **extra):
                            before=''.join('%s\n' % l for l in diff_before),
                            after=''.join('%s\n' % l for l in diff_after))
     if failed:
-        msg = '%s failed on %d of %d VMs' % (what, len(failed), len(results))
-        if unknown:
-            msg += ' (%d with outcome unknown: the change may or may not have been ' \
-                   'applied; inspect those VMs before retrying)' % len(unknown)
         first = failed[0]
-        msg += '; %s: %s' % (first, results[first]['msg'])
-        module.fail_json(msg=msg, **out)
+        module.fail_json(msg=failure_msg(what, len(failed), '%d VMs' % len(results),
+                                         len(unknown), '%s: %s' % (first, results[first]['msg'])),
+                         **out)
     n = len(changed)
     out['msg'] = '%s: %d of %d VMs %s' % (
         what, n, len(results), 'would change' if module.check_mode else 'changed')

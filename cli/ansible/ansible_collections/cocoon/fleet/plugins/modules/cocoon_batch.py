@@ -107,7 +107,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.cocoon.fleet.plugins.module_utils.cocoon import (
-    CHANGING_OPS, COMMON_ARGS, Cocoon)
+    CHANGING_OPS, COMMON_ARGS, Cocoon, failure_msg)
 
 
 def main():
@@ -129,12 +129,9 @@ def main():
                outcome_unknown=unknown, commands=cocoon.commands)
     if failed:
         first = failed[0]
-        msg = 'batch: %d of %d operations failed' % (len(failed), len(records))
-        if unknown:
-            msg += ' (%d with outcome unknown: the change may or may not have been ' \
-                   'applied; inspect those VMs before retrying)' % len(unknown)
-        msg += '; %s%s' % ('%s: ' % first['vm'] if first.get('vm') else '', first.get('error'))
-        module.fail_json(msg=msg, **out)
+        module.fail_json(msg=failure_msg(
+            'batch', len(failed), '%d operations' % len(records), len(unknown),
+            '%s%s' % ('%s: ' % first['vm'] if first.get('vm') else '', first.get('error'))), **out)
     module.exit_json(msg='batch: %d operations ok' % len(records), **out)
 
 

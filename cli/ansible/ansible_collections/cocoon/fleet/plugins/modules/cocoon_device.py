@@ -38,19 +38,9 @@ options:
         device it attached.
     type: str
     required: true
-  state:
-    description: Whether the device should be attached or detached.
-    type: str
-    choices: [present, absent]
-    default: present
-  wait:
-    description:
-      - With C(state=absent), seconds to wait for the guest to eject the
-        device before reporting the detach; C(0) does not wait.
-    type: int
-    default: 0
 extends_documentation_fragment:
   - cocoon.fleet.cocoon
+  - cocoon.fleet.cocoon.state
 attributes:
   check_mode:
     support: full
@@ -146,7 +136,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.cocoon.fleet.plugins.module_utils.cocoon import (
-    COMMON_ARGS, Cocoon, by_vm_op, finish, vm_result)
+    COMMON_ARGS, STATE_ARGS, Cocoon, by_vm_op, finish, verdict)
 
 SYS_PREFIX = '/sys/bus/pci/devices/'
 
@@ -168,10 +158,9 @@ def main():
         vm=dict(type='str', required=True),
         pci=dict(type='str'),
         id=dict(type='str', required=True),
-        state=dict(type='str', choices=['present', 'absent'], default='present'),
-        wait=dict(type='int', default=0),
     )
     args.update(COMMON_ARGS)
+    args.update(STATE_ARGS)
     module = AnsibleModule(argument_spec=args, supports_check_mode=True,
                            required_if=[('state', 'present', ['pci'])])
     p = module.params
@@ -204,25 +193,11 @@ def main():
     else:
         in_place = listed and not attached
 
-    rec = recs.get((vm, change_op))
-    if rec is not None and rec.get('ok'):
-        res = vm_result(rec, changed=True)
-    elif in_place:
-        res = vm_result(lst)
-        res.pop('latency_ms', None)
-    elif module.check_mode:
-        if not listed:
-            res = vm_result(lst)
-        elif present and attached:
-            res = vm_result(lst, msg='device id "%s" already in use by %s, not %s'
-                            % (dev_id, before or 'a device outside /sys/bus/pci/devices',
-                               p['pci']))
-            res['failed'] = True
-        else:
-            res = vm_result(lst, changed=True)
-            res.pop('latency_ms', None)
-    else:
-        res = vm_result(rec)
+    conflict = None
+    if module.check_mode and present and attached and not in_place:
+        conflict = 'device id "%s" already in use by %s, not %s' % (
+            dev_id, before or 'a device outside /sys/bus/pci/devices', p['pci'])
+    res = verdict(module, lst, recs.get((vm, change_op)), in_place, conflict)
     res['id'] = dev_id
     if attached:
         res['before'] = before

@@ -63,19 +63,9 @@ options:
         Turn it off only for sockets in another mount or network namespace.
     type: bool
     default: true
-  state:
-    description: Whether the share should be attached or detached.
-    type: str
-    choices: [present, absent]
-    default: present
-  wait:
-    description:
-      - With C(state=absent), seconds to wait for the guest to eject the
-        device before reporting the detach; C(0) does not wait.
-    type: int
-    default: 0
 extends_documentation_fragment:
   - cocoon.fleet.cocoon
+  - cocoon.fleet.cocoon.state
 attributes:
   check_mode:
     support: full
@@ -201,7 +191,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.cocoon.fleet.plugins.module_utils.cocoon import (
-    COMMON_ARGS, Cocoon, by_vm_op, finish, resolve_vms, vm_result)
+    COMMON_ARGS, STATE_ARGS, Cocoon, by_vm_op, finish, resolve_vms, verdict)
 
 
 def main():
@@ -212,10 +202,9 @@ def main():
         num_queues=dict(type='int'),
         queue_size=dict(type='int'),
         socket_check=dict(type='bool', default=True),
-        state=dict(type='str', choices=['present', 'absent'], default='present'),
-        wait=dict(type='int', default=0),
     )
     args.update(COMMON_ARGS)
+    args.update(STATE_ARGS)
     module = AnsibleModule(argument_spec=args, supports_check_mode=True,
                            required_if=[('state', 'present', ['socket'])])
     p = module.params
@@ -265,24 +254,10 @@ def main():
         in_place = listed and ((before is not None and before == want) if present
                                else before is None)
 
-        rec = recs.get((vm, change_op))
-        if rec is not None and rec.get('ok'):
-            res = vm_result(rec, changed=True)
-        elif in_place:
-            res = vm_result(lst)
-            res.pop('latency_ms', None)
-        elif module.check_mode:
-            if not listed:
-                res = vm_result(lst)
-            elif present and before is not None:
-                res = vm_result(lst, msg='fs tag "%s" already attached with socket %s, not %s'
-                                % (tag, before, want))
-                res['failed'] = True
-            else:
-                res = vm_result(lst, changed=True)
-                res.pop('latency_ms', None)
-        else:
-            res = vm_result(rec)
+        conflict = None
+        if module.check_mode and present and listed and before is not None and not in_place:
+            conflict = 'fs tag "%s" already attached with socket %s, not %s' % (tag, before, want)
+        res = verdict(module, lst, recs.get((vm, change_op)), in_place, conflict)
         if present and want is not None:
             res['socket'] = want
         if before is not None:
