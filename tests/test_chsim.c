@@ -632,25 +632,6 @@ static void test_eject_delay(void **state)
     fx_stop(&f);
 }
 
-static void test_no_eject(void **state)
-{
-    const char *extra[] = { "--memory", "size=1G,shared=on", "--no-connect", "--no-eject", NULL };
-    struct fx f;
-    char body[8192];
-
-    (void)state;
-    fx_start(&f, extra);
-    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.add-fs",
-                         "{\"tag\":\"t\",\"socket\":\"/s\",\"id\":\"n\"}", body, sizeof(body)), 200);
-    assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.remove-device", "{\"id\":\"n\"}", body,
-                         sizeof(body)), 204);
-    /* No eject timer exists at all: the node stays until /chsim/eject. */
-    assert_int_equal(req(f.sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), 200);
-    assert_non_null(strstr(body, "\"_virtio-pci-n\""));
-    assert_int_equal(sup_chsim_count(f.sock, "ejects"), 0);
-    fx_stop(&f);
-}
-
 static void test_counters(void **state)
 {
     struct fx f;
@@ -935,7 +916,6 @@ int main(void)
         cmocka_unit_test(test_realistic_vm_info),
         cmocka_unit_test(test_eject_window),
         cmocka_unit_test(test_eject_delay),
-        cmocka_unit_test(test_no_eject),
         cmocka_unit_test(test_counters),
         cmocka_unit_test(test_fault_close_before_reply),
         cmocka_unit_test(test_fault_cli_http10_and_plain),

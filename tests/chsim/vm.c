@@ -805,8 +805,7 @@ static bool check_tree(struct chsim_vm *vm, struct chsim_dev *d)
 {
     char t[512];
 
-    if (d->id[0] && (dev_find(vm, d->id, false) || strcmp(d->id, "__console") == 0 ||
-                     strcmp(d->id, "__rng") == 0)) {
+    if (d->id[0] && dev_find(vm, d->id, false)) {
         snprintf(t, sizeof(t), "Invalid identifier as it is not unique: %s", d->id);
         reply_err(vm, K_OTHER, E_API, add_top(d), E_DM, t, NULL);
         return false;
@@ -1055,17 +1054,19 @@ static bool read_config(struct chsim_vm *vm, yajl_val root)
             struct chsim_dev *d = dev_new(vm, lists[l].type);
             bool iommu = false, ok = YAJL_IS_OBJECT(o);
 
-            if (ok && d->type == CHSIM_DEV_FS)
-                ok = read_fs(vm, o, d, &iommu);
-            else if (ok && d->type == CHSIM_DEV_VFIO)
-                ok = read_device(vm, o, d, &iommu);
-            else if (ok)
-                ok = jcopy(vm, o, "id", d->id, sizeof(d->id)) &&
-                     jcopy(vm, o, d->type == CHSIM_DEV_NET ? "tap" : "path", d->type ==
-                           CHSIM_DEV_NET ? d->tag : d->path, sizeof(d->tag)) &&
-                     (d->type != CHSIM_DEV_NET || jcopy(vm, o, "mac", d->mac, sizeof(d->mac)));
-            else
+            if (!ok)
                 serde_err(vm, "invalid type: expected struct %s", lists[l].key);
+            else if (d->type == CHSIM_DEV_FS)
+                ok = read_fs(vm, o, d, &iommu);
+            else if (d->type == CHSIM_DEV_VFIO)
+                ok = read_device(vm, o, d, &iommu);
+            else if (d->type == CHSIM_DEV_NET)
+                ok = jcopy(vm, o, "id", d->id, sizeof(d->id)) &&
+                     jcopy(vm, o, "tap", d->tag, sizeof(d->tag)) &&
+                     jcopy(vm, o, "mac", d->mac, sizeof(d->mac));
+            else
+                ok = jcopy(vm, o, "id", d->id, sizeof(d->id)) &&
+                     jcopy(vm, o, "path", d->path, sizeof(d->path));
             if (!ok) {
                 dev_free(d);
                 return false;
