@@ -55,22 +55,25 @@ struct backend_ops {
     const backend_endpoint *endpoints; /* BACKEND_EP_COUNT rows */
 
     /* Runtime attach over a decoded vm.info.  Each returns 0 or -errno with
-     * the exact SPEC text in err.  NULL: not supported. */
+     * the user-facing reason in err.  NULL: not supported. */
 
-    /* SPEC §6 attach steps 4-7 (paused, shared memory, tag/id, eject
-     * pending).  id is the device id to be used ("cocoon-fs-<tag>"). */
+    /* Before add-fs, in this order: the VM is not paused, its memory is
+     * shareable (vhost-user needs it), neither the tag nor the id is in
+     * use, and no device with the id is still waiting for the guest to
+     * eject it.  id is the device id to be used ("cocoon-fs-<tag>"). */
     int (*fs_attach_check)(const json_vm_info *vi, const cocoon_fs_spec *spec,
                            const char *id, char *err, size_t errlen);
-    /* SPEC §6 detach: paused check, then the id of the first fs entry with
-     * tag, borrowed from vi. */
+    /* fs detach: the VM is not paused, then the id of the first fs entry
+     * with tag, borrowed from vi. */
     int (*fs_detach_find)(const json_vm_info *vi, const char *tag,
                           const char **id, char *err, size_t errlen);
-    /* SPEC §7 attach after vm.info: paused, stat(path), path/id collisions,
-     * then an id whose eject is pending (in device_tree, no longer in
-     * config.devices): -EBUSY.  id may be NULL or "". */
+    /* Before add-device: not paused, the path exists, neither path nor id
+     * is in use, then no device with the id still waiting for the guest
+     * to eject it (in device_tree, no longer in config.devices): -EBUSY.
+     * id may be NULL or "". */
     int (*device_attach_check)(const json_vm_info *vi, const char *path,
                                const char *id, char *err, size_t errlen);
-    /* SPEC §7 detach: paused, then id must be in config.devices. */
+    /* device detach: not paused, then id must be in config.devices. */
     int (*device_detach_check)(const json_vm_info *vi, const char *id,
                                char *err, size_t errlen);
 } ;
@@ -91,7 +94,7 @@ bool backend_endpoint_ok(const backend_endpoint *ep, int status);
 
 /* "vm is paused (...)" when state is Paused: -EBUSY. */
 int ch_check_not_paused(const json_vm_info *vi, char *err, size_t errlen);
-/* SPEC §6.5: vhost-user needs shared or hugepage memory (zones rule: size
+/* vhost-user needs shared or hugepage memory (zones rule: size
  * 0 and at least one zone, every zone shared or hugepage-backed). */
 bool ch_memory_shareable(const json_vm_info *vi);
 /* device_tree holds <id> or _virtio-pci-<id>. */
@@ -102,9 +105,11 @@ const json_fs *ch_fs_by_id(const json_vm_info *vi, const char *id);
 const json_device *ch_device_by_id(const json_vm_info *vi, const char *id);
 const json_device *ch_device_by_path(const json_vm_info *vi, const char *path);
 
-/* SPEC §6.8 virtiofsd liveness without connecting.  listeners NULL skips
- * the listener part.  0, or -ENOENT / -ENOTSOCK / -ECONNREFUSED (or the
- * stat errno) with the exact SPEC text in err. */
+/* virtiofsd liveness without connecting to it (a connect would take the
+ * one client slot virtiofsd has): the path exists, is a socket, and
+ * something listens on it.  listeners NULL skips the listener part.  0,
+ * or -ENOENT / -ENOTSOCK / -ECONNREFUSED (or the stat errno) with the
+ * user-facing reason in err. */
 int ch_socket_check(const char *path, const socktab *listeners,
                     char *err, size_t errlen);
 

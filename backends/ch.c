@@ -1,5 +1,5 @@
 /* backends/ch.c: the Cloud Hypervisor backend.  Prechecks over a decoded
- * vm.info (SPEC §6, §7), the virtiofsd liveness check and the lifecycle call
+ * vm.info, the virtiofsd liveness check and the endpoint
  * table. */
 #include "backends/backend.h"
 #include "backends/spec.h"

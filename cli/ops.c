@@ -116,7 +116,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         progress_draw(r);
 }
 
-/* The engine reports the running gate's SPEC §2 text; users are told
+/* The engine reports why the running gate failed; users are told
  * first that the VM is not running. */
 static char *message_for(int err, const char *errstr)
 {
@@ -132,54 +132,57 @@ static char *message_for(int err, const char *errstr)
     return m;
 }
 
+static void print_job_json(runner *r, const job *j)
+{
+    yajl_gen g = cli_gen_new(false);
+
+    if (!g)
+        return;
+    yajl_gen_map_open(g);
+    cli_gen_kv_str(g, "vm", j->op.vm);
+    if (j->op.vm || j->line == 0)
+        cli_gen_kv_str(g, "op", cli_op_name(j->op.kind));
+    cli_gen_kv_bool(g, "ok", j->ok);
+    cli_gen_kv_str(g, "id", j->dev_id ? j->dev_id : j->op.id);
+    cli_gen_kv_str(g, "tag", j->op.tag);
+    cli_gen_kv_str(g, "pci", j->op.pci);
+    /* The socket as expanded for this VM: an fs-list line that carries
+     * one learns what an fs-attach would use, without attaching. */
+    if (j->op.kind == CLI_OP_FS_LIST)
+        cli_gen_kv_str(g, "socket", j->op.socket);
+    cli_gen_kv_str(g, "error", j->ok ? NULL : j->errstr);
+    cli_gen_kv_str(g, "note", j->ok ? j->note : NULL);
+    if (j->submitted)
+        cli_gen_kv_ms(g, "latency_ms", (double)j->latency_us / 1000.0);
+    if (j->ok && (j->op.kind == CLI_OP_FS_LIST || j->op.kind == CLI_OP_DEVICE_LIST)) {
+        bool fs = j->op.kind == CLI_OP_FS_LIST;
+
+        cli_gen_str(g, fs ? "fs" : "devices");
+        yajl_gen_array_open(g);
+        for (size_t i = 0; i < j->n_rows; i++) {
+            char **row = &j->rows[i * 3];
+
+            yajl_gen_map_open(g);
+            cli_gen_kv_str(g, "id", row[0]);
+            if (fs) {
+                cli_gen_kv_str(g, "tag", row[1]);
+                cli_gen_kv_str(g, "socket", row[2]);
+            } else {
+                cli_gen_kv_str(g, "bdf", row[1]);
+            }
+            yajl_gen_map_close(g);
+        }
+        yajl_gen_array_close(g);
+    }
+    yajl_gen_map_close(g);
+    progress_clear(r);
+    cli_gen_print(g, stdout);
+}
+
 static void print_job(runner *r, const job *j)
 {
-    cli_ctx *c = r->c;
-
-    if (c->json) {
-        yajl_gen g = cli_gen_new(false);
-
-        if (!g)
-            return;
-        yajl_gen_map_open(g);
-        cli_gen_kv_str(g, "vm", j->op.vm);
-        if (j->op.vm || j->line == 0)
-            cli_gen_kv_str(g, "op", cli_op_name(j->op.kind));
-        cli_gen_kv_bool(g, "ok", j->ok);
-        cli_gen_kv_str(g, "id", j->dev_id ? j->dev_id : j->op.id);
-        cli_gen_kv_str(g, "tag", j->op.tag);
-        cli_gen_kv_str(g, "pci", j->op.pci);
-        /* The socket as expanded for this VM: an fs-list line that carries
-         * one learns what an fs-attach would use, without attaching. */
-        if (j->op.kind == CLI_OP_FS_LIST)
-            cli_gen_kv_str(g, "socket", j->op.socket);
-        cli_gen_kv_str(g, "error", j->ok ? NULL : j->errstr);
-        cli_gen_kv_str(g, "note", j->ok ? j->note : NULL);
-        if (j->submitted)
-            cli_gen_kv_ms(g, "latency_ms", (double)j->latency_us / 1000.0);
-        if (j->ok && (j->op.kind == CLI_OP_FS_LIST || j->op.kind == CLI_OP_DEVICE_LIST)) {
-            bool fs = j->op.kind == CLI_OP_FS_LIST;
-
-            cli_gen_str(g, fs ? "fs" : "devices");
-            yajl_gen_array_open(g);
-            for (size_t i = 0; i < j->n_rows; i++) {
-                char **row = &j->rows[i * 3];
-
-                yajl_gen_map_open(g);
-                cli_gen_kv_str(g, "id", row[0]);
-                if (fs) {
-                    cli_gen_kv_str(g, "tag", row[1]);
-                    cli_gen_kv_str(g, "socket", row[2]);
-                } else {
-                    cli_gen_kv_str(g, "bdf", row[1]);
-                }
-                yajl_gen_map_close(g);
-            }
-            yajl_gen_array_close(g);
-        }
-        yajl_gen_map_close(g);
-        progress_clear(r);
-        cli_gen_print(g, stdout);
+    if (r->c->json) {
+        print_job_json(r, j);
         return;
     }
     progress_clear(r);

@@ -27,7 +27,7 @@ static char *abs_or_copy(const char *p)
 }
 
 /* Fills vm from the create flags.  Usage errors return CLI_EXIT_USAGE after
- * printing; others CLI_EXIT_FAIL.  SPEC §9: --fc with --shared-memory is
+ * printing; others CLI_EXIT_FAIL.  --fc with --shared-memory is
  * refused before anything else happens. */
 static int vm_from_flags(const cli_ctx *c, store_vm *vm)
 {

@@ -168,115 +168,139 @@ static bool info_no_vm(const httpc_response *r)
            memmem(r->body, r->body_len, novm, sizeof(novm) - 1) != NULL;
 }
 
-static void op_after_info(struct eng_op *op, const httpc_response *r)
+/* A direct target has no record for the running gate to read, so its
+ * vm.info decides: no VM created, or a state other than Running or
+ * Paused, is not running (a list op lists nothing).  Returns true when
+ * op was completed here; vi is then finished. */
+static bool op_direct_not_running(struct eng_op *op, const httpc_response *r, json_vm_info *vi)
+{
+    cocoon_engine *e = op->e;
+    char st[32];
+    size_t i;
+
+    if (op->vm->rec)
+        return false;
+    if (vi) {
+        if (strcmp(vi->state, "Running") == 0 || strcmp(vi->state, "Paused") == 0)
+            return false;
+        for (i = 0; vi->state[i] && i + 1 < sizeof(st); i++)
+            st[i] = (char)(vi->state[i] >= 'A' && vi->state[i] <= 'Z' ? vi->state[i] + 32
+                                                                      : vi->state[i]);
+        st[i] = '\0';
+        json_vm_info_fini(vi);
+    } else if (info_no_vm(r)) {
+        snprintf(st, sizeof(st), "not created");
+    } else {
+        return false;
+    }
+    if (op_is_list(op)) {
+        eng_op_list_empty(op);
+        return true;
+    }
+    base_errf(e->err, sizeof(e->err), 0, "vm %s is %s: VM not running", eng_vm_sock(op->vm), st);
+    eng_op_fail(op, -EHOSTDOWN);
+    return true;
+}
+
+static void op_list_from(struct eng_op *op, json_vm_info *vi)
+{
+    cocoon_engine *e = op->e;
+    cocoon_listing l;
+    int rc = ch_listing_build(vi, &l);
+
+    if (rc) {
+        json_vm_info_fini(vi);
+        base_errf(e->err, sizeof(e->err), rc, "list: out of memory");
+        eng_op_fail(op, rc);
+        return;
+    }
+    if (op->kind == OP_FS_LIST)
+        l.n_devices = 0;
+    if (op->kind == OP_DEV_LIST)
+        l.n_fs = 0;
+    eng_op_list_done(op, &l);
+    ch_listing_fini(&l);
+    json_vm_info_fini(vi);
+}
+
+/* fs attach after its prechecks: the liveness check, whose miss is asked
+ * again of a later snapshot before it counts, then the PUT. */
+static void op_fs_attach_from(struct eng_op *op, json_vm_info *vi)
+{
+    cocoon_engine *e = op->e;
+    cocoon_fs_spec spec = { op->socket, op->tag, op->num_queues, op->queue_size, 0 };
+    int rc = op->vm->ops->fs_attach_check(vi, &spec, op->fs_id, e->err, sizeof(e->err));
+
+    json_vm_info_fini(vi);
+    if (!rc && op->socket_check) {
+        rc = ch_socket_check(op->socket, eng_unix_set(e, op), e->err, sizeof(e->err));
+        if (rc == -ECONNREFUSED) {
+            eng_recheck_defer(op);
+            return;
+        }
+    }
+    if (rc)
+        eng_op_fail(op, rc);
+    else
+        eng_fs_put(op);
+}
+
+/* The prechecks of a device attach or a detach, and the PUT body they
+ * lead to (owned by the caller).  vi is finished here. */
+static int op_put_body(struct eng_op *op, json_vm_info *vi, char **body, size_t *len)
 {
     cocoon_engine *e = op->e;
     const struct backend_ops *ops = op->vm->ops;
-    json_vm_info vi;
-    char *body = NULL;
-    size_t len = 0;
-    int rc = 0;
-
-    if (!op->vm->rec && info_no_vm(r)) {
-        /* A direct target whose VMM has no VM created is not running. */
-        if (op_is_list(op)) {
-            eng_op_list_empty(op);
-            return;
-        }
-        base_errf(e->err, sizeof(e->err), 0, "vm %s is not created: VM not running",
-                 eng_vm_sock(op->vm));
-        eng_op_fail(op, -EHOSTDOWN);
-        return;
-    }
-    if (!op_decode_info(op, r, &vi, ""))
-        return;
-    if (!op->vm->rec && strcmp(vi.state, "Running") != 0 && strcmp(vi.state, "Paused") != 0) {
-        char st[32];
-        size_t i;
-
-        for (i = 0; vi.state[i] && i + 1 < sizeof(st); i++)
-            st[i] = (char)(vi.state[i] >= 'A' && vi.state[i] <= 'Z' ? vi.state[i] + 32 : vi.state[i]);
-        st[i] = '\0';
-        json_vm_info_fini(&vi);
-        if (op_is_list(op)) {
-            eng_op_list_empty(op);
-            return;
-        }
-        base_errf(e->err, sizeof(e->err), 0, "vm %s is %s: VM not running", eng_vm_sock(op->vm), st);
-        eng_op_fail(op, -EHOSTDOWN);
-        return;
-    }
+    const char *id = NULL;
+    char tmp[BASE_ERRSTR_MAX];
+    int rc;
 
     switch (op->kind) {
-    case OP_LIST: case OP_FS_LIST: case OP_DEV_LIST: {
-        cocoon_listing l;
-
-        rc = ch_listing_build(&vi, &l);
-        if (rc) {
-            json_vm_info_fini(&vi);
-            base_errf(e->err, sizeof(e->err), rc, "list: out of memory");
-            eng_op_fail(op, rc);
-            return;
-        }
-        if (op->kind == OP_FS_LIST)
-            l.n_devices = 0;
-        if (op->kind == OP_DEV_LIST)
-            l.n_fs = 0;
-        eng_op_list_done(op, &l);
-        ch_listing_fini(&l);
-        json_vm_info_fini(&vi);
-        return;
-    }
-    case OP_FS_ATTACH: {
-        cocoon_fs_spec spec = { op->socket, op->tag, op->num_queues, op->queue_size, 0 };
-
-        rc = ops->fs_attach_check(&vi, &spec, op->fs_id, e->err, sizeof(e->err));
-        json_vm_info_fini(&vi);
-        if (!rc && op->socket_check) {
-            const socktab *ls = eng_unix_set(e, op);
-
-            rc = ch_socket_check(op->socket, ls, e->err, sizeof(e->err));
-            if (rc == -ECONNREFUSED) {
-                eng_recheck_defer(op);
-                return;
-            }
-        }
-        if (rc)
-            break;
-        eng_fs_put(op);
-        return;
-    }
     case OP_DEV_ATTACH:
-        rc = ops->device_attach_check(&vi, op->path, op->dev_id, e->err, sizeof(e->err));
-        json_vm_info_fini(&vi);
-        if (!rc && (rc = json_device_config_encode(op->dev_id, op->path, &body, &len,
-                                                   e->err, sizeof(e->err)))) {
-            char tmp[BASE_ERRSTR_MAX];
-
+        rc = ops->device_attach_check(vi, op->path, op->dev_id, e->err, sizeof(e->err));
+        json_vm_info_fini(vi);
+        if (!rc && (rc = json_device_config_encode(op->dev_id, op->path, body, len, e->err,
+                                                   sizeof(e->err)))) {
             memcpy(tmp, e->err, sizeof(tmp));
             base_errf(e->err, sizeof(e->err), rc, "vm.add-device: %s", tmp);
         }
-        break;
-    case OP_FS_DETACH: {
-        const char *id = NULL;
-
-        rc = ops->fs_detach_find(&vi, op->tag, &id, e->err, sizeof(e->err));
+        return rc;
+    case OP_FS_DETACH:
+        rc = ops->fs_detach_find(vi, op->tag, &id, e->err, sizeof(e->err));
         if (!rc && !(op->res_id = strdup(id)))
             rc = base_errf(e->err, sizeof(e->err), -ENOMEM, "fs detach: out of memory");
-        json_vm_info_fini(&vi);
-        if (!rc)
-            rc = json_remove_device_encode(op->res_id, &body, &len, e->err, sizeof(e->err));
         break;
-    }
-    case OP_DEV_DETACH:
-        rc = ops->device_detach_check(&vi, op->dev_id, e->err, sizeof(e->err));
-        json_vm_info_fini(&vi);
+    default:
+        rc = ops->device_detach_check(vi, op->dev_id, e->err, sizeof(e->err));
         if (!rc && !(op->res_id = strdup(op->dev_id)))
             rc = base_errf(e->err, sizeof(e->err), -ENOMEM, "device detach: out of memory");
-        if (!rc)
-            rc = json_remove_device_encode(op->res_id, &body, &len, e->err, sizeof(e->err));
         break;
     }
+    json_vm_info_fini(vi);
+    if (!rc)
+        rc = json_remove_device_encode(op->res_id, body, len, e->err, sizeof(e->err));
+    return rc;
+}
+
+static void op_after_info(struct eng_op *op, const httpc_response *r)
+{
+    json_vm_info vi;
+    char *body = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (op_direct_not_running(op, r, NULL) || !op_decode_info(op, r, &vi, "") ||
+        op_direct_not_running(op, r, &vi))
+        return;
+    if (op_is_list(op)) {
+        op_list_from(op, &vi);
+        return;
+    }
+    if (op->kind == OP_FS_ATTACH) {
+        op_fs_attach_from(op, &vi);
+        return;
+    }
+    rc = op_put_body(op, &vi, &body, &len);
     if (rc) {
         free(body);
         eng_op_fail(op, rc);

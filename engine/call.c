@@ -1,6 +1,6 @@
 /* engine/call.c: one raw VMM API call under its endpoint's retry policy.
  * The policy table below is the only place in the project that decides
- * whether a request may be repeated (SPEC §5). */
+ * whether a request may be repeated. */
 #include "engine/call.h"
 #include "backends/backend.h"
 #include "http/base.h"

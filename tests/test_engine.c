@@ -1,5 +1,6 @@
 /* tests/test_engine.c: the operation engine (cocoon.h) against chsim over
- * real sockets: SPEC §2-§8 rules with exact texts, lost replies, per-VM FIFO,
+ * real sockets: resolution, gate, prechecks and CH errors with exact
+ * texts, lost replies, per-VM FIFO,
  * the inflight cap, cancellation on free and a 1000-VM batch. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -780,7 +781,7 @@ static void test_diag_snapshot(void **state)
     free(dir);
 }
 
-/* SPEC §6.8: the wanted path need not be spelled as the listener bound it.
+/* The liveness check: the wanted path need not be spelled as the listener bound it.
  * virtiofsd listens on real/v.sock; a path through a symlinked directory,
  * one with ".." and one with "//" name the same socket.  A bound socket
  * that does not listen, reached the same ways, stays a miss.  Both the
@@ -1125,7 +1126,7 @@ static void test_per_op_settings(void **state)
     env_free(v);
 }
 
-/* Mirror of SPEC §6.7 for VFIO: re-adding an id whose eject is still
+/* The eject-pending rule of fs attach, for VFIO: re-adding an id whose eject is still
  * pending (gone from config.devices, still in device_tree) is refused
  * before the PUT. */
 static void test_device_eject_pending(void **state)
@@ -1571,7 +1572,7 @@ static void test_direct_not_running(void **state)
     env_free(v);
 }
 
-/* SPEC §6: a direct target whose VMM has no VM created is not running.
+/* A direct target whose VMM has no VM created is not running.
  * vm.info says so with 404 (head, v53) or with 500 and "VM is not created"
  * in the body (v46): list is empty and succeeds, attach and detach fail
  * with -EHOSTDOWN before any PUT. */
