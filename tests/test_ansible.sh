@@ -23,6 +23,8 @@ PIDS=()
 cleanup() {
     local rc=$?
     set +e
+    [ -z "${NAMED:-}" ] || "$BUILD/cocoon" --root-dir "$T/h1/root" vm rm --force web-1 web-2 \
+        >/dev/null 2>&1
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
     if [ $rc -eq 0 ]; then rm -rf "$T"; else echo "FAILED: files kept in $T"; fi
@@ -175,11 +177,38 @@ $CTL expect "$OUT" h3 failed 1 "$N" 1 '"outcome_unknown": true' 'outcome unknown
     "$T/h3/ch/vm0.sock"
 want_counter vm.add-fs $((6 * N))     # the first attach, and this one
 
-# 8. cocoon_device and cocoon_batch, and every module's documentation.
+# 8. VMs by a pattern over cocoon's vm list, cocoon_batch with a plan from
+#    the controller and one on the host, cocoon_device, and every module's
+#    documentation.
+NAMED=1
+for name in web-1 web-2; do
+    "$BUILD/cocoon" --root-dir "$T/h1/root" vm run --name "$name" --shared-memory \
+        --ch-binary "$BUILD/chsim" --kernel /dev/null >/dev/null
+    start_chsim "$T/h1/$name-vfs.log" --api-socket "path=$T/h1/vfs/$name.sock"
+done
+$CTL ready "$T/h1/vfs/web-1.sock" "$T/h1/vfs/web-2.sock"
+echo '{"op":"fs-list","vm":"web-2"}' > "$T/h1/plan.jsonl"
 cat > "$T/more.yml" <<EOT
 - hosts: h1
   gather_facts: false
   tasks:
+    - cocoon.fleet.cocoon_fs:
+        cocoon: "{{ cocoon_bin }}"
+        root_dir: "{{ cocoon_root }}"
+        vms: ["web-*", "nothing-*"]
+        socket: "{{ vfs_dir }}/{name}.sock"
+        tag: named
+      register: p
+    - cocoon.fleet.cocoon_batch:
+        cocoon: "{{ cocoon_bin }}"
+        root_dir: "{{ cocoon_root }}"
+        src: "$T/h1/plan.jsonl"
+      register: s
+    - assert:
+        that:
+          - p.changed and p.changed_vms == ['web-1', 'web-2']
+          - p.vms['web-2'].socket == vfs_dir ~ '/web-2.sock'
+          - not s.changed and s.results[0].fs[0].tag == 'named'
     - cocoon.fleet.cocoon_batch:
         cocoon: "{{ cocoon_bin }}"
         root_dir: "{{ cocoon_root }}"
