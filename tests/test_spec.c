@@ -1,6 +1,6 @@
-/* tests/test_spec.c: SPEC §3 and §4 conformance rows for spec_fs_normalize,
- * spec_vfio_normalize, spec_pci_path and spec_bdf_from_path, comparing
- * exact error strings. */
+/* tests/test_spec.c: the fs and VFIO spec rules, row by row, for
+ * spec_fs_normalize, spec_vfio_normalize, spec_pci_path and
+ * spec_bdf_from_path, comparing exact error strings. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -168,7 +168,7 @@ typedef struct pci_row {
 } pci_row;
 
 static const pci_row pci_rows[] = {
-    /* SPEC §4 conformance rows */
+    /* Short and full BDFs, case, a trailing slash, cleaned sysfs paths */
     { "01:00.0", "/sys/bus/pci/devices/0000:01:00.0", NULL },
     { "0000:01:00.0", "/sys/bus/pci/devices/0000:01:00.0", NULL },
     { "00:1F.7", "/sys/bus/pci/devices/0000:00:1f.7", NULL },

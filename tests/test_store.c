@@ -1,6 +1,7 @@
-/* tests/test_store.c: VM records: JSON round trip, corruption handling,
- * ref resolution, locking under concurrent writers, directory and pidfile
- * modes, symlink refusal and the exact SPEC texts. */
+/* tests/test_store.c: the VM store and the two modules it is built on
+ * (backends/vmsjson, backends/safefile): JSON round trip, corruption
+ * handling, ref resolution, locking under concurrent writers, directory
+ * and pidfile modes, symlink refusal and exact error texts. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
