@@ -1,7 +1,8 @@
-/* backends/gate.h: the PID-reuse-safe running gate (SPEC §2).  A recorded
- * VM may be talked to only when its record says running, its pidfile names
- * a live process, and that process's cmdline is the VMM serving
- * <run_dir>/api.sock. */
+/* backends/gate.h: the PID-reuse-safe running gate.  A recorded VM may be
+ * talked to only when its record says running, its pidfile names a live
+ * process, and that process's cmdline is the VMM serving
+ * <run_dir>/api.sock: a bare "is the pid alive" check is not enough, since
+ * pids are reused. */
 #ifndef COCOON_BACKENDS_GATE_H
 #define COCOON_BACKENDS_GATE_H
 
@@ -12,7 +13,7 @@
 
 /* default_binary: the VMM binary to expect when vm->binary is NULL
  * (e.g. "cloud-hypervisor").  Returns 0 (and *pid when pid != NULL) or
- * -EHOSTDOWN with the exact SPEC §2 text in err:
+ * -EHOSTDOWN with one of these texts in err:
  *   "vm <id> is <state>: VM not running"
  *   "vm <id> read pidfile: <reason>: VM not running"
  *   "vm <id> pid <pid> not cloud-hypervisor: VM not running"

@@ -1086,7 +1086,7 @@ static void test_recorded_vm(void **state)
 
 /* The VMM is SIGKILLed after the submit, before the loop runs: the gate
  * (when it runs from the loop) no longer passes, or the connect fails.  A
- * list of a VM that is not running is empty, not an error (SPEC). */
+ * list of a VM that is not running is empty, not an error. */
 static void test_recorded_vm_killed(void **state)
 {
     static const enum op ops[] = { OP_FSA, OP_FSD, OP_LIST };

@@ -1,7 +1,8 @@
 /* tests/test_gate.c: the running gate against real processes: chsim
  * serving the VM's api.sock passes; a live process of another program, a
  * VMM serving another socket, a dead pid, a missing or garbage pidfile and
- * a non-running record all fail with the exact SPEC §2 texts. */
+ * a non-running record all fail with the exact "...: VM not running"
+ * texts. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
