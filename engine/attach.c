@@ -168,18 +168,19 @@ static bool info_no_vm(const httpc_response *r)
            memmem(r->body, r->body_len, novm, sizeof(novm) - 1) != NULL;
 }
 
-/* A direct target has no record for the running gate to read, so its
- * vm.info decides: no VM created, or a state other than Running or
- * Paused, is not running (a list op lists nothing).  Returns true when
- * op was completed here; vi is then finished. */
-static bool op_direct_not_running(struct eng_op *op, const httpc_response *r, json_vm_info *vi)
+/* Every target, recorded or direct, must have a booted VM: a VMM with no
+ * VM, or with one created but not booted (never booted, or after a
+ * vm.shutdown), takes an add into its config only and answers 204, so
+ * nothing would be live.  So vm.info decides: no VM created, or a state
+ * other than Running or Paused, is not running (a list op lists nothing;
+ * Paused is refused by the attach checks).  Returns true when op was
+ * completed here; vi is then finished. */
+static bool op_not_running(struct eng_op *op, const httpc_response *r, json_vm_info *vi)
 {
     cocoon_engine *e = op->e;
     char st[32];
     size_t i;
 
-    if (op->vm->rec)
-        return false;
     if (vi) {
         if (strcmp(vi->state, "Running") == 0 || strcmp(vi->state, "Paused") == 0)
             return false;
@@ -197,7 +198,9 @@ static bool op_direct_not_running(struct eng_op *op, const httpc_response *r, js
         eng_op_list_empty(op);
         return true;
     }
-    base_errf(e->err, sizeof(e->err), 0, "vm %s is %s: VM not running", eng_vm_sock(op->vm), st);
+    /* A record by its id, a direct target by its socket. */
+    base_errf(e->err, sizeof(e->err), 0, "vm %s is %s: VM not running",
+              op->vm->rec ? op->vm->rec->id : eng_vm_sock(op->vm), st);
     eng_op_fail(op, -EHOSTDOWN);
     return true;
 }
@@ -289,8 +292,8 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
     size_t len = 0;
     int rc;
 
-    if (op_direct_not_running(op, r, NULL) || !op_decode_info(op, r, &vi, "") ||
-        op_direct_not_running(op, r, &vi))
+    if (op_not_running(op, r, NULL) || !op_decode_info(op, r, &vi, "") ||
+        op_not_running(op, r, &vi))
         return;
     if (op_is_list(op)) {
         op_list_from(op, &vi);

@@ -173,9 +173,10 @@ int cocoon_vm_stop(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
  *  - the running gate: "vm <id> is stopped: VM not running",
  *    "vm <id> read pidfile: <reason>: VM not running" or
  *    "vm <id> pid <pid> not cloud-hypervisor: VM not running", -EHOSTDOWN
- *    (the CLI adds "vm is not running: ").  A direct target whose vm.info
- *    state is not Running or Paused gives "vm <path> is <state>: VM not
- *    running";
+ *    (the CLI adds "vm is not running: ").  A target whose VMM has no
+ *    booted VM (vm.info: no VM, or a state other than Running or Paused)
+ *    gives "vm <id or path> is <state>: VM not running" ("is not created"
+ *    when there is no VM), -EHOSTDOWN, before any state-changing call;
  *  - spec validation and prechecks: their own text, e.g. "tag is required"
  *    (-EINVAL), "fs tag \"data\" already attached" (-EEXIST),
  *    "fs tag \"data\" not attached" (-ENODEV);

@@ -1428,39 +1428,70 @@ static pid_t start_recorded(struct env *v, const char *name, bool kernel, struct
     return pid;
 }
 
-static void test_recorded_created_vm_204(void **state)
+/* A recorded VM whose VMM has a config but no booted VM (never booted, or
+ * after a vm.shutdown sent by someone else): CH would take an add into the
+ * config only and answer 204, so the attach is refused before any PUT. */
+static void test_recorded_not_booted(void **state)
 {
+    static const char running[] = "{\"config\":{\"memory\":{\"size\":1073741824,"
+                                  "\"shared\":true}},\"state\":\"Running\"}";
     struct env *v = env_new(NULL, NULL);
-    char run_dir[300];
-    struct rec_args a = { 0 };
+    char run_dir[300], sock[400], want[300], err[BASE_ERRSTR_MAX];
+    struct rec_args a = { 0 }, b = { 0 };
     pid_t pid = start_recorded(v, "web-1", false, &a, run_dir);
+    pid_t pid2;
     int lfd = listener(vfs_path(v, "a.sock"), true);
+    char b1[64], b2[64], pfx[8];
     struct res r;
 
     (void)state;
+    pci_dirs(b1, b2);
+    snprintf(sock, sizeof(sock), "%s/api.sock", run_dir);
+    snprintf(want, sizeof(want), "vm %s is created: VM not running", a.id);
+    r = fs_attach(v, "web-1", vfs_path(v, "a.sock"), "data");
+    assert_int_equal(r.err, -EHOSTDOWN);
+    assert_string_equal(r.errstr, want);
+    r = dev_attach(v, "web-1", b1, "nic0");
+    assert_int_equal(r.err, -EHOSTDOWN);
+    assert_string_equal(r.errstr, want);
+    assert_int_equal(sup_chsim_count(sock, "vm.add-fs"), 0);
+    assert_int_equal(sup_chsim_count(sock, "vm.add-device"), 0);
+    r = list(v, "web-1");
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.n_fs + r.n_dev, 0);
+
+    /* The VM shut down between vm.info and the add: CH's 204 is taken as
+     * attached, with the id cocoon chose (none for a device: an error). */
+    assert_int_equal(eng_call_sync(sock, "PUT", "/chsim/vminfo-override", running, 2000, NULL,
+                                   NULL, NULL, err, sizeof(err)), 0);
     r = fs_attach(v, "web-1", vfs_path(v, "a.sock"), "data");
     assert_int_equal(r.err, 0);
     assert_string_equal(r.id, "cocoon-fs-data");
     assert_false(r.has_bdf);
     assert_int_equal(r.status, 204);
-    /* by id prefix too; a 204 without an id for a device is the §5 error */
-    {
-        char pfx[8];
-        char b1[64], b2[64];
+    memcpy(pfx, a.id, 5);
+    pfx[5] = '\0';
+    r = dev_attach(v, pfx, b1, NULL);
+    assert_int_equal(r.err, -EBADMSG);
+    assert_string_equal(r.errstr, "vm.add-device: empty response body and no fallback id "
+                                  "(CH returned no PciDeviceInfo)");
+    r = dev_attach(v, pfx, b2, "nic0");
+    assert_int_equal(r.err, 0);
+    assert_string_equal(r.id, "nic0");
 
-        pci_dirs(b1, b2);
-        memcpy(pfx, a.id, 5);
-        pfx[5] = '\0';
-        r = dev_attach(v, pfx, b1, NULL);
-        assert_int_equal(r.err, -EBADMSG);
-        assert_string_equal(r.errstr, "vm.add-device: empty response body and no fallback id "
-                                      "(CH returned no PciDeviceInfo)");
-        r = dev_attach(v, pfx, b2, "nic0");
-        assert_int_equal(r.err, 0);
-        assert_string_equal(r.id, "nic0");
-    }
+    /* A booted VM shut down by someone else is refused the same way. */
+    pid2 = start_recorded(v, "web-2", true, &b, run_dir);
+    snprintf(sock, sizeof(sock), "%s/api.sock", run_dir);
+    assert_int_equal(eng_call_sync(sock, "PUT", "/api/v1/vm.shutdown", NULL, 2000, NULL, NULL,
+                                   NULL, err, sizeof(err)), 0);
+    r = fs_attach(v, "web-2", vfs_path(v, "a.sock"), "data");
+    assert_int_equal(r.err, -EHOSTDOWN);
+    snprintf(want, sizeof(want), "vm %s is created: VM not running", b.id);
+    assert_string_equal(r.errstr, want);
+    assert_int_equal(sup_chsim_count(sock, "vm.add-fs"), 0);
     close(lfd);
     sup_kill(pid);
+    sup_kill(pid2);
     env_free(v);
 }
 
@@ -2093,7 +2124,7 @@ int main(void)
         cmocka_unit_test(test_device_eject_pending),
         cmocka_unit_test(test_list_non_pci),
         cmocka_unit_test(test_error_rendering),
-        cmocka_unit_test(test_recorded_created_vm_204),
+        cmocka_unit_test(test_recorded_not_booted),
         cmocka_unit_test(test_recorded_gate),
         cmocka_unit_test(test_direct_not_running),
         cmocka_unit_test(test_direct_no_vm),
