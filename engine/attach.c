@@ -156,7 +156,7 @@ static bool op_decode_info(struct eng_op *op, const httpc_response *r, json_vm_i
 
 /* CH answers vm.info on a VMM without a VM with 404 (v53 on) or with 500
  * and "VM is not created" in the body (v46). */
-static bool info_no_vm(const httpc_response *r)
+bool eng_info_no_vm(const httpc_response *r)
 {
     static const char novm[] = "VM is not created";
 
@@ -189,7 +189,7 @@ static bool op_not_running(struct eng_op *op, const httpc_response *r, json_vm_i
                                                                       : vi->state[i]);
         st[i] = '\0';
         json_vm_info_fini(vi);
-    } else if (info_no_vm(r)) {
+    } else if (eng_info_no_vm(r)) {
         snprintf(st, sizeof(st), "not created");
     } else {
         return false;

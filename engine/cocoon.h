@@ -146,8 +146,10 @@ typedef struct cocoon_vm_opts {
 } cocoon_vm_opts;
 
 /* Starts the VMM of a recorded VM in its own session with a pidfile and
- * waits for its API (10 s): Cloud Hypervisor must answer vmm.ping and,
- * with a kernel, report Running; Firecracker is configured and started
+ * waits for its API (10 s): Cloud Hypervisor must answer vmm.ping and
+ * report a booted VM, state Running (it boots one only when given a
+ * payload: without a kernel it has no VM, -EHOSTDOWN with a message
+ * saying so); Firecracker is configured and started
  * through its pre-boot calls.  The record ends running (binary,
  * started_at) and r->pid is set; on failure the VMM is killed, the record
  * ends in state error and errstr carries the tail of the VMM log.  The

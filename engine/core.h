@@ -179,6 +179,8 @@ struct eng_vm *eng_vm_get(cocoon_engine *e, const char *key, const store_vm *rec
 void eng_vm_table_remove(cocoon_engine *e, struct eng_vm *vm);
 void eng_vm_free(struct eng_vm *vm);
 const char *eng_vm_sock(const struct eng_vm *vm);
+/* True when a vm.info reply says the VMM has no VM at all. */
+bool eng_info_no_vm(const httpc_response *r);
 /* Sends endpoint ep of the VM's backend on its connection, the path with
  * id appended when the row is a prefix (id may be NULL), with timeout_ms
  * (0: the engine's).  The reply goes to the running op's step.  0 or

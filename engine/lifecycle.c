@@ -225,7 +225,9 @@ static void lc_after_ping(struct eng_op *op, const httpc_response *r)
     lc_arm(op, lc_ping_cb, LC_POLL_S);
 }
 
-/* CH with a kernel must report Running once its API is up. */
+/* Once its API is up, CH must report a booted VM: it creates and boots one
+ * only when given a payload, and a VMM without one would be recorded as
+ * running with nothing to attach to. */
 static void lc_after_info(struct eng_op *op, const httpc_response *r)
 {
     const backend_endpoint *row = backend_endpoint_of(op->vm->ops, BACKEND_EP_INFO);
@@ -237,6 +239,14 @@ static void lc_after_info(struct eng_op *op, const httpc_response *r)
         lc_start_fail(op, r->err, r->errstr);
         return;
     }
+    if (eng_info_no_vm(r)) {
+        lc_start_fail(op, -EHOSTDOWN,
+                      op->vm->rec->config.kernel
+                          ? "the VMM is up but has no VM (vm.info: VM is not created)"
+                          : "the VMM is up but has no VM: Cloud Hypervisor boots one only "
+                            "when given a payload; create the VM with --kernel");
+        return;
+    }
     if (!backend_endpoint_ok(row, r->status)) {
         eng_status_errf(tmp, sizeof(tmp), "", row->method, row->path, r->status, r->body,
                         r->body_len);
@@ -245,8 +255,9 @@ static void lc_after_info(struct eng_op *op, const httpc_response *r)
     }
     memset(&vi, 0, sizeof(vi));
     rc = json_vm_info_decode(r->body, r->body_len, &vi, tmp, sizeof(tmp));
-    if (!rc && op->vm->rec->config.kernel && strcmp(vi.state, "Running") != 0)
-        rc = base_errf(tmp, sizeof(tmp), -EPROTO, "vm.info reports state %s, expected Running",
+    if (!rc && strcmp(vi.state, "Running") != 0)
+        rc = base_errf(tmp, sizeof(tmp), -EHOSTDOWN,
+                      "vm.info reports state %s, expected Running: the VM did not boot",
                       vi.state);
     json_vm_info_fini(&vi);
     if (rc) {
