@@ -167,16 +167,19 @@ int cli_vm_create(cli_ctx *c)
     return CLI_EXIT_OK;
 }
 
-/* The --ch-binary/--fc-binary flag of vm's backend, else its environment
- * variable, else the default name; commands without the flag read it as
- * not given. */
+/* The --ch-binary/--fc-binary flag of vm's backend, else the binary the
+ * record names (the one it was last started with), else the backend's
+ * environment variable, else the default name; commands without the flag
+ * read it as not given. */
 static const char *vmm_binary(const cli_ctx *c, const store_vm *vm)
 {
-    if (strcmp(vm->backend, STORE_BACKEND_FC) == 0)
-        return launch_pick_binary(cli_flag_str(c, "fc-binary"), "COCOON_FC_BINARY",
-                                  LAUNCH_DEFAULT_FC);
-    return launch_pick_binary(cli_flag_str(c, "ch-binary"), "COCOON_CH_BINARY",
-                              LAUNCH_DEFAULT_CH);
+    bool fc = strcmp(vm->backend, STORE_BACKEND_FC) == 0;
+    const char *flag = cli_flag_str(c, fc ? "fc-binary" : "ch-binary");
+
+    if ((!flag || !*flag) && vm->binary && *vm->binary)
+        return vm->binary;
+    return fc ? launch_pick_binary(flag, "COCOON_FC_BINARY", LAUNCH_DEFAULT_FC)
+              : launch_pick_binary(flag, "COCOON_CH_BINARY", LAUNCH_DEFAULT_CH);
 }
 
 typedef int vm_fn(const cli_ctx *c, store_vm *vm);

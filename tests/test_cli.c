@@ -720,6 +720,47 @@ static void test_not_running(void **state)
     free(id);
 }
 
+/* Like CH, a VMM started without a payload has no VM: vm run must fail
+ * with a clear error, not record a running VM.  vm start without
+ * --ch-binary runs the binary the record names. */
+static void test_run_needs_a_booted_vm(void **state)
+{
+    char *out = NULL, *err = NULL, *id;
+    int rc;
+
+    (void)state;
+    rc = cli(&out, &err, "vm", "run", "--name", "bare", "--shared-memory", "--ch-binary",
+             g_chsim, (char *)NULL);
+    assert_int_equal(rc, 1);
+    id = vm_id("bare");
+    if (!strstr(err, ": the VMM is up but has no VM: Cloud Hypervisor boots one only when "
+                     "given a payload; create the VM with --kernel"))
+        fail_msg("stderr %s", err);
+    assert_null(strstr(out, "running"));
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "inspect", "bare", (char *)NULL), 0);
+    assert_non_null(strstr(out, "\"state\": \"error\""));
+    free(out);
+    free(err);
+    free(id);
+
+    vm_run("again");
+    assert_int_equal(cli(&out, &err, "vm", "stop", "again", (char *)NULL), 0);
+    free(out);
+    free(err);
+    unsetenv("COCOON_CH_BINARY");
+    rc = cli(&out, &err, "vm", "start", "again", (char *)NULL);
+    if (rc != 0)
+        fail_msg("vm start without --ch-binary: %s", err);
+    assert_non_null(strstr(out, "again: running"));
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "stop", "again", (char *)NULL), 0);
+    free(out);
+    free(err);
+}
+
 static void test_firecracker_unsupported(void **state)
 {
     char *out = NULL, *err = NULL, *wrap = root_path("bin/firecracker"), *bindir = root_path("bin");
@@ -1947,6 +1988,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_attach_list_detach, setup, teardown),
         cmocka_unit_test_setup_teardown(test_real_virtiofsd, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_needs_a_booted_vm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_firecracker_unsupported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_partial_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_templates_and_multi, setup, teardown),
