@@ -43,10 +43,12 @@ static const cli_flag version_flag[] = {
 
 #define BINARY_FLAGS \
     { "ch-binary", 0, CLI_FLAG_STR, "PATH", NULL, \
-      "Cloud Hypervisor binary (default $COCOON_CH_BINARY, else cloud-hypervisor from PATH)", \
+      "Cloud Hypervisor binary (default: the one the VM last ran, else $COCOON_CH_BINARY, " \
+      "else cloud-hypervisor from PATH)", \
       false, NULL }, \
     { "fc-binary", 0, CLI_FLAG_STR, "PATH", NULL, \
-      "Firecracker binary (default $COCOON_FC_BINARY, else firecracker from PATH)", false, NULL }
+      "Firecracker binary (default: the one the VM last ran, else $COCOON_FC_BINARY, else " \
+      "firecracker from PATH)", false, NULL }
 
 #define PARALLEL_FLAG \
     { "parallel", 0, CLI_FLAG_STR, "N", "256", "VMs with an operation in flight at once", false, \
