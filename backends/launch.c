@@ -19,6 +19,7 @@
 #include <yajl/yajl_gen.h>
 
 #include "backends/gate.h"
+#include "backends/safefile.h"
 #include "http/base.h"
 
 #define MIB (1024ull * 1024ull)
@@ -303,7 +304,7 @@ int launch_record_save(const char *root, store_vm *vm, char *err, size_t errlen)
 /* The last bytes of the VMM log, one line, for error messages. */
 void launch_log_tail(const char *path, char *out, size_t outlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = safefile_open(path, O_RDONLY, 0, NULL, 0);
     off_t end;
     ssize_t n;
     size_t want = outlen - 1 < LAUNCH_LOG_TAIL ? outlen - 1 : LAUNCH_LOG_TAIL;

@@ -247,21 +247,60 @@ int safefile_pidfile_write(const char *path, pid_t pid, char *err, size_t errlen
     return rc;
 }
 
+/* Who may have written what st describes: this user or root. */
+static bool safefile_trusted_owner(const struct stat *st)
+{
+    return st->st_uid == geteuid() || st->st_uid == 0;
+}
+
+int safefile_open(const char *path, int flags, mode_t mode, char *err, size_t errlen)
+{
+    struct stat st, dst;
+    char *dir;
+    int fd = open(path, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, mode);
+    if (fd < 0) {
+        int e = errno;
+        return base_errf(err, errlen, -e, "open %s: %s", path, strerror(e));
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return base_errf(err, errlen, -EINVAL, "open %s: not a regular file", path);
+    }
+    if (!safefile_trusted_owner(&st)) {
+        close(fd);
+        return base_errf(err, errlen, -EPERM, "open %s: owned by uid %u, not this user or root",
+                         path, (unsigned)st.st_uid);
+    }
+    /* Another user who can write the directory can swap the file for one
+     * of their own between two reads: the place must be trusted too.  A
+     * sticky directory (like /tmp) lets nobody replace another's file. */
+    dir = strdup(path);
+    if (!dir) {
+        close(fd);
+        return base_errf(err, errlen, -ENOMEM, "out of memory");
+    }
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    int rc = stat(slash ? dir : ".", &dst);
+    free(dir);
+    if (rc < 0 || !safefile_trusted_owner(&dst) ||
+        ((dst.st_mode & (S_IWGRP | S_IWOTH)) && !(dst.st_mode & S_ISVTX))) {
+        close(fd);
+        return base_errf(err, errlen, -EPERM, "open %s: directory writable by other users",
+                         path);
+    }
+    return fd;
+}
+
 int safefile_pidfile_read(const char *path, pid_t *pid, char *err, size_t errlen)
 {
     char buf[SAFEFILE_PIDFILE_MAX + 1];
     char q[2 * SAFEFILE_PIDFILE_MAX + 8];
     size_t len = 0;
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        int e = errno;
-        return base_errf(err, errlen, -e, "open %s: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return base_errf(err, errlen, -EINVAL, "open %s: not a regular file", path);
-    }
+    int fd = safefile_open(path, O_RDONLY, 0, err, errlen);
+    if (fd < 0)
+        return fd;
     for (;;) {
         ssize_t r = read(fd, buf + len, sizeof buf - len);
         if (r < 0) {

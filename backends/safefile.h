@@ -34,6 +34,16 @@ int safefile_replace_at(int dirfd, const char *dir, const char *name, const char
 int safefile_read_fd(int fd, const char *path, size_t max, char **out, size_t *out_len,
                      char *err, size_t errlen);
 
+/* Opens a state file (a store, lock, pid or log file) that only this user
+ * or root may have written: open(path, flags | O_NOFOLLOW | O_NONBLOCK |
+ * O_CLOEXEC, mode), then refuses what is not a regular file (a FIFO would
+ * hang every reader: -EINVAL "open <path>: not a regular file"), a file
+ * owned by another uid, or one whose directory another user can write
+ * (-EPERM "open <path>: owned by uid N, not this user or root",
+ * "open <path>: directory writable by other users").  Returns the
+ * descriptor, or -errno with err ("open <path>: <strerror>"). */
+int safefile_open(const char *path, int flags, mode_t mode, char *err, size_t errlen);
+
 /* Pidfile "<pid>\n", mode 0600, created with O_EXCL|O_NOFOLLOW via a temp
  * file and rename inside the directory opened without following links. */
 int safefile_pidfile_write(const char *path, pid_t pid, char *err, size_t errlen);

@@ -49,6 +49,8 @@ struct socktab {
     size_t n_want;
     struct socktab_id *ids;      /* wanted, sock_diag: sorted by (ino, dev) */
     size_t n_ids;
+    uint64_t last_path;          /* text table: file offset + 1 of the latest
+                                    path start; 0: none yet */
 };
 
 /* A listener is one socket however its path is spelled: through a
@@ -167,20 +169,31 @@ static const char *socktab_skip(const char *p, const char *end)
     return p;
 }
 
+/* The longest path a socket can be bound to (sun_path, no NUL). */
+#define SOCKTAB_PATH_MAX 108
+
 /* One line: "Num: RefCount Protocol Flags Type St Inode Path".  The kernel
  * prints "%pK: %08X %08X %08X %04X %02X %5lu" and then " <path>", so past
  * the colon the flags sit at a fixed offset; a line of another shape goes
  * through the field-by-field reading.  The path is everything after the
- * seventh field, so a path with spaces survives. */
-static int socktab_line(socktab *s, const char *p, const char *end)
+ * seventh field, so a path with spaces survives.
+ *
+ * The kernel prints a path's bytes raw, newlines included: a socket bound
+ * to "x\n<a whole row>" forges a row.  Such a row ends at most
+ * SOCKTAB_PATH_MAX bytes after the start of the path it hides in, so a
+ * listening row that ends that close to the previous path start is not
+ * believed.  off is the file offset of p. */
+static int socktab_line(socktab *s, const char *p, const char *end, uint64_t off)
 {
     static const char listening[] = "00010000";
     const char *c = memchr(p, ':', (size_t)(end - p) < 40 ? (size_t)(end - p) : 40);
+    const char *line = p;
+    uint64_t prev = s->last_path;
+    bool listen;
 
     if (c && end - c > 38 && c[1] == ' ' && c[10] == ' ' && c[19] == ' ' &&
         c[28] == ' ' && c[33] == ' ' && c[36] == ' ') {
-        if (memcmp(c + 20, listening, 8) != 0)
-            return 0;
+        listen = memcmp(c + 20, listening, 8) == 0;
         p = c + 37;
         while (p < end && *p == ' ')
             p++;
@@ -189,12 +202,15 @@ static int socktab_line(socktab *s, const char *p, const char *end)
         if (p < end && *p != ' ')
             return 0;
     } else {
+        /* Another shape: its path could start anywhere in it. */
+        s->last_path = off + 1;
         while (p < end && *p == ' ')
             p++;
         for (int f = 0; f < 3; f++)
             p = socktab_skip(p, end);
         if (end - p < 9 || memcmp(p, listening, 8) != 0 || p[8] != ' ')
             return 0;
+        listen = true;
         for (int f = 3; f < 6; f++)
             p = socktab_skip(p, end);
         while (p < end && *p != ' ')
@@ -202,9 +218,15 @@ static int socktab_line(socktab *s, const char *p, const char *end)
     }
     while (p < end && *p == ' ')
         p++;
+    if (p < end)
+        s->last_path = off + (uint64_t)(p - line) + 1;
+    if (!listen)
+        return 0;
     while (end > p && end[-1] == '\r')
         end--;
     if (p == end || *p == '@')
+        return 0;
+    if (prev && off + (uint64_t)(end - line) + 1 - prev <= SOCKTAB_PATH_MAX)
         return 0;
     return socktab_mark(s, p, (size_t)(end - p));
 }
@@ -213,11 +235,13 @@ static int socktab_scan(socktab *s, int fd)
 {
     char *io = malloc(SOCKTAB_IOBUF);
     size_t have = 0;
+    uint64_t base = 0;          /* file offset of io[0] */
     bool header = true, skipping = false;
     int rc = 0;
 
     if (!io)
         return -ENOMEM;
+    s->last_path = 0;
     for (;;) {
         ssize_t n = read(fd, io + have, SOCKTAB_IOBUF - have);
         const char *p = io, *end, *nl;
@@ -230,14 +254,14 @@ static int socktab_scan(socktab *s, int fd)
         }
         end = io + have + n;
         if (n == 0 && have && !skipping && !header)
-            rc = socktab_line(s, io, end);      /* no final newline */
+            rc = socktab_line(s, io, end, base);        /* no final newline */
         if (n == 0)
             break;
         while (!rc && (nl = memchr(p, '\n', (size_t)(end - p)))) {
             if (header || skipping)
                 header = skipping = false;
             else
-                rc = socktab_line(s, p, nl);
+                rc = socktab_line(s, p, nl, base + (uint64_t)(p - io));
             p = nl + 1;
         }
         if (rc)
@@ -249,6 +273,7 @@ static int socktab_scan(socktab *s, int fd)
             have = 0;
             skipping = true;
         }
+        base += (uint64_t)(end - io) - have;
         memmove(io, p, have);
     }
     free(io);

@@ -306,11 +306,9 @@ static int store_paths_init(store_paths *p, const char *root, const char *backen
 
 static int store_lock(const char *path, int flags, int op, char *err, size_t errlen)
 {
-    int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int e = errno;
-        return base_errf(err, errlen, -e, "open %s: %s", path, strerror(e));
-    }
+    int fd = safefile_open(path, flags, 0600, err, errlen);
+    if (fd < 0)
+        return fd;
     while (flock(fd, op) < 0) {
         int e = errno;
         if (e == EINTR)
@@ -368,13 +366,11 @@ static int store_read_db(const store_paths *p, const char *backend, store_db *db
     char detail[BASE_ERRSTR_MAX];
     memset(db, 0, sizeof *db);
     db->backend = store_backend_static(backend);
-    int fd = open(p->file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        if (e == ENOENT)
-            return 0;
-        return base_errf(err, errlen, -e, "open %s: %s", p->file, strerror(e));
-    }
+    int fd = safefile_open(p->file, O_RDONLY, 0, err, errlen);
+    if (fd == -ENOENT)
+        return 0;
+    if (fd < 0)
+        return fd;
     char *buf = NULL;
     size_t len = 0;
     int rc = safefile_read_fd(fd, p->file, STORE_MAX_FILE, &buf, &len, err, errlen);

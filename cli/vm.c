@@ -540,17 +540,23 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
 }
 
-/* Only trees under <root>/run/ are ours to delete: a hand-edited record
- * must not turn `vm rm` into a recursive delete of anything else. */
-static int rm_tree(const char *root, const char *path)
+/* Only trees strictly inside <root>/run/<backend>/ are ours to delete: a
+ * hand-edited record must not turn `vm rm` into a recursive delete of
+ * anything else.  The test is on canonical paths, so "..", "//" and
+ * symlinks cannot walk a path out of the run tree (nor name the tree
+ * itself).  Returns 0 (also when there is nothing to delete) or -errno. */
+static int rm_tree(const char *root, const char *backend, const char *path)
 {
-    char prefix[PATH_MAX];
-    int n = snprintf(prefix, sizeof(prefix), "%s/run/", root);
+    char tree[PATH_MAX], rtree[PATH_MAX], rpath[PATH_MAX];
+    size_t n;
 
-    if (!path || n < 0 || (size_t)n >= sizeof(prefix) || strncmp(path, prefix, (size_t)n) != 0 ||
-        strstr(path, "/../") || strlen(path) <= (size_t)n)
+    if (!path || snprintf(tree, sizeof(tree), "%s/run/%s", root, backend) >= (int)sizeof(tree) ||
+        !realpath(tree, rtree) || !realpath(path, rpath))
         return 0;
-    if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
+    n = strlen(rtree);
+    if (strncmp(rpath, rtree, n) != 0 || rpath[n] != '/' || !rpath[n + 1])
+        return 0;
+    if (nftw(rpath, rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
         return -errno;
     return 0;
 }
@@ -567,6 +573,7 @@ static int remove_cb(store_db *db, void *priv, char *err, size_t errlen)
 static int rm_one(const cli_ctx *c, store_vm *vm)
 {
     char err[BASE_ERRSTR_MAX];
+    int rc;
 
     if (vm->state == STORE_RUNNING &&
         gate_check(vm, cli_default_ch_binary(), NULL, err, sizeof(err)) == 0) {
@@ -580,9 +587,10 @@ static int rm_one(const cli_ctx *c, store_vm *vm)
         return cli_error("%s", err);
     store_vm_lock_remove(c->root, vm->backend, vm->id);
     if (vm->log_dir && (!vm->run_dir || strcmp(vm->log_dir, vm->run_dir) != 0))
-        rm_tree(c->root, vm->log_dir);
-    if (rm_tree(c->root, vm->run_dir) < 0)
-        cli_printf(stderr, "Warning: remove %s: %s\n", vm->run_dir, strerror(errno));
+        rm_tree(c->root, vm->backend, vm->log_dir);
+    rc = rm_tree(c->root, vm->backend, vm->run_dir);
+    if (rc < 0)
+        cli_printf(stderr, "Warning: remove %s: %s\n", vm->run_dir, strerror(-rc));
     if (c->json) {
         yajl_gen g = cli_gen_new(false);
 

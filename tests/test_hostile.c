@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "backends/socktab.h"
 #include "tests/support/support.h"
 
 #define MAX_ARGS 64
@@ -342,12 +343,204 @@ static void test_vmm_strings_escaped(void **state)
     free(vfs);
 }
 
+/* ---- state files that are not what they claim ---- */
+
+/* A short-lived cocoon for commands that must not hang: 20 s. */
+static int cli_quick(char **out, char **err, ...)
+{
+    char *argv[MAX_ARGS];
+    va_list ap;
+    int rc;
+
+    va_start(ap, err);
+    build_argv(argv, ap);
+    va_end(ap);
+    rc = sup_run(argv, NULL, out, err, 20000);
+    if (getenv("SUP_VERBOSE"))
+        fprintf(stderr, "[cocoon rc=%d]\nstdout: %s\nstderr: %s\n", rc, *out, *err);
+    return rc;
+}
+
+static char *db_path(const char *file)
+{
+    return sup_asprintf("%s/cloudhypervisor/db/%s", g_root, file);
+}
+
+static void create_vm(const char *name)
+{
+    char *out = NULL, *err = NULL;
+
+    assert_int_equal(cli_quick(&out, &err, "vm", "create", "--name", name, (char *)NULL), 0);
+    free(out);
+    free(err);
+}
+
+/* A FIFO at vms.json or at the lock file would block every reader in
+ * open() or read(): state files are opened non-blocking and must be
+ * regular files. */
+static void test_fifo_state_files(void **state)
+{
+    const char *files[] = { "vms.json", "vms.lock" };
+    char *out = NULL, *err = NULL;
+
+    (void)state;
+    create_vm("f1");
+    for (size_t i = 0; i < 2; i++) {
+        char *p = db_path(files[i]), *want = sup_asprintf("open %s: not a regular file", p);
+        char *saved = sup_asprintf("%s.saved", p);
+
+        assert_int_equal(rename(p, saved), 0);
+        assert_int_equal(mkfifo(p, 0600), 0);
+        assert_int_equal(cli_quick(&out, &err, "vm", "list", (char *)NULL), 1);
+        assert_non_null(strstr(err, want));
+        free(out);
+        free(err);
+        unlink(p);
+        assert_int_equal(rename(saved, p), 0);
+        free(p);
+        free(want);
+        free(saved);
+    }
+}
+
+/* Root trusts no state another user could have written: a vms.json owned
+ * by another uid, or in a directory others can write, is refused. */
+static void test_foreign_state_refused(void **state)
+{
+    char *out = NULL, *err = NULL, *p = db_path("vms.json"), *dir = db_path("");
+
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    create_vm("f2");
+    assert_int_equal(chown(p, 65534, 65534), 0);
+    assert_int_equal(cli_quick(&out, &err, "vm", "list", (char *)NULL), 1);
+    assert_non_null(strstr(err, "owned by uid 65534, not this user or root"));
+    free(out);
+    free(err);
+    assert_int_equal(chown(p, 0, 0), 0);
+    assert_int_equal(chmod(dir, 0777), 0);
+    assert_int_equal(cli_quick(&out, &err, "vm", "inspect", "f2", (char *)NULL), 1);
+    assert_non_null(strstr(err, "directory writable by other users"));
+    free(out);
+    free(err);
+    assert_int_equal(chmod(dir, 0700), 0);
+    assert_int_equal(cli_quick(&out, &err, "vm", "inspect", "f2", (char *)NULL), 0);
+    free(out);
+    free(err);
+    free(p);
+    free(dir);
+}
+
+/* Replaces the first occurrence of from by to in the file at path. */
+static void edit_file(const char *path, const char *from, const char *to)
+{
+    FILE *f = fopen(path, "r");
+    char buf[65536], *hit, *out;
+    size_t n;
+
+    assert_non_null(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    hit = strstr(buf, from);
+    assert_non_null(hit);
+    *hit = '\0';
+    out = sup_asprintf("%s%s%s", buf, to, hit + strlen(from));
+    write_file(path, out);
+    free(out);
+}
+
+/* vm rm deletes a record's run dir only when its canonical path is
+ * strictly inside <root>/run/<backend>/: "<root>/run/.." is the root. */
+static void test_rm_run_dir_guard(void **state)
+{
+    static const char *const evil[] = { "/run/..", "/run/cloudhypervisor/.", "//run/",
+                                        "/run/cloudhypervisor/x/../.." };
+    char *out = NULL, *err = NULL, *p = db_path("vms.json"), *keep = root_path("keep");
+    struct stat st;
+
+    (void)state;
+    write_file(keep, "precious\n");
+    /* The run tree as a started VM leaves it. */
+    for (const char *d = "run"; d; d = strcmp(d, "run") == 0 ? "run/cloudhypervisor" :
+                                   strcmp(d, "run/cloudhypervisor") == 0 ?
+                                   "run/cloudhypervisor/x" : NULL) {
+        char *dp = root_path(d);
+
+        assert_int_equal(mkdir(dp, 0700), 0);
+        free(dp);
+    }
+    for (size_t i = 0; i < sizeof(evil) / sizeof(evil[0]); i++) {
+        char *rd, *from, *to;
+
+        create_vm("r1");
+        rd = sup_asprintf("%s%s", g_root, evil[i]);
+        from = sup_asprintf("\"run_dir\": \"%s/run/cloudhypervisor/", g_root);
+        to = sup_asprintf("\"run_dir\": \"%s\", \"x\": \"", rd);
+        edit_file(p, from, to);
+        assert_int_equal(cli_quick(&out, &err, "vm", "rm", "r1", (char *)NULL), 0);
+        free(out);
+        free(err);
+        assert_int_equal(stat(keep, &st), 0);
+        assert_int_equal(stat(p, &st), 0);
+        free(rd);
+        free(from);
+        free(to);
+    }
+    free(p);
+    free(keep);
+}
+
+/* A socket bound to "f\n<row>" makes /proc/net/unix show a row of its
+ * choosing: here, that an unrelated socket file listens. */
+static void test_forged_socket_row(void **state)
+{
+    char *victim = root_path("v"), *row, cwd[4096];
+    socktab *t;
+    int vfd, ffd;
+
+    (void)state;
+    vfd = sup_unix_bind(victim, false);         /* a socket file, not listening */
+    row = sup_asprintf("f\n0000000000000000: 00000002 00000000 00010000 0001 01 99999 %s", victim);
+    assert_true(strlen(row) < 108);
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(g_root), 0);
+    /* The row names an absolute path: its slashes are directories the
+     * forger makes under its own. */
+    for (char *sl = strchr(row, '/'); sl; sl = strchr(sl + 1, '/')) {
+        *sl = '\0';
+        assert_true(mkdir(row, 0700) == 0 || errno == EEXIST);
+        *sl = '/';
+    }
+    ffd = sup_unix_bind(row, true);
+    assert_int_equal(chdir(cwd), 0);
+    t = socktab_load_wanted(NULL, (const char *const[]){ victim }, 1);
+    assert_non_null(t);
+    assert_false(socktab_has(t, victim));
+    socktab_free(t);
+    /* A real listener is still seen. */
+    assert_int_equal(listen(vfd, 1), 0);
+    t = socktab_load_wanted(NULL, (const char *const[]){ victim }, 1);
+    assert_non_null(t);
+    assert_true(socktab_has(t, victim));
+    socktab_free(t);
+    close(vfd);
+    close(ffd);
+    free(victim);
+    free(row);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_plan_wait_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_result_write_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmm_strings_escaped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_state_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_state_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rm_run_dir_guard, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forged_socket_row, setup, teardown),
     };
     int rc;
 
