@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "backends/socktab.h"
-#include "engine/cocoon.h"
+#include "backends/spec.h"
 #include "json/ch.h"
 
 /* Every API call cocoon makes, by meaning.  A backend's endpoint table has
@@ -61,7 +61,7 @@ struct backend_ops {
      * shareable (vhost-user needs it), neither the tag nor the id is in
      * use, and no device with the id is still waiting for the guest to
      * eject it.  id is the device id to be used ("cocoon-fs-<tag>"). */
-    int (*fs_attach_check)(const json_vm_info *vi, const cocoon_fs_spec *spec,
+    int (*fs_attach_check)(const json_vm_info *vi, const spec_fs *spec,
                            const char *id, char *err, size_t errlen);
     /* fs detach: the VM is not paused, then the id of the first fs entry
      * with tag, borrowed from vi. */
@@ -113,10 +113,5 @@ const json_device *ch_device_by_path(const json_vm_info *vi, const char *path);
 int ch_socket_check(const char *path, const socktab *listeners,
                     char *err, size_t errlen);
 
-/* Listing of a decoded vm.info: fs entries and devices with host BDFs.
- * Entries borrow from vi; the two arrays are owned (free with
- * ch_listing_fini).  -ENOMEM. */
-int ch_listing_build(const json_vm_info *vi, cocoon_listing *l);
-void ch_listing_fini(cocoon_listing *l);
 
 #endif

@@ -81,7 +81,7 @@ const json_device *ch_device_by_path(const json_vm_info *vi, const char *path)
     return NULL;
 }
 
-static int ch_fs_attach_check(const json_vm_info *vi, const cocoon_fs_spec *spec,
+static int ch_fs_attach_check(const json_vm_info *vi, const spec_fs *spec,
                               const char *id, char *err, size_t errlen)
 {
     char q[QMAX];
@@ -209,42 +209,6 @@ int ch_socket_check(const char *path, const socktab *listeners,
                          "exited or already serves a VM; start a new virtiofsd)",
                          path);
     return 0;
-}
-
-int ch_listing_build(const json_vm_info *vi, cocoon_listing *l)
-{
-    cocoon_fs_entry *fs = NULL;
-    cocoon_device_entry *dev = NULL;
-
-    memset(l, 0, sizeof(*l));
-    if (vi->n_fs && !(fs = calloc(vi->n_fs, sizeof(*fs))))
-        return -ENOMEM;
-    if (vi->n_devices && !(dev = calloc(vi->n_devices, sizeof(*dev)))) {
-        free(fs);
-        return -ENOMEM;
-    }
-    for (size_t i = 0; i < vi->n_fs; i++) {
-        fs[i].id = vi->fs[i].id;
-        fs[i].tag = vi->fs[i].tag;
-        fs[i].socket = vi->fs[i].socket;
-    }
-    for (size_t i = 0; i < vi->n_devices; i++) {
-        dev[i].id = vi->devices[i].id;
-        /* Never echo a non-PCI path as a BDF. */
-        dev[i].bdf = vi->devices[i].path ? spec_bdf_from_path(vi->devices[i].path) : NULL;
-    }
-    l->fs = fs;
-    l->n_fs = vi->n_fs;
-    l->devices = dev;
-    l->n_devices = vi->n_devices;
-    return 0;
-}
-
-void ch_listing_fini(cocoon_listing *l)
-{
-    free((void *)l->fs);
-    free((void *)l->devices);
-    memset(l, 0, sizeof(*l));
 }
 
 /* Only the pings may be repeated: every other call changes the VM, and

@@ -70,7 +70,7 @@ static bool bdf_full(const char *s, size_t len)
     return len == 12 && hex_run(s, 4) && s[4] == ':' && bdf_short(s + 5, 7);
 }
 
-int spec_fs_normalize(cocoon_fs_spec *spec, char *err, size_t errlen)
+int spec_fs_normalize(spec_fs *spec, char *err, size_t errlen)
 {
     char q[QUOTE_MAX];
     size_t socklen;
@@ -107,7 +107,7 @@ int spec_fs_normalize(cocoon_fs_spec *spec, char *err, size_t errlen)
     return 0;
 }
 
-int spec_vfio_normalize(const cocoon_vfio_spec *spec, char out[SPEC_PCI_PATH_MAX],
+int spec_vfio_normalize(const spec_vfio *spec, char out[SPEC_PCI_PATH_MAX],
                         char *err, size_t errlen)
 {
     char q[QUOTE_MAX];

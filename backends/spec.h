@@ -5,7 +5,20 @@
 #define COCOON_BACKENDS_SPEC_H
 
 #include <stddef.h>
-#include "engine/cocoon.h"
+
+/* An fs share; strings borrowed. */
+typedef struct spec_fs {
+    const char *socket;         /* absolute path of virtiofsd's socket */
+    const char *tag;            /* guest mount tag */
+    int num_queues;             /* 0: 1 */
+    int queue_size;             /* 0: 1024 */
+} spec_fs;
+
+/* A VFIO device; strings borrowed. */
+typedef struct spec_vfio {
+    const char *pci;            /* BDF (01:00.0, 0000:01:00.0) or sysfs path */
+    const char *id;             /* optional device id; NULL or "" */
+} spec_vfio;
 
 /* "/sys/bus/pci/devices/dddd:bb:dd.f" plus NUL */
 #define SPEC_PCI_PATH_MAX 64
@@ -19,7 +32,7 @@
  * max 107)").  Then applies the defaults for 0 (num_queues 1, queue_size
  * 1024) in place.  Strings stay borrowed.  Returns 0 or -EINVAL with the
  * text in err (%q: the value in double quotes, `"` and `\` escaped). */
-int spec_fs_normalize(cocoon_fs_spec *spec, char *err, size_t errlen);
+int spec_fs_normalize(spec_fs *spec, char *err, size_t errlen);
 
 /* pci empty (before trimming): "pci is required".  A non-empty id must
  * match [A-Za-z0-9][A-Za-z0-9_.-]{0,63} and not start with "cocoon-" (the
@@ -27,7 +40,7 @@ int spec_fs_normalize(cocoon_fs_spec *spec, char *err, size_t errlen);
  * spec->pci is normalized by spec_pci_path into out (SPEC_PCI_PATH_MAX
  * bytes).  Returns 0 or -EINVAL with the text in err.  Does not check that
  * the path exists. */
-int spec_vfio_normalize(const cocoon_vfio_spec *spec, char out[SPEC_PCI_PATH_MAX],
+int spec_vfio_normalize(const spec_vfio *spec, char out[SPEC_PCI_PATH_MAX],
                         char *err, size_t errlen);
 
 /* Normalizes a trimmed PCI reference to "/sys/bus/pci/devices/dddd:bb:dd.f",

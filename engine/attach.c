@@ -205,24 +205,33 @@ static bool op_not_running(struct eng_op *op, const httpc_response *r, json_vm_i
     return true;
 }
 
+/* The listing of a decoded vm.info: fs entries, and devices with their
+ * host BDF (never a non-PCI path echoed as one).  Entries borrow from vi. */
 static void op_list_from(struct eng_op *op, json_vm_info *vi)
 {
     cocoon_engine *e = op->e;
-    cocoon_listing l;
-    int rc = ch_listing_build(vi, &l);
+    size_t n_fs = op->kind == OP_DEV_LIST ? 0 : vi->n_fs;
+    size_t n_dev = op->kind == OP_FS_LIST ? 0 : vi->n_devices;
+    cocoon_fs_entry *fs = calloc(n_fs + 1, sizeof(*fs));
+    cocoon_device_entry *dev = calloc(n_dev + 1, sizeof(*dev));
 
-    if (rc) {
+    if (!fs || !dev) {
+        free(fs);
+        free(dev);
         json_vm_info_fini(vi);
-        base_errf(e->err, sizeof(e->err), rc, "list: out of memory");
-        eng_op_fail(op, rc);
+        base_errf(e->err, sizeof(e->err), -ENOMEM, "list: out of memory");
+        eng_op_fail(op, -ENOMEM);
         return;
     }
-    if (op->kind == OP_FS_LIST)
-        l.n_devices = 0;
-    if (op->kind == OP_DEV_LIST)
-        l.n_fs = 0;
-    eng_op_list_done(op, &l);
-    ch_listing_fini(&l);
+    for (size_t i = 0; i < n_fs; i++)
+        fs[i] = (cocoon_fs_entry){ vi->fs[i].id, vi->fs[i].tag, vi->fs[i].socket };
+    for (size_t i = 0; i < n_dev; i++) {
+        dev[i].id = vi->devices[i].id;
+        dev[i].bdf = vi->devices[i].path ? spec_bdf_from_path(vi->devices[i].path) : NULL;
+    }
+    eng_op_list_done(op, &(cocoon_listing){ fs, n_fs, dev, n_dev });
+    free(fs);
+    free(dev);
     json_vm_info_fini(vi);
 }
 
@@ -231,7 +240,7 @@ static void op_list_from(struct eng_op *op, json_vm_info *vi)
 static void op_fs_attach_from(struct eng_op *op, json_vm_info *vi)
 {
     cocoon_engine *e = op->e;
-    cocoon_fs_spec spec = { op->socket, op->tag, op->num_queues, op->queue_size, 0 };
+    spec_fs spec = { op->socket, op->tag, op->num_queues, op->queue_size };
     int rc = op->vm->ops->fs_attach_check(vi, &spec, op->fs_id, e->err, sizeof(e->err));
 
     json_vm_info_fini(vi);

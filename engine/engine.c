@@ -222,7 +222,7 @@ static int op_finish_submit(cocoon_engine *e, struct eng_op *op, int vrc,
 int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spec,
                      cocoon_done_fn *cb, void *priv)
 {
-    cocoon_fs_spec s;
+    spec_fs s;
     struct eng_op *op;
     const char *out[3];
     char *fs_id = NULL;
@@ -232,7 +232,7 @@ int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spe
         return rc;
     if (!vm || !spec || !cb)
         return -EINVAL;
-    s = *spec;
+    s = (spec_fs){ spec->socket, spec->tag, spec->num_queues, spec->queue_size };
     vrc = spec_fs_normalize(&s, e->err, sizeof(e->err));
     if (!vrc) {
         size_t tl = strlen(s.tag);
@@ -311,7 +311,8 @@ int cocoon_device_attach(cocoon_engine *e, const char *vm, const cocoon_vfio_spe
         return rc;
     if (!vm || !spec || !cb)
         return -EINVAL;
-    vrc = spec_vfio_normalize(spec, path, e->err, sizeof(e->err));
+    vrc = spec_vfio_normalize(&(spec_vfio){ spec->pci, spec->id }, path, e->err,
+                              sizeof(e->err));
     {
         const char *strs[2] = { vrc ? NULL : path,
                                 vrc || !spec->id || !*spec->id ? NULL : spec->id };

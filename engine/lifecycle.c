@@ -497,6 +497,9 @@ static void lc_stop_done(struct eng_op *op)
     char why[BASE_ERRSTR_MAX];
     int rc;
 
+    /* A VMM this process started is its child: reap it if it exited. */
+    if (lc->pid > 0)
+        waitpid(lc->pid, NULL, WNOHANG);
     unlink(lc->pidfile);
     unlink(lc->sock);
     rec->state = STORE_STOPPED;
@@ -596,6 +599,7 @@ static void lc_stop(struct eng_op *op)
     lc->gate_binary = rec->binary ? rec->binary : dflt;
     /* A pid that fails the gate is not our VMM: nothing is signalled. */
     if (gate_check(rec, dflt, &lc->pid, why, sizeof(why)) != 0) {
+        lc->pid = 0;
         lc_stop_done(op);
         return;
     }

@@ -65,7 +65,7 @@ static void test_fs_rows(void **state)
     (void)state;
     for (size_t i = 0; i < ARRAY_LEN(fs_rows); i++) {
         const fs_row *r = &fs_rows[i];
-        cocoon_fs_spec s = { r->socket, r->tag, r->nq, r->qs, 0 };
+        spec_fs s = { r->socket, r->tag, r->nq, r->qs };
         char err[BASE_ERRSTR_MAX] = "unset";
         int rc = spec_fs_normalize(&s, err, sizeof(err));
         if (r->want_err) {
@@ -104,19 +104,19 @@ static void test_fs_socket_length(void **state)
     (void)state;
 
     char *ok = path_of_len(107);
-    cocoon_fs_spec s = { ok, "share", 0, 0, 0 };
+    spec_fs s = { ok, "share", 0, 0 };
     assert_int_equal(spec_fs_normalize(&s, err, sizeof(err)), 0);
     free(ok);
 
     char *too = path_of_len(108);
-    cocoon_fs_spec t = { too, "share", 0, 0, 0 };
+    spec_fs t = { too, "share", 0, 0 };
     assert_int_equal(spec_fs_normalize(&t, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "socket path too long (108 bytes, max 107)");
     assert_int_equal(t.num_queues, 0);
     free(too);
 
     char *big = path_of_len(4000);
-    cocoon_fs_spec u = { big, "share", 0, 0, 0 };
+    spec_fs u = { big, "share", 0, 0 };
     assert_int_equal(spec_fs_normalize(&u, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "socket path too long (4000 bytes, max 107)");
     /* Earlier rules come first even for a long path. */
@@ -132,7 +132,7 @@ static void test_fs_socket_length(void **state)
 
 static void test_fs_null_err_buffer(void **state)
 {
-    cocoon_fs_spec s = { "rel", "share", 0, 0, 0 };
+    spec_fs s = { "rel", "share", 0, 0 };
     (void)state;
     assert_int_equal(spec_fs_normalize(&s, NULL, 0), -EINVAL);
     assert_int_equal(spec_fs_normalize(NULL, NULL, 0), -EINVAL);
@@ -147,7 +147,7 @@ static void test_fs_long_quote_bounded(void **state)
     assert_non_null(p);
     memset(p, '"', 5000);
     p[5000] = '\0';
-    cocoon_fs_spec s = { p, "share", 0, 0, 0 };
+    spec_fs s = { p, "share", 0, 0 };
     assert_int_equal(spec_fs_normalize(&s, err, sizeof(err)), -EINVAL);
     assert_true(strncmp(err, "socket must be absolute, got \"\\\"\\\"", 34) == 0);
     assert_true(strlen(err) < sizeof(err));
@@ -251,7 +251,7 @@ static void test_vfio_rows(void **state)
     (void)state;
     for (size_t i = 0; i < ARRAY_LEN(pci_rows); i++) {
         const pci_row *r = &pci_rows[i];
-        cocoon_vfio_spec s = { r->in, NULL };
+        spec_vfio s = { r->in, NULL };
         char out[SPEC_PCI_PATH_MAX] = "";
         char err[BASE_ERRSTR_MAX] = "";
         int rc = spec_vfio_normalize(&s, out, err, sizeof(err));
@@ -305,7 +305,7 @@ static void test_vfio_id_rule(void **state)
     (void)state;
     for (size_t i = 0; i < ARRAY_LEN(id_rows); i++) {
         const id_row *r = &id_rows[i];
-        cocoon_vfio_spec s = { r->pci, r->id };
+        spec_vfio s = { r->pci, r->id };
         char out[SPEC_PCI_PATH_MAX] = "";
         char err[BASE_ERRSTR_MAX] = "";
         int rc = spec_vfio_normalize(&s, out, err, sizeof(err));

@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             o++;
     }
 
-    cocoon_fs_spec fs = { parts[0], parts[1], nq, qs, 0 };
+    spec_fs fs = { parts[0], parts[1], nq, qs };
     int rc = spec_fs_normalize(&fs, err, sizeof(err));
     if (rc == 0) {
         if (fs.num_queues < 1 || fs.queue_size < 1 || fs.socket[0] != '/' ||
@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
 
-    cocoon_vfio_spec vs = { parts[2], parts[3] };
+    spec_vfio vs = { parts[2], parts[3] };
     rc = spec_vfio_normalize(&vs, out, err, sizeof(err));
     if (rc == 0) {
         check_canonical(out);
