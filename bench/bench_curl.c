@@ -1,8 +1,8 @@
 /* bench/bench_curl.c: what a shell script does today.  Every HTTP request
- * is one `curl --unix-socket` process; a VM's vm.info and vm.add-fs run one
- * after the other, and up to `par` VMs are worked on at once (1: a shell
- * loop, 8: xargs -P 8).  `-f` makes curl exit non-zero on an HTTP error, so
- * a failed attach is counted as failed. */
+ * is one `curl --unix-socket` process; a VM's vm.info and vm.add-fs (or
+ * vm.remove-device) run one after the other, and up to `par` VMs are
+ * worked on at once (1: a shell loop, 8: xargs -P 8).  `-f` makes curl exit
+ * non-zero on an HTTP error, so a failed attach is counted as failed. */
 #include "bench/bench.h"
 
 #include <errno.h>
@@ -37,18 +37,18 @@ static pid_t bench_curl_spawn(bench_curl *b, unsigned vm, int step)
     int k = 0;
     pid_t pid;
 
-    bench_api_path(api, sizeof api, b->dir, vm);
+    bench_api_path(api, sizeof api, b->dir, BENCH_SET_FLEET, vm);
     argv[k++] = (char *)"curl";
     argv[k++] = (char *)"-sf";
     argv[k++] = (char *)"-o";
     argv[k++] = (char *)"/dev/null";
     argv[k++] = (char *)"--unix-socket";
     argv[k++] = api;
-    if (b->detach || step == 1) {
+    if (step == 1) {
         if (b->detach) {
             snprintf(body, sizeof body, "{\"id\":\"%s\"}", BENCH_DEVICE_ID);
         } else {
-            bench_vfs_path(vfs, sizeof vfs, b->dir, vm);
+            bench_vfs_path(vfs, sizeof vfs, b->dir, BENCH_SET_FLEET, vm);
             snprintf(body, sizeof body,
                      "{\"id\":\"%s\",\"tag\":\"%s\",\"socket\":\"%s\","
                      "\"num_queues\":1,\"queue_size\":1024}",
@@ -74,7 +74,7 @@ static pid_t bench_curl_spawn(bench_curl *b, unsigned vm, int step)
 static void bench_curl_phase(bench_curl *b, unsigned n, unsigned par)
 {
     bench_cslot *slots = calloc(par, sizeof *slots);
-    unsigned next = 0, running = 0, steps = b->detach ? 1 : 2;
+    unsigned next = 0, running = 0, steps = 2;
 
     if (!slots)
         return;
@@ -133,33 +133,21 @@ static void bench_curl_phase(bench_curl *b, unsigned n, unsigned par)
     free(slots);
 }
 
-static double bench_children_cpu_us(void)
-{
-    struct rusage ru;
-
-    getrusage(RUSAGE_CHILDREN, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-}
-
-int bench_curl_batch(const char *curl, const char *dir, unsigned n, unsigned par,
+int bench_curl_batch(const char *curl, const char *dir, unsigned n, unsigned par, int detach,
                      bench_run *r)
 {
-    bench_curl b = { .curl = curl, .dir = dir, .r = r };
+    bench_curl b = { .curl = curl, .dir = dir, .r = r, .detach = detach };
     struct rusage ru;
-    double cpu0;
 
     posix_spawn_file_actions_init(&b.fa);
     posix_spawn_file_actions_addopen(&b.fa, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addopen(&b.fa, 2, "/dev/null", O_WRONLY, 0);
     r->inflight = par < n ? par : n;
-    cpu0 = bench_self_cpu_us() + bench_children_cpu_us();
     bench_curl_phase(&b, n, par);
-    r->wall_us = bench_now_us() - b.t0;
-    r->cpu_us = bench_self_cpu_us() + bench_children_cpu_us() - cpu0;
-    b.detach = 1;
-    bench_curl_phase(&b, n, par);
-    r->detach_wall_us = bench_now_us() - b.t0;
+    if (detach)
+        r->detach_wall_us = bench_now_us() - b.t0;
+    else
+        r->wall_us = bench_now_us() - b.t0;
     posix_spawn_file_actions_destroy(&b.fa);
     /* Peak RSS of the largest curl process: each runs on its own. */
     getrusage(RUSAGE_CHILDREN, &ru);

@@ -1,6 +1,7 @@
-/* bench/bench_engine.c: the cocoon library peer.  All N attaches are
+/* bench/bench_engine.c: the cocoon library peer.  All N operations are
  * submitted before the loop runs, so every latency is measured from the
- * batch start; the detach batch that follows leaves the fleet clean. */
+ * batch start.  On the fleet a VM is addressed by its API socket path; on
+ * the recorded VMs by name, which adds the store and the running gate. */
 #include "bench/bench.h"
 #include "engine/cocoon.h"
 
@@ -41,7 +42,7 @@ static void bench_engine_done(cocoon_engine *e, const cocoon_result *res, void *
         ev_break(b->loop, EVBREAK_ONE);
 }
 
-static int bench_engine_phase(bench_eng *b, cocoon_engine *e, const char *dir,
+static int bench_engine_phase(bench_eng *b, cocoon_engine *e, const char *dir, bench_set set,
                               unsigned n, bench_eslot *slots)
 {
     char api[256], vfs[256];
@@ -51,8 +52,11 @@ static int bench_engine_phase(bench_eng *b, cocoon_engine *e, const char *dir,
         cocoon_fs_spec spec = { .socket = vfs, .tag = BENCH_TAG };
         int rc;
 
-        bench_api_path(api, sizeof api, dir, i);
-        bench_vfs_path(vfs, sizeof vfs, dir, i);
+        if (set == BENCH_SET_REC)
+            bench_rec_name(api, sizeof api, i);
+        else
+            bench_api_path(api, sizeof api, dir, set, i);
+        bench_vfs_path(vfs, sizeof vfs, dir, set, i);
         rc = b->detach ? cocoon_fs_detach(e, api, BENCH_TAG, bench_engine_done, &slots[i])
                        : cocoon_fs_attach(e, api, &spec, bench_engine_done, &slots[i]);
         if (rc < 0) {
@@ -66,17 +70,18 @@ static int bench_engine_phase(bench_eng *b, cocoon_engine *e, const char *dir,
     return 0;
 }
 
-int bench_engine_batch(const char *dir, unsigned n, int socket_check, bench_run *r)
+int bench_engine_batch(const char *dir, bench_set set, unsigned n, int socket_check,
+                       int detach, bench_run *r)
 {
     char root[256];
     cocoon_options opt = { .max_inflight_vms = n, .socket_check = socket_check };
-    bench_eng b = { .r = r };
+    bench_eng b = { .r = r, .detach = detach };
     bench_eslot *slots = calloc(n, sizeof *slots);
     cocoon_engine *e;
-    double cpu0;
+    double cpu0, t1;
     long hwm;
 
-    snprintf(root, sizeof root, "%s/root", dir);
+    bench_root_dir(root, sizeof root, dir);
     opt.root_dir = root;
     b.loop = ev_loop_new(EVFLAG_AUTO);
     e = b.loop && slots ? cocoon_engine_new(b.loop, &opt) : NULL;
@@ -91,13 +96,14 @@ int bench_engine_batch(const char *dir, unsigned n, int socket_check, bench_run 
     r->inflight = n;
     bench_self_rss(&r->rss0_kb, &hwm);
     cpu0 = bench_self_cpu_us();
-    bench_engine_phase(&b, e, dir, n, slots);
-    r->wall_us = bench_now_us() - b.t0;
-    r->cpu_us = bench_self_cpu_us() - cpu0;
-
-    b.detach = 1;
-    bench_engine_phase(&b, e, dir, n, slots);
-    r->detach_wall_us = bench_now_us() - b.t0;
+    bench_engine_phase(&b, e, dir, set, n, slots);
+    t1 = bench_now_us();
+    if (detach) {
+        r->detach_wall_us = t1 - b.t0;
+    } else {
+        r->wall_us = t1 - b.t0;
+        r->cpu_us = bench_self_cpu_us() - cpu0;
+    }
     bench_self_rss(&hwm, &r->hwm_kb);
     cocoon_engine_free(e);
     ev_loop_destroy(b.loop);

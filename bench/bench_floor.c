@@ -1,8 +1,9 @@
 /* bench/bench_floor.c: the practical lower bound.  One process, one epoll,
  * one connection per VM, all VMs at once; it sends the same request bytes
- * an attach needs (vm.info, then vm.add-fs) and reads each reply only far
- * enough to know where it ends.  The one check it makes is the status
- * digit, so that a failed attach cannot pass as a fast one. */
+ * an attach needs (vm.info, then vm.add-fs; a detach: vm.info, then
+ * vm.remove-device, the same work cocoon does) and reads each reply only
+ * far enough to know where it ends.  The one check it makes is the status
+ * digit, so that a failed operation cannot pass as a fast one. */
 #include "bench/bench.h"
 
 #include <errno.h>
@@ -28,7 +29,7 @@ typedef struct bench_floor {
     int ep;
     bench_fconn *c;
     unsigned n, pending;
-    int detach;            /* phase: 0 attach, 1 detach */
+    int detach;            /* 0 attach, 1 detach */
     double t0;
     bench_run *r;
     char info_req[256], rm_req[256];
@@ -54,14 +55,14 @@ static int bench_floor_send(bench_floor *f, unsigned i)
     const char *p;
     size_t len;
 
-    if (f->detach) {
-        p = f->rm_req;
-        len = f->rm_len;
-    } else if (c->step == 0) {
+    if (c->step == 0) {
         p = f->info_req;
         len = f->info_len;
+    } else if (f->detach) {
+        p = f->rm_req;
+        len = f->rm_len;
     } else {
-        bench_vfs_path(vfs, sizeof vfs, f->dir, i);
+        bench_vfs_path(vfs, sizeof vfs, f->dir, BENCH_SET_FLEET, i);
         len = (size_t)bench_req_add_fs(buf, sizeof buf, vfs);
         p = buf;
     }
@@ -146,14 +147,13 @@ static void bench_floor_readable(bench_floor *f, unsigned i)
             return;
         }
         c->step++;
-        if (f->detach) {
-            f->r->detach_ok++;
-            f->pending--;
-            return;
-        }
         if (c->step == 2) {
-            f->r->lat_us[i] = bench_now_us() - f->t0;
-            f->r->ok++;
+            if (f->detach) {
+                f->r->detach_ok++;
+            } else {
+                f->r->lat_us[i] = bench_now_us() - f->t0;
+                f->r->ok++;
+            }
             f->pending--;
             return;
         }
@@ -183,10 +183,10 @@ static void bench_floor_loop(bench_floor *f)
     }
 }
 
-int bench_floor_batch(const char *dir, unsigned n, bench_run *r)
+int bench_floor_batch(const char *dir, unsigned n, int detach, bench_run *r)
 {
-    bench_floor f = { .dir = dir, .n = n, .r = r };
-    double cpu0;
+    bench_floor f = { .dir = dir, .n = n, .r = r, .detach = detach };
+    double cpu0, t1;
     long hwm;
 
     f.c = calloc(n, sizeof *f.c);
@@ -212,26 +212,19 @@ int bench_floor_batch(const char *dir, unsigned n, bench_run *r)
             bench_floor_fail(&f, i, "socket failed");
             continue;
         }
-        bench_api_path(sa.sun_path, sizeof sa.sun_path, dir, i);
+        bench_api_path(sa.sun_path, sizeof sa.sun_path, dir, BENCH_SET_FLEET, i);
         if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
             epoll_ctl(f.ep, EPOLL_CTL_ADD, c->fd, &ev) < 0 || bench_floor_send(&f, i) < 0)
             bench_floor_fail(&f, i, "connect or send failed");
     }
     bench_floor_loop(&f);
-    r->wall_us = bench_now_us() - f.t0;
-    r->cpu_us = bench_self_cpu_us() - cpu0;
-
-    f.detach = 1;
-    f.t0 = bench_now_us();
-    for (unsigned i = 0; i < n; i++) {
-        if (f.c[i].fd < 0)
-            continue;
-        f.pending++;
-        if (bench_floor_send(&f, i) < 0)
-            bench_floor_fail(&f, i, "send failed");
+    t1 = bench_now_us();
+    if (detach) {
+        r->detach_wall_us = t1 - f.t0;
+    } else {
+        r->wall_us = t1 - f.t0;
+        r->cpu_us = bench_self_cpu_us() - cpu0;
     }
-    bench_floor_loop(&f);
-    r->detach_wall_us = bench_now_us() - f.t0;
     bench_self_rss(&hwm, &r->hwm_kb);
     for (unsigned i = 0; i < n; i++)
         if (f.c[i].fd >= 0)

@@ -1,12 +1,17 @@
 #!/bin/sh
 # bench/bench_profile.sh: profile one peer of the benchmark on its own.
 # Starts a chsim fleet of N VMs plus N stand-in virtiofsd listeners (the
-# same setup cocoon-bench uses), then runs `cocoon-bench peer KIND DIR N`
-# under perf (default) or callgrind.
-#   bench/bench_profile.sh [-b BUILD] [-n N] [-k engine|engine-nocheck|floor]
+# same setup cocoon-bench uses, in a network namespace of its own when
+# unshare allows), then runs `cocoon-bench peer KIND attach DIR N` under
+# perf (default) or callgrind.
+#   bench/bench_profile.sh [-b BUILD] [-n N]
+#                          [-k cocoon-lib|cocoon-lib-nocheck|floor]
 #                          [-l ADD_LATENCY_MS] [-t perf|callgrind|none]
 set -eu
-build=build n=1000 kind=engine lat=0 tool=perf
+if [ -z "${BENCH_NETNS:-}" ] && unshare -n true 2>/dev/null; then
+    BENCH_NETNS=1 exec unshare -n "$0" "$@"
+fi
+build=build n=1000 kind=cocoon-lib lat=0 tool=perf
 while getopts b:n:k:l:t: o; do
     case $o in
     b) build=$OPTARG ;; n) n=$OPTARG ;; k) kind=$OPTARG ;;
@@ -43,7 +48,7 @@ while [ ! -S "$dir/vm$((n - 1)).sock" ] || [ ! -S "$dir/vfs/vm$((n - 1)).sock" ]
     i=$((i + 1)); [ $i -gt 200 ] && { echo "fleet did not come up" >&2; exit 1; }
     sleep 0.05
 done
-peer="$build/cocoon-bench peer $kind $dir $n"
+peer="$build/cocoon-bench peer $kind attach $dir $n"
 case $tool in
 perf)
     perf record -F 4999 -g -o "$dir/perf.data" $peer | head -1

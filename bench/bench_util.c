@@ -4,22 +4,50 @@
 #include "http/base.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-void bench_api_path(char *out, size_t n, const char *dir, unsigned i)
+bench_set bench_peer_set(bench_peer p)
 {
-    snprintf(out, n, "%s/vm%u.sock", dir, i);
+    return p >= BENCH_REC_LIB ? BENCH_SET_REC : BENCH_SET_FLEET;
 }
 
-void bench_vfs_path(char *out, size_t n, const char *dir, unsigned i)
+void bench_rec_name(char *out, size_t n, unsigned i)
 {
-    snprintf(out, n, "%s/vfs/vm%u.sock", dir, i);
+    snprintf(out, n, "rec%u", i);
+}
+
+void bench_rec_run_dir(char *out, size_t n, const char *dir, unsigned i)
+{
+    snprintf(out, n, "%s/rr/rec%u", dir, i);
+}
+
+void bench_root_dir(char *out, size_t n, const char *dir)
+{
+    snprintf(out, n, "%s/root", dir);
+}
+
+void bench_api_path(char *out, size_t n, const char *dir, bench_set s, unsigned i)
+{
+    if (s == BENCH_SET_REC)
+        snprintf(out, n, "%s/rr/rec%u/api.sock", dir, i);
+    else
+        snprintf(out, n, "%s/vm%u.sock", dir, i);
+}
+
+void bench_vfs_path(char *out, size_t n, const char *dir, bench_set s, unsigned i)
+{
+    if (s == BENCH_SET_REC)
+        snprintf(out, n, "%s/rr/rec%u/api.sock.vfs", dir, i);
+    else
+        snprintf(out, n, "%s/vfs/vm%u.sock", dir, i);
 }
 
 double bench_now_us(void)
@@ -54,6 +82,22 @@ void bench_self_rss(long *rss_kb, long *hwm_kb)
     fclose(f);
 }
 
+double bench_pid_cpu_us(pid_t pid)
+{
+    char path[64];
+    unsigned long long ns = 0;
+    FILE *f;
+
+    snprintf(path, sizeof path, "/proc/%ld/schedstat", (long)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%llu", &ns) != 1)
+        ns = 0;
+    fclose(f);
+    return (double)ns / 1e3;
+}
+
 int bench_run_init(bench_run *r, unsigned n)
 {
     memset(r, 0, sizeof *r);
@@ -71,8 +115,7 @@ void bench_run_fini(bench_run *r)
 void bench_run_write(FILE *f, const bench_run *r)
 {
     fprintf(f, "run %u %u %u %u %.1f %.1f %.1f %ld %ld\n", r->n, r->ok, r->detach_ok,
-            r->inflight, r->wall_us, r->cpu_us, r->detach_wall_us, r->rss0_kb,
-            r->hwm_kb);
+            r->inflight, r->wall_us, r->cpu_us, r->detach_wall_us, r->rss0_kb, r->hwm_kb);
     fprintf(f, "err %s\n", r->err);
     for (unsigned i = 0; i < r->n; i++)
         fprintf(f, "%.1f\n", r->lat_us[i]);
@@ -140,6 +183,61 @@ int bench_req_remove(char *buf, size_t n)
     return bench_req_put(buf, n, "vm.remove-device", "{\"id\":\"" BENCH_DEVICE_ID "\"}");
 }
 
+int bench_proc_run(char *const *argv, bench_proc *p)
+{
+    int pfd[2];
+    size_t cap = 65536;
+    struct rusage ru;
+    double t0;
+    pid_t pid;
+
+    memset(p, 0, sizeof *p);
+    p->out = malloc(cap);
+    if (!p->out || pipe2(pfd, O_CLOEXEC) < 0)
+        return -1;
+    t0 = bench_now_us();
+    pid = fork();
+    if (pid < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(pfd[1], 1);
+        dup2(pfd[1], 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    for (;;) {
+        ssize_t k;
+
+        if (p->out_len + 4096 > cap) {
+            char *n = realloc(p->out, cap * 2);
+
+            if (!n)
+                break;
+            p->out = n;
+            cap *= 2;
+        }
+        k = read(pfd[0], p->out + p->out_len, cap - p->out_len - 1);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        p->out_len += (size_t)k;
+    }
+    p->out[p->out_len] = '\0';
+    close(pfd[0]);
+    while (wait4(pid, &p->status, 0, &ru) < 0 && errno == EINTR)
+        ;
+    p->wall_us = bench_now_us() - t0;
+    p->cpu_us = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+                (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+    p->maxrss_kb = ru.ru_maxrss;
+    return 0;
+}
+
 /* One blocking round trip; the reply is read until Content-Length is
  * satisfied because chsim, like CH, keeps the connection open. */
 static int bench_get(const char *sock, const char *req, char *resp, size_t size)
@@ -205,13 +303,13 @@ static void bench_counts_add(bench_counts *c, const char *body)
             c->add_fs += v;
         else if (!strcmp(key, "vm.remove-device"))
             c->remove += v;
-        else if (strncmp(key, "chsim", 5))
-            c->other += v;
+        else if (strncmp(key, "chsim", 5) && strcmp(key, "ejects"))
+            c->other += v;   /* "ejects" counts guest acknowledgements */
     }
 }
 
-int bench_fleet_counts(const char *dir, unsigned n, bench_counts *c, char *err,
-                       size_t errlen)
+int bench_counts_get(const char *dir, bench_set s, unsigned n, bench_counts *c, char *err,
+                     size_t errlen)
 {
     static const char req[] = "GET /chsim/stats HTTP/1.1\r\nHost: localhost\r\n\r\n";
     char sock[256], resp[8192];
@@ -221,7 +319,7 @@ int bench_fleet_counts(const char *dir, unsigned n, bench_counts *c, char *err,
         char *body;
         int k;
 
-        bench_api_path(sock, sizeof sock, dir, i);
+        bench_api_path(sock, sizeof sock, dir, s, i);
         k = bench_get(sock, req, resp, sizeof resp);
         body = k > 0 ? strstr(resp, "\r\n\r\n") : NULL;
         if (!body || strncmp(resp, "HTTP/1.1 200", 12)) {
