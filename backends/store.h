@@ -64,6 +64,7 @@ const char *store_root(const char *root);
 
 /* 26 random base32 characters from getrandom, NUL-terminated. */
 int store_new_id(char out[STORE_ID_LEN + 1]);
+/* [A-Za-z0-9][A-Za-z0-9._-]{0,62}. */
 bool store_name_valid(const char *name);
 /* Exactly STORE_ID_LEN characters of A-Z2-7. */
 bool store_id_valid(const char *id);
