@@ -14,7 +14,6 @@
 #include <string.h>
 
 #define ENG_WAIT_POLL_S        0.050
-#define ENG_RECONCILE_ATTEMPTS 4
 
 static void op_send_info(struct eng_op *op, enum op_step step)
 {
@@ -427,10 +426,9 @@ static void op_after_reconcile(struct eng_op *op, const httpc_response *r)
 
     /* The reconcile read asks a new question, so unlike the single-shot
      * calls it may be repeated under the retry policy. */
-    if (op->attempts < ENG_RECONCILE_ATTEMPTS &&
-        eng_retry_worthy(r->err, r->err ? 0 : r->status) &&
-        !(r->err == 0 &&
-          backend_endpoint_ok(backend_endpoint_of(op->vm->ops, BACKEND_EP_INFO), r->status))) {
+    if (eng_retry_again(true, op->attempts, r->err, r->status,
+                        r->err == 0 && backend_endpoint_ok(backend_endpoint_of(
+                                           op->vm->ops, BACKEND_EP_INFO), r->status))) {
         ev_timer_stop(e->loop, &op->timer);
         ev_set_cb(&op->timer, op_reconcile_retry_cb);
         ev_timer_set(&op->timer, eng_backoff_ms(op->attempts) / 1000.0, 0.);

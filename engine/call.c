@@ -12,7 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-#define CALL_MAX_ATTEMPTS 4
 
 /* The backends' endpoint tables decide: a row that matches method and path
  * (a prefix row matches one id below it) says whether the call may be
@@ -45,7 +44,9 @@ bool eng_call_retryable(const char *method, const char *path)
     return false;
 }
 
-bool eng_retry_worthy(int err, int status)
+/* A failure worth repeating a call after: a connection-level error
+ * (err != 0) or, when err == 0, a 5xx or 429 status. */
+static bool eng_retry_worthy(int err, int status)
 {
     if (err) {
         switch (err) {
@@ -57,6 +58,12 @@ bool eng_retry_worthy(int err, int status)
         }
     }
     return status >= 500 || status == 429;
+}
+
+bool eng_retry_again(bool may_retry, int attempts, int err, int status, bool ok)
+{
+    return may_retry && !ok && attempts < ENG_CALL_ATTEMPTS &&
+           eng_retry_worthy(err, err ? 0 : status);
 }
 
 unsigned eng_backoff_ms(int attempt)
@@ -142,9 +149,8 @@ static void call_done(httpc_conn *conn, const httpc_response *r, void *priv)
     (void)conn;
     if (r->err == -ECANCELED && !c->cb)
         return;
-    if (c->retry && c->attempts < CALL_MAX_ATTEMPTS &&
-        eng_retry_worthy(r->err, r->err ? 0 : r->status) &&
-        !(r->err == 0 && call_ok(c, r->status))) {
+    if (eng_retry_again(c->retry, c->attempts, r->err, r->status,
+                        r->err == 0 && call_ok(c, r->status))) {
         ev_timer_set(&c->backoff, eng_backoff_ms(c->attempts) / 1000.0, 0.);
         ev_timer_start(c->loop, &c->backoff);
         return;
@@ -292,33 +298,4 @@ int eng_call_sync(const char *sock_path, const char *method, const char *path,
 {
     return call_sync_run(sock_path, method, path, body, timeout_ms, ok_codes, true,
                          status, body_out, err, errlen);
-}
-
-int eng_ping_wait(const char *sock_path, unsigned deadline_ms, char *err, size_t errlen)
-{
-    static const int ok[] = { 200, 0 };
-    double deadline = base_mono_ns() / 1e9 + deadline_ms / 1000.0;
-    char last[BASE_ERRSTR_MAX] = "";
-
-    if (!sock_path)
-        return base_errf(err, errlen, -EINVAL, "vmm.ping: no socket");
-    for (;;) {
-        double left = deadline - base_mono_ns() / 1e9;
-        unsigned t = left > 0 ? (unsigned)(left * 1000) + 1 : 1;
-        int rc;
-
-        /* The start-up poll runs under its own deadline instead of the
-         * 4-attempt policy, so each probe is a single attempt. */
-        rc = call_sync_run(sock_path, "GET", "/api/v1/vmm.ping", NULL, t, ok, false,
-                           NULL, NULL, last, sizeof(last));
-        if (rc == 0)
-            return 0;
-        if (base_mono_ns() / 1e9 + 0.020 >= deadline)
-            break;
-        struct timespec ts = { 0, 20 * 1000000L };
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-            ;
-    }
-    return base_errf(err, errlen, -ETIMEDOUT, "vmm.ping %s: no answer within %u ms: %s",
-                     sock_path, deadline_ms, last);
 }

@@ -9,9 +9,14 @@
 #include <stddef.h>
 #include <ev.h>
 
-/* A failure a retryable endpoint may repeat after: a connection-level error
- * (err != 0) or, when err == 0, a 5xx or 429 status. */
-bool eng_retry_worthy(int err, int status);
+/* Attempts a repeatable call gets in all. */
+#define ENG_CALL_ATTEMPTS 4
+
+/* The one retry rule: a call that may be repeated (may_retry, from its
+ * endpoint's row, or a read that asks a fresh question), has had fewer
+ * than ENG_CALL_ATTEMPTS attempts, did not succeed (ok false) and failed
+ * in a way worth repeating goes again after eng_backoff_ms(attempts). */
+bool eng_retry_again(bool may_retry, int attempts, int err, int status, bool ok);
 
 /* Backoff before the next attempt after `attempt` failed ones: 100, 200,
  * 400 ms. */
@@ -53,9 +58,5 @@ int eng_call(struct ev_loop *loop, const char *sock_path, const char *method,
 int eng_call_sync(const char *sock_path, const char *method, const char *path,
                   const char *body, unsigned timeout_ms, const int *ok_codes,
                   int *status, char **body_out, char *err, size_t errlen);
-
-/* Polls GET /api/v1/vmm.ping every 20 ms until it answers 200 or
- * deadline_ms passes (then -ETIMEDOUT naming the socket). */
-int eng_ping_wait(const char *sock_path, unsigned deadline_ms, char *err, size_t errlen);
 
 #endif

@@ -30,7 +30,6 @@
 #define LC_POLL_S         0.020
 #define LC_PING_WINDOW_MS 200u
 #define LC_LOG_TAIL       512
-#define LC_MAX_ATTEMPTS   4
 
 enum lc_phase {
     LC_PING,            /* start, CH: until vmm.ping answers */
@@ -311,8 +310,7 @@ static void lc_after_seq(struct eng_op *op, const httpc_response *r)
     bool ok = !r->err && backend_endpoint_ok(row, r->status);
     char tmp[BASE_ERRSTR_MAX], path[512];
 
-    if (!ok && row->retry && lc->attempts < LC_MAX_ATTEMPTS &&
-        eng_retry_worthy(r->err, r->err ? 0 : r->status)) {
+    if (eng_retry_again(row->retry, lc->attempts, r->err, r->status, ok)) {
         lc_arm(op, lc_seq_retry_cb, eng_backoff_ms(lc->attempts) / 1000.0);
         return;
     }

@@ -1,7 +1,6 @@
 /* tests/test_call.c: engine/call.c against chsim: the retry table, single
  * shot calls sent exactly once even when the reply is lost, retries of a
- * retryable endpoint on 5xx, the async form's callback discipline and the
- * start-up ping wait. */
+ * retryable endpoint on 5xx and the async form's callback discipline. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -257,44 +256,6 @@ static void test_async_connect_error_no_socket(void **state)
     free(dir);
 }
 
-static void test_ping_wait(void **state)
-{
-    struct fx *f = fx_start(NULL);
-    char err[BASE_ERRSTR_MAX], sock[300];
-    double t0;
-
-    (void)state;
-    assert_int_equal(eng_ping_wait(f->sock, 2000, err, sizeof(err)), 0);
-    snprintf(sock, sizeof(sock), "%s/absent.sock", f->dir);
-    t0 = now_s();
-    assert_int_equal(eng_ping_wait(sock, 300, err, sizeof(err)), -ETIMEDOUT);
-    assert_true(now_s() - t0 >= 0.28);
-    assert_true(now_s() - t0 < 2.0);
-    assert_non_null(strstr(err, sock));
-    fx_stop(f);
-}
-
-static void test_ping_wait_late_start(void **state)
-{
-    char *dir = sup_tmpdir(), sock[256], err[BASE_ERRSTR_MAX], cmd[1024];
-    char *bin = sup_build_path("chsim");
-    char *argv[] = { (char *)"/bin/sh", (char *)"-c", cmd, NULL };
-    pid_t pid;
-
-    (void)state;
-    snprintf(sock, sizeof(sock), "%s/api.sock", dir);
-    /* The VMM brings its socket up 200 ms after we start polling. */
-    snprintf(cmd, sizeof(cmd), "sleep 0.2; exec %s --api-socket path=%s --kernel /dev/null",
-             bin, sock);
-    pid = sup_spawn(argv);
-    assert_true(pid > 0);
-    assert_int_equal(eng_ping_wait(sock, 5000, err, sizeof(err)), 0);
-    sup_kill(pid);
-    free(bin);
-    sup_rmrf(dir);
-    free(dir);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -307,8 +268,6 @@ int main(void)
         cmocka_unit_test(test_retry_gives_up_after_4),
         cmocka_unit_test(test_async_once),
         cmocka_unit_test(test_async_connect_error_no_socket),
-        cmocka_unit_test(test_ping_wait),
-        cmocka_unit_test(test_ping_wait_late_start),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
