@@ -218,11 +218,11 @@ static void write_stats(void)
 
     if (!chsim_opt.stats_file)
         return;
-    for (int i = 0; i < nvms; i++)
+    for (int i = 0; i < nvms; i++) {
         for (int e = 0; e < CHSIM_MAX_EP; e++)
             total[e] += vms[i].counts[e];
-    for (int i = 0; i < nvms; i++)
         ejects += vms[i].ejects;
+    }
     text = chsim_stats_text(total, ejects);
     snprintf(tmp, sizeof(tmp), "%s.tmp", chsim_opt.stats_file);
     f = fopen(tmp, "w");
@@ -311,7 +311,7 @@ int main(int argc, char **argv)
                 die_usage("too many zones at '%s'", val);
             each_kv(val, zone_kv, &chsim_opt.cfg.zones[chsim_opt.cfg.nzones++]);
         } else if (strcmp(a, "--cpus") == 0) {
-            int max_given = strstr(val ? val : "", "max=") != NULL;
+            bool max_given = val && strstr(val, "max=");
 
             NEED();
             each_kv(val, cpus_kv, NULL);
