@@ -335,13 +335,17 @@ void launch_log_tail(const char *path, char *out, size_t outlen)
 
 /* Gone means: reaped as our child, no such pid, or the pid no longer runs
  * the VMM serving api_sock (exited and reused, or a zombie with an empty
- * cmdline). */
+ * cmdline).  Our own child counts as gone only once reaped: while it exits
+ * its cmdline already reads empty, and calling that gone would leave it a
+ * zombie nobody waits for. */
 bool launch_proc_gone(pid_t pid, const char *binary, const char *api_sock)
 {
     pid_t w = waitpid(pid, NULL, WNOHANG);
 
     if (w == pid)
         return true;
+    if (w == 0)
+        return false;
     if (kill(pid, 0) < 0 && errno == ESRCH)
         return true;
     return !gate_cmdline_matches(pid, binary, api_sock);

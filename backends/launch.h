@@ -69,8 +69,9 @@ int launch_spawn(char *const *argv, const char *log_path, pid_t *pid_out,
  * ("" when there is none). */
 void launch_log_tail(const char *path, char *out, size_t outlen);
 
-/* True when pid is gone: reaped as our child, no such process, or it no
- * longer runs binary serving api_sock (exited and reused, or a zombie). */
+/* True when pid is gone: reaped as our child (a child of ours is gone only
+ * then), no such process, or it no longer runs binary serving api_sock
+ * (exited and reused, or a zombie). */
 bool launch_proc_gone(pid_t pid, const char *binary, const char *api_sock);
 
 #endif
