@@ -18,9 +18,8 @@
 /* ---- parse ------------------------------------------------------------ */
 
 /* yajl_tree_parse wants a C string, accepts comments and recurses when it
- * frees, so the input is vetted first: no NUL bytes, nothing outside
- * strings that is not JSON (this rejects comments) and bounded nesting. */
-static int vmsjson_prescan(const char *buf, size_t len, char *err, size_t errlen)
+ * frees, so the input is vetted first. */
+int vmsjson_prescan(const char *buf, size_t len, char *err, size_t errlen)
 {
     int depth = 0;
     bool in_str = false, esc = false;
@@ -135,7 +134,7 @@ static int vmsjson_parse_config(yajl_val c, store_vm *vm, const char *ctx,
     return 0;
 }
 
-static int vmsjson_parse_vm(const char *key, yajl_val r, const char *backend, store_vm *vm,
+int vmsjson_vm_parse(const char *key, yajl_val r, const char *backend, store_vm *vm,
                             char *err, size_t errlen)
 {
     char q[128], ctx[160];
@@ -293,7 +292,7 @@ int vmsjson_parse(const char *buf, size_t len, const char *backend, store_db *db
         }
     }
     for (size_t i = 0; i < vms->u.object.len; i++) {
-        rc = vmsjson_parse_vm(vms->u.object.keys[i], vms->u.object.values[i], be,
+        rc = vmsjson_vm_parse(vms->u.object.keys[i], vms->u.object.values[i], be,
                               &db->vms[i], err, errlen);
         db->n = i + 1;
         if (rc)

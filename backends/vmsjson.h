@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
 
 #include "backends/store.h"
 
@@ -24,6 +25,16 @@ int vmsjson_parse(const char *buf, size_t len, const char *backend, store_db *db
  * out of range, NULL disk) is -EINVAL/-ERANGE and nothing is written. */
 int vmsjson_serialize(const store_db *db, char **out, size_t *out_len, char *err,
                       size_t errlen);
+
+/* Vets len bytes of buf before yajl_tree_parse: no NUL bytes, nothing
+ * outside strings that is not JSON (this rejects comments) and nesting no
+ * deeper than 32.  -EBADMSG with the reason. */
+int vmsjson_prescan(const char *buf, size_t len, char *err, size_t errlen);
+
+/* Parses one record r (the value under key in "vms") of backend into *vm,
+ * owned (store_vm_fini, also after a failure).  -EBADMSG with the reason. */
+int vmsjson_vm_parse(const char *key, yajl_val r, const char *backend, store_vm *vm,
+                     char *err, size_t errlen);
 
 /* Writes vm as the record layout of vms.json into g and leaves the map
  * open, so a caller can add keys (inspect's attached_devices) before
