@@ -15,10 +15,12 @@ if [ -z "$dir" ]; then
         if [ -f "$d/cloud-hypervisor.yaml" ]; then dir=$d; break; fi
     done
 fi
+# The document is Cloud Hypervisor's, not part of this tree: without it
+# the check cannot run, which is a skip (exit 77), never a pass.
 if [ -z "$dir" ]; then
-    echo "FAIL: CH's API document not found: set CH_OPENAPI to the directory holding" \
-         "cloud-hypervisor.yaml and rust-facts.json" >&2
-    exit 1
+    echo "SKIP: Cloud Hypervisor's API document not found: set CH_OPENAPI to the" \
+         "directory holding cloud-hypervisor.yaml and rust-facts.json" >&2
+    exit 77
 fi
 exec /usr/bin/python3 tests/chsim/schema_check.py "$BUILT/chsim" \
     "$dir/cloud-hypervisor.yaml" "$dir/rust-facts.json"
