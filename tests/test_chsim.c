@@ -902,6 +902,72 @@ static void test_socket_path_too_long(void **state)
     free(bin);
 }
 
+/* vm.snapshot writes CH's three files into an existing directory of a
+ * paused VM, never over an earlier snapshot; vm.restore reads them back in
+ * a VMM without a VM, which comes up Paused with the same config (shared
+ * memory, hot-added devices) unless the body asks to resume. */
+static void test_snapshot_restore(void **state)
+{
+    static const char *const mem[] = { "--memory", "size=1G,shared=on,hugepages=on", NULL };
+    char body[16384], json[600], *snap, *p;
+    struct fx a, b;
+    struct stat st;
+
+    (void)state;
+    fx_start(&a, mem);
+    snap = sup_asprintf("%s/snap", a.dir);
+    assert_int_equal(mkdir(snap, 0700), 0);
+    snprintf(json, sizeof(json), "{\"destination_url\":\"file://%s\"}", snap);
+    assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.snapshot", json, body, sizeof(body)), 500);
+    assert_string_equal(body, "[\"Error from API\",\"The VM could not be snapshotted\","
+                        "\"Cannot snapshot VM\",\"Failed to snapshot migratable component\","
+                        "\"Trying to snapshot while VM is running\"]");
+    assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.pause", NULL, body, sizeof(body)), 204);
+    snprintf(json, sizeof(json), "{\"destination_url\":\"file://%s/nope\"}", snap);
+    assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.snapshot", json, body, sizeof(body)), 500);
+    p = sup_asprintf("[\"Error from API\",\"The VM could not be snapshotted\",\"Cannot send VM "
+                     "snapshot\",\"Failed to send migratable component snapshot\",\"Destination "
+                     "is not a directory: \\\"%s/nope\\\"\"]", snap);
+    assert_string_equal(body, p);
+    free(p);
+    snprintf(json, sizeof(json), "{\"destination_url\":\"file://%s\"}", snap);
+    assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.snapshot", json, body, sizeof(body)), 204);
+    for (int i = 0; i < 3; i++) {
+        static const char *const files[] = { "config.json", "state.json", "memory-ranges" };
+        p = sup_asprintf("%s/%s", snap, files[i]);
+        assert_int_equal(stat(p, &st), 0);
+        assert_true(st.st_size > 0);
+        free(p);
+    }
+    assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.snapshot", json, body, sizeof(body)), 500);
+    assert_non_null(strstr(body, "\"Error creating VM config snapshot file\",\"File exists"));
+    /* A VMM with a VM refuses a restore. */
+    snprintf(json, sizeof(json), "{\"source_url\":\"file://%s\"}", snap);
+    assert_int_equal(req(a.sock, "PUT", "/api/v1/vm.restore", json, body, sizeof(body)), 500);
+    assert_string_equal(body, "[\"Error from API\",\"The VM could not be restored\","
+                        "\"VM is already created\"]");
+
+    fx_start_novm(&b, NULL);
+    assert_int_equal(req(b.sock, "PUT", "/api/v1/vm.restore", "{}", body, sizeof(body)), 400);
+    assert_non_null(strstr(body, "missing field `source_url`"));
+    snprintf(json, sizeof(json), "{\"source_url\":\"file://%s\"}", b.dir);
+    assert_int_equal(req(b.sock, "PUT", "/api/v1/vm.restore", json, body, sizeof(body)), 500);
+    assert_non_null(strstr(body, "\"Failed to receive migratable component snapshot\","
+                           "\"Error opening VM config snapshot file"));
+    snprintf(json, sizeof(json), "{\"source_url\":\"file://%s\"}", snap);
+    assert_int_equal(req(b.sock, "PUT", "/api/v1/vm.restore", json, body, sizeof(body)), 204);
+    assert_int_equal(req(b.sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"state\":\"Paused\""));
+    assert_non_null(strstr(body, "\"shared\":true,\"hugepages\":true"));
+    assert_int_equal(req(b.sock, "PUT", "/api/v1/vm.resume", NULL, body, sizeof(body)), 204);
+    assert_int_equal(req(b.sock, "GET", "/api/v1/vm.info", NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"state\":\"Running\""));
+    assert_int_equal(req(b.sock, "PUT", "/api/v1/vm.restore", json, body, sizeof(body)), 500);
+    fx_stop(&b);
+    free(snap);
+    fx_stop(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -924,6 +990,7 @@ int main(void)
         cmocka_unit_test(test_fleet),
         cmocka_unit_test(test_firecracker),
         cmocka_unit_test(test_socket_path_too_long),
+        cmocka_unit_test(test_snapshot_restore),
     };
 
     signal(SIGPIPE, SIG_IGN);

@@ -42,6 +42,12 @@ RUST_OVER_YAML = {
 # the pci crate, vfio-ioctls and virtio-devices' vhost-user errors.
 OTHER_CRATES = [
     r"Failed to (pause|resume|snapshot) migratable component",
+    r"Failed to (send|receive) migratable component snapshot",
+    r"Destination is not a directory: \".*\"",
+    r"Could not extract path from URL: .*",
+    r"Error (creating|opening) VM (config|state) snapshot file( \".*\")?",
+    r"Error deserialising VM config snapshot",
+    r"\w[\w ]* \(os error \d+\)",
     r"Invalid transition: InvalidStateTransition\(\w+, \w+\)",
     r"Trying to snapshot while VM is running",
     r"Could not find an available device slot on the PCI bus",
@@ -97,6 +103,7 @@ class Chsim:
     def __init__(self, binary, tmp, gen, args):
         self.sock = os.path.join(tmp, "api-%s-%d.sock" % (gen, time.monotonic_ns()))
         self.gen = gen
+        self.binary = binary
         self.proc = subprocess.Popen([binary, "--api-socket", "path=" + self.sock,
                                       "--api-version", gen] + args)
         # The socket file exists from bind(); wait until it accepts.
@@ -257,11 +264,18 @@ def booted_scenario(c, sim, tmp):
     sim_eject(sim)
     c.check(sim, "PUT", "/vm.add-fs", '{"tag":"data","socket":"/s1","id":"data"}', 200)
     c.check(sim, "PUT", "/vm.resume", want=500)
-    c.check(sim, "PUT", "/vm.snapshot", '{"destination_url":"file:///tmp"}', 500)
+    snap = tempfile.mkdtemp(dir=tmp)
+    dest = json.dumps({"destination_url": "file://" + snap})
+    c.check(sim, "PUT", "/vm.snapshot", dest, 500)
     c.check(sim, "PUT", "/vm.pause", want=204)
     c.check(sim, "PUT", "/vm.pause", want=500)
     c.check(sim, "GET", "/vm.info", want=200)
-    c.check(sim, "PUT", "/vm.snapshot", '{"destination_url":"file:///tmp"}', 204)
+    c.check(sim, "PUT", "/vm.snapshot", json.dumps({"destination_url": "file://" + snap + "/x"}),
+            500)
+    c.check(sim, "PUT", "/vm.snapshot", '{"destination_url":"/no-scheme"}', 500)
+    c.check(sim, "PUT", "/vm.snapshot", dest, 204)
+    c.check(sim, "PUT", "/vm.snapshot", dest, 500)
+    c.check(sim, "PUT", "/vm.restore", json.dumps({"source_url": "file://" + snap}), 500)
     c.check(sim, "PUT", "/vm.resume", want=204)
     c.check(sim, "PUT", "/vm.pause", "{}", 400)
     c.check(sim, "GET", "/vm.pause", want=400)
@@ -288,6 +302,25 @@ def sim_eject(sim):
     s.sendall(b"PUT /chsim/eject HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
     s.recv(4096)
     s.close()
+
+
+def restore_scenario(c, sim, tmp):
+    """A VMM without a VM restores a snapshot written by another one."""
+    src = Chsim(sim.binary, tmp, sim.gen, ["--kernel", "/k", "--memory", "size=1G,shared=on"])
+    try:
+        snap = tempfile.mkdtemp(dir=tmp)
+        c.check(src, "PUT", "/vm.pause", want=204)
+        c.check(src, "PUT", "/vm.snapshot", json.dumps({"destination_url": "file://" + snap}), 204)
+    finally:
+        src.stop()
+    c.check(sim, "PUT", "/vm.restore", '{}', 400)
+    c.check(sim, "PUT", "/vm.restore", json.dumps({"source_url": "file://" + tmp}), 500)
+    c.check(sim, "PUT", "/vm.restore", json.dumps({"source_url": "file://" + snap}), 204)
+    status, info = c.check(sim, "GET", "/vm.info", want=200)
+    if info and (info.get("state") != "Paused" or
+                 not info.get("config", {}).get("memory", {}).get("shared")):
+        fail("%s vm.info after vm.restore: want Paused with shared memory" % sim.gen)
+    c.check(sim, "PUT", "/vm.resume", want=204)
 
 
 def novm_scenario(c, sim):
@@ -347,6 +380,9 @@ def main():
                 sim = Chsim(binary, tmp, gen, ["--no-connect"])
                 sims.append(sim)
                 novm_scenario(c, sim)
+                sim = Chsim(binary, tmp, gen, [])
+                sims.append(sim)
+                restore_scenario(c, sim, tmp)
                 sim = Chsim(binary, tmp, gen, ["--kernel", "/k", "--memory", "size=1G"])
                 sims.append(sim)
                 c.check(sim, "PUT", "/vm.add-fs", '{"tag":"x","socket":"/x"}',

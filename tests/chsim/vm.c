@@ -1118,6 +1118,148 @@ static void config_from_flags(struct chsim_vm *vm)
     vm->state = CHSIM_CREATED;
 }
 
+/* ---- vm.snapshot and vm.restore ---- */
+
+/* CH's url_to_path: a file:// URL naming an existing directory.  Its
+ * failures are MigrateSend errors on both the snapshot and the restore
+ * path.  False after a reply. */
+static bool snap_dir(struct chsim_vm *vm, const char *top, const char *what, const char *url,
+                     const char **dir)
+{
+    char why[4200];
+    struct stat st;
+
+    if (strncmp(url, "file://", 7) != 0)
+        snprintf(why, sizeof(why), "Could not extract path from URL: %s", url);
+    else if (stat(url + 7, &st) < 0 || !S_ISDIR(st.st_mode))
+        snprintf(why, sizeof(why), "Destination is not a directory: \"%s\"", url + 7);
+    else {
+        *dir = url + 7;
+        return true;
+    }
+    reply_err(vm, K_OTHER, E_API, top, what, "Failed to send migratable component snapshot",
+              why, NULL);
+    return false;
+}
+
+/* Writes dir/name as CH does: created new, never over an existing file. */
+static int snap_write(const char *dir, const char *name, const struct sb *b)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "wx");
+    if (!f)
+        return -errno;
+    size_t n = b->n ? fwrite(b->p, 1, b->n, f) : 0;
+    int rc = n == b->n ? 0 : -EIO;
+    if (fclose(f) != 0 && rc == 0)
+        rc = -errno;
+    return rc;
+}
+
+/* config.json is the VmConfig as vm.info shows it, hot-added devices
+ * included; state.json and memory-ranges are small stand-ins for the
+ * device state and guest memory. */
+static void snapshot(struct chsim_vm *vm, const char *top, const char *dir)
+{
+    static const char *const names[] = { "config.json", "state.json", "memory-ranges" };
+    static const char *const ctx[] = { "Error creating VM config snapshot file",
+                                       "Error creating VM state snapshot file",
+                                       "Error creating memory snapshot file" };
+    struct sb b[3] = { { 0 }, { 0 }, { 0 } };
+
+    info_config(&b[0], vm);
+    sb_printf(&b[1], "{\"chsim\":{\"index\":%d,\"cpus\":%d}}", vm->index, vm->cfg.cpus);
+    sb_printf(&b[2], "chsim guest memory %" PRIu64 "\n", mem_total(&vm->cfg));
+    for (int i = 0; i < 3; i++) {
+        int rc = snap_write(dir, names[i], &b[i]);
+        if (rc) {
+            char why[160];
+            snprintf(why, sizeof(why), "%s (os error %d)", strerror(-rc), -rc);
+            reply_err(vm, K_OTHER, E_API, top, "Cannot send VM snapshot",
+                      "Failed to send migratable component snapshot", ctx[i], why, NULL);
+            for (int j = 0; j < 3; j++)
+                free(b[j].p);
+            return;
+        }
+    }
+    for (int j = 0; j < 3; j++)
+        free(b[j].p);
+    reply_empty(vm, 204);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    struct sb b = { 0 };
+    char buf[4096];
+    size_t n;
+
+    if (!f)
+        return NULL;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+        sb_printf(&b, "%.*s", (int)n, buf);
+    fclose(f);
+    if (!b.p)
+        sb_printf(&b, "%s", "");
+    return b.p;
+}
+
+/* CH accepts a restore only into a VMM without a VM: it reads config.json
+ * and state.json back, and the VM comes up Paused unless "resume" is true. */
+static void vm_restore(struct chsim_vm *vm, struct chsim_req *req)
+{
+    static const char top[] = "The VM could not be restored";
+    static const char *const names[] = { "config.json", "state.json" };
+    static const char *const what[] = { "config", "state" };
+    yajl_val root, cfg = NULL;
+    const char *url, *dir;
+    bool resume = false;
+    char *text[2] = { NULL, NULL };
+
+    if (vm->state != CHSIM_NOVM) {
+        reply_err(vm, K_OTHER, E_API, top, "VM is already created", NULL);
+        return;
+    }
+    if (!parse_body(vm, req, &root))
+        return;
+    if (!jstr(vm, root, "source_url", true, &url) || !jbool(vm, root, "resume", &resume) ||
+        !snap_dir(vm, top, "Cannot restore VM", url, &dir)) {
+        yajl_tree_free(root);
+        return;
+    }
+    for (int i = 0; i < 2; i++) {
+        char path[4200], why[4400];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        if ((text[i] = slurp(path)))
+            continue;
+        snprintf(why, sizeof(why), "Error opening VM %s snapshot file \"%s\"", what[i], path);
+        reply_err(vm, K_OTHER, E_API, top, "Cannot restore VM",
+                  "Failed to receive migratable component snapshot", why,
+                  "No such file or directory (os error 2)", NULL);
+        goto out;
+    }
+    if (!(cfg = yajl_tree_parse(text[0], NULL, 0)) || !YAJL_IS_OBJECT(cfg)) {
+        reply_err(vm, K_OTHER, E_API, top, "Cannot restore VM",
+                  "Failed to receive migratable component snapshot",
+                  "Error deserialising VM config snapshot", NULL);
+        goto out;
+    }
+    if (!read_config(vm, cfg)) {
+        while (vm->devs)
+            dev_unlink_free(vm->devs);
+        goto out;
+    }
+    boot(vm);
+    vm->state = resume ? CHSIM_RUNNING : CHSIM_PAUSED;
+    reply_empty(vm, 204);
+out:
+    yajl_tree_free(cfg);
+    yajl_tree_free(root);
+    free(text[0]);
+    free(text[1]);
+}
+
 /* ---- dispatch ---- */
 
 static void exit_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1143,6 +1285,7 @@ static const char *action_top(const char *ep)
         { "vm.power-button", "Error triggering power button" },
         { "vm.boot", "The VM could not boot" },
         { "vm.snapshot", "The VM could not be snapshotted" },
+        { "vm.restore", "The VM could not be restored" },
     };
 
     for (size_t i = 0; i < sizeof(tops) / sizeof(tops[0]); i++)
@@ -1204,7 +1347,7 @@ static void serve_action(struct chsim_vm *vm, const char *ep, struct chsim_req *
         reply_empty(vm, 204);
     } else if (strcmp(ep, "vm.snapshot") == 0) {
         yajl_val root;
-        const char *url;
+        const char *url, *dir;
 
         if (!parse_body(vm, req, &root))
             return;
@@ -1212,14 +1355,15 @@ static void serve_action(struct chsim_vm *vm, const char *ep, struct chsim_req *
             yajl_tree_free(root);
             return;
         }
-        yajl_tree_free(root);
-        if (vm->state != CHSIM_PAUSED) {
+        /* CH takes the snapshot (which needs a paused VM) before it looks
+         * at the destination. */
+        if (vm->state != CHSIM_PAUSED)
             reply_err(vm, K_OTHER, E_API, top, "Cannot snapshot VM",
                       "Failed to snapshot migratable component",
                       "Trying to snapshot while VM is running", NULL);
-            return;
-        }
-        reply_empty(vm, 204);
+        else if (snap_dir(vm, top, "Cannot send VM snapshot", url, &dir))
+            snapshot(vm, top, dir);
+        yajl_tree_free(root);
     }
 }
 
@@ -1291,7 +1435,8 @@ void chsim_vm_serve(struct chsim_vm *vm, struct chsim_req *req)
     }
     {
         static const char *const need_body[] = { "vm.add-fs", "vm.add-device",
-                                                 "vm.remove-device", "vm.snapshot", NULL };
+                                                 "vm.remove-device", "vm.snapshot",
+                                                 "vm.restore", NULL };
         static const char *const no_body[] = { "vm.pause", "vm.resume", "vm.shutdown",
                                                "vm.power-button", "vm.boot", NULL };
         bool needs = false, forbids = false;
@@ -1308,6 +1453,10 @@ void chsim_vm_serve(struct chsim_vm *vm, struct chsim_req *req)
             reply_err(vm, K_OTHER, E_API, action_top(ep), NULL);
             return;
         }
+    }
+    if (strcmp(ep, "vm.restore") == 0) {
+        vm_restore(vm, req);
+        return;
     }
     if (vm->state == CHSIM_NOVM) {
         if (strcmp(ep, "vm.add-fs") == 0 || strcmp(ep, "vm.add-device") == 0 ||
