@@ -107,10 +107,12 @@ const json_device *ch_device_by_path(const json_vm_info *vi, const char *path);
 
 /* virtiofsd liveness without connecting to it (a connect would take the
  * one client slot virtiofsd has): the path exists, is a socket, and
- * something listens on it.  listeners NULL skips the listener part.  0,
- * or -ENOENT / -ENOTSOCK / -ECONNREFUSED (or the stat errno) with the
- * user-facing reason in err. */
-int ch_socket_check(const char *path, const socktab *listeners,
+ * something listens on it.  listeners NULL means the socket table could
+ * not be read (table_errno says why): the check fails closed with
+ * -table_errno (-EIO when 0), never reads as passed.  0, or -ENOENT /
+ * -ENOTSOCK / -ECONNREFUSED (or the stat errno) with the user-facing
+ * reason in err. */
+int ch_socket_check(const char *path, const socktab *listeners, int table_errno,
                     char *err, size_t errlen);
 
 

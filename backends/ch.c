@@ -105,6 +105,14 @@ static int ch_fs_attach_check(const json_vm_info *vi, const spec_fs *spec,
             base_quote(q, sizeof(q), id);
             return base_errf(err, errlen, -EEXIST, "fs id %s already attached", q);
         }
+        /* Its virtiofsd already serves this VM's other share: a second
+         * connect would stall CH's API for the connect timeout. */
+        if (f->socket && spec->socket && strcmp(f->socket, spec->socket) == 0) {
+            base_quote(q, sizeof(q), f->tag);
+            return base_errf(err, errlen, -EEXIST,
+                             "virtiofsd socket %s already serves fs tag %s of this VM",
+                             spec->socket, q);
+        }
     }
     /* CH deletes the config entry at once but keeps the device_tree nodes
      * until the guest ejects; re-adding the id in that window fails with an
@@ -187,7 +195,7 @@ static int ch_device_detach_check(const json_vm_info *vi, const char *id,
     return base_errf(err, errlen, -ENODEV, "device id %s not attached", q);
 }
 
-int ch_socket_check(const char *path, const socktab *listeners,
+int ch_socket_check(const char *path, const socktab *listeners, int table_errno,
                     char *err, size_t errlen)
 {
     struct stat st;
@@ -203,7 +211,15 @@ int ch_socket_check(const char *path, const socktab *listeners,
     if (!S_ISSOCK(st.st_mode))
         return base_errf(err, errlen, -ENOTSOCK,
                          "virtiofsd socket %s is not a unix socket", path);
-    if (listeners && !socktab_has(listeners, path))
+    if (!listeners) {
+        int e = table_errno > 0 ? table_errno : EIO;
+
+        return base_errf(err, errlen, -e,
+                         "cannot tell whether virtiofsd listens on %s: read the socket "
+                         "table: %s (--no-socket-check attaches without the check)",
+                         path, strerror(e));
+    }
+    if (!socktab_has(listeners, path))
         return base_errf(err, errlen, -ECONNREFUSED,
                          "nothing is listening on virtiofsd socket %s (virtiofsd "
                          "exited or already serves a VM; start a new virtiofsd)",

@@ -1,9 +1,11 @@
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -429,6 +431,79 @@ static int expand_template(const cli_ctx *c, job *j)
     return 0;
 }
 
+/* What names one virtiofsd socket: its inode when it exists (any spelling
+ * of the path), else the path as given. */
+typedef struct sock_use {
+    char *key;
+    size_t seq;
+    job *j;
+} sock_use;
+
+static int cmp_sock_use(const void *a, const void *b)
+{
+    const sock_use *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+
+    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* One virtiofsd serves one VM connection: a socket given to several
+ * attaches of one run would pass the liveness check for each, and the
+ * second connect would stall CH's API for its whole connect timeout.  The
+ * first attach of a socket keeps it; every later one fails before any
+ * I/O. */
+static int refuse_shared_sockets(job **jobs, size_t n)
+{
+    sock_use *u = calloc(n + 1, sizeof(*u));
+    size_t m = 0;
+    int rc = 0;
+
+    if (!u)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        job *j = jobs[i];
+        struct stat st;
+
+        if (j->op.kind != CLI_OP_FS_ATTACH || j->pre_err || !j->op.socket)
+            continue;
+        if ((stat(j->op.socket, &st) == 0
+                 ? asprintf(&u[m].key, "i%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino)
+                 : asprintf(&u[m].key, "p%s", j->op.socket)) < 0) {
+            u[m].key = NULL;
+            rc = -ENOMEM;
+            break;
+        }
+        u[m].seq = i;
+        u[m++].j = j;
+    }
+    if (!rc)
+        qsort(u, m, sizeof(*u), cmp_sock_use);
+    for (size_t i = 1, first = 0; !rc && i < m; i++) {
+        if (strcmp(u[i].key, u[first].key) != 0) {
+            first = i;
+            continue;
+        }
+        const job *f = u[first].j;
+
+        rc = f->line ? asprintf(&u[i].j->pre_err, "fs attach: virtiofsd socket %s is "
+                                    "already given to vm %s on line %d: one virtiofsd "
+                                    "serves one VM", u[i].j->op.socket, f->op.vm, f->line)
+                         : asprintf(&u[i].j->pre_err, "fs attach: virtiofsd socket %s is "
+                                    "already given to vm %s: one virtiofsd serves one VM",
+                                    u[i].j->op.socket, f->op.vm);
+        if (rc < 0) {
+            u[i].j->pre_err = NULL;
+            rc = -ENOMEM;
+        } else {
+            rc = 0;
+        }
+    }
+    for (size_t i = 0; i < m; i++)
+        free(u[i].key);
+    free(u);
+    return rc;
+}
+
 static int cmp_job_vm(const void *a, const void *b)
 {
     const job *x = *(job *const *)a, *y = *(job *const *)b;
@@ -569,6 +644,12 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
             !jobs[i]->pre_err &&
             expand_template(c, jobs[i]) < 0)
             jobs[i]->pre_err = strdup("out of memory");
+    }
+    if (refuse_shared_sockets(jobs, n) < 0) {
+        free(order);
+        ev_loop_destroy(r.loop);
+        jobs_free(jobs, n);
+        return cli_error("out of memory");
     }
     /* The VMs of the run, for the summary and the progress bar. */
     {

@@ -33,7 +33,8 @@ typedef struct cocoon_engine cocoon_engine;
 typedef struct cocoon_options {
     const char *root_dir;       /* NULL: $COCOON_ROOT_DIR, else /var/lib/cocoon */
     unsigned timeout_ms;        /* per request, connect to last byte; 0: 30000 */
-    unsigned max_inflight_vms;  /* VMs with an operation in flight; 0: 256 */
+    unsigned max_inflight_vms;  /* VMs with an operation in flight; 0: 256;
+                                   capped at what the open-file limit leaves */
     const char *ch_binary;      /* VMM binary the running gate expects when the
                                    record names none; NULL: "cloud-hypervisor" */
     int socket_check;           /* virtiofsd liveness check before add-fs,

@@ -124,6 +124,7 @@ struct cocoon_engine {
     unsigned gen, gen_iter;              /* newest generation; its iteration */
     bool gen_any;
     socktab *unix_set;                   /* NULL: no socket table or not taken */
+    int unix_errno;                      /* why the last snapshot failed */
     bool unix_loaded;
     unsigned unix_gen;                   /* newest generation it serves */
     unsigned unix_seq;                   /* counts snapshots taken */

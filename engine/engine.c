@@ -4,10 +4,12 @@
 #include "engine/core.h"
 #include "backends/spec.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define ENG_DEFAULT_TIMEOUT_MS 30000u
 #define ENG_DEFAULT_INFLIGHT   256u
@@ -402,6 +404,33 @@ int cocoon_vm_stop(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
     return vm_lc_submit(e, OP_VM_STOP, vm, o, cb, priv);
 }
 
+/* Descriptors an operation may need besides its VM's connection, for a
+ * moment: the socket-table snapshot, the store and lock files, a pidfile,
+ * /proc/<pid>/cmdline. */
+#define ENG_FD_RESERVE 16
+
+/* How many VMs can hold a connection at once with the descriptors this
+ * process has left: every VM in flight or idle keeps one.  Beyond that a
+ * batch would fail most of its operations with EMFILE, so the engine
+ * queues them instead.  0 when it cannot tell. */
+static unsigned eng_fd_budget(void)
+{
+    struct rlimit rl;
+    unsigned open_fds = 0;
+    DIR *d;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+        !(d = opendir("/proc/self/fd")))
+        return 0;
+    while (readdir(d))
+        open_fds++;
+    closedir(d);
+    if (rl.rlim_cur <= (rlim_t)open_fds + ENG_FD_RESERVE + 1)
+        return 1;
+    return rl.rlim_cur - open_fds - ENG_FD_RESERVE > 0x7fffffff
+               ? 0x7fffffffu : (unsigned)(rl.rlim_cur - open_fds - ENG_FD_RESERVE);
+}
+
 cocoon_engine *cocoon_engine_new(struct ev_loop *loop, const cocoon_options *opt)
 {
     cocoon_options o = { 0 };
@@ -428,6 +457,12 @@ cocoon_engine *cocoon_engine_new(struct ev_loop *loop, const cocoon_options *opt
     }
     e->timeout_ms = o.timeout_ms ? o.timeout_ms : ENG_DEFAULT_TIMEOUT_MS;
     e->max_inflight = o.max_inflight_vms ? o.max_inflight_vms : ENG_DEFAULT_INFLIGHT;
+    {
+        unsigned budget = eng_fd_budget();
+
+        if (budget && budget < e->max_inflight)
+            e->max_inflight = budget;
+    }
     e->detach_wait_ms = o.detach_wait_ms;
     e->socket_check = o.socket_check;
     STAILQ_INIT(&e->start);

@@ -50,7 +50,9 @@ static socktab *unix_snapshot_load(cocoon_engine *e)
 static void unix_snapshot_take(cocoon_engine *e)
 {
     socktab_free(e->unix_set);
+    errno = 0;
     e->unix_set = unix_snapshot_load(e);
+    e->unix_errno = e->unix_set ? 0 : errno;
     e->unix_loaded = true;
     e->unix_gen = e->gen;
     e->unix_seq++;
@@ -64,7 +66,7 @@ void eng_unix_drop(cocoon_engine *e)
 }
 
 /* A snapshot taken after op was submitted.  NULL when the kernel's socket
- * table cannot be read: the listener part is skipped. */
+ * table cannot be read (e->unix_errno says why): the check then fails. */
 const socktab *eng_unix_set(cocoon_engine *e, const struct eng_op *op)
 {
     if (!e->unix_loaded || (int)(e->unix_gen - op->gen) < 0)
@@ -104,7 +106,7 @@ void eng_recheck_cb(struct ev_loop *loop, ev_timer *w, int revents)
         STAILQ_REMOVE_HEAD(&list, recheck_link);
         if (e->unix_seq == op->recheck_seq || !e->unix_loaded)
             unix_snapshot_take(e);
-        rc = ch_socket_check(op->socket, e->unix_set, e->err, sizeof(e->err));
+        rc = ch_socket_check(op->socket, e->unix_set, e->unix_errno, e->err, sizeof(e->err));
         if (rc)
             eng_op_fail(op, rc);
         else

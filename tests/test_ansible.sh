@@ -143,11 +143,11 @@ want_rc 0
 expect_all ok 0 0 0
 want_counter vm.add-fs $((3 * N))
 
-# 4. The same tag on another socket: every VM but vm0 fails with cocoon's
-#    message, vm0 (same socket) is in place; every VM still reported.
+# 4. vm0's socket for every VM: one virtiofsd serves one VM, so cocoon
+#    refuses it to every VM but vm0 (in place); every VM still reported.
 play conflict -e "share_socket={{ vfs_dir }}/vm0.sock"
 want_rc 2
-expect_all failed 0 0 $((N - 1)) 'fs tag \"data\" already attached'
+expect_all failed 0 0 $((N - 1)) 'one virtiofsd serves one VM'
 want_counter vm.add-fs $((3 * N))
 
 # 5. --check of the detach: would change, nothing removed.

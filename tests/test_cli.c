@@ -1878,7 +1878,7 @@ static void test_parallel_cap_across_settings(void **state)
                                        lat, NULL };
     size_t len = 0;
     long long t0, wall;
-    int lfd;
+    int lfd[NVM];
     pid_t pid;
 
     (void)state;
@@ -1888,14 +1888,19 @@ static void test_parallel_cap_across_settings(void **state)
     pid = sup_spawn(argv);
     assert_true(asprintf(&last, "%s/vm%d.sock", fleet, NVM - 1) > 0);
     assert_int_equal(sup_wait_socket(last, 5000), 0);
-    lfd = sup_unix_bind(lsock, true);
     plan = malloc(4096);
     assert_non_null(plan);
-    for (int i = 0; i < NVM; i++)
+    /* One virtiofsd socket per VM: a run refuses to give one to two. */
+    for (int i = 0; i < NVM; i++) {
+        char *ls = sup_asprintf("%s%d", lsock, i);
+
+        lfd[i] = sup_unix_bind(ls, true);
         len += (size_t)snprintf(plan + len, 4096 - len,
             "{\"op\":\"fs-attach\",\"vm\":\"%s/vm%d.sock\",\"socket\":\"%s\","
             "\"tag\":\"d\",\"no_socket_check\":%s}\n",
-            fleet, i, lsock, i % 2 ? "true" : "false");
+            fleet, i, ls, i % 2 ? "true" : "false");
+        free(ls);
+    }
     t0 = sup_now_ms();
     assert_int_equal(cli_in(plan, &out, &err, "-o", "json", "batch", "--parallel", "1",
                             (char *)NULL), 0);
@@ -1909,7 +1914,8 @@ static void test_parallel_cap_across_settings(void **state)
     free(out);
     free(err);
     free(plan);
-    close(lfd);
+    for (int i = 0; i < NVM; i++)
+        close(lfd[i]);
     sup_kill(pid);
     free(last);
     free(lsock);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -28,6 +29,36 @@
 #define MAX_ARGS 64
 
 static char *g_root, *g_cocoon;
+/* cli_fds runs cocoon with this open-file limit (soft and hard); 0: as is. */
+static rlim_t g_nofile;
+/* Peers a test started: a failed assertion skips the test's own cleanup,
+ * so teardown ends them. */
+static pid_t g_peers[16];
+static size_t g_n_peers;
+
+static pid_t track(pid_t pid)
+{
+    assert_true(pid > 0 && g_n_peers < sizeof(g_peers) / sizeof(g_peers[0]));
+    g_peers[g_n_peers++] = pid;
+    return pid;
+}
+
+static pid_t start_sim(const char *sock)
+{
+    return track(sup_chsim_start(sock, (const char *const[]){ "--memory", "size=1G,shared=on",
+                                                               NULL }));
+}
+
+/* Ends a tracked peer now. */
+static void stop_peer(pid_t pid)
+{
+    for (size_t i = 0; i < g_n_peers; i++)
+        if (g_peers[i] == pid) {
+            g_peers[i] = g_peers[--g_n_peers];
+            sup_kill(pid);
+            return;
+        }
+}
 
 static int setup(void **state)
 {
@@ -39,6 +70,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    while (g_n_peers)
+        sup_kill(g_peers[--g_n_peers]);
     sup_rmrf(g_root);
     free(g_root);
     g_root = NULL;
@@ -95,6 +128,15 @@ static int cli_fds(const char *in_path, int out_fd, char **err, ...)
 
         if (in < 0 || e < 0)
             _exit(126);
+        if (g_nofile) {
+            struct rlimit rl = { g_nofile, g_nofile };
+
+            for (int fd = 3; fd < 1024; fd++)
+                if (fd != in && fd != e && fd != out_fd)
+                    close(fd);
+            if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                _exit(125);
+        }
         dup2(in, 0);
         dup2(out_fd, 1);
         dup2(e, 2);
@@ -184,9 +226,7 @@ static void test_result_write_errors(void **state)
 
         snprintf(name, sizeof(name), "vm%d.sock", i);
         socks[i] = root_path(name);
-        sims[i] = sup_chsim_start(socks[i], (const char *const[]){ "--memory", "size=1G,shared=on",
-                                                                    NULL });
-        assert_true(sims[i] > 0);
+        sims[i] = start_sim(socks[i]);
     }
     /* One virtiofsd socket per VM. */
     plan = strdup("");
@@ -226,7 +266,7 @@ static void test_result_write_errors(void **state)
     for (int i = 0; i < N; i++) {
         assert_int_equal(sup_chsim_count(socks[i], "vm.add-fs"), 2);
         assert_int_equal(sup_chsim_count(socks[i], "vm.remove-device"), 2);
-        sup_kill(sims[i]);
+        stop_peer(sims[i]);
         close(lfd[i]);
         free(socks[i]);
     }
@@ -247,7 +287,7 @@ static pid_t fake_vmm(const char *sock, const char *info, const char *put_status
     assert_true(pid >= 0);
     if (pid > 0) {
         close(lfd);
-        return pid;
+        return track(pid);
     }
     /* A failed assertion skips the test's kill: die with the test. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -323,7 +363,7 @@ static void test_vmm_strings_escaped(void **state)
                                 "bdf=0000:00:05.0\\x0d\\x1b]0;pwned\\x07)\n"));
     free(out);
     free(err);
-    sup_kill(fake);
+    stop_peer(fake);
 
     /* An error body with a newline and a C1 control (U+009B, CSI). */
     fake = fake_vmm(sock, vm_info_running, "500 Internal Server Error",
@@ -337,10 +377,121 @@ static void test_vmm_strings_escaped(void **state)
     assert_non_null(strstr(err, "bad\\x0aError: forged line \\xc2\\x9b2J\\x1b[1A"));
     free(out);
     free(err);
-    sup_kill(fake);
+    stop_peer(fake);
     close(lfd);
     free(sock);
     free(vfs);
+}
+
+/* ---- descriptors run short ---- */
+
+/* At `ulimit -n 64` a batch over 100 VMs runs as many VMs at once as the
+ * descriptors allow instead of failing most of them with EMFILE; and the
+ * virtiofsd check never passes for want of a descriptor to look with. */
+static void test_fd_exhaustion_throttles(void **state)
+{
+    enum { N = 100 };
+    char *dir = root_path("fleet"), *bin = sup_build_path("chsim"), *plan = strdup("");
+    char *pf = root_path("plan.jsonl"), *out_path = root_path("out.jsonl"), *err = NULL;
+    char count[16], *last;
+    int lfd[N], rc, out;
+
+    (void)state;
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(count, sizeof(count), "%d", N);
+    track(sup_spawn((char *const[]){ bin, (char *)"--fleet", dir, (char *)"--count", count,
+                                     NULL }));
+    last = sup_asprintf("%s/vm%d.sock", dir, N - 1);
+    assert_int_equal(sup_wait_socket(last, 10000), 0);
+    for (int i = 0; i < N; i++) {
+        char *vfs = sup_asprintf("%s/vfs%d.sock", g_root, i), *p;
+
+        lfd[i] = sup_unix_bind(vfs, true);
+        p = sup_asprintf("%s{\"op\":\"fs-attach\",\"vm\":\"%s/vm%d.sock\",\"socket\":"
+                         "\"%s\",\"tag\":\"t\"}\n", plan, dir, i, vfs);
+        free(plan);
+        plan = p;
+        free(vfs);
+    }
+    write_file(pf, plan);
+    out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(out >= 0);
+    g_nofile = 64;
+    rc = cli_fds(pf, out, &err, "-o", "json", "batch", pf, (char *)NULL);
+    g_nofile = 0;
+    close(out);
+    if (rc != 0) {
+        char *o = NULL;
+        FILE *f = fopen(out_path, "r");
+        size_t n;
+
+        o = calloc(1, 1 << 20);
+        n = fread(o, 1, (1 << 20) - 1, f);
+        fclose(f);
+        o[n] = '\0';
+        fail_msg("rc %d: %s\n%.2000s", rc, err, o);
+    }
+    free(err);
+    for (int i = 0; i < N; i++)
+        close(lfd[i]);
+    free(dir);
+    free(bin);
+    free(plan);
+    free(pf);
+    free(out_path);
+    free(last);
+}
+
+/* ---- one virtiofsd, one VM ---- */
+
+/* One socket given to two VMs of a batch (spelled two ways), and to two
+ * tags of one VM: only the first attach may use it, and the others never
+ * reach a VMM. */
+static void test_socket_used_twice(void **state)
+{
+    char *a = root_path("a.sock"), *b = root_path("b.sock"), *vfs = root_path("vfs.sock");
+    char *vfs2 = root_path("vfs2.sock");
+    char *alias = sup_asprintf("%s//./vfs.sock", g_root), *plan, *out = NULL, *err = NULL;
+    pid_t sa = start_sim(a), sb = start_sim(b);
+    int lfd = sup_unix_bind(vfs, true), lfd2 = sup_unix_bind(vfs2, true), rc;
+
+    (void)state;
+    plan = sup_asprintf("{\"op\":\"fs-attach\",\"vm\":\"%s\",\"socket\":\"%s\",\"tag\":\"x\"}\n"
+                        "{\"op\":\"fs-attach\",\"vm\":\"%s\",\"socket\":\"%s\",\"tag\":\"x\"}\n",
+                        a, vfs, b, alias);
+    rc = cli_in(plan, &out, &err, "-o", "json", "batch", "-", (char *)NULL);
+    assert_int_equal(rc, 1);
+    assert_int_equal(count_str(out, "\"ok\":true"), 1);
+    assert_non_null(strstr(out, "is already given to vm "));
+    assert_int_equal(sup_chsim_count(a, "vm.add-fs") + sup_chsim_count(b, "vm.add-fs"), 1);
+    free(out);
+    free(err);
+    /* The flag form: two VMs, one --socket. */
+    rc = cli_in(NULL, &out, &err, "vm", "fs", "attach", a, b, "--socket", vfs2, "--tag", "y",
+                (char *)NULL);
+    assert_int_equal(rc, 1);
+    assert_int_equal(count_str(out, "attached fs y"), 1);
+    assert_int_equal(count_str(err, "one virtiofsd serves one VM"), 1);
+    free(out);
+    free(err);
+    /* Already attached to this VM under another tag (vm.info shows it). */
+    rc = cli_in(NULL, &out, &err, "vm", "fs", "attach", a, "--socket", vfs, "--tag", "z",
+                (char *)NULL);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(err, "already serves fs tag \"x\" of this VM"));
+    free(out);
+    free(err);
+    assert_int_equal(sup_chsim_count(a, "vm.add-fs") + sup_chsim_count(b, "vm.add-fs"), 2);
+    stop_peer(sa);
+    stop_peer(sb);
+    close(lfd);
+    close(lfd2);
+    free(a);
+    free(b);
+    free(vfs);
+    free(vfs2);
+    free(alias);
+    free(plan);
 }
 
 /* ---- state files that are not what they claim ---- */
@@ -537,6 +688,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plan_wait_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_result_write_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmm_strings_escaped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fd_exhaustion_throttles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_socket_used_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifo_state_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreign_state_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rm_run_dir_guard, setup, teardown),
