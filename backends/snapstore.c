@@ -149,6 +149,25 @@ static void snap_gen_str(yajl_gen g, yajl_gen_status *st, const char *s)
         *st = yajl_gen_string(g, (const unsigned char *)s, strlen(s));
 }
 
+yajl_gen_status snapstore_rec_gen(yajl_gen g, const snapstore_rec *r)
+{
+    yajl_gen_status st = yajl_gen_map_open(g);
+    snap_gen_str(g, &st, "id");
+    snap_gen_str(g, &st, r->id);
+    snap_gen_str(g, &st, "name");
+    snap_gen_str(g, &st, r->name);
+    snap_gen_str(g, &st, "created_at");
+    snap_gen_str(g, &st, r->created_at);
+    snap_gen_str(g, &st, "dir");
+    snap_gen_str(g, &st, r->dir);
+    snap_gen_str(g, &st, "source");
+    if (st == yajl_gen_status_ok)
+        st = vmsjson_vm_gen(g, &r->source, NULL);
+    for (int k = 0; k < 2 && st == yajl_gen_status_ok; k++)
+        st = yajl_gen_map_close(g);
+    return st;
+}
+
 int snapstore_serialize(const snapstore_db *db, char **out, size_t *out_len, char *err,
                         size_t errlen)
 {
@@ -173,23 +192,9 @@ int snapstore_serialize(const snapstore_db *db, char **out, size_t *out_len, cha
     if (st == yajl_gen_status_ok)
         st = yajl_gen_map_open(g);
     for (size_t i = 0; i < db->n; i++) {
-        const snapstore_rec *r = &db->recs[i];
-        snap_gen_str(g, &st, r->id);
+        snap_gen_str(g, &st, db->recs[i].id);
         if (st == yajl_gen_status_ok)
-            st = yajl_gen_map_open(g);
-        snap_gen_str(g, &st, "id");
-        snap_gen_str(g, &st, r->id);
-        snap_gen_str(g, &st, "name");
-        snap_gen_str(g, &st, r->name);
-        snap_gen_str(g, &st, "created_at");
-        snap_gen_str(g, &st, r->created_at);
-        snap_gen_str(g, &st, "dir");
-        snap_gen_str(g, &st, r->dir);
-        snap_gen_str(g, &st, "source");
-        if (st == yajl_gen_status_ok)
-            st = vmsjson_vm_gen(g, &r->source, NULL);
-        for (int k = 0; k < 2 && st == yajl_gen_status_ok; k++)
-            st = yajl_gen_map_close(g);
+            st = snapstore_rec_gen(g, &db->recs[i]);
     }
     for (int k = 0; k < 2 && st == yajl_gen_status_ok; k++)
         st = yajl_gen_map_close(g);
@@ -237,11 +242,14 @@ int snapstore_add(snapstore_db *db, snapstore_rec *r, char *err, size_t errlen)
     return 0;
 }
 
-int snapstore_remove(snapstore_db *db, const char *id)
+int snapstore_remove(snapstore_db *db, const char *id, snapstore_rec *out)
 {
     for (size_t i = 0; i < db->n; i++) {
         if (strcmp(db->recs[i].id, id) == 0) {
-            snapstore_rec_fini(&db->recs[i]);
+            if (out)
+                *out = db->recs[i];
+            else
+                snapstore_rec_fini(&db->recs[i]);
             db->recs[i] = db->recs[--db->n];
             return 0;
         }

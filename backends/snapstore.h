@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <yajl/yajl_gen.h>
 
 #include "backends/store.h"
 
@@ -42,6 +43,10 @@ int snapstore_parse(const char *buf, size_t len, snapstore_db *db, char *err, si
 int snapstore_serialize(const snapstore_db *db, char **out, size_t *out_len, char *err,
                         size_t errlen);
 
+/* Writes r as its JSON object (the value under its id in the document);
+ * the first yajl status that was not ok. */
+yajl_gen_status snapstore_rec_gen(yajl_gen g, const snapstore_rec *r);
+
 /* Reads the records under a shared lock; a missing store is empty. */
 int snapstore_load(const char *root, snapstore_db *db, char *err, size_t errlen);
 
@@ -53,8 +58,9 @@ int snapstore_update(const char *root, snapstore_update_fn *fn, void *priv, char
 /* Takes ownership of *r (leaves it zeroed).  -EEXIST "snapshot name %q
  * already in use", -EINVAL for an invalid id or name. */
 int snapstore_add(snapstore_db *db, snapstore_rec *r, char *err, size_t errlen);
-/* Drops the record with id from db: 0, or -ENOENT. */
-int snapstore_remove(snapstore_db *db, const char *id);
+/* Takes the record with id out of db, into *out (owned, snapstore_rec_fini)
+ * or freed when out is NULL: 0, or -ENOENT. */
+int snapstore_remove(snapstore_db *db, const char *id, snapstore_rec *out);
 
 /* A snapshot ref is an exact id, then an exact name, then an id prefix of
  * at least STORE_REF_PREFIX_MIN characters that matches one record only.

@@ -1,7 +1,8 @@
 /* cli/cli.h: the cocoon command.  Argument parsing and help live in
  * cli/main.c, VM lifecycle commands in cli/vm.c, attach/detach/list and
- * batch in cli/ops.c, JSON output helpers in cli/out.c.  Only this part of
- * the project prints or chooses an exit code. */
+ * batch in cli/ops.c, snapshot records in cli/snapshot.c, JSON output
+ * helpers in cli/out.c.  Only this part of the project prints or chooses
+ * an exit code. */
 #ifndef COCOON_CLI_H
 #define COCOON_CLI_H
 
@@ -99,6 +100,9 @@ int cli_device_attach(cli_ctx *c);
 int cli_device_detach(cli_ctx *c);
 int cli_device_list(cli_ctx *c);
 int cli_batch(cli_ctx *c);
+int cli_snapshot_list(cli_ctx *c);
+int cli_snapshot_inspect(cli_ctx *c);
+int cli_snapshot_rm(cli_ctx *c);
 int cli_completion(cli_ctx *c);
 
 /* The command table the parser walks (cli/main.c), for the completion

@@ -177,6 +177,19 @@ static const cli_cmd *const vm_children[] = {
     &cmd_debug, &cmd_fs, &cmd_dev, NULL };
 static const cli_cmd cmd_vm = { "vm", "vm COMMAND", "Manage VMs and their runtime devices",
     "cocoon vm list", NULL, 0, vm_children, NULL, 0, 0, NULL, NULL };
+static const cli_cmd cmd_snap_list = { "list", "snapshot list", "List snapshots",
+    "cocoon snapshot ls -o json", NULL, 0, NULL, cli_snapshot_list, 0, 0, "ls", NULL };
+LEAF0(cmd_snap_inspect, "inspect", "snapshot inspect SNAP",
+      "Print a snapshot record as JSON (source VM, its config, snapshot dir)",
+      "cocoon snapshot inspect before-upgrade", cli_snapshot_inspect, 1, 1);
+LEAF0(cmd_snap_rm, "rm", "snapshot rm SNAP...",
+      "Remove snapshots: the record, then its own data dir (never a VM's files)",
+      "cocoon snapshot rm before-upgrade", cli_snapshot_rm, 1, -1);
+static const cli_cmd *const snap_children[] = { &cmd_snap_list, &cmd_snap_inspect, &cmd_snap_rm,
+                                                NULL };
+static const cli_cmd cmd_snapshot = { "snapshot", "snapshot COMMAND",
+    "Snapshot records: list, inspect, remove", "cocoon snapshot list", NULL, 0, snap_children,
+    NULL, 0, 0, NULL, NULL };
 LEAF0(cmd_version, "version", "version", "Print the version", "cocoon version", cli_version, 0, 0);
 static const cli_cmd cmd_completion = { "completion", "completion bash|zsh|fish",
     "Print a shell completion script",
@@ -184,8 +197,8 @@ static const cli_cmd cmd_completion = { "completion", "completion bash|zsh|fish"
     "  source <(cocoon completion zsh)       # zsh, in ~/.zshrc\n"
     "  cocoon completion fish > ~/.config/fish/completions/cocoon.fish",
     NULL, 0, NULL, cli_completion, 1, 1, NULL, "bash zsh fish" };
-static const cli_cmd *const root_children[] = { &cmd_vm, &cmd_batch, &cmd_version, &cmd_completion,
-                                                NULL };
+static const cli_cmd *const root_children[] = { &cmd_vm, &cmd_snapshot, &cmd_batch, &cmd_version,
+                                                &cmd_completion, NULL };
 static const cli_cmd cmd_root = { "cocoon", "[--root-dir DIR] [--timeout SECONDS] [-o text|json] COMMAND",
     "Hot-attach virtio-fs shares and VFIO devices to running Cloud Hypervisor VMs",
     "cocoon vm fs attach web-1 --socket /run/vfs/web-1.sock --tag data",

@@ -145,8 +145,10 @@ static void test_resolve_and_names(void **state)
     assert_string_equal(err, "snapshot not found");
     assert_null(hit);
     assert_int_equal(snapstore_resolve(&db, "", &hit, err, sizeof err), -ENOENT);
-    assert_int_equal(snapstore_remove(&db, "ABCZZZZZZZZZZZZZZZZZZZZZZZ"), 0);
-    assert_int_equal(snapstore_remove(&db, "ABCZZZZZZZZZZZZZZZZZZZZZZZ"), -ENOENT);
+    assert_int_equal(snapstore_remove(&db, "ABCZZZZZZZZZZZZZZZZZZZZZZZ", &r), 0);
+    assert_string_equal(r.name, "two");
+    snapstore_rec_fini(&r);
+    assert_int_equal(snapstore_remove(&db, "ABCZZZZZZZZZZZZZZZZZZZZZZZ", NULL), -ENOENT);
     assert_int_equal(snapstore_resolve(&db, "ABC", &hit, err, sizeof err), 0);
     snapstore_db_fini(&db);
 }

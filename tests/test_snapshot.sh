@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# tests/test_snapshot.sh: the snapshot commands over records on disk: list
+# and inspect in text and JSON (shared_memory of the source VM shown), the
+# ref rules and their errors, and rm, which removes the record and the
+# snapshot's own data dir but nothing a link in it points at.
+#
+# Usage: tests/test_snapshot.sh      (make test runs it; COCOON_BUILD_DIR=build)
+set -euo pipefail
+
+BUILD=$(realpath "${COCOON_BUILD_DIR:-build}")
+PY=/usr/bin/python3
+T=$(mktemp -d /tmp/cocoon-snapshot-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+R=$T/root
+C=("$BUILD/cocoon" --root-dir "$R")
+failures=0
+ok()   { echo "ok: $*"; }
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+# expect WANT_RC WANT_SUBSTRING_OF_OUTPUT cocoon-args...
+expect() {
+    local want_rc=$1 want=$2 out rc=0
+    shift 2
+    out=$("${C[@]}" "$@" 2>&1) || rc=$?
+    if [ "$rc" -ne "$want_rc" ] || [[ "$out" != *"$want"* ]]; then
+        fail "cocoon $*: rc $rc, output: $out (want rc $want_rc and \"$want\")"
+    else
+        ok "cocoon $*"
+    fi
+}
+
+expect 0 "No snapshots found." snapshot list
+[ "$("${C[@]}" -o json snapshot ls)" = "[]" ] && ok "empty JSON list" || fail "empty JSON list"
+for cmd in "snapshot" "snapshot list" "snapshot inspect" "snapshot rm"; do
+    # shellcheck disable=SC2086
+    expect 0 "Usage:" $cmd --help
+done
+expect 2 "accepts" snapshot inspect
+expect 2 "" snapshot rm
+
+# Two records as cocoon writes them; the first snapshot's data dir holds
+# CH's files and links to a VM's disk and run dir.
+A=AAAAAAAAAAAAAAAAAAAAAAAAAA
+B=AAABBBBBBBBBBBBBBBBBBBBBBB
+V=VVVVVVVVVVVVVVVVVVVVVVVVVV
+mkdir -p "$R/snapshots/db" "$R/snapshots/data/$A" "$R/snapshots/data/$B" "$T/vm/run"
+echo disk > "$T/vm/disk.raw"
+echo '{}' > "$R/snapshots/data/$A/config.json"
+ln -s "$T/vm/disk.raw" "$R/snapshots/data/$A/disk-link"
+ln -s "$T/vm/run" "$R/snapshots/data/$A/run-link"
+rec() { # id name shared
+    printf '"%s":{"id":"%s","name":"%s","created_at":"2026-12-01T08:00:00Z",' "$1" "$1" "$2"
+    printf '"dir":"%s","source":{"id":"%s","hypervisor":"cloud-hypervisor",' \
+        "$R/snapshots/data/$1" "$V"
+    printf '"state":"running","config":{"name":"web-1","cpu":2,"memory":1073741824%s}}}' "$3"
+}
+{ printf '{"snapshots":{'; rec $A before-upgrade ',"shared_memory":true'; printf ','
+  rec $B plain ''; printf '}}'; } > "$R/snapshots/db/snapshots.json"
+
+out=$("${C[@]}" snapshot list)
+if [[ "$out" == *"ID"*"NAME"*"SOURCE VM"*"SHARED"* && "$out" == *"$A  before-upgrade"*"web-1"*"yes"* &&
+      "$out" == *"$B  plain"*"no"* ]]; then ok "text list"; else fail "text list: $out"; fi
+"${C[@]}" -o json snapshot list | $PY -c '
+import json, sys
+l = json.load(sys.stdin)
+assert [s["name"] for s in l] == ["before-upgrade", "plain"], l
+assert l[0]["source"]["config"]["shared_memory"] is True
+assert "shared_memory" not in l[1]["source"]["config"]
+assert l[0]["source"]["id"] == "'$V'" and l[0]["dir"].endswith("'$A'")
+' && ok "JSON list" || fail "JSON list"
+
+expect 0 "\"name\": \"before-upgrade\"" snapshot inspect before-upgrade
+expect 0 "\"shared_memory\": true" snapshot inspect AAAA
+expect 0 "\"id\": \"$B\"" -o json snapshot inspect AAAB
+expect 1 "Error: ambiguous ref \"AAA\": multiple matches" snapshot inspect AAA
+expect 1 "Error: snapshot not found" snapshot inspect AA
+expect 1 "Error: snapshot not found" snapshot inspect nope
+
+out=$("${C[@]}" -o json snapshot rm AAAA)
+[ "$out" = "{\"id\":\"$A\",\"name\":\"before-upgrade\",\"state\":\"removed\"}" ] &&
+    ok "rm JSON" || fail "rm JSON: $out"
+[ ! -e "$R/snapshots/data/$A" ] && ok "data dir removed" || fail "data dir still there"
+[ -f "$T/vm/disk.raw" ] && [ -d "$T/vm/run" ] && ok "VM files kept" || fail "VM files removed"
+
+# One bad ref fails the run; the good one is still removed.
+out=$("${C[@]}" snapshot rm nope plain 2>&1) && rc=0 || rc=$?
+[ $rc -eq 1 ] && [[ "$out" == *'Error: "nope": snapshot not found'* ]] &&
+    [[ "$out" == *"plain: removed (id=$B)"* ]] && ok "rm partial" || fail "rm partial: $rc $out"
+expect 0 "No snapshots found." snapshot list
+
+[ $failures -eq 0 ] || { echo "test_snapshot: $failures failures"; exit 1; }
+echo "test_snapshot: all passed"
