@@ -366,15 +366,22 @@ static void submit_one(job *j)
     }
 }
 
+/* The store, read once per run for the templates that name records:
+ * resolving against one load keeps N refs linear in N. */
+typedef struct tmpl_store {
+    store_set set;
+    int rc;                       /* 0 loaded, <0 the load failed, 1 not yet */
+    char err[BASE_ERRSTR_MAX];
+} tmpl_store;
+
 /* Replaces {name}, {id} and {vm} in a socket template. */
-static int expand_template(const cli_ctx *c, job *j)
+static int expand_template(const cli_ctx *c, tmpl_store *ts, job *j)
 {
     const char *t = j->op.socket, *name = NULL, *id = NULL;
     char derived[256], err[BASE_ERRSTR_MAX], *out = NULL;
     size_t len = 0;
     FILE *f;
-    store_vm vm;
-    bool have_vm = false;
+    const store_vm *vm = NULL;
 
     if (!t || !strchr(t, '{'))
         return 0;
@@ -388,24 +395,27 @@ static int expand_template(const cli_ctx *c, job *j)
                 bl -= 5;
             snprintf(derived, sizeof(derived), "%.*s", (int)bl, base);
             name = id = derived;
-        } else if (store_resolve(c->root, j->op.vm, &vm, err, sizeof(err)) == 0) {
-            have_vm = true;
-            name = vm.config.name ? vm.config.name : vm.id;
-            id = vm.id;
         } else {
+            if (ts->rc == 1)
+                ts->rc = store_set_load(&ts->set, c->root, ts->err, sizeof(ts->err));
+            if (ts->rc == 0 &&
+                store_set_resolve(&ts->set, j->op.vm, &vm, err, sizeof(err)) == 0) {
+                name = vm->config.name ? vm->config.name : vm->id;
+                id = vm->id;
+            }
+        }
+        if (!name) {
             char m[BASE_ERRSTR_MAX + 64];
 
-            snprintf(m, sizeof(m), "%s: vm %s: %s", op_text[j->op.kind], j->op.vm, err);
+            snprintf(m, sizeof(m), "%s: vm %s: %s", op_text[j->op.kind], j->op.vm,
+                     ts->rc < 0 ? ts->err : err);
             j->pre_err = strdup(m);
             return 0;
         }
     }
     f = open_memstream(&out, &len);
-    if (!f) {
-        if (have_vm)
-            store_vm_fini(&vm);
+    if (!f)
         return -ENOMEM;
-    }
     while (*t) {
         if (strncmp(t, "{name}", 6) == 0 && name) {
             fputs(name, f);
@@ -420,8 +430,6 @@ static int expand_template(const cli_ctx *c, job *j)
             fputc(*t++, f);
         }
     }
-    if (have_vm)
-        store_vm_fini(&vm);
     if (fclose(f) != 0) {
         free(out);
         return -ENOMEM;
@@ -638,12 +646,16 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
         jobs_free(jobs, n);
         return cli_error("out of memory");
     }
-    for (size_t i = 0; i < n; i++) {
-        jobs[i]->r = &r;
-        if ((jobs[i]->op.kind == CLI_OP_FS_ATTACH || jobs[i]->op.kind == CLI_OP_FS_LIST) &&
-            !jobs[i]->pre_err &&
-            expand_template(c, jobs[i]) < 0)
-            jobs[i]->pre_err = strdup("out of memory");
+    {
+        tmpl_store ts = { .rc = 1 };
+
+        for (size_t i = 0; i < n; i++) {
+            jobs[i]->r = &r;
+            if ((jobs[i]->op.kind == CLI_OP_FS_ATTACH || jobs[i]->op.kind == CLI_OP_FS_LIST) &&
+                !jobs[i]->pre_err && expand_template(c, &ts, jobs[i]) < 0)
+                jobs[i]->pre_err = strdup("out of memory");
+        }
+        store_set_fini(&ts.set);
     }
     if (refuse_shared_sockets(jobs, n) < 0) {
         free(order);
