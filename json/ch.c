@@ -9,6 +9,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "http/base.h"
+#include "json/prune.h"
 
 /* Bounds on what a decoder accepts.  vm.info nests about six levels deep
  * (device_tree.<id>.resources[i].<kind>), so 64 leaves ample room while
@@ -744,8 +745,12 @@ static int dec_run(dec *d, const char *buf, size_t len)
     return d->rc;
 }
 
-int json_vm_info_decode(const char *buf, size_t len, json_vm_info *out,
-                        char *err, size_t errlen)
+/* Bodies up to this size are pruned into a stack buffer; larger ones (a
+ * VM with hundreds of devices) into a heap one. */
+#define PRUNE_STACK 8192
+
+static int vm_info_decode(const char *buf, size_t len, json_vm_info *out, char *err,
+                          size_t errlen, bool prune)
 {
     dec d;
     int rc;
@@ -760,12 +765,33 @@ int json_vm_info_decode(const char *buf, size_t len, json_vm_info *out,
     d.vi = out;
     d.err = err;
     d.errlen = errlen;
-    rc = dec_run(&d, buf ? buf : "", len);
+    if (prune && buf && len <= JSON_MAX_BODY) {
+        char small[PRUNE_STACK], *p = len <= sizeof(small) ? small : malloc(len);
+        long plen = p ? json_prune_vm_info(buf, len, p, JSON_MAX_DEPTH) : -1;
+
+        rc = plen >= 0 ? dec_run(&d, p, (size_t)plen) : dec_run(&d, buf, len);
+        if (p != small)
+            free(p);
+    } else {
+        rc = dec_run(&d, buf ? buf : "", len);
+    }
     if (rc == 0 && !out->state)
         rc = base_errf(err, errlen, -EBADMSG, "state: missing");
     if (rc < 0)
         json_vm_info_fini(out);
     return rc;
+}
+
+int json_vm_info_decode(const char *buf, size_t len, json_vm_info *out, char *err,
+                        size_t errlen)
+{
+    return vm_info_decode(buf, len, out, err, errlen, true);
+}
+
+int json_vm_info_decode_yajl(const char *buf, size_t len, json_vm_info *out, char *err,
+                             size_t errlen)
+{
+    return vm_info_decode(buf, len, out, err, errlen, false);
 }
 
 void json_vm_info_fini(json_vm_info *vi)

@@ -70,6 +70,12 @@ int json_remove_device_encode(const char *id, char **out, size_t *out_len,
 /* Decoders: buf need not be NUL-terminated. */
 int json_vm_info_decode(const char *buf, size_t len, json_vm_info *out,
                         char *err, size_t errlen);
+/* json_vm_info_decode first drops, with json/prune, the parts of the body
+ * it never reads and lets yajl parse the rest; json_vm_info_decode_yajl is
+ * the same decode with yajl over the whole body, the reference the tests
+ * and the fuzz target hold the pruned path to (same result, same error). */
+int json_vm_info_decode_yajl(const char *buf, size_t len, json_vm_info *out,
+                             char *err, size_t errlen);
 void json_vm_info_fini(json_vm_info *vi);
 
 int json_pci_info_decode(const char *buf, size_t len, json_pci_info *out,

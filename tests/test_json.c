@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 
 #include "http/base.h"
 #include "json/ch.h"
+#include "json/prune.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 /* json_fs holds owned, mutable strings; tests point them at literals. */
@@ -439,15 +441,56 @@ static int fixture_setup(void **state)
     return 0;
 }
 
+static bool str_same(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* The pruned decode and yajl over the whole body must agree exactly. */
+static void assert_vi_same(const json_vm_info *a, const json_vm_info *b)
+{
+    assert_true(str_same(a->state, b->state));
+    assert_true(a->mem_size == b->mem_size && a->mem_shared == b->mem_shared &&
+                a->mem_hugepages == b->mem_hugepages);
+    assert_int_equal(a->n_zones, b->n_zones);
+    for (size_t i = 0; i < a->n_zones; i++)
+        assert_true(a->zones[i].shared == b->zones[i].shared &&
+                    a->zones[i].hugepages == b->zones[i].hugepages);
+    assert_int_equal(a->n_fs, b->n_fs);
+    for (size_t i = 0; i < a->n_fs; i++)
+        assert_true(str_same(a->fs[i].id, b->fs[i].id) && str_same(a->fs[i].tag, b->fs[i].tag) &&
+                    str_same(a->fs[i].socket, b->fs[i].socket) &&
+                    a->fs[i].num_queues == b->fs[i].num_queues &&
+                    a->fs[i].queue_size == b->fs[i].queue_size);
+    assert_int_equal(a->n_devices, b->n_devices);
+    for (size_t i = 0; i < a->n_devices; i++)
+        assert_true(str_same(a->devices[i].id, b->devices[i].id) &&
+                    str_same(a->devices[i].path, b->devices[i].path));
+    assert_int_equal(a->n_tree_ids, b->n_tree_ids);
+    for (size_t i = 0; i < a->n_tree_ids; i++)
+        assert_true(str_same(a->tree_ids[i], b->tree_ids[i]));
+}
+
 /* Decodes from an exact-size heap copy so that ASan and valgrind catch any
- * read past the end: the decoder must not need a NUL terminator. */
+ * read past the end: the decoder must not need a NUL terminator.  Every
+ * decode is also run with yajl over the whole body, which must give the
+ * same result or the same error. */
 static int decode_exact(const char *s, size_t len, json_vm_info *vi, char *err, size_t errlen)
 {
-    char *copy = malloc(len ? len : 1);
+    char *copy = malloc(len ? len : 1), ref_err[BASE_ERRSTR_MAX] = "";
+    json_vm_info ref;
     assert_non_null(copy);
     memcpy(copy, s, len);
     int rc = json_vm_info_decode(copy, len, vi, err, errlen);
+    int ref_rc = json_vm_info_decode_yajl(copy, len, &ref, ref_err, sizeof(ref_err));
     free(copy);
+    if (rc != ref_rc || (err && strcmp(err, ref_err) != 0))
+        print_error("pruned: %d '%s', yajl: %d '%s'\n", rc, err ? err : "", ref_rc, ref_err);
+    assert_int_equal(rc, ref_rc);
+    if (err)
+        assert_string_equal(err, ref_err);
+    assert_vi_same(vi, &ref);
+    json_vm_info_fini(&ref);
     return rc;
 }
 
@@ -771,6 +814,53 @@ static void test_vm_info_every_prefix(void **state)
         assert_vi_empty(&vi);
         assert_true(strlen(err) > 0);
     }
+}
+
+static char *nested(size_t depth);
+
+/* The pruning pass handles a whole CH body, dropping most of it, and
+ * hands back (-1) what it must not decide: a key with an escape where the
+ * key picks what is kept, whitespace yajl allows beyond JSON's, nesting
+ * past the limit, and every syntax error. */
+static void test_vm_info_prune(void **state)
+{
+    static const char *const fallback[] = {
+        "{\"st\\u0061te\":\"Running\"}",
+        "{\"state\":\"Running\",\"con\\u0066ig\":{\"fs\":[]}}",
+        "{\"state\":\"Running\",\v\"x\":1}",
+        "{\"state\":\"Running\",\"x\":\"\xc3\"}",
+        "{\"state\":\"Running\",\"x\":[01]}",
+        "{\"state\":\"Running\",\"x\":\"a\nb\"}",
+        "{\"state\":\"Running\",\"x\":tru}",
+        "{\"state\":\"Running\"} x",
+    };
+    char *out = malloc(full_vm_info_len), err[BASE_ERRSTR_MAX] = "";
+    json_vm_info vi;
+    long n;
+    (void)state;
+
+    assert_non_null(out);
+    n = json_prune_vm_info(full_vm_info, full_vm_info_len, out, 64);
+    assert_true(n > 0 && (size_t)n < full_vm_info_len / 2);
+    assert_int_equal(decode_exact(full_vm_info, full_vm_info_len, &vi, err, sizeof(err)), 0);
+    json_vm_info_fini(&vi);
+    /* A device_tree key with an escape is kept as it is. */
+    {
+        static const char tree[] = "{\"device_tree\":{\"a\\u0062\":{}}}";
+
+        assert_true(json_prune_vm_info(tree, strlen(tree), out, 64) > 0);
+    }
+    for (size_t i = 0; i < ARRAY_LEN(fallback); i++) {
+        if (json_prune_vm_info(fallback[i], strlen(fallback[i]), out, 64) != -1)
+            print_error("case %zu pruned\n", i);
+        assert_int_equal(json_prune_vm_info(fallback[i], strlen(fallback[i]), out, 64), -1);
+        decode_str(fallback[i], &vi, err, sizeof(err));
+        json_vm_info_fini(&vi);
+    }
+    char *deep = nested(64);
+    assert_int_equal(json_prune_vm_info(deep, strlen(deep), out, 64), -1);
+    free(deep);
+    free(out);
 }
 
 static void test_vm_info_minimal(void **state)
@@ -1507,6 +1597,7 @@ int main(void)
         cmocka_unit_test(test_encode_enomem),
         cmocka_unit_test(test_vm_info_full_fixture),
         cmocka_unit_test(test_vm_info_every_prefix),
+        cmocka_unit_test(test_vm_info_prune),
         cmocka_unit_test(test_vm_info_minimal),
         cmocka_unit_test(test_vm_info_nulls),
         cmocka_unit_test(test_vm_info_generations),
