@@ -202,9 +202,10 @@ void eng_attach_on_http(struct eng_op *op, const httpc_response *r);
 void eng_fs_put(struct eng_op *op);
 
 /* sockets.c: the listener snapshot serving op (NULL when the socket table
- * cannot be read), the generation of a new submission, the second look
+ * cannot be read), taken early once requests went out, the generation of a new submission, the second look
  * after a miss, and dropping the snapshot once nothing is pending. */
 const socktab *eng_unix_set(cocoon_engine *e, const struct eng_op *op);
+void eng_unix_prefetch(cocoon_engine *e);
 void eng_gen_assign(cocoon_engine *e, struct eng_op *op);
 void eng_recheck_defer(struct eng_op *op);
 void eng_recheck_cb(struct ev_loop *loop, ev_timer *w, int revents);

@@ -223,6 +223,8 @@ void eng_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
     (void)loop;
     (void)revents;
+    bool check = false;
+
     STAILQ_CONCAT(&list, &e->start);
     eng_enter(e);
     while (!STAILQ_EMPTY(&list)) {
@@ -235,9 +237,13 @@ void eng_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
             break;
         }
         STAILQ_REMOVE_HEAD(&list, link);
+        check |= op->kind == OP_FS_ATTACH && op->socket_check && !op->pre_err;
         eng_op_begin(e, op);
     }
-    if (!e->free_requested)
+    if (!e->free_requested) {
         eng_pump(e);
+        if (check)
+            eng_unix_prefetch(e);
+    }
     eng_leave(e);
 }

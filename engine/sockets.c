@@ -74,6 +74,17 @@ const socktab *eng_unix_set(cocoon_engine *e, const struct eng_op *op)
     return e->unix_set;
 }
 
+/* Called once a kick's requests went out: the snapshot their fs attaches
+ * will need is taken now, while the VMMs answer vm.info, rather than when
+ * the first reply arrives and waits for it.  One snapshot serves every
+ * attach pending at that moment, however many VMs --parallel lets run. */
+void eng_unix_prefetch(cocoon_engine *e)
+{
+    if (!e->gen_any || (e->unix_loaded && e->unix_gen == e->gen))
+        return;
+    unix_snapshot_take(e);
+}
+
 /* The listener was missing from the snapshot: look again in a later one
  * before saying nothing listens.  Misses of one loop iteration share that
  * second read. */
