@@ -9,9 +9,10 @@
 #include "json/prune.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
-typedef enum pmode { P_KEEP, P_ROOT, P_CONFIG, P_TREE, P_SKIP } pmode;
+typedef enum pmode { P_KEEP, P_ROOT, P_CONFIG, P_MEMORY, P_TREE, P_SKIP, P_DROP } pmode;
 
 typedef struct pcur {
     const unsigned char *p, *end;
@@ -24,6 +25,33 @@ typedef struct pcur {
 static bool str_plain(unsigned char ch)
 {
     return ch >= 0x20 && ch < 0x80 && ch != '"' && ch != '\\';
+}
+
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* Nonzero when a byte of w is zero (exact: a borrow only ever follows a
+ * zero byte). */
+static uint64_t has_zero(uint64_t w)
+{
+    return (w - ONES) & ~w & HIGHS;
+}
+
+/* The end of the run of plain bytes from p, eight bytes at a time. */
+static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+{
+    while (end - p >= 8) {
+        uint64_t w;
+
+        memcpy(&w, p, 8);
+        if ((w & HIGHS) | ((w - 0x20 * ONES) & ~w & HIGHS) | has_zero(w ^ ('"' * ONES)) |
+            has_zero(w ^ ('\\' * ONES)))
+            break;
+        p += 8;
+    }
+    while (p < end && str_plain(*p))
+        p++;
+    return p;
 }
 
 static void put(pcur *c, const unsigned char *from, size_t n)
@@ -60,8 +88,7 @@ static bool string(pcur *c, bool *escaped)
 
     *escaped = false;
     for (;;) {
-        while (c->p < c->end && str_plain(*c->p))
-            c->p++;
+        c->p = plain_run(c->p, c->end);
         if (c->p >= c->end)
             return false;
         if (*c->p == '"')
@@ -150,16 +177,22 @@ static bool literal(pcur *c, const char *word, size_t n)
 
 static bool value(pcur *c, pmode mode);
 
-/* What a member's value becomes, from its parent's mode and its key. */
+/* What a member's value becomes, from its parent's mode and its key:
+ * P_DROP leaves the member out, P_SKIP keeps the key with the value 0
+ * (device_tree, whose keys the decoder reads). */
 static pmode member_mode(pmode parent, const unsigned char *key, size_t n)
 {
 #define KEY_IS(k) (n == sizeof(k) - 1 && memcmp(key, k, n) == 0)
     switch (parent) {
     case P_ROOT:
         return KEY_IS("config") ? P_CONFIG : KEY_IS("device_tree") ? P_TREE
-               : KEY_IS("state") ? P_KEEP : P_SKIP;
+               : KEY_IS("state") ? P_KEEP : P_DROP;
     case P_CONFIG:
-        return KEY_IS("memory") || KEY_IS("fs") || KEY_IS("devices") ? P_KEEP : P_SKIP;
+        return KEY_IS("memory") ? P_MEMORY : KEY_IS("fs") || KEY_IS("devices") ? P_KEEP : P_DROP;
+    case P_MEMORY:
+        return KEY_IS("size") || KEY_IS("shared") || KEY_IS("hugepages") || KEY_IS("zones")
+                   ? P_KEEP
+                   : P_DROP;
     case P_TREE:
         return P_SKIP;
     default:
@@ -168,9 +201,12 @@ static pmode member_mode(pmode parent, const unsigned char *key, size_t n)
 #undef KEY_IS
 }
 
+/* An object or array at c->p.  A member left out takes its comma with
+ * it: the copy is rewound to where the member began. */
 static bool container(pcur *c, pmode mode, bool object)
 {
     char close = object ? '}' : ']';
+    bool first = true;      /* nothing written inside yet */
 
     if (++c->depth > c->max_depth)
         return false;
@@ -184,8 +220,11 @@ static bool container(pcur *c, pmode mode, bool object)
         return true;
     }
     for (;;) {
-        pmode child = mode;
+        pmode child = mode == P_SKIP ? P_SKIP : P_KEEP;
+        char *begin = c->o, *val;
 
+        if (!first)
+            put1(c, ',');
         if (object) {
             const unsigned char *key;
             bool escaped;
@@ -206,31 +245,29 @@ static bool container(pcur *c, pmode mode, bool object)
                 return false;
             c->p++;
             put1(c, ':');
-        } else if (mode != P_SKIP) {
-            child = P_KEEP;
         }
-        if (child == P_SKIP && mode != P_SKIP) {
-            char *o = c->o;
-
+        val = c->o;
+        if (mode != P_SKIP && (child == P_SKIP || child == P_DROP)) {
             c->o = NULL;
             if (!value(c, P_SKIP))
                 return false;
-            c->o = o;
-            put1(c, '0');
-        } else if (!value(c, child)) {
-            return false;
+            if (child == P_DROP) {
+                c->o = begin;
+            } else {
+                c->o = val;
+                put1(c, '0');
+                first = false;
+            }
+        } else {
+            if (!value(c, child))
+                return false;
+            first = false;
         }
         ws(c);
-        if (c->p >= c->end)
+        if (c->p >= c->end || (*c->p != ',' && *c->p != close))
             return false;
-        if (*c->p == ',') {
-            c->p++;
-            put1(c, ',');
+        if (*c->p++ == ',')
             continue;
-        }
-        if (*c->p != close)
-            return false;
-        c->p++;
         put1(c, close);
         c->depth--;
         return true;

@@ -8,12 +8,13 @@
 #include <stddef.h>
 
 /* Writes to out (room for len bytes) a copy of the JSON document buf
- * without whitespace, in which these values are replaced by 0: members of
- * the top-level object other than "config", "state" and "device_tree";
- * members of "config" other than "memory", "fs" and "devices"; and the
- * value of every "device_tree" member (its key stays).  Everything else is
- * copied token for token.  The dropped values are checked for syntax, with
- * yajl's rules or stricter ones, and so is the rest.
+ * without whitespace and without the values the decoder ignores: members
+ * of the top-level object other than "config", "state" and "device_tree",
+ * members of "config" other than "memory", "fs" and "devices", and
+ * members of "memory" other than "size", "shared", "hugepages" and
+ * "zones" are left out; every "device_tree" member keeps its key with the
+ * value 0.  Everything else is copied token for token.  What is left out
+ * is still checked for syntax, with yajl's rules or stricter ones.
  *
  * Returns the length written (never more than len), or -1 when this pass
  * does not handle the body: any syntax error, a key that decides what is
