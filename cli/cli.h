@@ -89,6 +89,8 @@ int cli_vm_create(cli_ctx *c);
 int cli_vm_run(cli_ctx *c);
 int cli_vm_start(cli_ctx *c);
 int cli_vm_stop(cli_ctx *c);
+int cli_vm_pause(cli_ctx *c);
+int cli_vm_resume(cli_ctx *c);
 int cli_vm_rm(cli_ctx *c);
 int cli_vm_list(cli_ctx *c);
 int cli_vm_inspect(cli_ctx *c);

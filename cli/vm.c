@@ -260,11 +260,16 @@ static void lc_done_cb(cocoon_engine *e, const cocoon_result *r, void *priv)
     j->errstr = strdup(r->errstr ? r->errstr : "");
 }
 
-/* Starts or stops the n VMs of jobs through one engine: concurrently, each
- * VM's steps in order.  stop: the bounds of a stop, NULL for the defaults.
- * A job that cannot be submitted is done with its error. */
-static void lc_run(const cli_ctx *c, lc_job *jobs, size_t n, bool start,
-                   const cocoon_vm_opts *stop)
+/* One of cocoon_vm_start, _stop, _pause, _resume. */
+typedef int lc_submit_fn(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                         cocoon_done_fn *cb, void *priv);
+
+/* Runs submit ("start", "stop", ...: what) on the n VMs of jobs through one
+ * engine: concurrently, each VM's steps in order.  stop: the bounds of a
+ * stop, NULL for the defaults.  A job that cannot be submitted is done
+ * with its error. */
+static void lc_run(const cli_ctx *c, lc_job *jobs, size_t n, lc_submit_fn *submit,
+                   const char *what, const cocoon_vm_opts *stop)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     cocoon_options opt = { .root_dir = c->root, .timeout_ms = c->timeout_ms,
@@ -279,14 +284,12 @@ static void lc_run(const cli_ctx *c, lc_job *jobs, size_t n, bool start,
         if (stop)
             o = *stop;
         o.binary = vmm_binary(c, jobs[i].vm);
-        rc = !e ? -ENOMEM
-             : start ? cocoon_vm_start(e, jobs[i].vm->id, &o, lc_done_cb, &jobs[i])
-                     : cocoon_vm_stop(e, jobs[i].vm->id, &o, lc_done_cb, &jobs[i]);
+        rc = !e ? -ENOMEM : submit(e, jobs[i].vm->id, &o, lc_done_cb, &jobs[i]);
         if (rc < 0) {
             jobs[i].done = true;
             jobs[i].err = rc;
-            if (asprintf(&jobs[i].errstr, "%s vm %s: %s", start ? "start" : "stop",
-                         jobs[i].vm->id, strerror(-rc)) < 0)
+            if (asprintf(&jobs[i].errstr, "%s vm %s: %s", what, jobs[i].vm->id,
+                         strerror(-rc)) < 0)
                 jobs[i].errstr = NULL;
             continue;
         }
@@ -337,7 +340,7 @@ static int start_one(const cli_ctx *c, store_vm *vm)
 
     if (start_needless(c, vm))
         return CLI_EXIT_OK;
-    lc_run(c, &j, 1, true, NULL);
+    lc_run(c, &j, 1, cocoon_vm_start, "start", NULL);
     rc = start_report(c, vm, &j);
     free(j.errstr);
     return rc;
@@ -463,7 +466,7 @@ static int lc_each(cli_ctx *c, bool start, const cocoon_vm_opts *stop)
     for (size_t i = 0; i < c->n_args; i++)
         if (sl[i].ok && !sl[i].skip)
             jobs[n++].vm = &sl[i].a.vm;
-    lc_run(c, jobs, n, start, stop);
+    lc_run(c, jobs, n, start ? cocoon_vm_start : cocoon_vm_stop, start ? "start" : "stop", stop);
     for (size_t i = 0, k = 0; i < c->n_args; i++)
         if (sl[i].ok && !sl[i].skip)
             sl[i].job = jobs[k++];
@@ -501,7 +504,7 @@ static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
             print_vm_line(c, vm, "not running", 0);
         return CLI_EXIT_OK;
     }
-    lc_run(c, &j, 1, false, NULL);
+    lc_run(c, &j, 1, cocoon_vm_stop, "stop", NULL);
     if (j.err)
         rc = cli_error("%s", j.errstr ? j.errstr : "stop failed");
     else if (!quiet)
@@ -529,6 +532,75 @@ int cli_vm_stop(cli_ctx *c)
     o.graceful_ms = (unsigned)s * 1000u;
     o.force = cli_flag_bool(c, "force");
     return lc_each(c, false, &o);
+}
+
+/* vm pause / vm resume: every VM argument through one engine, results in
+ * argument order.  A lost reply that vm.info shows succeeded prints its
+ * note on stderr (JSON: "note"). */
+static int pause_each(cli_ctx *c, bool pause)
+{
+    store_vm *vms = calloc(c->n_args + 1, sizeof(*vms));
+    lc_job *jobs = calloc(c->n_args + 1, sizeof(*jobs));
+    size_t n = 0;
+    int rc = CLI_EXIT_OK;
+
+    if (!vms || !jobs) {
+        free(vms);
+        free(jobs);
+        return cli_error("out of memory");
+    }
+    for (size_t i = 0; i < c->n_args; i++) {
+        char err[BASE_ERRSTR_MAX];
+
+        if (store_resolve(c->root, c->args[i], &vms[n], err, sizeof(err)) < 0) {
+            rc = cli_error("vm %s: %s", c->args[i], err);
+            continue;
+        }
+        jobs[n].vm = &vms[n];
+        n++;
+    }
+    lc_run(c, jobs, n, pause ? cocoon_vm_pause : cocoon_vm_resume, pause ? "pause" : "resume",
+           NULL);
+    for (size_t i = 0; i < n; i++) {
+        const char *what = pause ? "paused" : "resumed";
+        const char *note = jobs[i].errstr && jobs[i].errstr[0] ? jobs[i].errstr : NULL;
+
+        if (jobs[i].err) {
+            rc = cli_error("%s", note ? note : "failed");
+        } else if (c->json) {
+            yajl_gen g = cli_gen_new(false);
+
+            if (g) {
+                yajl_gen_map_open(g);
+                cli_gen_kv_str(g, "id", vms[i].id);
+                cli_gen_kv_str(g, "name", vms[i].config.name);
+                cli_gen_kv_str(g, "state", what);
+                cli_gen_kv_str(g, "note", note);
+                yajl_gen_map_close(g);
+                cli_gen_print(g, stdout);
+            }
+        } else {
+            cli_printf(stdout, "%s: %s (id=%s)\n",
+                       vms[i].config.name ? vms[i].config.name : vms[i].id, what, vms[i].id);
+            if (note)
+                cli_printf(stderr, "Note: %s\n", note);
+        }
+        free(jobs[i].errstr);
+        store_vm_fini(&vms[i]);
+    }
+    free(vms);
+    free(jobs);
+    return rc;
+}
+
+int cli_vm_pause(cli_ctx *c)
+{
+    return pause_each(c, true);
+}
+
+int cli_vm_resume(cli_ctx *c)
+{
+    return pause_each(c, false);
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)

@@ -167,6 +167,19 @@ int cocoon_vm_start(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
  * together with attaches. */
 int cocoon_vm_stop(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                    cocoon_done_fn *cb, void *priv);
+/* Pauses or resumes a running VM (o->binary: what the running gate
+ * expects when the record names none; may be NULL): one vm.pause or
+ * vm.resume (Firecracker: PATCH /vm), never repeated.  A reply lost after
+ * the request was written is answered by one vm.info: state Paused (for a
+ * resume: Running) completes with err 0 and the note "vm.pause: reply
+ * lost; vm.info shows the VM Paused" in errstr; any other state fails
+ * with "... shows the VM <state>".  Firecracker has no such query: its
+ * lost reply fails "vm.pause: outcome unknown: <reason>".  The record is
+ * unchanged (paused is not a record state). */
+int cocoon_vm_pause(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                    cocoon_done_fn *cb, void *priv);
+int cocoon_vm_resume(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                     cocoon_done_fn *cb, void *priv);
 
 /* Error texts (r->errstr) by layer:
  *  - resolution failures carry the operation: "<op>: vm <ref>: VM not found"

@@ -20,7 +20,7 @@ struct eng_lc;
 
 enum op_kind {
     OP_FS_ATTACH, OP_FS_DETACH, OP_DEV_ATTACH, OP_DEV_DETACH,
-    OP_LIST, OP_FS_LIST, OP_DEV_LIST, OP_VM_START, OP_VM_STOP
+    OP_LIST, OP_FS_LIST, OP_DEV_LIST, OP_VM_START, OP_VM_STOP, OP_VM_PAUSE, OP_VM_RESUME
 };
 
 
@@ -142,6 +142,12 @@ static inline bool op_is_list(const struct eng_op *op)
     return op->kind == OP_LIST || op->kind == OP_FS_LIST || op->kind == OP_DEV_LIST;
 }
 
+/* Lifecycle ops run in lifecycle.c and need a recorded VM. */
+static inline bool op_is_lc(const struct eng_op *op)
+{
+    return op->kind >= OP_VM_START;
+}
+
 static inline bool op_is_fs(const struct eng_op *op)
 {
     return op->kind == OP_FS_ATTACH || op->kind == OP_FS_DETACH || op->kind == OP_FS_LIST;
@@ -211,7 +217,7 @@ void eng_recheck_defer(struct eng_op *op);
 void eng_recheck_cb(struct ev_loop *loop, ev_timer *w, int revents);
 void eng_unix_drop(cocoon_engine *e);
 
-/* lifecycle.c: runs op (OP_VM_START / OP_VM_STOP) as the running op of
+/* lifecycle.c: runs a lifecycle op (start, stop, pause, resume) as the running op of
  * its VM, and takes its replies. */
 void eng_lc_run(struct eng_op *op);
 void eng_lc_on_http(struct eng_op *op, const httpc_response *r);

@@ -19,6 +19,7 @@ const char *const eng_op_names[] = {
     [OP_DEV_ATTACH] = "device attach", [OP_DEV_DETACH] = "device detach",
     [OP_LIST] = "list", [OP_FS_LIST] = "fs list", [OP_DEV_LIST] = "device list",
     [OP_VM_START] = "vm start", [OP_VM_STOP] = "vm stop",
+    [OP_VM_PAUSE] = "vm pause", [OP_VM_RESUME] = "vm resume",
 };
 
 static void engine_destroy(cocoon_engine *e);
@@ -402,6 +403,18 @@ int cocoon_vm_stop(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                    cocoon_done_fn *cb, void *priv)
 {
     return vm_lc_submit(e, OP_VM_STOP, vm, o, cb, priv);
+}
+
+int cocoon_vm_pause(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                    cocoon_done_fn *cb, void *priv)
+{
+    return vm_lc_submit(e, OP_VM_PAUSE, vm, o, cb, priv);
+}
+
+int cocoon_vm_resume(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                     cocoon_done_fn *cb, void *priv)
+{
+    return vm_lc_submit(e, OP_VM_RESUME, vm, o, cb, priv);
 }
 
 /* Descriptors an operation may need besides its VM's connection, for a

@@ -6,8 +6,8 @@
  *
  * A start or stop is a list of phases; the API calls of a phase are a
  * sequence of endpoint calls (lc_seq) run one after another, each under its
- * endpoint's retry rule.  Later operations (pause, snapshot, restore) are
- * further sequences of the same kind. */
+ * endpoint's retry rule.  Pause and resume are one single-shot call each,
+ * with a lost reply answered by vm.info. */
 #include "engine/core.h"
 #include "engine/call.h"
 #include "backends/gate.h"
@@ -39,6 +39,8 @@ enum lc_phase {
     LC_SHUTDOWN,        /* stop: the VM shutdown request */
     LC_VMM_SHUTDOWN,    /* stop, CH: the VMM shutdown request */
     LC_GONE,            /* stop: waiting for the process to end */
+    LC_STATE,           /* pause / resume: the request */
+    LC_STATE_INFO,      /* pause / resume: vm.info after a lost reply */
 };
 
 /* One endpoint call of a sequence; id and body owned. */
@@ -617,6 +619,114 @@ static void lc_stop(struct eng_op *op)
         lc_wait_gone(op);
 }
 
+/* ------------------------------------------------------ pause, resume */
+
+static const char *lc_state_ep_name(const struct eng_op *op)
+{
+    return op->kind == OP_VM_PAUSE ? "vm.pause" : "vm.resume";
+}
+
+static void lc_state(struct eng_op *op)
+{
+    cocoon_engine *e = op->e;
+    store_vm *rec = op->vm->rec;
+    bool pause = op->kind == OP_VM_PAUSE;
+    char why[BASE_ERRSTR_MAX];
+    pid_t pid;
+    int rc;
+
+    if (gate_check(rec, op->binary ? op->binary : op->vm->ops->default_binary, &pid, why,
+                   sizeof(why)) != 0) {
+        eng_op_finish(op, -EHOSTDOWN, why);
+        return;
+    }
+    op->vm_opts.call_ms = 0;
+    op->lc->phase = LC_STATE;
+    if (lc_is_fc(op))
+        rc = lc_send(op, BACKEND_EP_PATCH_VM, NULL,
+                     pause ? "{\"state\":\"Paused\"}" : "{\"state\":\"Resumed\"}", 0);
+    else
+        rc = lc_send(op, pause ? BACKEND_EP_PAUSE : BACKEND_EP_RESUME, NULL, NULL, 0);
+    if (rc) {
+        char tmp[BASE_ERRSTR_MAX];
+
+        memcpy(tmp, e->err, sizeof(tmp));
+        base_errf(e->err, sizeof(e->err), rc, "%s: %s", lc_state_ep_name(op), tmp);
+        eng_op_fail(op, rc);
+    }
+}
+
+/* The request is single-shot: after a reply lost once the request was
+ * written, CH may have acted on it, so the answer comes from vm.info. */
+static void lc_after_state(struct eng_op *op, const httpc_response *r)
+{
+    cocoon_engine *e = op->e;
+    backend_ep ep = lc_is_fc(op) ? BACKEND_EP_PATCH_VM
+                    : op->kind == OP_VM_PAUSE ? BACKEND_EP_PAUSE : BACKEND_EP_RESUME;
+    const backend_endpoint *row = backend_endpoint_of(op->vm->ops, ep);
+    const char *name = lc_state_ep_name(op);
+    char tmp[BASE_ERRSTR_MAX];
+
+    if (!r->err) {
+        if (backend_endpoint_ok(row, r->status)) {
+            eng_op_finish(op, 0, "");
+            return;
+        }
+        eng_status_errf(tmp, sizeof(tmp), "", row->method, row->path, r->status, r->body,
+                        r->body_len);
+        base_errf(e->err, sizeof(e->err), 0, "%s: %s", name, tmp);
+        eng_op_fail(op, -EREMOTEIO);
+        return;
+    }
+    if (!r->written || r->err == -ECANCELED || r->err == -ENOMEM) {
+        base_errf(e->err, sizeof(e->err), 0, "%s: %s", name, r->errstr);
+        eng_op_fail(op, r->err);
+        return;
+    }
+    if (lc_is_fc(op)) {
+        base_errf(e->err, sizeof(e->err), 0, "%s: outcome unknown: %s", name, r->errstr);
+        eng_op_fail(op, r->err);
+        return;
+    }
+    op->lost_err = r->err;
+    op->lc->phase = LC_STATE_INFO;
+    if (lc_send(op, BACKEND_EP_INFO, NULL, NULL, 0) != 0) {
+        memcpy(tmp, e->err, sizeof(tmp));
+        base_errf(e->err, sizeof(e->err), 0, "%s: outcome unknown: %s", name, tmp);
+        eng_op_fail(op, op->lost_err);
+    }
+}
+
+static void lc_after_state_info(struct eng_op *op, const httpc_response *r)
+{
+    cocoon_engine *e = op->e;
+    const char *name = lc_state_ep_name(op);
+    const char *want = op->kind == OP_VM_PAUSE ? "Paused" : "Running";
+    char tmp[BASE_ERRSTR_MAX] = "";
+    json_vm_info vi;
+    int rc = r->err;
+
+    memset(&vi, 0, sizeof(vi));
+    if (rc)
+        snprintf(tmp, sizeof(tmp), "query vm.info: %s", r->errstr);
+    else if (r->status != 200)
+        rc = base_errf(tmp, sizeof(tmp), -EREMOTEIO, "query vm.info: status %d", r->status);
+    else
+        rc = json_vm_info_decode(r->body, r->body_len, &vi, tmp, sizeof(tmp));
+    if (rc || !vi.state) {
+        base_errf(e->err, sizeof(e->err), 0, "%s: outcome unknown: %s", name,
+                  tmp[0] ? tmp : "vm.info has no state");
+        json_vm_info_fini(&vi);
+        eng_op_fail(op, op->lost_err);
+        return;
+    }
+    base_errf(e->err, sizeof(e->err), 0, "%s: reply lost; vm.info shows the VM %s", name,
+              vi.state);
+    rc = strcmp(vi.state, want) == 0 ? 0 : op->lost_err;
+    json_vm_info_fini(&vi);
+    eng_op_fail(op, rc);
+}
+
 /* ------------------------------------------------------------ dispatch */
 
 void eng_lc_run(struct eng_op *op)
@@ -628,8 +738,10 @@ void eng_lc_run(struct eng_op *op)
     }
     if (op->kind == OP_VM_START)
         lc_start(op);
-    else
+    else if (op->kind == OP_VM_STOP)
         lc_stop(op);
+    else
+        lc_state(op);
 }
 
 void eng_lc_on_http(struct eng_op *op, const httpc_response *r)
@@ -649,6 +761,12 @@ void eng_lc_on_http(struct eng_op *op, const httpc_response *r)
     case LC_SHUTDOWN:
     case LC_VMM_SHUTDOWN:
         lc_after_shutdown(op, r);
+        break;
+    case LC_STATE:
+        lc_after_state(op, r);
+        break;
+    case LC_STATE_INFO:
+        lc_after_state_info(op, r);
         break;
     default:
         break;

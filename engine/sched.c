@@ -69,7 +69,7 @@ static void vm_release(cocoon_engine *e, struct eng_vm *vm)
 
 static void op_run(struct eng_op *op)
 {
-    if (op->kind == OP_VM_START || op->kind == OP_VM_STOP)
+    if (op_is_lc(op))
         eng_lc_run(op);
     else
         eng_attach_run(op);
@@ -167,7 +167,7 @@ static bool op_supported(const struct eng_op *op, const struct backend_ops *ops)
 {
     if (!ops)
         return false;
-    if (op->kind == OP_VM_START || op->kind == OP_VM_STOP)
+    if (op_is_lc(op))
         return true;
     if (op->kind == OP_LIST)
         return ops->fs_attach_check && ops->device_attach_check;
@@ -187,7 +187,7 @@ void eng_op_begin(cocoon_engine *e, struct eng_op *op)
         eng_op_complete(op, op->pre_err, op->msg);
         return;
     }
-    if (op->vm_arg[0] == '/' && (op->kind == OP_VM_START || op->kind == OP_VM_STOP)) {
+    if (op->vm_arg[0] == '/' && op_is_lc(op)) {
         base_errf(e->err, sizeof(e->err), 0, "%s: vm %s: needs a recorded VM, not a socket path",
                   eng_op_names[op->kind], op->vm_arg);
         eng_op_complete(op, -EINVAL, e->err);
