@@ -31,6 +31,7 @@ typedef enum backend_ep {
     BACKEND_EP_NET_IFACE,        /* pre-boot NIC; path prefix + iface id */
     BACKEND_EP_ACTIONS,          /* InstanceStart, SendCtrlAltDel */
     BACKEND_EP_PATCH_VM,         /* {"state":"Paused"|"Resumed"} */
+    BACKEND_EP_SNAPSHOT,         /* write the paused VM's state into a dir */
     BACKEND_EP_COUNT
 } backend_ep;
 

@@ -13,6 +13,7 @@
 #include <yajl/yajl_gen.h>
 
 #include "backends/store.h"
+#include "engine/cocoon.h"
 
 
 enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
@@ -90,6 +91,7 @@ int cli_vm_run(cli_ctx *c);
 int cli_vm_start(cli_ctx *c);
 int cli_vm_stop(cli_ctx *c);
 int cli_vm_pause(cli_ctx *c);
+int cli_snapshot_save(cli_ctx *c);
 int cli_vm_resume(cli_ctx *c);
 int cli_vm_rm(cli_ctx *c);
 int cli_vm_list(cli_ctx *c);
@@ -106,6 +108,24 @@ int cli_snapshot_list(cli_ctx *c);
 int cli_snapshot_inspect(cli_ctx *c);
 int cli_snapshot_rm(cli_ctx *c);
 int cli_completion(cli_ctx *c);
+
+/* One lifecycle operation through the engine, and its outcome (cli/vm.c):
+ * vm borrowed, errstr owned (free()). */
+typedef struct cli_lc_job {
+    store_vm *vm;
+    bool submitted, done;
+    int err, pid;
+    char *errstr;
+} cli_lc_job;
+/* One of cocoon_vm_start, _stop, _pause, _resume, _snapshot. */
+typedef int cli_lc_submit_fn(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                             cocoon_done_fn *cb, void *priv);
+/* Runs submit ("start", "stop", ...: what) on the n VMs of jobs through one
+ * engine: concurrently, each VM's steps in order.  tmpl: the options of
+ * every job (the VMM binary is filled in per VM), NULL for the defaults.
+ * A job that cannot be submitted is done with its error. */
+void cli_lc_run(const cli_ctx *c, cli_lc_job *jobs, size_t n, cli_lc_submit_fn *submit,
+                const char *what, const cocoon_vm_opts *tmpl);
 
 /* The command table the parser walks (cli/main.c), for the completion
  * scripts (cli/complete.c).  Static, borrowed. */

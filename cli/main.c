@@ -189,10 +189,21 @@ LEAF0(cmd_snap_inspect, "inspect", "snapshot inspect SNAP",
 LEAF0(cmd_snap_rm, "rm", "snapshot rm SNAP...",
       "Remove snapshots: the record, then its own data dir (never a VM's files)",
       "cocoon snapshot rm before-upgrade", cli_snapshot_rm, 1, -1);
-static const cli_cmd *const snap_children[] = { &cmd_snap_list, &cmd_snap_inspect, &cmd_snap_rm,
-                                                NULL };
+static const cli_flag snap_save_flags[] = {
+    { "name", 0, CLI_FLAG_STR, "NAME", NULL, "snapshot name (default: its id)", false, NULL },
+    { "force", 'f', CLI_FLAG_BOOL, NULL, "false",
+      "snapshot even with fs shares or VFIO devices attached (they are not captured)", false,
+      NULL },
+};
+LEAF(cmd_snap_save, "save", "snapshot save VM [--name NAME] [--force]",
+     "Snapshot a running VM: pause, snapshot, resume (each request sent once)",
+     "cocoon snapshot save web-1 --name before-upgrade", snap_save_flags, cli_snapshot_save, 1,
+     1);
+static const cli_cmd *const snap_children[] = { &cmd_snap_save, &cmd_snap_list, &cmd_snap_inspect,
+                                                &cmd_snap_rm, NULL };
 static const cli_cmd cmd_snapshot = { "snapshot", "snapshot COMMAND",
-    "Snapshot records: list, inspect, remove", "cocoon snapshot list", NULL, 0, snap_children,
+    "Snapshots of running VMs: save, list, inspect, remove",
+    "cocoon snapshot save web-1 --name before-upgrade", NULL, 0, snap_children,
     NULL, 0, 0, NULL, NULL };
 LEAF0(cmd_version, "version", "version", "Print the version", "cocoon version", cli_version, 0, 0);
 static const cli_cmd cmd_completion = { "completion", "completion bash|zsh|fish",

@@ -1,5 +1,5 @@
-/* cli/snapshot.c: the snapshot commands over the snapshot records:
- * list, inspect and rm.  Removing a snapshot removes its record first and
+/* cli/snapshot.c: the snapshot commands: save (through the engine) and
+ * list, inspect and rm over the snapshot records.  Removing a snapshot removes its record first and
  * then its own data dir, never a file a VM uses. */
 #include <errno.h>
 #include <inttypes.h>
@@ -133,5 +133,101 @@ int cli_snapshot_rm(cli_ctx *c)
         }
         snapstore_rec_fini(&x.gone);
     }
+    return rc;
+}
+
+static int add_cb(snapstore_db *db, void *priv, char *err, size_t errlen)
+{
+    return snapstore_add(db, priv, err, errlen);
+}
+
+/* The name is checked before the VM is paused and again when the record
+ * is added under the lock; the data dir is removed whenever no record
+ * comes to name it. */
+static int save_one(cli_ctx *c, store_vm *vm, snapstore_rec *r)
+{
+    char err[BASE_ERRSTR_MAX];
+    cocoon_vm_opts o = { 0 };
+    cli_lc_job j = { .vm = vm };
+    const snapstore_rec *hit;
+    snapstore_db db;
+    int rc = load(c, &db);
+
+    if (rc)
+        return rc;
+    rc = snapstore_resolve(&db, r->name, &hit, err, sizeof(err)) == 0 &&
+         strcmp(hit->name, r->name) == 0;
+    snapstore_db_fini(&db);
+    if (rc) {
+        char q[128];
+        return cli_error("snapshot name %s already in use", base_quote(q, sizeof(q), r->name));
+    }
+    if (snapstore_data_create(c->root, r->id, err, sizeof(err)) < 0)
+        return cli_error("%s", err);
+    o.dir = r->dir;
+    o.force = cli_flag_bool(c, "force");
+    cli_lc_run(c, &j, 1, cocoon_vm_snapshot, "snapshot save", &o);
+    if (j.err) {
+        rc = cli_error("%s", j.errstr ? j.errstr : "snapshot failed");
+    } else if (snapstore_update(c->root, add_cb, r, err, sizeof(err)) < 0) {
+        rc = cli_error("%s", err);
+    } else if (j.errstr && j.errstr[0]) {
+        cli_printf(stderr, "Note: %s\n", j.errstr);
+    }
+    if (rc)
+        snapstore_data_remove(c->root, r->id, err, sizeof(err));
+    free(j.errstr);
+    return rc;
+}
+
+int cli_snapshot_save(cli_ctx *c)
+{
+    char err[BASE_ERRSTR_MAX], q[128], id[STORE_ID_LEN + 1] = "", nm[STORE_ID_LEN + 64] = "";
+    const char *name = cli_flag_str(c, "name");
+    snapstore_rec r;
+    store_vm vm;
+    int lock, rc;
+
+    memset(&r, 0, sizeof(r));
+    if (name && !store_name_valid(name))
+        return cli_usage_error(c, "invalid snapshot name %s", base_quote(q, sizeof(q), name));
+    if (store_resolve(c->root, c->args[0], &vm, err, sizeof(err)) < 0)
+        return cli_error("vm %s: %s", c->args[0], err);
+    /* Start, stop and rm of this VM wait until the snapshot is done. */
+    lock = store_vm_lock(c->root, vm.backend, vm.id, err, sizeof(err));
+    if (lock < 0) {
+        store_vm_fini(&vm);
+        return cli_error("%s", err);
+    }
+    if (store_new_id(r.id) < 0 || !(r.name = strdup(name ? name : r.id)) ||
+        !(r.created_at = store_now()) || !(r.dir = snapstore_data_dir(c->root, r.id)) ||
+        store_vm_copy(&r.source, &vm) < 0) {
+        rc = cli_error("out of memory");
+    } else {
+        memcpy(id, r.id, sizeof(id));
+        snprintf(nm, sizeof(nm), "%s", r.name);
+        rc = save_one(c, &vm, &r);
+    }
+    if (rc == CLI_EXIT_OK && c->json) {
+        /* r was moved into the store; print what was saved. */
+        snapstore_db db;
+        const snapstore_rec *hit;
+
+        if (snapstore_load(c->root, &db, err, sizeof(err)) == 0 &&
+            snapstore_resolve(&db, id, &hit, err, sizeof(err)) == 0) {
+            yajl_gen g = cli_gen_new(false);
+            if (g) {
+                snapstore_rec_gen(g, hit);
+                cli_gen_print(g, stdout);
+            }
+        }
+        snapstore_db_fini(&db);
+    } else if (rc == CLI_EXIT_OK) {
+        cli_printf(stdout, "%s: saved (id=%s, vm=%s)\n", nm, id,
+                   vm.config.name ? vm.config.name : vm.id);
+    }
+    snapstore_rec_fini(&r);
+    store_vm_unlock(lock);
+    store_vm_fini(&vm);
     return rc;
 }

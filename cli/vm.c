@@ -241,17 +241,9 @@ static int each_vm(const cli_ctx *c, vm_fn *fn)
     return rc;
 }
 
-/* One start or stop through the engine, and its outcome. */
-typedef struct lc_job {
-    store_vm *vm;
-    bool submitted, done;
-    int err, pid;
-    char *errstr;
-} lc_job;
-
 static void lc_done_cb(cocoon_engine *e, const cocoon_result *r, void *priv)
 {
-    lc_job *j = priv;
+    cli_lc_job *j = priv;
 
     (void)e;
     j->done = true;
@@ -260,16 +252,8 @@ static void lc_done_cb(cocoon_engine *e, const cocoon_result *r, void *priv)
     j->errstr = strdup(r->errstr ? r->errstr : "");
 }
 
-/* One of cocoon_vm_start, _stop, _pause, _resume. */
-typedef int lc_submit_fn(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
-                         cocoon_done_fn *cb, void *priv);
-
-/* Runs submit ("start", "stop", ...: what) on the n VMs of jobs through one
- * engine: concurrently, each VM's steps in order.  stop: the bounds of a
- * stop, NULL for the defaults.  A job that cannot be submitted is done
- * with its error. */
-static void lc_run(const cli_ctx *c, lc_job *jobs, size_t n, lc_submit_fn *submit,
-                   const char *what, const cocoon_vm_opts *stop)
+void cli_lc_run(const cli_ctx *c, cli_lc_job *jobs, size_t n, cli_lc_submit_fn *submit,
+                const char *what, const cocoon_vm_opts *tmpl)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     cocoon_options opt = { .root_dir = c->root, .timeout_ms = c->timeout_ms,
@@ -281,8 +265,8 @@ static void lc_run(const cli_ctx *c, lc_job *jobs, size_t n, lc_submit_fn *submi
         cocoon_vm_opts o = { 0 };
         int rc;
 
-        if (stop)
-            o = *stop;
+        if (tmpl)
+            o = *tmpl;
         o.binary = vmm_binary(c, jobs[i].vm);
         rc = !e ? -ENOMEM : submit(e, jobs[i].vm->id, &o, lc_done_cb, &jobs[i]);
         if (rc < 0) {
@@ -310,7 +294,7 @@ static void lc_run(const cli_ctx *c, lc_job *jobs, size_t n, lc_submit_fn *submi
         ev_loop_destroy(loop);
 }
 
-static int start_report(const cli_ctx *c, store_vm *vm, const lc_job *j)
+static int start_report(const cli_ctx *c, store_vm *vm, const cli_lc_job *j)
 {
     if (j->err)
         return cli_error("%s", j->errstr ? j->errstr : "start failed");
@@ -335,12 +319,12 @@ static bool start_needless(const cli_ctx *c, const store_vm *vm)
 
 static int start_one(const cli_ctx *c, store_vm *vm)
 {
-    lc_job j = { .vm = vm };
+    cli_lc_job j = { .vm = vm };
     int rc;
 
     if (start_needless(c, vm))
         return CLI_EXIT_OK;
-    lc_run(c, &j, 1, cocoon_vm_start, "start", NULL);
+    cli_lc_run(c, &j, 1, cocoon_vm_start, "start", NULL);
     rc = start_report(c, vm, &j);
     free(j.errstr);
     return rc;
@@ -373,7 +357,7 @@ typedef struct lc_slot {
     bool ok;                /* resolved and locked */
     bool skip;              /* nothing to do (printed) */
     vm_arg a;
-    lc_job job;
+    cli_lc_job job;
 } lc_slot;
 
 static lc_slot *g_slots;
@@ -388,7 +372,7 @@ static int cmp_slot_id(const void *x, const void *y)
 /* Prints the outcome of slot s (for a repeated VM, of its first slot). */
 static int lc_report(const cli_ctx *c, lc_slot *s, const lc_slot *job_of, bool start, bool dup)
 {
-    const lc_job *j = &job_of->job;
+    const cli_lc_job *j = &job_of->job;
 
     if (job_of->skip) {
         if (dup)
@@ -418,7 +402,7 @@ static int lc_each(cli_ctx *c, bool start, const cocoon_vm_opts *stop)
 {
     lc_slot *sl = calloc(c->n_args + 1, sizeof(*sl));
     size_t *order = calloc(c->n_args + 1, sizeof(*order));
-    lc_job *jobs = calloc(c->n_args + 1, sizeof(*jobs));
+    cli_lc_job *jobs = calloc(c->n_args + 1, sizeof(*jobs));
     size_t n_order = 0, n = 0;
     int rc = CLI_EXIT_OK;
 
@@ -466,7 +450,7 @@ static int lc_each(cli_ctx *c, bool start, const cocoon_vm_opts *stop)
     for (size_t i = 0; i < c->n_args; i++)
         if (sl[i].ok && !sl[i].skip)
             jobs[n++].vm = &sl[i].a.vm;
-    lc_run(c, jobs, n, start ? cocoon_vm_start : cocoon_vm_stop, start ? "start" : "stop", stop);
+    cli_lc_run(c, jobs, n, start ? cocoon_vm_start : cocoon_vm_stop, start ? "start" : "stop", stop);
     for (size_t i = 0, k = 0; i < c->n_args; i++)
         if (sl[i].ok && !sl[i].skip)
             sl[i].job = jobs[k++];
@@ -496,7 +480,7 @@ int cli_vm_start(cli_ctx *c)
 
 static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
 {
-    lc_job j = { .vm = vm };
+    cli_lc_job j = { .vm = vm };
     int rc = CLI_EXIT_OK;
 
     if (vm->state != STORE_RUNNING && vm->state != STORE_ERROR) {
@@ -504,7 +488,7 @@ static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
             print_vm_line(c, vm, "not running", 0);
         return CLI_EXIT_OK;
     }
-    lc_run(c, &j, 1, cocoon_vm_stop, "stop", NULL);
+    cli_lc_run(c, &j, 1, cocoon_vm_stop, "stop", NULL);
     if (j.err)
         rc = cli_error("%s", j.errstr ? j.errstr : "stop failed");
     else if (!quiet)
@@ -540,7 +524,7 @@ int cli_vm_stop(cli_ctx *c)
 static int pause_each(cli_ctx *c, bool pause)
 {
     store_vm *vms = calloc(c->n_args + 1, sizeof(*vms));
-    lc_job *jobs = calloc(c->n_args + 1, sizeof(*jobs));
+    cli_lc_job *jobs = calloc(c->n_args + 1, sizeof(*jobs));
     size_t n = 0;
     int rc = CLI_EXIT_OK;
 
@@ -559,7 +543,7 @@ static int pause_each(cli_ctx *c, bool pause)
         jobs[n].vm = &vms[n];
         n++;
     }
-    lc_run(c, jobs, n, pause ? cocoon_vm_pause : cocoon_vm_resume, pause ? "pause" : "resume",
+    cli_lc_run(c, jobs, n, pause ? cocoon_vm_pause : cocoon_vm_resume, pause ? "pause" : "resume",
            NULL);
     for (size_t i = 0; i < n; i++) {
         const char *what = pause ? "paused" : "resumed";

@@ -143,7 +143,13 @@ typedef struct cocoon_vm_opts {
                                    until SIGTERM; 0: 5000 */
     unsigned term_ms;           /* stop: after SIGTERM; 0: 3000 */
     unsigned kill_ms;           /* stop: after SIGKILL; 0: 2000 */
-    bool force;                 /* stop: no shutdown request, SIGTERM at once */
+    bool force;                 /* stop: no shutdown request, SIGTERM at once;
+                                   snapshot: even with devices attached */
+    const char *dir;            /* snapshot: the existing, empty directory
+                                   the VMM writes into (absolute) */
+    unsigned snapshot_ms;       /* snapshot: deadline of the snapshot
+                                   request alone (a big guest's memory
+                                   takes long); 0: 600000 */
 } cocoon_vm_opts;
 
 /* Starts the VMM of a recorded VM in its own session with a pidfile and
@@ -180,6 +186,17 @@ int cocoon_vm_pause(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                     cocoon_done_fn *cb, void *priv);
 int cocoon_vm_resume(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                      cocoon_done_fn *cb, void *priv);
+/* Snapshots a running Cloud Hypervisor VM into o->dir: vm.info first, and
+ * with fs shares or VFIO devices attached -EBUSY naming them (they are not
+ * captured; o->force snapshots anyway); then vm.pause, vm.snapshot
+ * {"destination_url":"file://<dir>"} under o->snapshot_ms, and vm.resume
+ * whatever the snapshot's outcome, each sent once (lost pause and resume
+ * replies settled by vm.info as above; a lost snapshot reply is a
+ * failure).  A failed snapshot says so and whether the VM was resumed; a
+ * saved one whose resume failed is err 0 with errstr saying the VM stays
+ * paused.  Firecracker: -EOPNOTSUPP. */
+int cocoon_vm_snapshot(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                       cocoon_done_fn *cb, void *priv);
 
 /* Error texts (r->errstr) by layer:
  *  - resolution failures carry the operation: "<op>: vm <ref>: VM not found"

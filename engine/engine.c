@@ -20,6 +20,7 @@ const char *const eng_op_names[] = {
     [OP_LIST] = "list", [OP_FS_LIST] = "fs list", [OP_DEV_LIST] = "device list",
     [OP_VM_START] = "vm start", [OP_VM_STOP] = "vm stop",
     [OP_VM_PAUSE] = "vm pause", [OP_VM_RESUME] = "vm resume",
+    [OP_VM_SNAPSHOT] = "snapshot save",
 };
 
 static void engine_destroy(cocoon_engine *e);
@@ -376,20 +377,22 @@ static int vm_lc_submit(cocoon_engine *e, enum op_kind kind, const char *vm,
                         const cocoon_vm_opts *o, cocoon_done_fn *cb, void *priv)
 {
     struct eng_op *op;
-    const char *out[1];
+    const char *out[2];
     int rc = eng_usable(e);
 
     if (rc)
         return rc;
     if (!vm || !cb)
         return -EINVAL;
-    op = op_new(e, kind, vm, (const char *const[]){ o ? o->binary : NULL }, 1, out);
+    op = op_new(e, kind, vm, (const char *const[]){ o ? o->binary : NULL, o ? o->dir : NULL },
+                2, out);
     if (!op)
         return -ENOMEM;
     if (o)
         op->vm_opts = *o;
     op->binary = out[0];
-    op->vm_opts.binary = NULL;
+    op->path = out[1];
+    op->vm_opts.binary = op->vm_opts.dir = NULL;
     return op_finish_submit(e, op, 0, cb, NULL, priv);
 }
 
@@ -415,6 +418,14 @@ int cocoon_vm_resume(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                      cocoon_done_fn *cb, void *priv)
 {
     return vm_lc_submit(e, OP_VM_RESUME, vm, o, cb, priv);
+}
+
+int cocoon_vm_snapshot(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                       cocoon_done_fn *cb, void *priv)
+{
+    if (!o || !o->dir || o->dir[0] != '/')
+        return -EINVAL;
+    return vm_lc_submit(e, OP_VM_SNAPSHOT, vm, o, cb, priv);
 }
 
 /* Descriptors an operation may need besides its VM's connection, for a

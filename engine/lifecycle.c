@@ -7,7 +7,8 @@
  * A start or stop is a list of phases; the API calls of a phase are a
  * sequence of endpoint calls (lc_seq) run one after another, each under its
  * endpoint's retry rule.  Pause and resume are one single-shot call each,
- * with a lost reply answered by vm.info. */
+ * with a lost reply answered by vm.info; a snapshot is pause, snapshot,
+ * resume. */
 #include "engine/core.h"
 #include "engine/call.h"
 #include "backends/gate.h"
@@ -41,6 +42,8 @@ enum lc_phase {
     LC_GONE,            /* stop: waiting for the process to end */
     LC_STATE,           /* pause / resume: the request */
     LC_STATE_INFO,      /* pause / resume: vm.info after a lost reply */
+    LC_SNAP_INFO,       /* snapshot: what is attached */
+    LC_SNAP,            /* snapshot: vm.snapshot */
 };
 
 /* One endpoint call of a sequence; id and body owned. */
@@ -61,6 +64,11 @@ struct eng_lc {
     int attempts;                           /* of the current call */
     void (*seq_done)(struct eng_op *op);    /* after the last call */
     char last[BASE_ERRSTR_MAX];              /* the last ping failure */
+    bool pausing;                           /* LC_STATE: pause, not resume */
+    void (*state_next)(struct eng_op *op, int err);  /* after LC_STATE */
+    int snap_err;                           /* the snapshot's outcome */
+    char snap_msg[BASE_ERRSTR_MAX];         /* its error text or note */
+    char pause_note[BASE_ERRSTR_MAX];       /* a lost pause reply's note */
 };
 
 void eng_lc_free(struct eng_lc *lc)
@@ -619,29 +627,24 @@ static void lc_stop(struct eng_op *op)
         lc_wait_gone(op);
 }
 
-/* ------------------------------------------------------ pause, resume */
+/* ------------------------------------------------ pause, resume, snapshot */
 
+/* Pause and resume are steps of a snapshot too: each ends in
+ * lc->state_next with the outcome in e->err (a note on success). */
 static const char *lc_state_ep_name(const struct eng_op *op)
 {
-    return op->kind == OP_VM_PAUSE ? "vm.pause" : "vm.resume";
+    return op->lc->pausing ? "vm.pause" : "vm.resume";
 }
 
-static void lc_state(struct eng_op *op)
+static void lc_state_send(struct eng_op *op, bool pause, void (*next)(struct eng_op *, int))
 {
     cocoon_engine *e = op->e;
-    store_vm *rec = op->vm->rec;
-    bool pause = op->kind == OP_VM_PAUSE;
-    char why[BASE_ERRSTR_MAX];
-    pid_t pid;
+    struct eng_lc *lc = op->lc;
     int rc;
 
-    if (gate_check(rec, op->binary ? op->binary : op->vm->ops->default_binary, &pid, why,
-                   sizeof(why)) != 0) {
-        eng_op_finish(op, -EHOSTDOWN, why);
-        return;
-    }
-    op->vm_opts.call_ms = 0;
-    op->lc->phase = LC_STATE;
+    lc->pausing = pause;
+    lc->state_next = next;
+    lc->phase = LC_STATE;
     if (lc_is_fc(op))
         rc = lc_send(op, BACKEND_EP_PATCH_VM, NULL,
                      pause ? "{\"state\":\"Paused\"}" : "{\"state\":\"Resumed\"}", 0);
@@ -652,7 +655,7 @@ static void lc_state(struct eng_op *op)
 
         memcpy(tmp, e->err, sizeof(tmp));
         base_errf(e->err, sizeof(e->err), rc, "%s: %s", lc_state_ep_name(op), tmp);
-        eng_op_fail(op, rc);
+        next(op, rc);
     }
 }
 
@@ -661,70 +664,234 @@ static void lc_state(struct eng_op *op)
 static void lc_after_state(struct eng_op *op, const httpc_response *r)
 {
     cocoon_engine *e = op->e;
+    struct eng_lc *lc = op->lc;
     backend_ep ep = lc_is_fc(op) ? BACKEND_EP_PATCH_VM
-                    : op->kind == OP_VM_PAUSE ? BACKEND_EP_PAUSE : BACKEND_EP_RESUME;
+                    : lc->pausing ? BACKEND_EP_PAUSE : BACKEND_EP_RESUME;
     const backend_endpoint *row = backend_endpoint_of(op->vm->ops, ep);
     const char *name = lc_state_ep_name(op);
     char tmp[BASE_ERRSTR_MAX];
 
     if (!r->err) {
         if (backend_endpoint_ok(row, r->status)) {
-            eng_op_finish(op, 0, "");
+            e->err[0] = '\0';
+            lc->state_next(op, 0);
             return;
         }
         eng_status_errf(tmp, sizeof(tmp), "", row->method, row->path, r->status, r->body,
                         r->body_len);
         base_errf(e->err, sizeof(e->err), 0, "%s: %s", name, tmp);
-        eng_op_fail(op, -EREMOTEIO);
+        lc->state_next(op, -EREMOTEIO);
         return;
     }
-    if (!r->written || r->err == -ECANCELED || r->err == -ENOMEM) {
-        base_errf(e->err, sizeof(e->err), 0, "%s: %s", name, r->errstr);
-        eng_op_fail(op, r->err);
-        return;
-    }
-    if (lc_is_fc(op)) {
-        base_errf(e->err, sizeof(e->err), 0, "%s: outcome unknown: %s", name, r->errstr);
-        eng_op_fail(op, r->err);
+    if (!r->written || r->err == -ECANCELED || r->err == -ENOMEM || lc_is_fc(op)) {
+        /* Firecracker has no state query to settle a lost reply. */
+        base_errf(e->err, sizeof(e->err), 0, "%s: %s%s", name,
+                  r->written ? "outcome unknown: " : "", r->errstr);
+        lc->state_next(op, r->err);
         return;
     }
     op->lost_err = r->err;
-    op->lc->phase = LC_STATE_INFO;
+    lc->phase = LC_STATE_INFO;
     if (lc_send(op, BACKEND_EP_INFO, NULL, NULL, 0) != 0) {
         memcpy(tmp, e->err, sizeof(tmp));
         base_errf(e->err, sizeof(e->err), 0, "%s: outcome unknown: %s", name, tmp);
-        eng_op_fail(op, op->lost_err);
+        lc->state_next(op, op->lost_err);
     }
+}
+
+/* Decodes a vm.info reply into vi; on failure the reason is in why. */
+static int lc_decode_info(const httpc_response *r, json_vm_info *vi, char *why, size_t n)
+{
+    memset(vi, 0, sizeof(*vi));
+    if (r->err)
+        return base_errf(why, n, r->err, "query vm.info: %s", r->errstr);
+    if (r->status != 200)
+        return base_errf(why, n, -EREMOTEIO, "query vm.info: status %d", r->status);
+    return json_vm_info_decode(r->body, r->body_len, vi, why, n);
 }
 
 static void lc_after_state_info(struct eng_op *op, const httpc_response *r)
 {
     cocoon_engine *e = op->e;
+    struct eng_lc *lc = op->lc;
     const char *name = lc_state_ep_name(op);
-    const char *want = op->kind == OP_VM_PAUSE ? "Paused" : "Running";
+    const char *want = lc->pausing ? "Paused" : "Running";
     char tmp[BASE_ERRSTR_MAX] = "";
     json_vm_info vi;
-    int rc = r->err;
+    int rc = lc_decode_info(r, &vi, tmp, sizeof(tmp));
 
-    memset(&vi, 0, sizeof(vi));
-    if (rc)
-        snprintf(tmp, sizeof(tmp), "query vm.info: %s", r->errstr);
-    else if (r->status != 200)
-        rc = base_errf(tmp, sizeof(tmp), -EREMOTEIO, "query vm.info: status %d", r->status);
-    else
-        rc = json_vm_info_decode(r->body, r->body_len, &vi, tmp, sizeof(tmp));
-    if (rc || !vi.state) {
-        base_errf(e->err, sizeof(e->err), 0, "%s: outcome unknown: %s", name,
-                  tmp[0] ? tmp : "vm.info has no state");
+    if (rc) {
+        base_errf(e->err, sizeof(e->err), 0, "%s: outcome unknown: %s", name, tmp);
         json_vm_info_fini(&vi);
-        eng_op_fail(op, op->lost_err);
+        lc->state_next(op, op->lost_err);
         return;
     }
     base_errf(e->err, sizeof(e->err), 0, "%s: reply lost; vm.info shows the VM %s", name,
               vi.state);
     rc = strcmp(vi.state, want) == 0 ? 0 : op->lost_err;
+    op->lost_err = 0;
     json_vm_info_fini(&vi);
-    eng_op_fail(op, rc);
+    lc->state_next(op, rc);
+}
+
+static void lc_state_done(struct eng_op *op, int err)
+{
+    eng_op_fail(op, err);
+}
+
+static bool lc_gate(struct eng_op *op)
+{
+    char why[BASE_ERRSTR_MAX];
+    pid_t pid;
+
+    if (gate_check(op->vm->rec, op->binary ? op->binary : op->vm->ops->default_binary, &pid,
+                   why, sizeof(why)) != 0) {
+        eng_op_finish(op, -EHOSTDOWN, why);
+        return false;
+    }
+    return true;
+}
+
+static void lc_state(struct eng_op *op)
+{
+    if (lc_gate(op))
+        lc_state_send(op, op->kind == OP_VM_PAUSE, lc_state_done);
+}
+
+/* A snapshot: vm.info (nothing attached unless forced), vm.pause,
+ * vm.snapshot under its own deadline, vm.resume whatever the snapshot's
+ * outcome; each request sent once. */
+static void lc_snap_resumed(struct eng_op *op, int err)
+{
+    struct eng_lc *lc = op->lc;
+    cocoon_engine *e = op->e;
+    char tmp[BASE_ERRSTR_MAX];
+
+    memcpy(tmp, e->err, sizeof(tmp));
+    if (lc->snap_err)
+        base_errf(e->err, sizeof(e->err), 0, "%s; %s%s", lc->snap_msg,
+                  err ? "the VM stays paused: " : "the VM was resumed",
+                  err ? tmp : "");
+    else if (err)
+        base_errf(e->err, sizeof(e->err), 0, "snapshot saved, but the VM stays paused: %s", tmp);
+    else
+        base_errf(e->err, sizeof(e->err), 0, "%s%s%s", lc->snap_msg,
+                  lc->snap_msg[0] && tmp[0] ? "; " : "", tmp);
+    /* A saved snapshot is a success even when the resume failed: the
+     * files are whole, and the note says the VM is paused. */
+    eng_op_fail(op, lc->snap_err);
+}
+
+static void lc_after_snap(struct eng_op *op, const httpc_response *r)
+{
+    struct eng_lc *lc = op->lc;
+    const backend_endpoint *row = backend_endpoint_of(op->vm->ops, BACKEND_EP_SNAPSHOT);
+    char tmp[BASE_ERRSTR_MAX];
+
+    lc->snap_err = 0;
+    lc->snap_msg[0] = '\0';
+    if (r->err) {
+        /* vm.info cannot tell whether the files were written: a lost
+         * reply is a failed snapshot, never a second request. */
+        lc->snap_err = r->err;
+        base_errf(lc->snap_msg, sizeof(lc->snap_msg), 0, "vm.snapshot: %s%s",
+                  r->written ? "outcome unknown: " : "", r->errstr);
+    } else if (!backend_endpoint_ok(row, r->status)) {
+        lc->snap_err = -EREMOTEIO;
+        eng_status_errf(tmp, sizeof(tmp), "", row->method, row->path, r->status, r->body,
+                        r->body_len);
+        base_errf(lc->snap_msg, sizeof(lc->snap_msg), 0, "vm.snapshot: %s", tmp);
+    } else if (lc->pause_note[0]) {
+        snprintf(lc->snap_msg, sizeof(lc->snap_msg), "%s", lc->pause_note);
+    }
+    lc_state_send(op, false, lc_snap_resumed);
+}
+
+static void lc_snap_paused(struct eng_op *op, int err)
+{
+    struct eng_lc *lc = op->lc;
+    cocoon_engine *e = op->e;
+    char *body = NULL;
+    size_t len;
+
+    if (err) {
+        eng_op_fail(op, err);
+        return;
+    }
+    snprintf(lc->pause_note, sizeof(lc->pause_note), "%s", e->err);
+    lc->phase = LC_SNAP;
+    err = json_snapshot_encode(op->path, &body, &len, e->err, sizeof(e->err));
+    if (err == 0)
+        err = lc_send(op, BACKEND_EP_SNAPSHOT, NULL, body, op->vm_opts.snapshot_ms);
+    free(body);
+    if (err) {
+        lc->snap_err = err;
+        base_errf(lc->snap_msg, sizeof(lc->snap_msg), 0, "vm.snapshot: %s", e->err);
+        lc_state_send(op, false, lc_snap_resumed);
+    }
+}
+
+/* Runtime-attached devices are not restored with a snapshot, and a
+ * restored VM would reconnect to a virtiofsd that served another client:
+ * they are refused unless forced, by name. */
+static void lc_after_snap_info(struct eng_op *op, const httpc_response *r)
+{
+    cocoon_engine *e = op->e;
+    char tmp[BASE_ERRSTR_MAX] = "", list[BASE_ERRSTR_MAX] = "";
+    json_vm_info vi;
+    int rc = lc_decode_info(r, &vi, tmp, sizeof(tmp));
+    size_t o = 0;
+
+    if (rc) {
+        json_vm_info_fini(&vi);
+        base_errf(e->err, sizeof(e->err), 0, "snapshot save: %s", tmp);
+        eng_op_fail(op, rc);
+        return;
+    }
+    if (strcmp(vi.state, "Running") != 0) {
+        base_errf(e->err, sizeof(e->err), 0, "snapshot save: vm %s is %s, not Running",
+                  op->vm->rec->id, vi.state);
+        json_vm_info_fini(&vi);
+        eng_op_fail(op, -EBUSY);
+        return;
+    }
+    for (size_t i = 0; i < vi.n_fs && o < sizeof(list); i++)
+        o += (size_t)snprintf(list + o, sizeof(list) - o, "%sfs tag %s", o ? ", " : "",
+                              vi.fs[i].tag ? vi.fs[i].tag : "?");
+    for (size_t i = 0; i < vi.n_devices && o < sizeof(list); i++)
+        o += (size_t)snprintf(list + o, sizeof(list) - o, "%sdevice %s", o ? ", " : "",
+                              vi.devices[i].id ? vi.devices[i].id : "?");
+    json_vm_info_fini(&vi);
+    if (o && !op->vm_opts.force) {
+        base_errf(e->err, sizeof(e->err), 0,
+                  "snapshot save: vm %s has runtime-attached devices (%s), which a snapshot "
+                  "does not capture; detach them first, or use --force",
+                  op->vm->rec->id, list);
+        eng_op_fail(op, -EBUSY);
+        return;
+    }
+    lc_state_send(op, true, lc_snap_paused);
+}
+
+static void lc_snapshot(struct eng_op *op)
+{
+    cocoon_engine *e = op->e;
+    int rc;
+
+    if (!backend_endpoint_of(op->vm->ops, BACKEND_EP_SNAPSHOT)) {
+        base_errf(e->err, sizeof(e->err), 0, "snapshot save: backend %s: not supported",
+                  op->vm->ops->short_name);
+        eng_op_fail(op, -EOPNOTSUPP);
+        return;
+    }
+    if (!op->vm_opts.snapshot_ms)
+        op->vm_opts.snapshot_ms = 600000;
+    if (!lc_gate(op))
+        return;
+    op->lc->phase = LC_SNAP_INFO;
+    rc = lc_send(op, BACKEND_EP_INFO, NULL, NULL, 0);
+    if (rc)
+        eng_op_fail(op, rc);
 }
 
 /* ------------------------------------------------------------ dispatch */
@@ -740,6 +907,8 @@ void eng_lc_run(struct eng_op *op)
         lc_start(op);
     else if (op->kind == OP_VM_STOP)
         lc_stop(op);
+    else if (op->kind == OP_VM_SNAPSHOT)
+        lc_snapshot(op);
     else
         lc_state(op);
 }
@@ -767,6 +936,12 @@ void eng_lc_on_http(struct eng_op *op, const httpc_response *r)
         break;
     case LC_STATE_INFO:
         lc_after_state_info(op, r);
+        break;
+    case LC_SNAP_INFO:
+        lc_after_snap_info(op, r);
+        break;
+    case LC_SNAP:
+        lc_after_snap(op, r);
         break;
     default:
         break;

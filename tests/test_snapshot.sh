@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# tests/test_snapshot.sh: the snapshot commands over records on disk: list
-# and inspect in text and JSON (shared_memory of the source VM shown), the
-# ref rules and their errors, and rm, which removes the record and the
+# tests/test_snapshot.sh: the snapshot commands.  save against a chsim VM:
+# one vm.pause, vm.snapshot and vm.resume each (chsim's counters), also
+# when a reply is lost; a failed snapshot resumes the VM and leaves no
+# record; attached devices refused unless --force.  Over records on disk:
+# list and inspect in text and JSON (shared_memory of the source VM shown),
+# the ref rules and their errors, and rm, which removes the record and the
 # snapshot's own data dir but nothing a link in it points at.
 #
 # Usage: tests/test_snapshot.sh      (make test runs it; COCOON_BUILD_DIR=build)
@@ -10,7 +13,11 @@ set -euo pipefail
 BUILD=$(realpath "${COCOON_BUILD_DIR:-build}")
 PY=/usr/bin/python3
 T=$(mktemp -d /tmp/cocoon-snapshot-XXXXXX)
-trap 'rm -rf "$T"' EXIT
+cleanup() {
+    "$BUILD/cocoon" --root-dir "$T/live" vm rm --force s1 >/dev/null 2>&1 || true
+    rm -rf "$T"
+}
+trap cleanup EXIT
 R=$T/root
 C=("$BUILD/cocoon" --root-dir "$R")
 failures=0
@@ -86,6 +93,59 @@ out=$("${C[@]}" snapshot rm nope plain 2>&1) && rc=0 || rc=$?
 [ $rc -eq 1 ] && [[ "$out" == *'Error: "nope": snapshot not found'* ]] &&
     [[ "$out" == *"plain: removed (id=$B)"* ]] && ok "rm partial" || fail "rm partial: $rc $out"
 expect 0 "No snapshots found." snapshot list
+
+# ---- snapshot save against a running chsim VM, in its own root
+C=("$BUILD/cocoon" --root-dir "$T/live")
+L=$T/live
+count() { curl -s --unix-socket "$S" http://localhost/chsim/stats |
+    $PY -c 'import json,sys; d=json.load(sys.stdin); print(" ".join(str(d[k]) for k in sys.argv[1:]))' "$@"; }
+lose_next() { curl -s --unix-socket "$S" -X PUT \
+    -d '{"endpoint":"'"$1"'","mode":"close-before-reply","count":1}' http://localhost/chsim/fault; }
+state() { curl -s --unix-socket "$S" http://localhost/api/v1/vm.info |
+    $PY -c 'import json,sys; print(json.load(sys.stdin)["state"])'; }
+expect 0 "s1: running" vm run --name s1 --shared-memory --ch-binary "$BUILD/chsim" --kernel /dev/null
+S=$(ls "$L"/run/cloudhypervisor/*/api.sock)
+expect 0 "first: saved (id=" snapshot save s1 --name first
+[ "$(count vm.pause vm.snapshot vm.resume)" = "1 1 1" ] && ok "one request each" ||
+    fail "counts after save: $(count vm.pause vm.snapshot vm.resume)"
+"${C[@]}" -o json snapshot save s1 --name second | $PY -c '
+import json, os, sys
+r = json.load(sys.stdin)
+assert r["name"] == "second" and r["source"]["config"]["shared_memory"] is True, r
+cfg = json.load(open(os.path.join(r["dir"], "config.json")))
+assert cfg["memory"]["shared"] is True, cfg
+' && ok "save JSON, shared memory in record and config.json" || fail "save JSON"
+expect 1 'Error: snapshot name "first" already in use' snapshot save s1 --name first
+[ "$(count vm.pause)" = 2 ] && ok "a taken name pauses nothing" || fail "paused for a taken name"
+
+lose_next vm.pause
+expect 0 "Note: vm.pause: reply lost; vm.info shows the VM Paused" snapshot save s1 --name third
+[ "$(count vm.pause vm.snapshot vm.resume)" = "3 3 3" ] && ok "lost pause reply: no resend" ||
+    fail "counts after lost pause: $(count vm.pause vm.snapshot vm.resume)"
+lose_next vm.snapshot
+expect 1 "Error: vm.snapshot: outcome unknown: " snapshot save s1 --name fourth
+[ "$(count vm.snapshot vm.resume)" = "4 4" ] && [ "$(state)" = Running ] &&
+    ok "lost snapshot reply: no resend, VM resumed" || fail "after lost snapshot: $(count vm.snapshot vm.resume) $(state)"
+"${C[@]}" snapshot inspect fourth >/dev/null 2>&1 && fail "record of a failed save" || ok "no record of a failed save"
+[ "$(ls "$L/snapshots/data" | wc -l)" = 3 ] && ok "no data dir of a failed save" || fail "data dirs: $(ls "$L/snapshots/data")"
+lose_next vm.resume
+expect 0 "vm.resume: reply lost; vm.info shows the VM Running" snapshot save s1 --name fifth
+
+# Attached devices (vm.info as CH shows them) are refused unless --force.
+INFO=$(curl -s --unix-socket "$S" http://localhost/api/v1/vm.info | $PY -c '
+import json, sys
+i = json.load(sys.stdin)
+i["config"]["fs"] = [{"tag": "data", "socket": "/run/v.sock", "id": "cocoon-fs-data",
+                      "num_queues": 1, "queue_size": 1024}]
+i["config"]["devices"] = [{"path": "/sys/bus/pci/devices/0000:01:00.0", "id": "gpu0"}]
+print(json.dumps(i))')
+curl -s --unix-socket "$S" -X PUT --data-binary "$INFO" http://localhost/chsim/vminfo-override
+expect 1 "has runtime-attached devices (fs tag data, device gpu0), which a snapshot does not capture; detach them first, or use --force" snapshot save s1 --name sixth
+[ "$(count vm.pause)" = 5 ] && ok "refusal pauses nothing" || fail "paused despite devices"
+expect 0 "sixth: saved" snapshot save s1 --name sixth --force
+curl -s --unix-socket "$S" -X PUT http://localhost/chsim/vminfo-override
+expect 0 "s1: stopped" vm stop s1
+expect 1 "is stopped: VM not running" snapshot save s1
 
 [ $failures -eq 0 ] || { echo "test_snapshot: $failures failures"; exit 1; }
 echo "test_snapshot: all passed"
