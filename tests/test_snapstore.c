@@ -61,7 +61,7 @@ static void test_roundtrip(void **state)
         assert_string_equal(back.recs[i].name, db.recs[i].name);
         assert_string_equal(back.recs[i].dir, db.recs[i].dir);
         assert_string_equal(back.recs[i].source.id, db.recs[i].source.id);
-        assert_ptr_equal(back.recs[i].source.backend, db.recs[i].source.backend);
+        assert_string_equal(back.recs[i].source.backend, db.recs[i].source.backend);
         assert_int_equal(back.recs[i].source.config.memory, 1u << 30);
     }
     assert_true(back.recs[0].source.config.shared_memory);
