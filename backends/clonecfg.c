@@ -185,29 +185,18 @@ void clonecfg_result_fini(clonecfg_result *r)
 int clonecfg_rewrite(const char *buf, size_t len, const char *run_dir, const char *disk_dir,
                      clonecfg_result *out, char *err, size_t errlen)
 {
-    char ebuf[256];
+    char ebuf[BASE_ERRSTR_MAX];
     int rc;
 
     memset(out, 0, sizeof *out);
     if (!run_dir || run_dir[0] != '/' || !disk_dir || disk_dir[0] != '/')
         return base_errf(err, errlen, -EINVAL, "run and disk dirs must be absolute paths");
-    if ((rc = vmsjson_prescan(buf, len, err, errlen)))
-        return rc;
-    char *text = strndup(buf, len);
-    if (!text)
-        return base_errf(err, errlen, -ENOMEM, "out of memory");
-    if (strlen(text) != len) {
-        free(text);
-        return base_errf(err, errlen, -EBADMSG, "NUL byte in config");
-    }
-    ebuf[0] = '\0';
-    yajl_val root = yajl_tree_parse(text, ebuf, sizeof ebuf);
-    free(text);
-    if (!root || !YAJL_IS_OBJECT(root)) {
-        ebuf[strcspn(ebuf, "\n")] = '\0';
+    yajl_val root;
+    if ((rc = vmsjson_tree(buf, len, &root, ebuf, sizeof ebuf)))
+        return base_errf(err, errlen, rc, "config: %s", ebuf);
+    if (!YAJL_IS_OBJECT(root)) {
         yajl_tree_free(root);
-        return base_errf(err, errlen, -EBADMSG, "config: %s",
-                         root ? "not a JSON object" : ebuf[0] ? ebuf : "invalid JSON");
+        return base_errf(err, errlen, -EBADMSG, "config: not a JSON object");
     }
     cc c = { yajl_gen_alloc(NULL), yajl_gen_status_ok, 0, err, errlen, run_dir, disk_dir, out };
     if (!c.g) {

@@ -100,19 +100,9 @@ int snapstore_parse(const char *buf, size_t len, snapstore_db *db, char *err, si
     int rc;
 
     memset(db, 0, sizeof *db);
-    if ((rc = vmsjson_prescan(buf, len, err, errlen)))
+    yajl_val root;
+    if ((rc = vmsjson_tree(buf, len, &root, err, errlen)))
         return rc;
-    char *text = strndup(buf, len);
-    if (!text)
-        return base_errf(err, errlen, -ENOMEM, "out of memory");
-    ebuf[0] = '\0';
-    yajl_val root = yajl_tree_parse(text, ebuf, sizeof ebuf);
-    free(text);
-    if (!root) {
-        ebuf[strcspn(ebuf, "\n")] = '\0';
-        return base_errf(err, errlen, -EBADMSG, "invalid JSON: %s",
-                         ebuf[0] ? ebuf : "parse error");
-    }
     yajl_val snaps = yajl_tree_get(root, path, yajl_t_object);
     if (!snaps) {
         rc = base_errf(err, errlen, -EBADMSG, "\"snapshots\" missing or not an object");
@@ -296,23 +286,6 @@ static char *snap_path(const char *root, const char *leaf)
     return asprintf(&p, "%s/snapshots/%s", store_root(root), leaf) < 0 ? NULL : p;
 }
 
-static int snap_lock(const char *path, int flags, int op, char *err, size_t errlen)
-{
-    int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int e = errno;
-        return base_errf(err, errlen, -e, "open %s: %s", path, strerror(e));
-    }
-    while (flock(fd, op) < 0) {
-        int e = errno;
-        if (e == EINTR)
-            continue;
-        close(fd);
-        return base_errf(err, errlen, -e, "flock %s: %s", path, strerror(e));
-    }
-    return fd;
-}
-
 /* Reads the db file in dir; the caller holds the lock. */
 static int snap_read(const char *dir, snapstore_db *db, char *err, size_t errlen)
 {
@@ -354,9 +327,9 @@ int snapstore_load(const char *root, snapstore_db *db, char *err, size_t errlen)
         rc = base_errf(err, errlen, -ENOMEM, "out of memory");
     } else if (stat(dir, &st) == 0 || errno != ENOENT) {
         /* A reader never creates the store. */
-        int fd = snap_lock(lock, O_RDONLY | O_CREAT, LOCK_SH, err, errlen);
+        int fd = store_flock(lock, O_RDONLY | O_CREAT, LOCK_SH, err, errlen);
         if (fd == -EACCES || fd == -EROFS)
-            fd = snap_lock(lock, O_RDONLY, LOCK_SH, err, errlen);
+            fd = store_flock(lock, O_RDONLY, LOCK_SH, err, errlen);
         rc = fd < 0 ? fd : snap_read(dir, db, err, errlen);
         if (fd >= 0)
             close(fd);
@@ -379,7 +352,7 @@ int snapstore_update(const char *root, snapstore_update_fn *fn, void *priv, char
     }
     if ((rc = safefile_mkdir_private(dir, err, errlen)))
         goto out;
-    if ((lockfd = snap_lock(lock, O_RDWR | O_CREAT, LOCK_EX, err, errlen)) < 0) {
+    if ((lockfd = store_flock(lock, O_RDWR | O_CREAT, LOCK_EX, err, errlen)) < 0) {
         rc = lockfd;
         goto out;
     }

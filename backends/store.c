@@ -304,7 +304,7 @@ static int store_paths_init(store_paths *p, const char *root, const char *backen
     return 0;
 }
 
-static int store_lock(const char *path, int flags, int op, char *err, size_t errlen)
+int store_flock(const char *path, int flags, int op, char *err, size_t errlen)
 {
     int fd = safefile_open(path, flags, 0600, err, errlen);
     if (fd < 0)
@@ -337,7 +337,7 @@ int store_vm_lock(const char *root, const char *backend, const char *id,
         return base_errf(err, errlen, -e, "lock vm %s: %s", id ? id : "(null)",
                          strerror(e));
     }
-    int fd = store_lock(path, O_RDWR | O_CREAT, LOCK_EX, err, errlen);
+    int fd = store_flock(path, O_RDWR | O_CREAT, LOCK_EX, err, errlen);
     free(path);
     return fd;
 }
@@ -402,9 +402,9 @@ int store_load(const char *root, const char *backend, store_db *db, char *err, s
         store_paths_fini(&p);
         return 0;
     }
-    int fd = store_lock(p.lock, O_RDONLY | O_CREAT, LOCK_SH, err, errlen);
+    int fd = store_flock(p.lock, O_RDONLY | O_CREAT, LOCK_SH, err, errlen);
     if (fd == -EACCES || fd == -EROFS)
-        fd = store_lock(p.lock, O_RDONLY, LOCK_SH, err, errlen);
+        fd = store_flock(p.lock, O_RDONLY, LOCK_SH, err, errlen);
     if (fd < 0) {
         store_paths_fini(&p);
         return fd;
@@ -444,7 +444,7 @@ int store_update(const char *root, const char *backend, store_update_fn *fn, voi
         store_paths_fini(&p);
         return rc;
     }
-    int lockfd = store_lock(p.lock, O_RDWR | O_CREAT, LOCK_EX, err, errlen);
+    int lockfd = store_flock(p.lock, O_RDWR | O_CREAT, LOCK_EX, err, errlen);
     if (lockfd < 0) {
         store_paths_fini(&p);
         return lockfd;

@@ -148,6 +148,11 @@ void store_vm_unlock(int fd);
  * lock.  Returns 0 or -errno (a missing file is 0). */
 int store_vm_lock_remove(const char *root, const char *backend, const char *id);
 
+/* Opens path (flags | O_NOFOLLOW | O_CLOEXEC, created 0600) and waits for
+ * flock op on it: the descriptor (>= 0, close() releases) or -errno with
+ * "open <path>: ..." / "flock <path>: ..." in err. */
+int store_flock(const char *path, int flags, int op, char *err, size_t errlen);
+
 /* Current time, RFC 3339 UTC with seconds, owned. */
 char *store_now(void);
 

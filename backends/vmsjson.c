@@ -19,7 +19,7 @@
 
 /* yajl_tree_parse wants a C string, accepts comments and recurses when it
  * frees, so the input is vetted first. */
-int vmsjson_prescan(const char *buf, size_t len, char *err, size_t errlen)
+static int vmsjson_prescan(const char *buf, size_t len, char *err, size_t errlen)
 {
     int depth = 0;
     bool in_str = false, esc = false;
@@ -130,6 +130,32 @@ static int vmsjson_parse_config(yajl_val c, store_vm *vm, const char *ctx,
                 return base_errf(err, errlen, -ENOMEM, "out of memory");
             vm->config.n_disks = i + 1;
         }
+    }
+    return 0;
+}
+
+int vmsjson_tree(const char *buf, size_t len, yajl_val *out, char *err, size_t errlen)
+{
+    char ebuf[256];
+    int rc;
+
+    *out = NULL;
+    if ((rc = vmsjson_prescan(buf, len, err, errlen)))
+        return rc;
+    char *text = malloc(len + 1);
+    if (!text)
+        return base_errf(err, errlen, -ENOMEM, "out of memory");
+    memcpy(text, buf, len);
+    text[len] = '\0';
+    ebuf[0] = '\0';
+    *out = yajl_tree_parse(text, ebuf, sizeof ebuf);
+    free(text);
+    if (!*out) {
+        /* yajl's message spans lines and echoes input; the first line is
+         * the reason. */
+        ebuf[strcspn(ebuf, "\n")] = '\0';
+        return base_errf(err, errlen, -EBADMSG, "invalid JSON: %s",
+                         ebuf[0] ? ebuf : "parse error");
     }
     return 0;
 }
@@ -246,30 +272,15 @@ out:
 int vmsjson_parse(const char *buf, size_t len, const char *backend, store_db *db,
                   char *err, size_t errlen)
 {
-    char ebuf[256];
     int rc;
     memset(db, 0, sizeof *db);
     const char *be = store_backend_static(backend);
     if (!be)
         return base_errf(err, errlen, -EINVAL, "unknown backend %s", backend ? backend : "(null)");
     db->backend = be;
-    if ((rc = vmsjson_prescan(buf, len, err, errlen)))
+    yajl_val root;
+    if ((rc = vmsjson_tree(buf, len, &root, err, errlen)))
         return rc;
-    char *text = malloc(len + 1);
-    if (!text)
-        return base_errf(err, errlen, -ENOMEM, "out of memory");
-    memcpy(text, buf, len);
-    text[len] = '\0';
-    ebuf[0] = '\0';
-    yajl_val root = yajl_tree_parse(text, ebuf, sizeof ebuf);
-    free(text);
-    if (!root) {
-        /* yajl's message spans lines and echoes input; the first line is
-         * the reason. */
-        ebuf[strcspn(ebuf, "\n")] = '\0';
-        return base_errf(err, errlen, -EBADMSG, "invalid JSON: %s",
-                         ebuf[0] ? ebuf : "parse error");
-    }
     yajl_val vms = YAJL_IS_OBJECT(root) ? vmsjson_obj_get(root, "vms") : NULL;
     yajl_val names = YAJL_IS_OBJECT(root) ? vmsjson_obj_get(root, "names") : NULL;
     if (!YAJL_IS_OBJECT(root)) {

@@ -26,10 +26,11 @@ int vmsjson_parse(const char *buf, size_t len, const char *backend, store_db *db
 int vmsjson_serialize(const store_db *db, char **out, size_t *out_len, char *err,
                       size_t errlen);
 
-/* Vets len bytes of buf before yajl_tree_parse: no NUL bytes, nothing
- * outside strings that is not JSON (this rejects comments) and nesting no
- * deeper than 32.  -EBADMSG with the reason. */
-int vmsjson_prescan(const char *buf, size_t len, char *err, size_t errlen);
+/* yajl_tree_parse of len bytes of buf (need not be NUL-terminated), vetted
+ * first: no NUL bytes, nothing outside strings that is not JSON (this
+ * rejects comments) and nesting no deeper than 32.  *out owned
+ * (yajl_tree_free), NULL on failure: -EBADMSG with the reason. */
+int vmsjson_tree(const char *buf, size_t len, yajl_val *out, char *err, size_t errlen);
 
 /* Parses one record r (the value under key in "vms") of backend into *vm,
  * owned (store_vm_fini, also after a failure).  -EBADMSG with the reason. */
