@@ -32,6 +32,7 @@ typedef enum backend_ep {
     BACKEND_EP_ACTIONS,          /* InstanceStart, SendCtrlAltDel */
     BACKEND_EP_PATCH_VM,         /* {"state":"Paused"|"Resumed"} */
     BACKEND_EP_SNAPSHOT,         /* write the paused VM's state into a dir */
+    BACKEND_EP_RESTORE,          /* a VMM without a VM takes one from a dir */
     BACKEND_EP_COUNT
 } backend_ep;
 

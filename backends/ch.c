@@ -242,6 +242,7 @@ static const backend_endpoint ch_endpoints[BACKEND_EP_COUNT] = {
     [BACKEND_EP_PAUSE]         = { "PUT", CH_API "vm.pause", { 204, 200, 0 }, false },
     [BACKEND_EP_RESUME]        = { "PUT", CH_API "vm.resume", { 204, 200, 0 }, false },
     [BACKEND_EP_SNAPSHOT]      = { "PUT", CH_API "vm.snapshot", { 204, 200, 0 }, false },
+    [BACKEND_EP_RESTORE]       = { "PUT", CH_API "vm.restore", { 204, 200, 0 }, false },
     [BACKEND_EP_POWER_BUTTON]  = { "PUT", CH_API "vm.power-button", { 204, 200, 0 }, false },
 };
 

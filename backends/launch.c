@@ -200,6 +200,19 @@ int launch_ch_argv(const store_vm *vm, const char *binary, char ***argv_out,
     return argv_finish(&a, argv_out, err, errlen);
 }
 
+int launch_ch_restore_argv(const store_vm *vm, const char *binary, char ***argv_out,
+                           char *err, size_t errlen)
+{
+    argv_buf a = { 0 };
+
+    if (!vm->run_dir || !binary)
+        return base_errf(err, errlen, -EINVAL, "build VMM argv: no run dir or binary");
+    argv_add(&a, "%s", binary);
+    argv_add(&a, "--api-socket");
+    argv_add(&a, "path=%s/api.sock", vm->run_dir);
+    return argv_finish(&a, argv_out, err, errlen);
+}
+
 int launch_fc_argv(const store_vm *vm, const char *binary, char ***argv_out,
                    char *err, size_t errlen)
 {

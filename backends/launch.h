@@ -39,6 +39,10 @@ char *launch_which(const char *name);
 int launch_ch_argv(const store_vm *vm, const char *binary, char ***argv_out,
                    char *err, size_t errlen);
 /* Firecracker argv: <binary> --api-sock <run_dir>/api.sock */
+/* Cloud Hypervisor for a restore: the API socket only, no payload, so the
+ * VMM has no VM until vm.restore gives it one. */
+int launch_ch_restore_argv(const store_vm *vm, const char *binary, char ***argv_out,
+                           char *err, size_t errlen);
 int launch_fc_argv(const store_vm *vm, const char *binary, char ***argv_out,
                    char *err, size_t errlen);
 void launch_argv_free(char **argv);

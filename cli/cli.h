@@ -92,6 +92,7 @@ int cli_vm_start(cli_ctx *c);
 int cli_vm_stop(cli_ctx *c);
 int cli_vm_pause(cli_ctx *c);
 int cli_snapshot_save(cli_ctx *c);
+int cli_vm_restore(cli_ctx *c);
 int cli_vm_resume(cli_ctx *c);
 int cli_vm_rm(cli_ctx *c);
 int cli_vm_list(cli_ctx *c);

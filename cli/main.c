@@ -125,6 +125,9 @@ LEAF0(cmd_pause, "pause", "vm pause VM...", "Pause running VMs (one vm.pause eac
       "cocoon vm pause web-1 web-2", cli_vm_pause, 1, -1);
 LEAF0(cmd_resume, "resume", "vm resume VM...", "Resume paused VMs (one vm.resume each, never resent)",
       "cocoon vm resume web-1 web-2", cli_vm_resume, 1, -1);
+LEAF0(cmd_restore, "restore", "vm restore VM SNAP",
+      "Start a stopped VM from one of its snapshots (vm.restore, then vm.resume)",
+      "cocoon vm restore web-1 before-upgrade", cli_vm_restore, 2, 2);
 LEAF(cmd_rm, "rm", "vm rm VM... [flags]", "Remove VMs and their run directories",
      "cocoon vm rm --force web-1", rm_flags, cli_vm_rm, 1, -1);
 static const cli_cmd cmd_list = { "list", "vm list",
@@ -177,7 +180,7 @@ static const cli_cmd cmd_dev = { "device", "vm device COMMAND", "Runtime VFIO PC
     "cocoon vm device attach web-1 --pci 0000:01:00.0", NULL, 0, dev_children, NULL, 0, 0, NULL,
     NULL };
 static const cli_cmd *const vm_children[] = {
-    &cmd_create, &cmd_run, &cmd_start, &cmd_stop, &cmd_pause, &cmd_resume, &cmd_rm, &cmd_list, &cmd_inspect,
+    &cmd_create, &cmd_run, &cmd_start, &cmd_stop, &cmd_pause, &cmd_resume, &cmd_restore, &cmd_rm, &cmd_list, &cmd_inspect,
     &cmd_debug, &cmd_fs, &cmd_dev, NULL };
 static const cli_cmd cmd_vm = { "vm", "vm COMMAND", "Manage VMs and their runtime devices",
     "cocoon vm list", NULL, 0, vm_children, NULL, 0, 0, NULL, NULL };

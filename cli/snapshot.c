@@ -231,3 +231,70 @@ int cli_snapshot_save(cli_ctx *c)
     store_vm_fini(&vm);
     return rc;
 }
+
+/* vm restore VM SNAP: a stopped VM back to one of its own snapshots.  The
+ * VM's start/stop lock is held throughout, so no start, stop or rm of it
+ * runs meanwhile. */
+int cli_vm_restore(cli_ctx *c)
+{
+    char err[BASE_ERRSTR_MAX];
+    const snapstore_rec *r;
+    cocoon_vm_opts o = { 0 };
+    snapstore_db db;
+    store_vm vm;
+    int lock, rc;
+
+    if (store_resolve(c->root, c->args[0], &vm, err, sizeof(err)) < 0)
+        return cli_error("vm %s: %s", c->args[0], err);
+    lock = store_vm_lock(c->root, vm.backend, vm.id, err, sizeof(err));
+    if (lock < 0) {
+        store_vm_fini(&vm);
+        return cli_error("%s", err);
+    }
+    store_vm_fini(&vm);
+    rc = store_resolve(c->root, c->args[0], &vm, err, sizeof(err)) < 0
+             ? cli_error("vm %s: %s", c->args[0], err)
+             : load(c, &db);
+    if (rc) {
+        store_vm_unlock(lock);
+        return rc;
+    }
+    if (snapstore_resolve(&db, c->args[1], &r, err, sizeof(err)) < 0) {
+        rc = cli_error("%s", err);
+    } else if (strcmp(r->source.id, vm.id) != 0) {
+        rc = cli_error("snapshot %s was taken of VM %s, not of %s: a VM is restored only "
+                       "from its own snapshots", r->name, r->source.id, vm.id);
+    } else if (vm.state == STORE_RUNNING) {
+        rc = cli_error("vm %s is running: stop it first", vm.id);
+    } else {
+        cli_lc_job j = { .vm = &vm };
+
+        o.dir = r->dir;
+        cli_lc_run(c, &j, 1, cocoon_vm_restore, "restore", &o);
+        if (j.err) {
+            rc = cli_error("%s", j.errstr ? j.errstr : "restore failed");
+        } else if (c->json) {
+            yajl_gen g = cli_gen_new(false);
+
+            if (g) {
+                yajl_gen_map_open(g);
+                cli_gen_kv_str(g, "id", vm.id);
+                cli_gen_kv_str(g, "name", vm.config.name);
+                cli_gen_kv_str(g, "state", "running");
+                cli_gen_kv_int(g, "pid", j.pid);
+                cli_gen_kv_str(g, "snapshot", r->id);
+                cli_gen_kv_str(g, "note", j.errstr && j.errstr[0] ? j.errstr : NULL);
+                yajl_gen_map_close(g);
+                cli_gen_print(g, stdout);
+            }
+        } else {
+            cli_printf(stdout, "%s: restored from %s (id=%s, pid=%d)\n",
+                       vm.config.name ? vm.config.name : vm.id, r->name, vm.id, j.pid);
+        }
+        free(j.errstr);
+    }
+    snapstore_db_fini(&db);
+    store_vm_unlock(lock);
+    store_vm_fini(&vm);
+    return rc;
+}

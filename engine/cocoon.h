@@ -197,6 +197,15 @@ int cocoon_vm_resume(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
  * paused.  Firecracker: -EOPNOTSUPP. */
 int cocoon_vm_snapshot(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                        cocoon_done_fn *cb, void *priv);
+/* Starts a stopped Cloud Hypervisor VM from the snapshot in o->dir
+ * instead of booting it: a fresh VMM without a payload, one vm.restore
+ * {"source_url":"file://<dir>"} (never repeated; CH takes it only while it
+ * has no VM), then one vm.resume (a lost reply settled by vm.info), and
+ * state Running.  Ends like cocoon_vm_start (record running, r->pid; on
+ * failure the VMM is killed and the record is in state error).
+ * Firecracker: -EOPNOTSUPP. */
+int cocoon_vm_restore(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                      cocoon_done_fn *cb, void *priv);
 
 /* Error texts (r->errstr) by layer:
  *  - resolution failures carry the operation: "<op>: vm <ref>: VM not found"

@@ -20,7 +20,7 @@ const char *const eng_op_names[] = {
     [OP_LIST] = "list", [OP_FS_LIST] = "fs list", [OP_DEV_LIST] = "device list",
     [OP_VM_START] = "vm start", [OP_VM_STOP] = "vm stop",
     [OP_VM_PAUSE] = "vm pause", [OP_VM_RESUME] = "vm resume",
-    [OP_VM_SNAPSHOT] = "snapshot save",
+    [OP_VM_SNAPSHOT] = "snapshot save", [OP_VM_RESTORE] = "vm restore",
 };
 
 static void engine_destroy(cocoon_engine *e);
@@ -426,6 +426,14 @@ int cocoon_vm_snapshot(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o
     if (!o || !o->dir || o->dir[0] != '/')
         return -EINVAL;
     return vm_lc_submit(e, OP_VM_SNAPSHOT, vm, o, cb, priv);
+}
+
+int cocoon_vm_restore(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
+                      cocoon_done_fn *cb, void *priv)
+{
+    if (!o || !o->dir || o->dir[0] != '/')
+        return -EINVAL;
+    return vm_lc_submit(e, OP_VM_RESTORE, vm, o, cb, priv);
 }
 
 /* Descriptors an operation may need besides its VM's connection, for a

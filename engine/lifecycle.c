@@ -206,6 +206,8 @@ static void lc_ping(struct eng_op *op)
         lc_start_fail(op, rc, op->e->err);
 }
 
+static void lc_restore(struct eng_op *op);
+
 static void lc_after_ping(struct eng_op *op, const httpc_response *r)
 {
     struct eng_lc *lc = op->lc;
@@ -213,6 +215,10 @@ static void lc_after_ping(struct eng_op *op, const httpc_response *r)
 
     if (!r->err && backend_endpoint_ok(backend_endpoint_of(op->vm->ops, BACKEND_EP_PING),
                                        r->status)) {
+        if (op->kind == OP_VM_RESTORE) {
+            lc_restore(op);
+            return;
+        }
         lc->phase = LC_INFO;
         rc = lc_send(op, BACKEND_EP_INFO, NULL, NULL, 0);
         if (rc)
@@ -450,7 +456,9 @@ static int lc_spawn(struct eng_op *op, char *why, size_t n)
     /* A stale socket file from an earlier run would make a client connect
      * to nothing (or to the wrong VMM): start from a clean slate. */
     unlink(lc->sock);
-    rc = fc ? launch_fc_argv(vm, lc->abs, &argv, why, n) : launch_ch_argv(vm, lc->abs, &argv, why, n);
+    rc = fc                             ? launch_fc_argv(vm, lc->abs, &argv, why, n)
+         : op->kind == OP_VM_RESTORE ? launch_ch_restore_argv(vm, lc->abs, &argv, why, n)
+                                     : launch_ch_argv(vm, lc->abs, &argv, why, n);
     if (!rc)
         rc = launch_spawn(argv, lc->log_path, &lc->pid, why, n);
     launch_argv_free(argv);
@@ -820,7 +828,7 @@ static void lc_snap_paused(struct eng_op *op, int err)
     }
     snprintf(lc->pause_note, sizeof(lc->pause_note), "%s", e->err);
     lc->phase = LC_SNAP;
-    err = json_snapshot_encode(op->path, &body, &len, e->err, sizeof(e->err));
+    err = json_file_url_encode("destination_url", op->path, &body, &len, e->err, sizeof(e->err));
     if (err == 0)
         err = lc_send(op, BACKEND_EP_SNAPSHOT, NULL, body, op->vm_opts.snapshot_ms);
     free(body);
@@ -894,6 +902,51 @@ static void lc_snapshot(struct eng_op *op)
         eng_op_fail(op, rc);
 }
 
+/* ----------------------------------------------------------- restore */
+
+/* After the resume, the start's own check: vm.info must say Running. */
+static void lc_restore_resumed(struct eng_op *op, int err)
+{
+    int rc;
+
+    if (err) {
+        lc_start_fail(op, err, op->e->err);
+        return;
+    }
+    op->lc->phase = LC_INFO;
+    rc = lc_send(op, BACKEND_EP_INFO, NULL, NULL, 0);
+    if (rc)
+        lc_start_fail(op, rc, op->e->err);
+}
+
+static void lc_restore_done(struct eng_op *op)
+{
+    lc_state_send(op, false, lc_restore_resumed);
+}
+
+/* The VMM is up without a VM: one vm.restore (a single-shot call of the
+ * sequence: a lost reply fails the restore), then the resume. */
+static void lc_restore(struct eng_op *op)
+{
+    struct eng_lc *lc = op->lc;
+    char *body = NULL;
+    size_t len;
+    int rc = json_file_url_encode("source_url", op->path, &body, &len, op->e->err,
+                                  sizeof(op->e->err));
+
+    if (rc) {
+        lc_start_fail(op, rc, op->e->err);
+        return;
+    }
+    rc = lc_seq_add(lc, BACKEND_EP_RESTORE, NULL, body);
+    if (rc) {
+        lc_start_fail(op, rc, "out of memory");
+        return;
+    }
+    lc->seq_done = lc_restore_done;
+    lc_seq_next(op);
+}
+
 /* ------------------------------------------------------------ dispatch */
 
 void eng_lc_run(struct eng_op *op)
@@ -903,7 +956,11 @@ void eng_lc_run(struct eng_op *op)
         eng_op_finish(op, -ENOMEM, "out of memory");
         return;
     }
-    if (op->kind == OP_VM_START)
+    if (op->kind == OP_VM_RESTORE && lc_is_fc(op)) {
+        base_errf(op->e->err, sizeof(op->e->err), 0, "vm restore: backend firecracker: "
+                  "not supported");
+        eng_op_finish(op, -EOPNOTSUPP, op->e->err);
+    } else if (op->kind == OP_VM_START || op->kind == OP_VM_RESTORE)
         lc_start(op);
     else if (op->kind == OP_VM_STOP)
         lc_stop(op);

@@ -297,21 +297,21 @@ int json_remove_device_encode(const char *id, char **out, size_t *out_len,
     return enc_end(&e, out, out_len);
 }
 
-int json_snapshot_encode(const char *dir, char **out, size_t *out_len, char *err,
-                         size_t errlen)
+int json_file_url_encode(const char *key, const char *dir, char **out, size_t *out_len,
+                         char *err, size_t errlen)
 {
     char *url = NULL;
     enc e;
     int rc;
 
-    if (!dir || !out || !out_len)
-        return base_errf(err, errlen, -EINVAL, "snapshot: missing argument");
+    if (!key || !dir || !out || !out_len)
+        return base_errf(err, errlen, -EINVAL, "%s: missing argument", key ? key : "url");
     if (asprintf(&url, "file://%s", dir) < 0)
         return base_errf(err, errlen, -ENOMEM, "out of memory");
     rc = enc_begin(&e, err, errlen);
     if (rc == 0) {
-        enc_key(&e, "destination_url");
-        enc_str(&e, url, "destination_url");
+        enc_key(&e, key);
+        enc_str(&e, url, key);
         rc = enc_end(&e, out, out_len);
     }
     free(url);

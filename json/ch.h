@@ -67,9 +67,10 @@ int json_device_config_encode(const char *id, const char *path, char **out,
 int json_remove_device_encode(const char *id, char **out, size_t *out_len,
                               char *err, size_t errlen);
 
-/* {"destination_url":"file://<dir>"} */
-int json_snapshot_encode(const char *dir, char **out, size_t *out_len, char *err,
-                         size_t errlen);
+/* {"<key>":"file://<dir>"}: vm.snapshot's destination_url, vm.restore's
+ * source_url. */
+int json_file_url_encode(const char *key, const char *dir, char **out, size_t *out_len,
+                         char *err, size_t errlen);
 
 /* Decoders: buf need not be NUL-terminated. */
 int json_vm_info_decode(const char *buf, size_t len, json_vm_info *out,

@@ -14,7 +14,7 @@ BUILD=$(realpath "${COCOON_BUILD_DIR:-build}")
 PY=/usr/bin/python3
 T=$(mktemp -d /tmp/cocoon-snapshot-XXXXXX)
 cleanup() {
-    "$BUILD/cocoon" --root-dir "$T/live" vm rm --force s1 >/dev/null 2>&1 || true
+    "$BUILD/cocoon" --root-dir "$T/live" vm rm --force s1 s2 >/dev/null 2>&1 || true
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -146,6 +146,27 @@ expect 0 "sixth: saved" snapshot save s1 --name sixth --force
 curl -s --unix-socket "$S" -X PUT http://localhost/chsim/vminfo-override
 expect 0 "s1: stopped" vm stop s1
 expect 1 "is stopped: VM not running" snapshot save s1
+
+# vm restore: a fresh VMM without a payload, one vm.restore, one vm.resume;
+# shared memory comes back in the new VMM's vm.info and in the record.
+expect 0 "s1: restored from first (id=" vm restore s1 first
+S=$(ls "$L"/run/cloudhypervisor/*/api.sock)
+[ "$(count vm.restore vm.resume vm.boot)" = "1 1 0" ] && ok "one restore, one resume, no boot" ||
+    fail "counts after restore: $(count vm.restore vm.resume vm.boot)"
+curl -s --unix-socket "$S" http://localhost/api/v1/vm.info | $PY -c '
+import json, sys
+i = json.load(sys.stdin)
+assert i["state"] == "Running" and i["config"]["memory"]["shared"] is True, i
+' && ok "restored VM running with shared memory" || fail "vm.info after restore"
+"${C[@]}" -o json vm inspect s1 | $PY -c '
+import json, sys
+r = json.load(sys.stdin)
+assert r["state"] == "running" and r["config"]["shared_memory"] is True, r
+' && ok "record after restore" || fail "record after restore"
+expect 1 "is running: stop it first" vm restore s1 first
+expect 0 "s2" vm create --name s2 --kernel /dev/null
+expect 1 "was taken of VM" vm restore s2 first
+expect 1 "Error: snapshot not found" vm restore s2 nope
 
 [ $failures -eq 0 ] || { echo "test_snapshot: $failures failures"; exit 1; }
 echo "test_snapshot: all passed"
