@@ -93,6 +93,11 @@ int cli_vm_stop(cli_ctx *c);
 int cli_vm_pause(cli_ctx *c);
 int cli_snapshot_save(cli_ctx *c);
 int cli_vm_restore(cli_ctx *c);
+int cli_vm_clone(cli_ctx *c);
+/* Removes path and everything below it when it is strictly inside
+ * <root>/run/<backend>/ (canonical paths; a symlink is not followed):
+ * 0, also when there is nothing to remove, or -errno (cli/vm.c). */
+int cli_rm_run_tree(const char *root, const char *backend, const char *path);
 int cli_vm_resume(cli_ctx *c);
 int cli_vm_rm(cli_ctx *c);
 int cli_vm_list(cli_ctx *c);
@@ -114,6 +119,7 @@ int cli_completion(cli_ctx *c);
  * vm borrowed, errstr owned (free()). */
 typedef struct cli_lc_job {
     store_vm *vm;
+    const char *dir;            /* snapshot, restore: this job's dir, or NULL */
     bool submitted, done;
     int err, pid;
     char *errstr;

@@ -128,6 +128,17 @@ LEAF0(cmd_resume, "resume", "vm resume VM...", "Resume paused VMs (one vm.resume
 LEAF0(cmd_restore, "restore", "vm restore VM SNAP",
       "Start a stopped VM from one of its snapshots (vm.restore, then vm.resume)",
       "cocoon vm restore web-1 before-upgrade", cli_vm_restore, 2, 2);
+static const cli_flag clone_flags[] = {
+    { "name", 0, CLI_FLAG_STR, "NAME", NULL,
+      "name of the new VM; with --count, a template where {i} is 1..N "
+      "(default: <snapshot>-clone-{i})", false, NULL },
+    { "count", 0, CLI_FLAG_STR, "N", "1", "clones to bring up at once", false, NULL },
+    BINARY_FLAGS,
+};
+LEAF(cmd_clone, "clone", "vm clone SNAP [--name NAME] [--count N]",
+     "New running VMs from a snapshot, each with its own id, run dir, socket and disk copies",
+     "cocoon vm clone before-upgrade --count 10 --name 'web-{i}'", clone_flags, cli_vm_clone, 1,
+     1);
 LEAF(cmd_rm, "rm", "vm rm VM... [flags]", "Remove VMs and their run directories",
      "cocoon vm rm --force web-1", rm_flags, cli_vm_rm, 1, -1);
 static const cli_cmd cmd_list = { "list", "vm list",
@@ -180,7 +191,7 @@ static const cli_cmd cmd_dev = { "device", "vm device COMMAND", "Runtime VFIO PC
     "cocoon vm device attach web-1 --pci 0000:01:00.0", NULL, 0, dev_children, NULL, 0, 0, NULL,
     NULL };
 static const cli_cmd *const vm_children[] = {
-    &cmd_create, &cmd_run, &cmd_start, &cmd_stop, &cmd_pause, &cmd_resume, &cmd_restore, &cmd_rm, &cmd_list, &cmd_inspect,
+    &cmd_create, &cmd_run, &cmd_start, &cmd_stop, &cmd_pause, &cmd_resume, &cmd_restore, &cmd_clone, &cmd_rm, &cmd_list, &cmd_inspect,
     &cmd_debug, &cmd_fs, &cmd_dev, NULL };
 static const cli_cmd cmd_vm = { "vm", "vm COMMAND", "Manage VMs and their runtime devices",
     "cocoon vm list", NULL, 0, vm_children, NULL, 0, 0, NULL, NULL };

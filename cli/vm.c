@@ -267,6 +267,8 @@ void cli_lc_run(const cli_ctx *c, cli_lc_job *jobs, size_t n, cli_lc_submit_fn *
 
         if (tmpl)
             o = *tmpl;
+        if (jobs[i].dir)
+            o.dir = jobs[i].dir;
         o.binary = vmm_binary(c, jobs[i].vm);
         rc = !e ? -ENOMEM : submit(e, jobs[i].vm->id, &o, lc_done_cb, &jobs[i]);
         if (rc < 0) {
@@ -601,7 +603,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
  * anything else.  The test is on canonical paths, so "..", "//" and
  * symlinks cannot walk a path out of the run tree (nor name the tree
  * itself).  Returns 0 (also when there is nothing to delete) or -errno. */
-static int rm_tree(const char *root, const char *backend, const char *path)
+int cli_rm_run_tree(const char *root, const char *backend, const char *path)
 {
     char tree[PATH_MAX], rtree[PATH_MAX], rpath[PATH_MAX];
     size_t n;
@@ -643,8 +645,8 @@ static int rm_one(const cli_ctx *c, store_vm *vm)
         return cli_error("%s", err);
     store_vm_lock_remove(c->root, vm->backend, vm->id);
     if (vm->log_dir && (!vm->run_dir || strcmp(vm->log_dir, vm->run_dir) != 0))
-        rm_tree(c->root, vm->backend, vm->log_dir);
-    rc = rm_tree(c->root, vm->backend, vm->run_dir);
+        cli_rm_run_tree(c->root, vm->backend, vm->log_dir);
+    rc = cli_rm_run_tree(c->root, vm->backend, vm->run_dir);
     if (rc < 0)
         cli_printf(stderr, "Warning: remove %s: %s\n", vm->run_dir, strerror(-rc));
     if (c->json) {

@@ -14,7 +14,8 @@ BUILD=$(realpath "${COCOON_BUILD_DIR:-build}")
 PY=/usr/bin/python3
 T=$(mktemp -d /tmp/cocoon-snapshot-XXXXXX)
 cleanup() {
-    "$BUILD/cocoon" --root-dir "$T/live" vm rm --force s1 s2 >/dev/null 2>&1 || true
+    "$BUILD/cocoon" --root-dir "$T/live" vm rm --force s1 s2 d1 web-1 web-2 web-3 \
+        dsnap-clone-1 >/dev/null 2>&1 || true
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -167,6 +168,55 @@ expect 1 "is running: stop it first" vm restore s1 first
 expect 0 "s2" vm create --name s2 --kernel /dev/null
 expect 1 "was taken of VM" vm restore s2 first
 expect 1 "Error: snapshot not found" vm restore s2 nope
+
+# vm clone: new VMs, each with its own VMM (one vm.restore, one vm.resume),
+# shared memory kept, and its own copy of the writable disk.
+echo source-disk > "$T/d1.img"
+expect 0 "d1: running" vm run --name d1 --shared-memory --ch-binary "$BUILD/chsim" \
+    --kernel /dev/null --disk "$T/d1.img"
+expect 0 "dsnap: saved" snapshot save d1 --name dsnap
+expect 2 "needs a --name template with {i}" vm clone dsnap --count 2 --name web
+out=$("${C[@]}" -o json vm clone dsnap --count 3 --name 'web-{i}')
+echo "$out" | $PY -c '
+import json, sys
+l = [json.loads(x) for x in sys.stdin.read().splitlines()]
+assert [c["name"] for c in l] == ["web-1", "web-2", "web-3"], l
+assert all(c["state"] == "running" and c["shared_memory"] is True for c in l), l
+assert len({c["id"] for c in l}) == 3 and len({c["pid"] for c in l}) == 3, l
+' && ok "three clones, JSON" || fail "clone JSON: $out"
+for w in web-1 web-2 web-3; do
+    id=$("${C[@]}" -o json vm inspect $w | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    S="$L/run/cloudhypervisor/$id/api.sock"
+    [ "$(count vm.restore vm.resume vm.boot)" = "1 1 0" ] && [ "$(state)" = Running ] &&
+        ok "$w: one restore, one resume, running" || fail "$w: $(count vm.restore vm.resume vm.boot)"
+    curl -s --unix-socket "$S" http://localhost/api/v1/vm.info | $PY -c '
+import json, sys
+i = json.load(sys.stdin)
+assert i["config"]["memory"]["shared"] is True, i
+assert i["config"]["disks"][0]["path"].startswith("'"$L/run/cloudhypervisor/$id/disks/"'"), i
+' && ok "$w: shared memory and its own disk in vm.info" || fail "$w: vm.info"
+    echo "$w-writes" >> "$L/run/cloudhypervisor/$id/disks/disk0-d1.img"
+done
+[ "$(cat "$T/d1.img")" = source-disk ] && ok "source disk untouched by clones" ||
+    fail "source disk changed: $(cat "$T/d1.img")"
+id=$("${C[@]}" -o json vm inspect web-2 | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+[ "$(cat "$L/run/cloudhypervisor/$id/disks/disk0-d1.img")" = "$(printf 'source-disk\nweb-2-writes')" ] &&
+    ok "clone disks independent" || fail "web-2 disk: $(cat "$L/run/cloudhypervisor/$id/disks/disk0-d1.img")"
+expect 0 "dsnap-clone-1: cloned from dsnap" vm clone dsnap
+
+# Removing the snapshot leaves running clones alone.
+expect 0 "dsnap: removed" snapshot rm dsnap
+S="$L/run/cloudhypervisor/$id/api.sock"
+[ "$(state)" = Running ] && [ -f "$L/run/cloudhypervisor/$id/restore/config.json" ] &&
+    ok "clone runs on after snapshot rm" || fail "clone after snapshot rm"
+
+# A clone whose VMM cannot start leaves no record and no run dir.
+expect 0 "saved" snapshot save d1 --name dsnap2
+before=$(ls "$L/run/cloudhypervisor" | wc -l)
+expect 1 "Error: " vm clone dsnap2 --name broken --ch-binary /bin/false
+expect 1 "VM not found" vm inspect broken
+[ "$(ls "$L/run/cloudhypervisor" | wc -l)" = "$before" ] && ok "no run dir left" ||
+    fail "run dirs: $(ls "$L/run/cloudhypervisor")"
 
 [ $failures -eq 0 ] || { echo "test_snapshot: $failures failures"; exit 1; }
 echo "test_snapshot: all passed"
