@@ -17,6 +17,7 @@
 #include "http/base.h"
 
 #define STORE_DB_FILE "vms.json"
+#define STORE_NAMES_LOCK "names.lock"
 #define STORE_LOCK_FILE "vms.lock"
 /* Temp files of an interrupted write start with this; loads never look at
  * them and the next update, which holds the exclusive lock and therefore
@@ -646,6 +647,40 @@ int store_name_taken(const char *root, const char *name, char *err, size_t errle
                              base_quote(q, sizeof q, name));
     }
     return 0;
+}
+
+static int store_add_cb(store_db *db, void *priv, char *err, size_t errlen)
+{
+    return store_db_add(db, priv, err, errlen);
+}
+
+int store_create(const char *root, store_vm *vm, char *err, size_t errlen)
+{
+    store_paths p;
+    int rc = store_paths_init(&p, root, vm->backend, err, errlen);
+    if (rc)
+        return rc;
+    /* The db dir first: it makes the root, where the name lock lives. */
+    rc = safefile_mkdir_private(p.dir, err, errlen);
+    store_paths_fini(&p);
+    if (rc)
+        return rc;
+    char *lock = store_pathf("%s/" STORE_NAMES_LOCK, store_root(root));
+    if (!lock)
+        return base_errf(err, errlen, -ENOMEM, "out of memory");
+    /* Names are unique across backends, whose records live in two files
+     * under two locks: the check and the add happen under one lock over
+     * the root's whole name space, or two creates of one name in two
+     * backends can both pass the check. */
+    int fd = store_flock(lock, O_RDWR | O_CREAT, LOCK_EX, err, errlen);
+    free(lock);
+    if (fd < 0)
+        return fd;
+    rc = vm->config.name ? store_name_taken(root, vm->config.name, err, errlen) : 0;
+    if (!rc)
+        rc = store_update(root, vm->backend, store_add_cb, vm, err, errlen);
+    close(fd);
+    return rc;
 }
 
 char *store_now(void)

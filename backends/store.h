@@ -70,9 +70,13 @@ bool store_name_valid(const char *name);
 bool store_id_valid(const char *id);
 /* Names are unique per root, across both backends: 0 when name is free,
  * -EEXIST "name %q already in use" when a record in either backend has it.
- * A check only; store_db_add re-checks within its own backend under the
- * exclusive lock. */
+ * A check only: store_create is the check and the add under one lock. */
 int store_name_taken(const char *root, const char *name, char *err, size_t errlen);
+/* Adds *vm (its backend's db) as a new record, holding the root-wide name
+ * lock <root>/names.lock across the name check in every backend and the
+ * add, so two creates of one name never both succeed.  Takes ownership of
+ * *vm on success (leaves it zeroed), as store_db_add. */
+int store_create(const char *root, store_vm *vm, char *err, size_t errlen);
 
 /* Reads the db under a shared lock.  A missing file is an empty db. */
 int store_load(const char *root, const char *backend, store_db *db,

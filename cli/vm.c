@@ -96,13 +96,6 @@ static int vm_from_flags(const cli_ctx *c, store_vm *vm)
     return 0;
 }
 
-static int add_cb(store_db *db, void *priv, char *err, size_t errlen)
-{
-    store_vm *copy = priv;
-
-    return store_db_add(db, copy, err, errlen);
-}
-
 static int create_record(const cli_ctx *c, store_vm *vm)
 {
     char err[BASE_ERRSTR_MAX];
@@ -112,15 +105,11 @@ static int create_record(const cli_ctx *c, store_vm *vm)
     rc = vm_from_flags(c, vm);
     if (rc)
         return rc;
-    if (store_name_taken(c->root, vm->config.name, err, sizeof(err)) < 0) {
-        store_vm_fini(vm);
-        return cli_error("%s", err);
-    }
     if (store_vm_copy(&copy, vm) < 0) {
         store_vm_fini(vm);
         return cli_error("out of memory");
     }
-    rc = store_update(c->root, vm->backend, add_cb, &copy, err, sizeof(err));
+    rc = store_create(c->root, &copy, err, sizeof(err));
     store_vm_fini(&copy);
     if (rc < 0) {
         store_vm_fini(vm);

@@ -583,6 +583,49 @@ static void test_foreign_state_refused(void **state)
     free(dir);
 }
 
+/* Starts cocoon --root-dir <root> args... with no output; returns its pid. */
+static pid_t cli_spawn(const char *const *args)
+{
+    char *argv[MAX_ARGS];
+    int n = 0;
+
+    argv[n++] = g_cocoon;
+    argv[n++] = (char *)"--root-dir";
+    argv[n++] = g_root;
+    while (*args && n < MAX_ARGS - 1)
+        argv[n++] = (char *)*args++;
+    argv[n] = NULL;
+    return sup_spawn(argv);
+}
+
+/* `vm create --name X` and `vm create --fc --name X` at the same moment:
+ * the name check and the add run under one lock over the root's name
+ * space, so exactly one of each pair succeeds. */
+static void test_name_race_across_backends(void **state)
+{
+    enum { ROUNDS = 40 };
+
+    (void)state;
+    for (int i = 0; i < ROUNDS; i++) {
+        char name[32];
+        const char *ch[] = { "vm", "create", "--name", name, NULL };
+        const char *fc[] = { "vm", "create", "--fc", "--name", name, NULL };
+        pid_t a, b;
+        int sa, sb;
+
+        snprintf(name, sizeof(name), "race-%d", i);
+        a = cli_spawn(ch);
+        b = cli_spawn(fc);
+        assert_true(a > 0 && b > 0);
+        assert_int_equal(waitpid(a, &sa, 0), a);
+        assert_int_equal(waitpid(b, &sb, 0), b);
+        assert_true(WIFEXITED(sa) && WIFEXITED(sb));
+        if ((WEXITSTATUS(sa) == 0) == (WEXITSTATUS(sb) == 0))
+            fail_msg("round %d: exits %d and %d, want one success", i, WEXITSTATUS(sa),
+                     WEXITSTATUS(sb));
+    }
+}
+
 /* Replaces the first occurrence of from by to in the file at path. */
 static void edit_file(const char *path, const char *from, const char *to)
 {
@@ -693,6 +736,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fifo_state_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreign_state_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rm_run_dir_guard, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_name_race_across_backends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forged_socket_row, setup, teardown),
     };
     int rc;
