@@ -365,10 +365,12 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
             int rc = json_pci_info_decode(r->body, r->body_len, &pi, tmp, sizeof(tmp));
 
             if (rc) {
+                /* CH executed the call but its answer is unreadable: what
+                 * happened is known only from vm.info, as for a lost reply. */
                 json_pci_info_fini(&pi);
-                op_prefix(op, pre, sizeof(pre));
-                base_errf(e->err, sizeof(e->err), rc, "%sdecode PciDeviceInfo: %s", pre, tmp);
-                eng_op_fail(op, rc);
+                op->lost_err = rc;
+                op->attempts = 1;
+                op_send_info(op, ST_RECONCILE);
                 return;
             }
             op->res_id = pi.id;
@@ -424,7 +426,7 @@ static void op_after_reconcile(struct eng_op *op, const httpc_response *r)
     json_vm_info vi;
     char pre[128], outcome[160], *note;
     const char *id = NULL;
-    bool present;
+    bool present, other = false;
 
     /* The reconcile read asks a new question, so unlike the single-shot
      * calls it may be repeated under the retry policy. */
@@ -443,9 +445,13 @@ static void op_after_reconcile(struct eng_op *op, const httpc_response *r)
         return;
     switch (op->kind) {
     case OP_FS_ATTACH: {
+        /* The id alone would also match a concurrent attach of the same
+         * tag with another socket: only the share this op asked for counts. */
         const json_fs *f = ch_fs_by_id(&vi, op->fs_id);
 
-        present = f != NULL;
+        present = f && f->tag && strcmp(f->tag, op->tag) == 0 && f->socket &&
+                  strcmp(f->socket, op->socket) == 0;
+        other = f && !present;
         id = op->fs_id;
         break;
     }
@@ -453,6 +459,8 @@ static void op_after_reconcile(struct eng_op *op, const httpc_response *r)
         const json_device *d = ch_device_by_path(&vi, op->path);
 
         present = d && d->id && (!op->dev_id || !*op->dev_id || strcmp(d->id, op->dev_id) == 0);
+        other = !present && ((d && d->id) ||
+                             (op->dev_id && *op->dev_id && ch_device_by_id(&vi, op->dev_id)));
         id = present ? d->id : NULL;
         break;
     }
@@ -468,6 +476,12 @@ static void op_after_reconcile(struct eng_op *op, const httpc_response *r)
             return;
         }
         json_vm_info_fini(&vi);
+        if (other) {
+            base_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows that id or path "
+                      "attached with other settings than this request's", pre);
+            eng_op_fail(op, op->lost_err);
+            return;
+        }
         if (!present) {
             base_errf(e->err, sizeof(e->err), 0, "%sreply lost; vm.info shows no such device", pre);
             eng_op_fail(op, op->lost_err);

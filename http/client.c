@@ -303,11 +303,17 @@ static bool conn_read(httpc_conn *c)
             rc = httpc_resp_feed(c->resp, buf, (size_t)n, &used);
             if (rc == HTTPC_RESP_MORE)
                 continue;
-            if (rc == HTTPC_RESP_DONE) {
-                /* Nothing was pipelined, so trailing bytes mean the stream
-                 * can no longer be trusted for the next request. */
-                if (used < (size_t)n)
-                    c->reuse_ok = false;
+            if (rc == HTTPC_RESP_DONE && used < (size_t)n) {
+                /* Nothing was pipelined: bytes after the reply are a second
+                 * answer to one request, so neither can be trusted (and the
+                 * second must never answer the next request). */
+                c->reuse_ok = false;
+                conn_close(c);
+                conn_done(c, base_errf(c->errstr, sizeof c->errstr, -EPROTO,
+                                       "protocol error: %zu bytes after the reply from %s "
+                                       "(a second response to one request)",
+                                       (size_t)n - used, c->addr.sun_path));
+            } else if (rc == HTTPC_RESP_DONE) {
                 conn_done(c, 0);
             } else {
                 conn_done(c, base_errf(c->errstr, sizeof c->errstr, rc, "%s",

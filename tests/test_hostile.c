@@ -278,9 +278,22 @@ static void test_result_write_errors(void **state)
 
 /* A fake VMM on sock: serves each connection one canned answer chosen by
  * the request line, until killed.  Answers come with Connection: close. */
+static pid_t fake_vmm2(const char *sock, const char *info, const char *info_after,
+                       const char *put_status, const char *put_body, const char *put_extra);
+
 static pid_t fake_vmm(const char *sock, const char *info, const char *put_status,
                       const char *put_body)
 {
+    return fake_vmm2(sock, info, info, put_status, put_body, NULL);
+}
+
+/* The same, with vm.info answering info_after once a PUT came in, a PUT
+ * answered by closing the connection when put_status is NULL, and
+ * put_extra (raw bytes) sent right after the PUT's answer. */
+static pid_t fake_vmm2(const char *sock, const char *info, const char *info_after,
+                       const char *put_status, const char *put_body, const char *put_extra)
+{
+    bool put_seen = false;
     int lfd = sup_unix_bind(sock, true);
     pid_t pid = fork();
 
@@ -316,13 +329,19 @@ static pid_t fake_vmm(const char *sock, const char *info, const char *put_status
         }
         if (strncmp(req, "GET ", 4) == 0) {
             status = "200 OK";
-            body = info;
+            body = put_seen ? info_after : info;
         } else {
+            put_seen = true;
             status = put_status;
             body = put_body;
         }
+        if (!status) {
+            close(c);
+            continue;
+        }
         snprintf(resp, sizeof(resp), "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
-                 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", status, strlen(body), body);
+                 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s%s", status, strlen(body), body,
+                 body == put_body && put_extra ? put_extra : "");
         if (write(c, resp, strlen(resp)) < 0)
             _exit(1);
         close(c);
@@ -381,6 +400,70 @@ static void test_vmm_strings_escaped(void **state)
     close(lfd);
     free(sock);
     free(vfs);
+}
+
+/* ---- the lost-reply reconcile matches what was asked ---- */
+
+/* vm.info of a running VM with fs tag "d" (id cocoon-fs-d) on sock. */
+static char *info_with_fs(const char *sock)
+{
+    return sup_asprintf("{\"config\":{\"memory\":{\"size\":1073741824,\"shared\":true},"
+                        "\"fs\":[{\"tag\":\"d\",\"socket\":\"%s\",\"id\":\"cocoon-fs-d\"}]},"
+                        "\"state\":\"Running\",\"device_tree\":{\"cocoon-fs-d\":"
+                        "{\"id\":\"cocoon-fs-d\",\"children\":[]}}}", sock);
+}
+
+/* The reconcile after a lost or unreadable reply counts the attach as done
+ * only when vm.info shows the share this request asked for. */
+static void test_reconcile_matches_request(void **state)
+{
+    char *sock = root_path("r.sock"), *mine = root_path("mine.sock");
+    char *other = root_path("other.sock"), *out = NULL, *err = NULL;
+    char *info_mine = info_with_fs(mine), *info_other = info_with_fs(other);
+    int lfd = sup_unix_bind(mine, true), lfd2 = sup_unix_bind(other, true), rc;
+    pid_t fake;
+
+    (void)state;
+    /* Reply lost; vm.info shows the id, but with another attach's socket. */
+    fake = fake_vmm2(sock, vm_info_running, info_other, NULL, "", NULL);
+    rc = cli_in(NULL, &out, &err, "vm", "fs", "attach", sock, "--socket", mine, "--tag", "d",
+                (char *)NULL);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(err, "reply lost; vm.info shows that id or path attached with "
+                                "other settings"));
+    free(out);
+    free(err);
+    stop_peer(fake);
+
+    /* A 200 whose body cannot be decoded: vm.info tells the outcome. */
+    fake = fake_vmm2(sock, vm_info_running, info_mine, "200 OK", "{\"id\":", NULL);
+    rc = cli_in(NULL, &out, &err, "vm", "fs", "attach", sock, "--socket", mine, "--tag", "d",
+                (char *)NULL);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "attached fs d (id=cocoon-fs-d)"));
+    assert_non_null(strstr(err, "vm.info shows the device attached"));
+    free(out);
+    free(err);
+    stop_peer(fake);
+
+    /* Two responses to one PUT: a protocol error, settled by vm.info. */
+    fake = fake_vmm2(sock, vm_info_running, info_mine, "200 OK",
+                     "{\"id\":\"cocoon-fs-d\",\"bdf\":\"0000:00:05.0\"}",
+                     "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n");
+    rc = cli_in(NULL, &out, &err, "vm", "fs", "attach", sock, "--socket", mine, "--tag", "d",
+                (char *)NULL);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(err, "vm.info shows the device attached"));
+    free(out);
+    free(err);
+    stop_peer(fake);
+    close(lfd);
+    close(lfd2);
+    free(info_mine);
+    free(info_other);
+    free(mine);
+    free(other);
+    free(sock);
 }
 
 /* ---- descriptors run short ---- */
@@ -731,6 +814,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plan_wait_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_result_write_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmm_strings_escaped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconcile_matches_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fd_exhaustion_throttles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_socket_used_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifo_state_files, setup, teardown),
