@@ -480,6 +480,16 @@ static void test_fd_exhaustion_throttles(void **state)
     int lfd[N], rc, out;
 
     (void)state;
+    /* Valgrind keeps descriptors of its own above the limit: it cannot run
+     * a program at `ulimit -n 64`. */
+    if (sup_env_on("COCOON_VALGRIND")) {
+        free(dir);
+        free(bin);
+        free(plan);
+        free(pf);
+        free(out_path);
+        skip();
+    }
     assert_int_equal(mkdir(dir, 0700), 0);
     snprintf(count, sizeof(count), "%d", N);
     track(sup_spawn((char *const[]){ bin, (char *)"--fleet", dir, (char *)"--count", count,
