@@ -322,7 +322,7 @@ static void op_after_info(struct eng_op *op, const httpc_response *r)
     op_send_put(op, body, len);
 }
 
-static void op_wait_poll_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void op_wait_poll_cb(lp_loop *loop, lp_timer *w, int revents);
 
 static void op_detached(struct eng_op *op, char *note)
 {
@@ -407,7 +407,7 @@ static void op_after_put(struct eng_op *op, const httpc_response *r)
     eng_op_fail(op, -EREMOTEIO);
 }
 
-static void op_reconcile_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void op_reconcile_retry_cb(lp_loop *loop, lp_timer *w, int revents)
 {
     struct eng_op *op = w->data;
     cocoon_engine *e = op->e;
@@ -433,10 +433,10 @@ static void op_after_reconcile(struct eng_op *op, const httpc_response *r)
     if (eng_retry_again(true, op->attempts, r->err, r->status,
                         r->err == 0 && backend_endpoint_ok(backend_endpoint_of(
                                            op->vm->ops, BACKEND_EP_INFO), r->status))) {
-        ev_timer_stop(e->loop, &op->timer);
-        ev_set_cb(&op->timer, op_reconcile_retry_cb);
-        ev_timer_set(&op->timer, eng_backoff_ms(op->attempts) / 1000.0, 0.);
-        ev_timer_start(e->loop, &op->timer);
+        lp_timer_stop(e->loop, &op->timer);
+        lp_set_cb(&op->timer, op_reconcile_retry_cb);
+        lp_timer_set(&op->timer, eng_backoff_ms(op->attempts) / 1000.0, 0.);
+        lp_timer_start(e->loop, &op->timer);
         return;
     }
     op_prefix(op, pre, sizeof(pre));
@@ -504,7 +504,7 @@ static void op_after_reconcile(struct eng_op *op, const httpc_response *r)
     op_detached(op, note);
 }
 
-static void op_wait_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void op_wait_poll_cb(lp_loop *loop, lp_timer *w, int revents)
 {
     struct eng_op *op = w->data;
     cocoon_engine *e = op->e;
@@ -540,10 +540,10 @@ static void op_after_wait(struct eng_op *op, const httpc_response *r)
         eng_op_fail(op, -ETIMEDOUT);
         return;
     }
-    ev_timer_stop(e->loop, &op->timer);
-    ev_set_cb(&op->timer, op_wait_poll_cb);
-    ev_timer_set(&op->timer, left < ENG_WAIT_POLL_S ? left : ENG_WAIT_POLL_S, 0.);
-    ev_timer_start(e->loop, &op->timer);
+    lp_timer_stop(e->loop, &op->timer);
+    lp_set_cb(&op->timer, op_wait_poll_cb);
+    lp_timer_set(&op->timer, left < ENG_WAIT_POLL_S ? left : ENG_WAIT_POLL_S, 0.);
+    lp_timer_start(e->loop, &op->timer);
 }
 
 void eng_attach_on_http(struct eng_op *op, const httpc_response *r)

@@ -83,7 +83,7 @@ void eng_status_errf(char *err, size_t errlen, const char *prefix, const char *m
 }
 
 struct eng_call {
-    struct ev_loop *loop;
+    lp_loop *loop;
     httpc_conn *conn;
     char *method, *path, *body;
     size_t body_len;
@@ -91,7 +91,7 @@ struct eng_call {
     int ok[8];
     bool retry;
     int attempts;
-    ev_timer backoff;
+    lp_timer backoff;
     eng_call_fn *cb;
     void *priv;
     char err[BASE_ERRSTR_MAX];
@@ -107,7 +107,7 @@ static bool call_ok(const struct eng_call *c, int status)
 
 static void call_free(struct eng_call *c)
 {
-    ev_timer_stop(c->loop, &c->backoff);
+    lp_timer_stop(c->loop, &c->backoff);
     httpc_conn_free(c->conn);
     free(c->method);
     free(c->path);
@@ -124,7 +124,7 @@ static int call_send(struct eng_call *c)
                            c->timeout_ms, call_done, c);
 }
 
-static void call_backoff_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void call_backoff_cb(lp_loop *loop, lp_timer *w, int revents)
 {
     struct eng_call *c = w->data;
     int rc;
@@ -151,8 +151,8 @@ static void call_done(httpc_conn *conn, const httpc_response *r, void *priv)
         return;
     if (eng_retry_again(c->retry, c->attempts, r->err, r->status,
                         r->err == 0 && call_ok(c, r->status))) {
-        ev_timer_set(&c->backoff, eng_backoff_ms(c->attempts) / 1000.0, 0.);
-        ev_timer_start(c->loop, &c->backoff);
+        lp_timer_set(&c->backoff, eng_backoff_ms(c->attempts) / 1000.0, 0.);
+        lp_timer_start(c->loop, &c->backoff);
         return;
     }
     res.status = r->status;
@@ -175,7 +175,7 @@ static void call_done(httpc_conn *conn, const httpc_response *r, void *priv)
     call_free(c);
 }
 
-static int call_start(struct ev_loop *loop, const char *sock_path, const char *method,
+static int call_start(lp_loop *loop, const char *sock_path, const char *method,
                       const char *path, const char *body, unsigned timeout_ms,
                       const int *ok_codes, bool allow_retry, eng_call_fn *cb, void *priv)
 {
@@ -209,7 +209,7 @@ static int call_start(struct ev_loop *loop, const char *sock_path, const char *m
     c->retry = allow_retry && eng_call_retryable(method, path);
     c->cb = cb;
     c->priv = priv;
-    ev_timer_init(&c->backoff, call_backoff_cb, 0., 0.);
+    lp_timer_init(&c->backoff, call_backoff_cb, 0., 0.);
     c->backoff.data = c;
     c->conn = httpc_conn_new(loop, sock_path);
     if (!c->conn) {
@@ -226,7 +226,7 @@ static int call_start(struct ev_loop *loop, const char *sock_path, const char *m
     return 0;
 }
 
-int eng_call(struct ev_loop *loop, const char *sock_path, const char *method,
+int eng_call(lp_loop *loop, const char *sock_path, const char *method,
              const char *path, const char *body, unsigned timeout_ms,
              const int *ok_codes, eng_call_fn *cb, void *priv)
 {
@@ -263,7 +263,7 @@ static int call_sync_run(const char *sock_path, const char *method, const char *
                          bool allow_retry, int *status, char **body_out,
                          char *err, size_t errlen)
 {
-    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    lp_loop *loop = lp_new();
     struct call_sync s = { .errbuf = err, .errlen = errlen };
     int rc;
 
@@ -277,12 +277,12 @@ static int call_sync_run(const char *sock_path, const char *method, const char *
     rc = call_start(loop, sock_path, method, path, body, timeout_ms, ok_codes,
                     allow_retry, call_sync_cb, &s);
     if (rc) {
-        ev_loop_destroy(loop);
+        lp_free(loop);
         return base_errf(err, errlen, rc, "%s %s: %s", method, path, strerror(-rc));
     }
     while (!s.done)
-        ev_run(loop, EVRUN_ONCE);
-    ev_loop_destroy(loop);
+        lp_run_once(loop, -1);
+    lp_free(loop);
     if (status)
         *status = s.status;
     if (body_out)

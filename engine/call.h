@@ -7,7 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <ev.h>
+#include "http/loop.h"
 
 /* Attempts a repeatable call gets in all. */
 #define ENG_CALL_ATTEMPTS 4
@@ -49,7 +49,7 @@ bool eng_call_retryable(const char *method, const char *path);
  * success statuses (NULL: 200 and 204).  Retryable endpoints get up to 4
  * attempts with 100/200/400 ms backoff on connection errors, 5xx and 429.
  * Returns 0 and calls cb exactly once (never inside this call), or -errno. */
-int eng_call(struct ev_loop *loop, const char *sock_path, const char *method,
+int eng_call(lp_loop *loop, const char *sock_path, const char *method,
              const char *path, const char *body, unsigned timeout_ms,
              const int *ok_codes, eng_call_fn *cb, void *priv);
 

@@ -98,7 +98,62 @@ typedef struct cocoon_listing {
 typedef void cocoon_list_fn(cocoon_engine *e, const cocoon_result *r,
                             const cocoon_listing *l, void *priv);
 
+/* The engine runs on a loop of its own that the host drives from its
+ * loop: one fd to watch for reading (cocoon_engine_fd), one deadline
+ * (cocoon_engine_timeout_ms), one call when either comes
+ * (cocoon_engine_process).  The adapters below do that for libev, GLib
+ * (cocoon-glib.h) and libuv (cocoon-uv.h); any other loop uses the three
+ * calls, or hooks.  One engine belongs to one loop and one thread: every
+ * cocoon_* call on it, and every callback, happens in that thread.
+ * Engines on different threads share nothing.
+ *
+ * libev: the engine is driven from loop, which must outlive it: call
+ * cocoon_engine_free before ev_loop_destroy.  Create the loop with
+ * ev_loop_new (ev_default_loop installs libev's own SIGCHLD handler,
+ * which takes child reaping away from the host).  While no operation is
+ * pending the engine's watchers do not keep ev_run going.  NULL with errno
+ * set (EINVAL, ENOMEM) on failure. */
 cocoon_engine *cocoon_engine_new(struct ev_loop *loop, const cocoon_options *opt);
+
+/* What an adapter gives the engine.  Set size to sizeof(cocoon_loop_hooks)
+ * (later versions may add fields after it). */
+typedef struct cocoon_loop_hooks {
+    size_t size;
+    void *data;                 /* passed to every hook */
+    /* The next deadline (timeout_ms from now; 0: at once; -1: none) or
+     * whether the engine has work (busy: an operation is pending; while
+     * it is false, a loop that runs until nothing is left may stop) may
+     * have changed.  Called from submits, from cocoon_engine_process (once,
+     * at its end) and from nowhere else.  The host (re)arms one timer that
+     * calls cocoon_engine_process. */
+    void (*update)(void *data, int timeout_ms, bool busy);
+    /* Called once from cocoon_engine_free, after the last operation
+     * callback: stop watching the fd, drop the timer, free data.  May be
+     * NULL. */
+    void (*release)(void *data);
+} cocoon_loop_hooks;
+
+/* An engine for any loop.  With hooks NULL the host polls: before each
+ * wait it watches cocoon_engine_fd() for reading with a timeout of
+ * cocoon_engine_timeout_ms(), and calls cocoon_engine_process() when
+ * either fires (a submit makes the fd readable, so a host that polls
+ * already is woken).  hooks is copied.  NULL with errno set. */
+cocoon_engine *cocoon_engine_new_hooks(const cocoon_loop_hooks *hooks, const cocoon_options *opt);
+/* The engine's fd (an epoll fd): readable when cocoon_engine_process has
+ * work.  Never closed by the host.  -EINVAL for NULL. */
+int cocoon_engine_fd(const cocoon_engine *e);
+/* Milliseconds until cocoon_engine_process must run (0: now, -1: no
+ * deadline, only the fd). */
+int cocoon_engine_timeout_ms(const cocoon_engine *e);
+/* True while an operation is pending or a watcher of the engine must keep
+ * the host's loop running. */
+bool cocoon_engine_busy(const cocoon_engine *e);
+/* Handles a bounded batch of ready I/O and the timers that are due, then
+ * returns: 1 when it did something, 0 when nothing was ready, -EINVAL for
+ * NULL or a freed engine.  Never blocks.  Callbacks run in here; one may
+ * iterate the host's loop again (a nested call), and may free the engine
+ * (the rest of the batch is then not run). */
+int cocoon_engine_process(cocoon_engine *e);
 /* Completes every pending operation with -ECANCELED.  Safe inside a
  * callback (the free is deferred until the callback returns).  NULL: no-op. */
 void cocoon_engine_free(cocoon_engine *e);

@@ -8,7 +8,7 @@
 #include <sys/queue.h>
 #include <stdint.h>
 #include <time.h>
-#include <ev.h>
+#include "http/loop.h"
 
 #include "http/base.h"
 #include "engine/cocoon.h"
@@ -48,7 +48,7 @@ struct eng_op {
     void *priv;
     uint64_t t0_ns;         /* base_mono_ns() at submit */
     double wait_deadline;
-    ev_timer timer;         /* reconcile backoff and detach-wait poll */
+    lp_timer timer;         /* reconcile backoff and detach-wait poll */
     char *res_id, *res_bdf; /* owned */
     char *msg;              /* owned: pre_err text, or a success note */
     struct eng_lc *lc;      /* owned: a lifecycle op's state (free with
@@ -84,13 +84,14 @@ struct eng_vm {
 };
 
 struct cocoon_engine {
-    struct ev_loop *loop;
+    lp_loop *loop;                       /* owned; the host drives it */
+    cocoon_loop_hooks hooks;             /* zeroed: the host polls */
     char *root;
     char *ch_binary;
     unsigned timeout_ms, max_inflight, detach_wait_ms;
     int socket_check;
 
-    ev_timer kick;                       /* starts submitted operations */
+    lp_timer kick;                       /* starts submitted operations */
     struct eng_op_q start;
 
     struct eng_vm **buckets;
@@ -130,7 +131,7 @@ struct cocoon_engine {
     unsigned unix_gen;                   /* newest generation it serves */
     unsigned unix_seq;                   /* counts snapshots taken */
     size_t n_ops;                        /* submitted, not yet completed */
-    ev_timer recheck;
+    lp_timer recheck;
     struct eng_op_q recheck_q;
 
     char err[BASE_ERRSTR_MAX];            /* scratch for the current step */
@@ -200,7 +201,7 @@ int eng_vm_send(struct eng_vm *vm, backend_ep ep, const char *id, const char *bo
 void eng_ready_push(cocoon_engine *e, struct eng_vm *vm);
 void eng_pump(cocoon_engine *e);
 void eng_op_begin(cocoon_engine *e, struct eng_op *op);
-void eng_kick_cb(struct ev_loop *loop, ev_timer *w, int revents);
+void eng_kick_cb(lp_loop *loop, lp_timer *w, int revents);
 
 /* attach.c: runs an attach, detach or list op (running gate, vm.info,
  * prechecks, PUT) and takes its replies. */
@@ -215,7 +216,7 @@ const socktab *eng_unix_set(cocoon_engine *e, const struct eng_op *op);
 void eng_unix_prefetch(cocoon_engine *e);
 void eng_gen_assign(cocoon_engine *e, struct eng_op *op);
 void eng_recheck_defer(struct eng_op *op);
-void eng_recheck_cb(struct ev_loop *loop, ev_timer *w, int revents);
+void eng_recheck_cb(lp_loop *loop, lp_timer *w, int revents);
 void eng_unix_drop(cocoon_engine *e);
 
 /* lifecycle.c: runs a lifecycle op (start, stop, pause, resume) as the running op of

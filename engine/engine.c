@@ -41,7 +41,7 @@ void eng_leave(cocoon_engine *e)
 void eng_op_free(struct eng_op *op)
 {
     if (op->e && op->e->loop)
-        ev_timer_stop(op->e->loop, &op->timer);
+        lp_timer_stop(op->e->loop, &op->timer);
     free(op->res_id);
     free(op->res_bdf);
     free(op->msg);
@@ -163,7 +163,7 @@ static struct eng_op *op_new(cocoon_engine *e, enum op_kind kind, const char *vm
     op->e = e;
     op->kind = (unsigned char)kind;
     /* Each step that arms the timer sets its callback first. */
-    ev_init(&op->timer, NULL);
+    lp_init(&op->timer, NULL);
     op->timer.data = op;
     p = op->buf;
     op->vm_arg = p;
@@ -183,9 +183,9 @@ static void op_submit(cocoon_engine *e, struct eng_op *op)
     eng_gen_assign(e, op);
     e->n_ops++;
     STAILQ_INSERT_TAIL(&e->start, op, link);
-    if (!ev_is_active(&e->kick)) {
-        ev_timer_set(&e->kick, 0., 0.);
-        ev_timer_start(e->loop, &e->kick);
+    if (!lp_is_active(&e->kick)) {
+        lp_timer_set(&e->kick, 0., 0.);
+        lp_timer_start(e->loop, &e->kick);
     }
 }
 
@@ -463,12 +463,21 @@ static unsigned eng_fd_budget(void)
                ? 0x7fffffffu : (unsigned)(rl.rlim_cur - open_fds - ENG_FD_RESERVE);
 }
 
-cocoon_engine *cocoon_engine_new(struct ev_loop *loop, const cocoon_options *opt)
+/* The loop's deadline or busy state changed: tell the host's adapter. */
+static void engine_notify(void *data)
+{
+    cocoon_engine *e = data;
+
+    if (e->hooks.update && !e->dying)
+        e->hooks.update(e->hooks.data, lp_timeout_ms(e->loop), lp_busy(e->loop));
+}
+
+cocoon_engine *cocoon_engine_new_hooks(const cocoon_loop_hooks *h, const cocoon_options *opt)
 {
     cocoon_options o = { 0 };
     cocoon_engine *e;
 
-    if (!loop) {
+    if (h && h->size < offsetof(cocoon_loop_hooks, release) + sizeof(h->release)) {
         errno = EINVAL;
         return NULL;
     }
@@ -477,16 +486,20 @@ cocoon_engine *cocoon_engine_new(struct ev_loop *loop, const cocoon_options *opt
     e = calloc(1, sizeof(*e));
     if (!e)
         return NULL;
-    e->loop = loop;
+    e->loop = lp_new();
     e->root = strdup(store_root(o.root_dir));
     e->ch_binary = strdup(o.ch_binary && *o.ch_binary ? o.ch_binary : "cloud-hypervisor");
-    if (!e->root || !e->ch_binary) {
+    if (!e->loop || !e->root || !e->ch_binary) {
+        lp_free(e->loop);
         free(e->root);
         free(e->ch_binary);
         free(e);
         errno = ENOMEM;
         return NULL;
     }
+    if (h)
+        e->hooks = *h;
+    lp_set_notify(e->loop, engine_notify, e);
     e->timeout_ms = o.timeout_ms ? o.timeout_ms : ENG_DEFAULT_TIMEOUT_MS;
     e->max_inflight = o.max_inflight_vms ? o.max_inflight_vms : ENG_DEFAULT_INFLIGHT;
     {
@@ -502,11 +515,41 @@ cocoon_engine *cocoon_engine_new(struct ev_loop *loop, const cocoon_options *opt
     STAILQ_INIT(&e->waiting);
     STAILQ_INIT(&e->recheck_q);
     TAILQ_INIT(&e->idle);
-    ev_timer_init(&e->kick, eng_kick_cb, 0., 0.);
+    lp_timer_init(&e->kick, eng_kick_cb, 0., 0.);
     e->kick.data = e;
-    ev_timer_init(&e->recheck, eng_recheck_cb, 0., 0.);
+    lp_timer_init(&e->recheck, eng_recheck_cb, 0., 0.);
     e->recheck.data = e;
     return e;
+}
+
+int cocoon_engine_fd(const cocoon_engine *e)
+{
+    return e ? lp_fd(e->loop) : -EINVAL;
+}
+
+int cocoon_engine_timeout_ms(const cocoon_engine *e)
+{
+    return e && !e->dying ? lp_timeout_ms(e->loop) : -1;
+}
+
+bool cocoon_engine_busy(const cocoon_engine *e)
+{
+    return e && !e->dying && lp_busy(e->loop);
+}
+
+int cocoon_engine_process(cocoon_engine *e)
+{
+    int rc;
+
+    if (!e || e->dying)
+        return -EINVAL;
+    if (e->free_requested)
+        return 0;
+    eng_enter(e);
+    rc = lp_process(e->loop);
+    /* A free requested by a callback in there happens in eng_leave. */
+    eng_leave(e);
+    return rc;
 }
 
 static void op_cancel(struct eng_op *op)
@@ -519,8 +562,8 @@ static void engine_destroy(cocoon_engine *e)
     struct eng_op *op;
 
     e->dying = true;
-    ev_timer_stop(e->loop, &e->kick);
-    ev_timer_stop(e->loop, &e->recheck);
+    lp_timer_stop(e->loop, &e->kick);
+    lp_timer_stop(e->loop, &e->recheck);
     STAILQ_INIT(&e->recheck_q);
     /* Connections first: their pending requests complete with -ECANCELED
      * into on_http, which ignores them while dying. */
@@ -529,7 +572,7 @@ static void engine_destroy(cocoon_engine *e)
             httpc_conn_free(vm->conn);
             vm->conn = NULL;
             STAILQ_FOREACH(op, &vm->queue, link)
-                ev_timer_stop(e->loop, &op->timer);
+                lp_timer_stop(e->loop, &op->timer);
         }
     }
     while ((op = STAILQ_FIRST(&e->start))) {
@@ -555,6 +598,9 @@ static void engine_destroy(cocoon_engine *e)
     socktab_free(e->unix_set);
     free(e->root);
     free(e->ch_binary);
+    if (e->hooks.release)
+        e->hooks.release(e->hooks.data);
+    lp_free(e->loop);
     free(e);
 }
 
@@ -563,7 +609,10 @@ void cocoon_engine_free(cocoon_engine *e)
     if (!e || e->dying)
         return;
     if (e->depth > 0) {
+        /* Inside one of our callbacks: the rest of this lp_process batch
+         * is not run, and the engine goes at the outermost eng_leave. */
         e->free_requested = true;
+        lp_break(e->loop);
         return;
     }
     e->free_requested = true;

@@ -92,12 +92,12 @@ static bool lc_is_fc(const struct eng_op *op)
     return strcmp(op->vm->rec->backend, STORE_BACKEND_FC) == 0;
 }
 
-static void lc_arm(struct eng_op *op, void (*cb)(struct ev_loop *, ev_timer *, int), double s)
+static void lc_arm(struct eng_op *op, void (*cb)(lp_loop *, lp_timer *, int), double s)
 {
-    ev_timer_stop(op->e->loop, &op->timer);
-    ev_set_cb(&op->timer, cb);
-    ev_timer_set(&op->timer, s > 0 ? s : 0., 0.);
-    ev_timer_start(op->e->loop, &op->timer);
+    lp_timer_stop(op->e->loop, &op->timer);
+    lp_set_cb(&op->timer, cb);
+    lp_timer_set(&op->timer, s > 0 ? s : 0., 0.);
+    lp_timer_start(op->e->loop, &op->timer);
 }
 
 static int lc_send(struct eng_op *op, backend_ep ep, const char *id, const char *body,
@@ -176,7 +176,7 @@ static bool lc_child_exited(struct eng_op *op)
 
 static void lc_ping(struct eng_op *op);
 
-static void lc_ping_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void lc_ping_cb(lp_loop *loop, lp_timer *w, int revents)
 {
     struct eng_op *op = w->data;
     cocoon_engine *e = op->e;
@@ -286,7 +286,7 @@ static void lc_after_info(struct eng_op *op, const httpc_response *r)
 
 static void lc_seq_next(struct eng_op *op);
 
-static void lc_seq_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void lc_seq_retry_cb(lp_loop *loop, lp_timer *w, int revents)
 {
     struct eng_op *op = w->data;
     cocoon_engine *e = op->e;
@@ -386,7 +386,7 @@ static int lc_fc_boot_seq(struct eng_lc *lc, const store_vm *vm)
 }
 
 /* Firecracker's API has no ping: wait until its socket accepts. */
-static void lc_connect_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void lc_connect_cb(lp_loop *loop, lp_timer *w, int revents)
 {
     struct eng_op *op = w->data;
     struct eng_lc *lc = op->lc;
@@ -530,7 +530,7 @@ static void lc_stop_done(struct eng_op *op)
 
 /* Waits for the process to end within each bound: the graceful exit,
  * then after SIGTERM, then after SIGKILL. */
-static void lc_gone_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void lc_gone_cb(lp_loop *loop, lp_timer *w, int revents)
 {
     struct eng_op *op = w->data;
     struct eng_lc *lc = op->lc;

@@ -216,7 +216,7 @@ void eng_op_begin(cocoon_engine *e, struct eng_op *op)
     vm_enqueue(e, vm, op);
 }
 
-void eng_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+void eng_kick_cb(lp_loop *loop, lp_timer *w, int revents)
 {
     cocoon_engine *e = w->data;
     struct eng_op_q list = STAILQ_HEAD_INITIALIZER(list);

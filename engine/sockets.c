@@ -95,13 +95,13 @@ void eng_recheck_defer(struct eng_op *op)
     op->step = ST_RECHECK;
     op->recheck_seq = e->unix_seq;
     STAILQ_INSERT_TAIL(&e->recheck_q, op, recheck_link);
-    if (!ev_is_active(&e->recheck)) {
-        ev_timer_set(&e->recheck, 0., 0.);
-        ev_timer_start(e->loop, &e->recheck);
+    if (!lp_is_active(&e->recheck)) {
+        lp_timer_set(&e->recheck, 0., 0.);
+        lp_timer_start(e->loop, &e->recheck);
     }
 }
 
-void eng_recheck_cb(struct ev_loop *loop, ev_timer *w, int revents)
+void eng_recheck_cb(lp_loop *loop, lp_timer *w, int revents)
 {
     cocoon_engine *e = w->data;
     struct eng_op_q list = STAILQ_HEAD_INITIALIZER(list);
@@ -132,7 +132,7 @@ void eng_recheck_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * submission, so it opens a new generation too. */
 void eng_gen_assign(cocoon_engine *e, struct eng_op *op)
 {
-    unsigned it = ev_iteration(e->loop);
+    unsigned it = lp_iteration(e->loop);
 
     if (!e->gen_any || e->gen_iter != it || (e->unix_loaded && e->unix_gen == e->gen)) {
         e->gen++;

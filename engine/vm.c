@@ -13,7 +13,7 @@
  * against that read. */
 const store_vm *eng_resolve(cocoon_engine *e, const char *ref, int *rc)
 {
-    unsigned it = ev_iteration(e->loop);
+    unsigned it = lp_iteration(e->loop);
     const store_vm *out = NULL;
 
     if (!e->db_valid || e->db_iter != it) {

@@ -30,13 +30,13 @@
 enum conn_state { CONN_CLOSED, CONN_CONNECTING, CONN_OPEN };
 
 struct httpc_conn {
-    struct ev_loop *loop;
+    lp_loop *loop;
     struct sockaddr_un addr;
     int fd;
     enum conn_state state;
-    ev_io io;
-    ev_timer deadline;      /* connect to last reply byte */
-    ev_timer kick;          /* starts a request from the loop; connect retry */
+    lp_io io;
+    lp_timer deadline;      /* connect to last reply byte */
+    lp_timer kick;          /* starts a request from the loop; connect retry */
     httpc_resp *resp;
 
     bool busy;              /* a request is in flight */
@@ -63,12 +63,12 @@ static const char *conn_strerror(int e, char *buf, size_t n)
 }
 
 /* An idle connection's read watcher only notices a close by the peer; it
- * must not keep the host's loop running (libev: ev_unref, and ev_ref again
+ * must not keep the host's loop running (libev: lp_unref, and lp_ref again
  * before the watcher is stopped or carries a request). */
 static void conn_ref(httpc_conn *c)
 {
     if (c->unref) {
-        ev_ref(c->loop);
+        lp_ref(c->loop);
         c->unref = false;
     }
 }
@@ -82,18 +82,18 @@ static void conn_watch(httpc_conn *c, int events)
     if (events == c->events)
         return;
     conn_ref(c);
-    ev_io_stop(c->loop, &c->io);
+    lp_io_stop(c->loop, &c->io);
     c->events = events;
     if (events) {
-        ev_io_set(&c->io, c->fd, events);
-        ev_io_start(c->loop, &c->io);
+        lp_io_set(&c->io, c->fd, events);
+        lp_io_start(c->loop, &c->io);
     }
 }
 
 static void conn_close(httpc_conn *c)
 {
     conn_ref(c);
-    ev_io_stop(c->loop, &c->io);
+    lp_io_stop(c->loop, &c->io);
     c->events = 0;
     if (c->fd >= 0)
         close(c->fd);
@@ -103,8 +103,8 @@ static void conn_close(httpc_conn *c)
 
 static void conn_destroy(httpc_conn *c)
 {
-    ev_timer_stop(c->loop, &c->deadline);
-    ev_timer_stop(c->loop, &c->kick);
+    lp_timer_stop(c->loop, &c->deadline);
+    lp_timer_stop(c->loop, &c->kick);
     conn_close(c);
     httpc_resp_free(c->resp);
     free(c->req);
@@ -117,13 +117,13 @@ static void conn_done(httpc_conn *c, int err)
 {
     if (!c->busy)
         return;
-    ev_timer_stop(c->loop, &c->deadline);
-    ev_timer_stop(c->loop, &c->kick);
+    lp_timer_stop(c->loop, &c->deadline);
+    lp_timer_stop(c->loop, &c->kick);
     if (err == 0 && c->reuse_ok && c->state == CONN_OPEN &&
         httpc_resp_keep_alive(c->resp)) {
-        conn_watch(c, EV_READ);     /* idle: notice a close by the peer */
+        conn_watch(c, LP_READ);     /* idle: notice a close by the peer */
         if (c->events && !c->unref) {
-            ev_unref(c->loop);
+            lp_unref(c->loop);
             c->unref = true;
         }
     } else {
@@ -181,9 +181,9 @@ static void conn_begin(httpc_conn *c)
 
 static void conn_kick_later(httpc_conn *c, double after)
 {
-    ev_timer_stop(c->loop, &c->kick);
-    ev_timer_set(&c->kick, after, 0.);
-    ev_timer_start(c->loop, &c->kick);
+    lp_timer_stop(c->loop, &c->kick);
+    lp_timer_set(&c->kick, after, 0.);
+    lp_timer_start(c->loop, &c->kick);
 }
 
 static void conn_connect(httpc_conn *c)
@@ -209,7 +209,7 @@ static void conn_connect(httpc_conn *c)
     e = errno;
     if (e == EINPROGRESS || e == EINTR) {
         c->state = CONN_CONNECTING;
-        conn_watch(c, EV_WRITE);
+        conn_watch(c, LP_WRITE);
         return;
     }
     conn_close(c);
@@ -223,7 +223,7 @@ static void conn_connect(httpc_conn *c)
 
 /* Connects (and sends) from the loop, so that a connect failure never
  * calls back inside httpc_conn_send; also the retry after EAGAIN. */
-static void conn_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void conn_kick_cb(lp_loop *loop, lp_timer *w, int revents)
 {
     httpc_conn *c = w->data;
     (void)loop;
@@ -235,7 +235,7 @@ static void conn_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         conn_connect(c);
 }
 
-static void conn_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void conn_deadline_cb(lp_loop *loop, lp_timer *w, int revents)
 {
     httpc_conn *c = w->data;
     const char *what;
@@ -243,7 +243,7 @@ static void conn_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
 
     if (!c->busy) {
-        ev_timer_stop(c->loop, &c->deadline);
+        lp_timer_stop(c->loop, &c->deadline);
         return;
     }
     if (c->state != CONN_OPEN)
@@ -352,7 +352,7 @@ static void conn_write(httpc_conn *c)
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                conn_watch(c, EV_READ | EV_WRITE);
+                conn_watch(c, LP_READ | LP_WRITE);
                 return;
             }
             if (c->reused && c->req_off == 0) {
@@ -368,15 +368,15 @@ static void conn_write(httpc_conn *c)
              * let the reply or the EOF decide. */
             c->send_err = errno;
             c->reuse_ok = false;
-            conn_watch(c, EV_READ);
+            conn_watch(c, LP_READ);
             return;
         }
         c->req_off += (size_t)n;
     }
-    conn_watch(c, EV_READ);
+    conn_watch(c, LP_READ);
 }
 
-static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void conn_io_cb(lp_loop *loop, lp_io *w, int revents)
 {
     httpc_conn *c = w->data;
     char eb[128];
@@ -404,13 +404,13 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         conn_write(c);
         return;
     }
-    if ((revents & EV_READ) && conn_read(c))
+    if ((revents & LP_READ) && conn_read(c))
         return;
-    if ((revents & EV_WRITE) && c->req_off < c->req_len && !c->send_err)
+    if ((revents & LP_WRITE) && c->req_off < c->req_len && !c->send_err)
         conn_write(c);
 }
 
-httpc_conn *httpc_conn_new(struct ev_loop *loop, const char *sock_path)
+httpc_conn *httpc_conn_new(lp_loop *loop, const char *sock_path)
 {
     if (!loop || !sock_path || !*sock_path) {
         errno = EINVAL;
@@ -436,11 +436,11 @@ httpc_conn *httpc_conn_new(struct ev_loop *loop, const char *sock_path)
     c->loop = loop;
     c->fd = -1;
     c->state = CONN_CLOSED;
-    ev_io_init(&c->io, conn_io_cb, -1, 0);
+    lp_io_init(&c->io, conn_io_cb, -1, 0);
     c->io.data = c;
-    ev_timer_init(&c->deadline, conn_deadline_cb, 0., 0.);
+    lp_timer_init(&c->deadline, conn_deadline_cb, 0., 0.);
     c->deadline.data = c;
-    ev_timer_init(&c->kick, conn_kick_cb, 0., 0.);
+    lp_timer_init(&c->kick, conn_kick_cb, 0., 0.);
     c->kick.data = c;
     return c;
 }
@@ -561,7 +561,7 @@ int httpc_conn_send(httpc_conn *c, const char *method, const char *path,
     c->timeout_ms = timeout_ms ? timeout_ms : HTTPC_DEFAULT_TIMEOUT_MS;
 
     c->deadline.repeat = c->timeout_ms / 1000.;
-    ev_timer_again(c->loop, &c->deadline);
+    lp_timer_again(c->loop, &c->deadline);
     /* An idle connection must show no EOF and no bytes nobody asked for.
      * Inside this connection's own callback the reply has just been read
      * to its end, so the check is skipped there: that is the hot path of

@@ -6,7 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <ev.h>
+#include "http/loop.h"
 
 #define HTTPC_MAX_HEADER_BYTES (16u * 1024u)        /* whole header block */
 #define HTTPC_MAX_BODY_BYTES   (8u * 1024u * 1024u)
@@ -32,7 +32,7 @@ typedef void httpc_done_fn(httpc_conn *c, const httpc_response *r, void *priv);
  * first send and reconnected by a later send after the peer closed it or an
  * error closed it.  Returns NULL with errno set (ENOMEM, ENAMETOOLONG when
  * the path does not fit sun_path). */
-httpc_conn *httpc_conn_new(struct ev_loop *loop, const char *sock_path);
+httpc_conn *httpc_conn_new(lp_loop *loop, const char *sock_path);
 
 /* Frees c.  A pending request completes with -ECANCELED (its callback runs
  * inside this call).  Safe inside c's own callback: the free is deferred

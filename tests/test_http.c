@@ -19,6 +19,7 @@
 
 #include "http/base.h"
 #include "http/client.h"
+#include "http/loop.h"
 #include "http/response.h"
 #include "tests/support/support.h"
 
@@ -620,6 +621,8 @@ typedef void tctx_hook(tctx *t, httpc_conn *c, const httpc_response *r);
 
 struct tctx {
     struct ev_loop *loop;
+    lp_loop *lp;            /* the client's loop, driven from loop */
+    sup_lpev *lpev;
     ev_timer watchdog;
     bool watchdog_fired;
     srv s;
@@ -653,11 +656,16 @@ static void tctx_init(tctx *t)
     t->watchdog.data = t;
     ev_timer_start(t->loop, &t->watchdog);
     srv_init(&t->s, t->loop);
+    t->lp = lp_new();
+    assert_non_null(t->lp);
+    t->lpev = sup_lpev_new(t->loop, t->lp);
 }
 
 static void tctx_fini(tctx *t)
 {
     httpc_conn_free(t->c);
+    sup_lpev_free(t->lpev);
+    lp_free(t->lp);
     srv_fini(&t->s);
     ev_timer_stop(t->loop, &t->watchdog);
     ev_loop_destroy(t->loop);
@@ -729,7 +737,7 @@ static void tctx_start(tctx *t, const char *reply, bool close_after)
     tctx_init(t);
     srv_set_reply(&t->s, reply, close_after);
     srv_listen(&t->s, 16, true);
-    t->c = httpc_conn_new(t->loop, t->s.path);
+    t->c = httpc_conn_new(t->lp, t->s.path);
     assert_non_null(t->c);
 }
 
@@ -1041,7 +1049,7 @@ static void test_client_503_cap_on_accept(void **state)
     srv_set_reply(&t.s, CAP503, true);
     t.s.reply_on_accept = true;
     srv_listen(&t.s, 16, true);
-    t.c = httpc_conn_new(t.loop, t.s.path);
+    t.c = httpc_conn_new(t.lp, t.s.path);
     assert_non_null(t.c);
     get_info_ok(&t, 1);
     assert_int_equal(t.status, 503);
@@ -1088,7 +1096,7 @@ static void test_client_missing_socket(void **state)
     tctx t;
     char want[512];
     tctx_init(&t);
-    t.c = httpc_conn_new(t.loop, t.s.path);
+    t.c = httpc_conn_new(t.lp, t.s.path);
     assert_non_null(t.c);
     assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
     assert_int_equal(t.calls, 0);
@@ -1117,7 +1125,7 @@ static void test_client_stale_socket(void **state)
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
     close(fd);
-    t.c = httpc_conn_new(t.loop, t.s.path);
+    t.c = httpc_conn_new(t.lp, t.s.path);
     assert_int_equal(tsend(&t, "PUT", "/api/v1/vm.add-fs", "{}", 2000), 0);
     run_until_calls(&t, 1);
     assert_int_equal(t.err, -ECONNREFUSED);
@@ -1158,12 +1166,12 @@ static void test_client_busy_and_invalid(void **state)
     memset(longp, 'p', sizeof longp - 1);
     longp[0] = '/';
     longp[sizeof longp - 1] = '\0';
-    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    lp_loop *loop = lp_new();
     errno = 0;
     assert_null(httpc_conn_new(loop, longp));
     assert_int_equal(errno, ENAMETOOLONG);
     httpc_conn_free(NULL);
-    ev_loop_destroy(loop);
+    lp_free(loop);
 }
 
 static void free_in_cb_hook(tctx *t, httpc_conn *c, const httpc_response *r)
@@ -1319,7 +1327,7 @@ static void test_client_backlog_full(void **state)
     }
     assert_true(saw_eagain);
 
-    t.c = httpc_conn_new(t.loop, t.s.path);
+    t.c = httpc_conn_new(t.lp, t.s.path);
     ev_timer later;
     ev_timer_init(&later, accept_later_cb, 0.1, 0.);
     later.data = &t.s;
@@ -1352,7 +1360,7 @@ static void test_client_backlog_full(void **state)
         fill[nfill++] = fd;
     }
     assert_true(saw_eagain);
-    t.c = httpc_conn_new(t.loop, t.s.path);
+    t.c = httpc_conn_new(t.lp, t.s.path);
     assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 150), 0);
     run_until_calls(&t, 1);
     assert_int_equal(t.err, -ETIMEDOUT);

@@ -2,6 +2,8 @@
  * abort the calling test through the return values; nothing here knows
  * cmocka so every test binary can link it. */
 #include "tests/support/support.h"
+#include "http/loop.h"
+#include <ev.h>
 #include "http/base.h"
 
 #include <dirent.h>
@@ -577,4 +579,73 @@ fail:
     free(sink[0].buf);
     free(sink[1].buf);
     return -1;
+}
+
+struct sup_lpev {
+    struct ev_loop *ev;
+    lp_loop *l;
+    ev_io io;
+    ev_timer tm;
+    ev_prepare prep;
+};
+
+static void sup_lpev_io_cb(struct ev_loop *ev, ev_io *w, int revents)
+{
+    sup_lpev *b = w->data;
+
+    (void)ev;
+    (void)revents;
+    lp_process(b->l);
+}
+
+static void sup_lpev_tm_cb(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    sup_lpev *b = w->data;
+
+    (void)ev;
+    (void)revents;
+    lp_process(b->l);
+}
+
+static void sup_lpev_prep_cb(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    sup_lpev *b = w->data;
+    int t = lp_timeout_ms(b->l);
+
+    (void)revents;
+    ev_timer_stop(ev, &b->tm);
+    if (t >= 0) {
+        ev_timer_set(&b->tm, t / 1000., 0.);
+        ev_timer_start(ev, &b->tm);
+    }
+}
+
+sup_lpev *sup_lpev_new(struct ev_loop *ev, lp_loop *l)
+{
+    sup_lpev *b = calloc(1, sizeof(*b));
+
+    if (!b)
+        abort();
+    b->ev = ev;
+    b->l = l;
+    ev_io_init(&b->io, sup_lpev_io_cb, lp_fd(l), EV_READ);
+    ev_timer_init(&b->tm, sup_lpev_tm_cb, 0., 0.);
+    ev_prepare_init(&b->prep, sup_lpev_prep_cb);
+    b->io.data = b->tm.data = b->prep.data = b;
+    ev_io_start(ev, &b->io);
+    ev_prepare_start(ev, &b->prep);
+    /* The prepare watcher alone must not keep the loop running. */
+    ev_unref(ev);
+    return b;
+}
+
+void sup_lpev_free(sup_lpev *b)
+{
+    if (!b)
+        return;
+    ev_ref(b->ev);
+    ev_prepare_stop(b->ev, &b->prep);
+    ev_timer_stop(b->ev, &b->tm);
+    ev_io_stop(b->ev, &b->io);
+    free(b);
 }

@@ -72,4 +72,14 @@ int sup_chsim_fault(const char *sock, const char *endpoint, const char *mode, in
 int sup_run(char *const argv[], const char *stdin_data, char **out, char **err,
             int timeout_ms);
 
+/* Drives the library's own loop l from the libev loop ev (an ev_io on
+ * its fd, an ev_timer for its deadline, re-armed before every libev
+ * wait), for tests that run a libev server next to a client on l.  The
+ * watchers are referenced; free before either loop. */
+struct ev_loop;
+typedef struct lp_loop lp_loop;
+typedef struct sup_lpev sup_lpev;
+sup_lpev *sup_lpev_new(struct ev_loop *ev, lp_loop *l);
+void sup_lpev_free(sup_lpev *b);
+
 #endif
