@@ -571,6 +571,70 @@ int store_set_load(store_set *s, const char *root, char *err, size_t errlen)
     return 0;
 }
 
+static int store_stamp_get(const char *root, const char *backend, store_stamp *st,
+                           char *err, size_t errlen)
+{
+    store_paths p;
+    struct stat sb;
+    int rc = store_paths_init(&p, root, backend, err, errlen);
+
+    memset(st, 0, sizeof *st);
+    if (rc)
+        return rc;
+    if (stat(p.file, &sb) == 0) {
+        st->present = true;
+        st->dev = (uint64_t)sb.st_dev;
+        st->ino = (uint64_t)sb.st_ino;
+        st->size = (uint64_t)sb.st_size;
+        st->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+        st->ctime_ns = (int64_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec;
+    } else if (errno != ENOENT && errno != ENOTDIR) {
+        rc = base_errf(err, errlen, -errno, "stat %s: %s", p.file, strerror(errno));
+    }
+    store_paths_fini(&p);
+    return rc;
+}
+
+int store_set_refresh(store_set *s, const char *root, char *err, size_t errlen)
+{
+    store_stamp now[2];
+    int rc;
+
+    for (int b = 0; b < 2; b++) {
+        if ((rc = store_stamp_get(root, store_backends[b], &now[b], err, errlen))) {
+            store_set_fini(s);
+            return rc;
+        }
+    }
+    if (s->loaded && memcmp(now, s->stamp, sizeof now) == 0)
+        return 0;
+    store_set_fini(s);
+    for (int b = 0; b < 2; b++) {
+        store_paths p;
+
+        /* The stamp was taken first: a file replaced since is read in its
+         * newer version and read again at the next call. */
+        if ((rc = store_paths_init(&p, root, store_backends[b], err, errlen)))
+            break;
+        rc = store_read_db(&p, store_backends[b], &s->db[b], err, errlen);
+        store_paths_fini(&p);
+        if (rc)
+            break;
+        if (store_tab_build(&s->by_id[b], &s->db[b], false) ||
+            store_tab_build(&s->by_name[b], &s->db[b], true)) {
+            rc = base_errf(err, errlen, -ENOMEM, "resolve: out of memory");
+            break;
+        }
+    }
+    if (rc) {
+        store_set_fini(s);
+        return rc;
+    }
+    memcpy(s->stamp, now, sizeof now);
+    s->loaded = true;
+    return 0;
+}
+
 int store_set_resolve(const store_set *s, const char *ref, const store_vm **out, char *err,
                       size_t errlen)
 {

@@ -118,9 +118,18 @@ typedef struct store_tab {            /* private: exact-match index */
     size_t cap;
 } store_tab;
 
+/* Which version of a backend's vms.json a store_set holds. */
+typedef struct store_stamp {
+    bool present;
+    uint64_t dev, ino, size;
+    int64_t mtime_ns, ctime_ns;
+} store_stamp;
+
 typedef struct store_set {
     store_db db[2];                   /* [0] STORE_BACKEND_CH, [1] _FC */
     store_tab by_id[2], by_name[2];
+    bool loaded;                      /* by store_set_refresh */
+    store_stamp stamp[2];
 } store_set;
 
 /* Loads both backends under their shared locks.  On failure *s is empty
@@ -130,6 +139,12 @@ int store_set_load(store_set *s, const char *root, char *err, size_t errlen);
  * store_set_fini), NULL on error. */
 int store_set_resolve(const store_set *s, const char *ref, const store_vm **out,
                       char *err, size_t errlen);
+/* Keeps s as it is when neither backend's vms.json changed since s was
+ * read (one stat each), else reloads it.  Takes no lock and never waits
+ * for one: every writer replaces the file whole by a rename under the
+ * lock, so a reader without it still reads one consistent version.  For
+ * readers inside an event loop.  On failure *s is empty. */
+int store_set_refresh(store_set *s, const char *root, char *err, size_t errlen);
 /* store_set_fini(NULL) is a no-op; leaves *s empty. */
 void store_set_fini(store_set *s);
 

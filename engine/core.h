@@ -106,11 +106,11 @@ struct cocoon_engine {
     unsigned n_idle;
     bool pumping;
 
-    int depth;                           /* nesting of our libev callbacks */
+    int depth;                           /* nesting of our loop callbacks */
     bool free_requested, dying;
 
-    /* Per-loop-iteration cache: a batch of thousands of operations reads
-     * vms.json once, not once per operation. */
+    /* The store as last read; kept until a vms.json changes, checked once
+     * per loop iteration. */
     bool db_valid;
     unsigned db_iter;
     int db_rc;

@@ -216,16 +216,31 @@ void eng_op_begin(cocoon_engine *e, struct eng_op *op)
     vm_enqueue(e, vm, op);
 }
 
+/* Submitted operations started per callback: a batch of thousands is
+ * started over several turns of the host's loop, never in one long
+ * callback. */
+#define ENG_KICK_BATCH 256
+
 void eng_kick_cb(lp_loop *loop, lp_timer *w, int revents)
 {
     cocoon_engine *e = w->data;
     struct eng_op_q list = STAILQ_HEAD_INITIALIZER(list);
+    unsigned n = 0;
 
-    (void)loop;
     (void)revents;
     bool check = false;
 
-    STAILQ_CONCAT(&list, &e->start);
+    /* The first ENG_KICK_BATCH, in submission order; the rest stay first
+     * in e->start, before anything submitted by the callbacks below. */
+    while (n < ENG_KICK_BATCH && !STAILQ_EMPTY(&e->start)) {
+        struct eng_op *op = STAILQ_FIRST(&e->start);
+
+        STAILQ_REMOVE_HEAD(&e->start, link);
+        STAILQ_INSERT_TAIL(&list, op, link);
+        n++;
+    }
+    if (!STAILQ_EMPTY(&e->start))
+        lp_timer_start(loop, &e->kick);
     eng_enter(e);
     while (!STAILQ_EMPTY(&list)) {
         struct eng_op *op = STAILQ_FIRST(&list);

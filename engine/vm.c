@@ -8,19 +8,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A batch of thousands of operations reads the store once per loop
- * iteration, not once per operation; the store's own resolver answers
- * against that read. */
+/* The store is parsed once and kept until a vms.json changes: a batch of
+ * thousands of operations checks that once per loop iteration (a stat
+ * per backend), and the store's own resolver answers against the copy.
+ * It is read without the store's lock, so a process holding the lock
+ * never stalls the host's loop. */
 const store_vm *eng_resolve(cocoon_engine *e, const char *ref, int *rc)
 {
     unsigned it = lp_iteration(e->loop);
     const store_vm *out = NULL;
 
     if (!e->db_valid || e->db_iter != it) {
-        store_set_fini(&e->set);
         e->db_valid = true;
         e->db_iter = it;
-        e->db_rc = store_set_load(&e->set, e->root, e->db_err, sizeof(e->db_err));
+        e->db_rc = store_set_refresh(&e->set, e->root, e->db_err, sizeof(e->db_err));
     }
     if (e->db_rc) {
         *rc = e->db_rc;

@@ -28,6 +28,11 @@ long long sup_now_ms(void)
     return (long long)(base_mono_ns() / 1000000);
 }
 
+long long sup_now_us(void)
+{
+    return (long long)(base_mono_ns() / 1000);
+}
+
 char *sup_asprintf(const char *fmt, ...)
 {
     va_list ap;

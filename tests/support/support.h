@@ -10,6 +10,8 @@
 
 /* base_mono_ns in milliseconds. */
 long long sup_now_ms(void);
+/* base_mono_ns in microseconds. */
+long long sup_now_us(void);
 
 /* vasprintf that never returns NULL: aborts the test when out of memory.
  * Owned (free()). */

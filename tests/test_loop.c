@@ -1,0 +1,176 @@
+/* tests/test_loop.c: the engine on a libev host (cocoon_engine_new) and on
+ * a plain poll(2) host (cocoon_engine_fd/timeout_ms/process), each run
+ * through the adapter scenarios against chsim; and the library never
+ * waits for the store's lock inside the host's loop. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/support/hostloop.h"
+#include "tests/support/support.h"
+
+/* ---- libev ---- */
+
+struct ev_host {
+    struct ev_loop *loop;
+    ev_timer tick;
+};
+
+static void ev_host_release(struct ev_loop *loop)
+{
+    (void)loop;
+    hl_busy_end();
+}
+
+static void ev_host_acquire(struct ev_loop *loop)
+{
+    (void)loop;
+    hl_busy_begin();
+}
+
+static void ev_host_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    hl_tick();
+}
+
+static hl_host *ev_host_create(const cocoon_options *opt, cocoon_engine **e)
+{
+    struct ev_host *h = calloc(1, sizeof(*h));
+
+    assert_non_null(h);
+    h->loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(h->loop);
+    ev_set_loop_release_cb(h->loop, ev_host_release, ev_host_acquire);
+    ev_timer_init(&h->tick, ev_host_tick_cb, 0.010, 0.010);
+    *e = cocoon_engine_new(h->loop, opt);
+    return (hl_host *)h;
+}
+
+static void ev_host_tick(hl_host *hh, bool on)
+{
+    struct ev_host *h = (struct ev_host *)hh;
+
+    if (on)
+        ev_timer_start(h->loop, &h->tick);
+    else
+        ev_timer_stop(h->loop, &h->tick);
+}
+
+static void ev_host_run_once(hl_host *hh)
+{
+    ev_run(((struct ev_host *)hh)->loop, EVRUN_ONCE);
+}
+
+static void ev_host_destroy(hl_host *hh)
+{
+    struct ev_host *h = (struct ev_host *)hh;
+
+    ev_loop_destroy(h->loop);
+    free(h);
+}
+
+static const hl_ops ev_ops = { "libev", ev_host_create, ev_host_tick, ev_host_run_once,
+                               ev_host_destroy };
+
+/* ---- plain poll(2), the way any other loop embeds the engine ---- */
+
+struct poll_host {
+    cocoon_engine *e;
+    bool ticking;
+    long long next_tick_ms;
+};
+
+static hl_host *poll_host_create(const cocoon_options *opt, cocoon_engine **e)
+{
+    struct poll_host *h = calloc(1, sizeof(*h));
+
+    assert_non_null(h);
+    h->e = *e = cocoon_engine_new_hooks(NULL, opt);
+    return (hl_host *)h;
+}
+
+static void poll_host_tick(hl_host *hh, bool on)
+{
+    struct poll_host *h = (struct poll_host *)hh;
+
+    h->ticking = on;
+    h->next_tick_ms = sup_now_ms() + 10;
+}
+
+/* The engine may be freed by a callback inside cocoon_engine_process: the
+ * host learns it from its own callback (here hl_engine_gone) and stops
+ * calling it. */
+static void poll_host_run_once(hl_host *hh)
+{
+    struct poll_host *h = (struct poll_host *)hh;
+    struct pollfd p = { .fd = h->e ? cocoon_engine_fd(h->e) : -1, .events = POLLIN };
+    int t = h->e ? cocoon_engine_timeout_ms(h->e) : -1;
+
+    if (h->ticking) {
+        long long left = h->next_tick_ms - sup_now_ms();
+
+        if (left < 0)
+            left = 0;
+        if (t < 0 || left < t)
+            t = (int)left;
+    }
+    assert_true(poll(&p, 1, t) >= 0);
+    hl_busy_begin();
+    if (h->ticking && sup_now_ms() >= h->next_tick_ms) {
+        h->next_tick_ms += 10;
+        hl_tick();
+    }
+    if (h->e)
+        cocoon_engine_process(h->e);
+    if (hl_engine_gone())
+        h->e = NULL;
+    hl_busy_end();
+}
+
+static void poll_host_destroy(hl_host *hh)
+{
+    free(hh);
+}
+
+static const hl_ops poll_ops = { "poll", poll_host_create, poll_host_tick, poll_host_run_once,
+                                 poll_host_destroy };
+
+static void test_ev_fleet_100(void **state) { (void)state; hl_fleet(&ev_ops, 100); }
+static void test_ev_fleet_5000(void **state) { (void)state; hl_fleet(&ev_ops, 5000); }
+static void test_ev_idle_timeout(void **state) { (void)state; hl_idle_timeout(&ev_ops); }
+static void test_ev_free_in_cb(void **state) { (void)state; hl_free_in_callback(&ev_ops); }
+static void test_poll_fleet_100(void **state) { (void)state; hl_fleet(&poll_ops, 100); }
+static void test_poll_fleet_5000(void **state) { (void)state; hl_fleet(&poll_ops, 5000); }
+static void test_poll_idle_timeout(void **state) { (void)state; hl_idle_timeout(&poll_ops); }
+static void test_poll_free_in_cb(void **state) { (void)state; hl_free_in_callback(&poll_ops); }
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ev_fleet_100),
+        cmocka_unit_test(test_ev_idle_timeout),
+        cmocka_unit_test(test_ev_free_in_cb),
+        cmocka_unit_test(test_ev_fleet_5000),
+        cmocka_unit_test(test_poll_fleet_100),
+        cmocka_unit_test(test_poll_idle_timeout),
+        cmocka_unit_test(test_poll_free_in_cb),
+        cmocka_unit_test(test_poll_fleet_5000),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
