@@ -65,6 +65,8 @@ DEPS_FUZZ     = /usr/bin/clang:clang \
 DEPS_VALGRIND = /usr/bin/valgrind:valgrind
 # tests/test_ansible.sh drives the Ansible collection in cli/ansible/.
 DEPS_ANSIBLE  = /usr/bin/ansible-playbook:ansible-core
+# The loop adapters (`make adapters`, `make test-adapters`) and only they.
+DEPS_ADAPTERS = /usr/include/glib-2.0/glib.h:libglib2.0-dev /usr/include/uv.h:libuv1-dev
 
 goal_deps = $(if $(filter $(1),$(MAKECMDGOALS)),$(2))
 DEPS_WANT = $(DEPS_BUILD) \
@@ -74,8 +76,12 @@ DEPS_WANT = $(DEPS_BUILD) \
             $(call goal_deps,demo,$(DEPS_DEMO)) \
             $(call goal_deps,bench,$(DEPS_BENCH)) \
             $(call goal_deps,fuzz fuzz-run,$(DEPS_FUZZ)) \
-            $(call goal_deps,valgrind,$(DEPS_VALGRIND))
+            $(call goal_deps,valgrind,$(DEPS_VALGRIND)) \
+            $(call goal_deps,adapters install-adapters,$(DEPS_ADAPTERS)) \
+            $(call goal_deps,test-adapters,$(DEPS_ADAPTERS) $(DEPS_TEST)) \
+            $(if $(findstring /adapters/,$(MAKECMDGOALS)),$(DEPS_ADAPTERS) $(DEPS_TEST))
 
+.PHONY: adapters test-adapters install-adapters uninstall-adapters
 .PHONY: all deps test asan valgrind fuzz fuzz-run bench demo soak install uninstall clean format-check
 
 all: deps $(BUILD)/libcocoon.a $(BUILD)/$(SONAME) $(BUILD)/cocoon $(BUILD)/chsim
@@ -255,6 +261,65 @@ uninstall:
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon.pc $(DESTDIR)$(PREFIX)/share/man/man1/cocoon.1
 
 FORCE:
+
+# Loop adapters: cocoon-glib and cocoon-uv, each a small library of its
+# own with its header and pkg-config module (Requires: cocoon), so building
+# and testing the library and the CLI needs neither GLib nor libuv.
+ADAPTERS      = glib uv
+ADAPTER_PKG_glib = glib-2.0
+ADAPTER_PKG_uv   = libuv
+ADAPTER_LIBS  = $(ADAPTERS:%=$(BUILD)/libcocoon-%.a)
+ADAPTER_PCS   = $(ADAPTERS:%=$(BUILD)/cocoon-%.pc)
+ADAPTER_TESTS = $(ADAPTERS:%=$(BUILD)/tests/adapters/test_%)
+adapter_cflags = $(shell pkg-config --cflags $(ADAPTER_PKG_$(1)))
+adapter_libs   = $(shell pkg-config --libs $(ADAPTER_PKG_$(1)))
+
+$(BUILD)/engine/adapters/%.o: PIC = -fPIC
+$(BUILD)/engine/adapters/%.o: PROJ_CPPFLAGS += $(call adapter_cflags,$(notdir $*))
+$(BUILD)/tests/adapters/%.o: PROJ_CPPFLAGS += $(call adapter_cflags,$(patsubst test_%,%,$(notdir $*)))
+
+$(BUILD)/libcocoon-%.a: $(BUILD)/engine/adapters/%.o
+	@rm -f $@
+	$(AR) rcs $@ $<
+
+$(BUILD)/tests/adapters/test_%: $(BUILD)/tests/adapters/test_%.o $(BUILD)/libcocoon-%.a \
+    $(SUPP_OBJS) $(LIB_ALL)
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $< $(BUILD)/libcocoon-$*.a $(SUPP_OBJS) $(LIB_ALL) \
+	  $(LIBS) $(call adapter_libs,$*) $(CMOCKA_LIBS)
+
+$(BUILD)/cocoon-%.pc: FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' 'prefix=$(PREFIX)' 'exec_prefix=$${prefix}' \
+	  'libdir=$${exec_prefix}/lib' 'includedir=$${prefix}/include' '' \
+	  'Name: cocoon-$*' \
+	  'Description: cocoon engine driven by a $(ADAPTER_PKG_$*) loop' \
+	  'Version: $(VERSION)' \
+	  'Requires: cocoon $(ADAPTER_PKG_$*)' \
+	  'Libs: -L$${libdir} -lcocoon-$*' \
+	  'Cflags: -I$${includedir}' > $@.tmp && mv $@.tmp $@
+
+adapters: deps $(ADAPTER_LIBS)
+
+# The adapter scenarios against chsim (100 and 5000 VMs, an idle timeout,
+# the engine freed in a callback); they print the host timer's worst gap
+# and the longest loop wake-up.
+test-adapters: all $(ADAPTER_TESTS)
+	@pass=0; fail=0; for t in $(ADAPTER_TESTS); do echo "== $$t"; \
+	  if COCOON_BUILD_DIR=$(BUILD) $(TEST_WRAP) ./$$t; then pass=$$((pass + 1)); \
+	  else echo "FAILED: $$t"; fail=$$((fail + 1)); fi; \
+	done; echo "binaries: $$pass passed, $$fail failed"; [ $$fail -eq 0 ]
+
+install-adapters: adapters $(ADAPTER_PCS)
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	for a in $(ADAPTERS); do \
+	  install -m 0644 $(BUILD)/libcocoon-$$a.a $(DESTDIR)$(PREFIX)/lib/libcocoon-$$a.a && \
+	  install -m 0644 engine/cocoon-$$a.h $(DESTDIR)$(PREFIX)/include/cocoon-$$a.h && \
+	  install -m 0644 $(BUILD)/cocoon-$$a.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon-$$a.pc || exit 1; \
+	done
+
+uninstall-adapters:
+	for a in $(ADAPTERS); do rm -f $(DESTDIR)$(PREFIX)/lib/libcocoon-$$a.a \
+	  $(DESTDIR)$(PREFIX)/include/cocoon-$$a.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon-$$a.pc; done
 
 # The main job: a fleet of simulated VMs, batch attach and detach.
 demo: all

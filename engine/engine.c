@@ -468,7 +468,7 @@ static void engine_notify(void *data)
 {
     cocoon_engine *e = data;
 
-    if (e->hooks.update && !e->dying)
+    if (!e->dying)
         e->hooks.update(e->hooks.data, lp_timeout_ms(e->loop), lp_busy(e->loop));
 }
 
@@ -499,7 +499,9 @@ cocoon_engine *cocoon_engine_new_hooks(const cocoon_loop_hooks *h, const cocoon_
     }
     if (h)
         e->hooks = *h;
-    lp_set_notify(e->loop, engine_notify, e);
+    /* Without an update hook the loop's wake fd tells the host. */
+    if (e->hooks.update)
+        lp_set_notify(e->loop, engine_notify, e);
     e->timeout_ms = o.timeout_ms ? o.timeout_ms : ENG_DEFAULT_TIMEOUT_MS;
     e->max_inflight = o.max_inflight_vms ? o.max_inflight_vms : ENG_DEFAULT_INFLIGHT;
     {

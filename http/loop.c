@@ -34,7 +34,7 @@ struct lp_loop {
     int refs;                   /* active watchers minus unrefs */
     unsigned iter;
     int depth;                  /* nested lp_process calls */
-    bool dirty, brk;
+    bool brk;
     struct lp_frame *frames;
     void (*notify)(void *data);
     void *notify_data;
@@ -45,6 +45,9 @@ static double lp_now(void)
     return (double)base_mono_ns() / 1e9;
 }
 
+/* Tells the host the deadline or the busy state may have changed.  A host
+ * without a notify function re-reads them after each lp_process, so only
+ * a change from outside lp_process (a submit) needs the wake fd. */
 static void lp_tell(lp_loop *l)
 {
     if (l->notify) {
@@ -57,11 +60,10 @@ static void lp_tell(lp_loop *l)
     }
 }
 
+/* Inside lp_process the change is told once, at its end. */
 static void lp_changed(lp_loop *l)
 {
-    if (l->depth)
-        l->dirty = true;
-    else
+    if (!l->depth)
         lp_tell(l);
 }
 
@@ -399,10 +401,10 @@ int lp_process(lp_loop *l)
     l->depth--;
     if (l->depth == 0)
         l->brk = false;
-    if (l->dirty) {
-        l->dirty = false;
-        lp_tell(l);
-    }
+    /* Expired timers alone change the deadline and the busy state, so
+     * the host hears about it after every call. */
+    if (l->notify)
+        l->notify(l->notify_data);
     return any ? 1 : 0;
 }
 

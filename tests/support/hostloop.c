@@ -38,6 +38,12 @@ void hl_busy_end(void)
     hl.in_busy = false;
 }
 
+void hl_busy_add(long long us)
+{
+    if (us > hl.busy_max)
+        hl.busy_max = us;
+}
+
 void hl_tick(void)
 {
     long long now = sup_now_us();

@@ -26,6 +26,8 @@ typedef struct hl_ops {
 /* Called by the host. */
 void hl_busy_begin(void);
 void hl_busy_end(void);
+/* Or, for a host that measures a turn itself: it was awake us. */
+void hl_busy_add(long long us);
 void hl_tick(void);
 /* True once a scenario freed the engine inside a callback: a host that
  * calls the engine itself (plain poll) must stop. */
