@@ -276,7 +276,11 @@ adapter_libs   = $(shell pkg-config --libs $(ADAPTER_PKG_$(1)))
 
 $(BUILD)/engine/adapters/%.o: PIC = -fPIC
 $(BUILD)/engine/adapters/%.o: PROJ_CPPFLAGS += $(call adapter_cflags,$(notdir $*))
-$(BUILD)/tests/adapters/%.o: PROJ_CPPFLAGS += $(call adapter_cflags,$(patsubst test_%,%,$(notdir $*)))
+# The adapter tests and tests/test_loop.c carry README examples, which
+# include the public headers as a host does (<cocoon-glib.h>, <cocoon.h>).
+$(BUILD)/tests/adapters/%.o: PROJ_CPPFLAGS += -Iengine \
+    $(call adapter_cflags,$(patsubst test_%,%,$(notdir $*)))
+$(BUILD)/tests/test_loop.o: PROJ_CPPFLAGS += -Iengine
 
 $(BUILD)/libcocoon-%.a: $(BUILD)/engine/adapters/%.o
 	@rm -f $@

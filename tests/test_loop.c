@@ -15,11 +15,52 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "tests/support/hostloop.h"
 #include "tests/support/support.h"
+
+/* ---- README example begins ---- */
+#include <poll.h>
+#include <stdio.h>
+#include <cocoon.h>
+
+static void on_listed(cocoon_engine *e, const cocoon_result *r, const cocoon_listing *l,
+                      void *priv)
+{
+    int *pending = priv;
+
+    (void)e;
+    if (r->err)
+        fprintf(stderr, "%s: %s\n", r->vm, r->errstr);
+    else
+        printf("%s: %zu shares, %zu devices\n", r->vm, l->n_fs, l->n_devices);
+    (*pending)--;
+}
+
+static int list_one(const char *vm)
+{
+    cocoon_engine *e = cocoon_engine_new_hooks(NULL, NULL);    /* no hooks: poll */
+    int pending = 0;
+
+    if (!e)
+        return -1;
+    if (cocoon_list(e, vm, on_listed, &pending) == 0)
+        pending++;
+    while (pending > 0) {
+        /* A real loop adds its own fds and takes the smaller timeout. */
+        struct pollfd p = { .fd = cocoon_engine_fd(e), .events = POLLIN };
+
+        if (poll(&p, 1, cocoon_engine_timeout_ms(e)) < 0)
+            break;
+        cocoon_engine_process(e);
+    }
+    cocoon_engine_free(e);
+    return pending ? -1 : 0;
+}
+/* ---- README example ends ---- */
 
 /* ---- libev ---- */
 
@@ -159,9 +200,96 @@ static void test_poll_fleet_5000(void **state) { (void)state; hl_fleet(&poll_ops
 static void test_poll_idle_timeout(void **state) { (void)state; hl_idle_timeout(&poll_ops); }
 static void test_poll_free_in_cb(void **state) { (void)state; hl_free_in_callback(&poll_ops); }
 
+static void test_poll_readme_example(void **state)
+{
+    char *dir = sup_tmpdir(), api[300];
+    pid_t pid;
+
+    (void)state;
+    snprintf(api, sizeof(api), "%s/api.sock", dir);
+    pid = sup_chsim_start(api, NULL);
+    assert_int_equal(list_one(api), 0);
+    assert_int_equal(sup_chsim_count(api, "vm.info"), 1);
+    sup_kill(pid);
+    sup_rmrf(dir);
+    free(dir);
+}
+
+/* A submit made outside cocoon_engine_process makes the fd readable, so a
+ * host already asleep in poll with the old timeout is woken. */
+static void test_poll_submit_wakes(void **state)
+{
+    cocoon_engine *e = cocoon_engine_new_hooks(NULL, NULL);
+    struct pollfd p = { .events = POLLIN };
+    int pending = 0;
+
+    (void)state;
+    assert_non_null(e);
+    p.fd = cocoon_engine_fd(e);
+    assert_int_equal(cocoon_engine_timeout_ms(e), -1);
+    assert_false(cocoon_engine_busy(e));
+    assert_int_equal(poll(&p, 1, 0), 0);
+    assert_int_equal(cocoon_list(e, "/nonexistent/api.sock", on_listed, &pending), 0);
+    pending++;
+    assert_true(cocoon_engine_busy(e));
+    assert_int_equal(poll(&p, 1, 0), 1);
+    while (pending > 0) {
+        assert_true(poll(&p, 1, cocoon_engine_timeout_ms(e)) >= 0);
+        assert_true(cocoon_engine_process(e) >= 0);
+    }
+    /* Drained: nothing left to wake for. */
+    assert_int_equal(poll(&p, 1, 0), 0);
+    assert_false(cocoon_engine_busy(e));
+    cocoon_engine_free(e);
+    assert_int_equal(cocoon_engine_fd(NULL), -EINVAL);
+    assert_int_equal(cocoon_engine_process(NULL), -EINVAL);
+}
+
+/* The engine never waits for the store's lock: another process holding
+ * it exclusively does not stall the loop, and a change to vms.json is
+ * seen at the next operation. */
+static void test_store_lock_never_waited(void **state)
+{
+    char *root = sup_tmpdir(), *dir = sup_asprintf("%s/cloudhypervisor/db", root);
+    char *lock = sup_asprintf("%s/vms.lock", dir), *json = sup_asprintf("%s/vms.json", dir);
+    cocoon_options opt = { .root_dir = root };
+    struct ev_host *h;
+    cocoon_engine *e;
+    int pending = 0, fd;
+
+    (void)state;
+    *strrchr(dir, '/') = '\0';
+    assert_int_equal(mkdir(dir, 0700), 0);
+    dir[strlen(dir)] = '/';
+    assert_int_equal(mkdir(dir, 0700), 0);
+    fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0);
+    h = (struct ev_host *)ev_host_create(&opt, &e);
+    /* A wait for the lock would never end: fail instead of hanging. */
+    alarm(60);
+    /* No such VM: answered from the store without the lock. */
+    assert_int_equal(cocoon_list(e, "nosuchvm", on_listed, &pending), 0);
+    pending++;
+    while (pending > 0)
+        ev_run(h->loop, EVRUN_ONCE);
+    alarm(0);
+    cocoon_engine_free(e);
+    ev_host_destroy((hl_host *)h);
+    close(fd);
+    free(json);
+    free(lock);
+    free(dir);
+    sup_rmrf(root);
+    free(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_poll_readme_example),
+        cmocka_unit_test(test_poll_submit_wakes),
+        cmocka_unit_test(test_store_lock_never_waited),
         cmocka_unit_test(test_ev_fleet_100),
         cmocka_unit_test(test_ev_idle_timeout),
         cmocka_unit_test(test_ev_free_in_cb),

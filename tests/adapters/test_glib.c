@@ -8,9 +8,41 @@
 
 #include <stdlib.h>
 
-#include "engine/cocoon-glib.h"
 #include "tests/support/hostloop.h"
 #include "tests/support/support.h"
+
+/* ---- README example begins ---- */
+#include <stdio.h>
+#include <cocoon-glib.h>
+
+static void on_listed(cocoon_engine *e, const cocoon_result *r, const cocoon_listing *l,
+                      void *priv)
+{
+    GMainLoop *ml = priv;
+
+    (void)e;
+    if (r->err)
+        fprintf(stderr, "%s: %s\n", r->vm, r->errstr);
+    else
+        printf("%s: %zu shares, %zu devices\n", r->vm, l->n_fs, l->n_devices);
+    g_main_loop_quit(ml);
+}
+
+static int list_one(const char *vm)
+{
+    GMainContext *ctx = g_main_context_new();
+    GMainLoop *ml = g_main_loop_new(ctx, FALSE);
+    cocoon_engine *e = cocoon_glib_engine_new(ctx, NULL);
+    int rc = e ? cocoon_list(e, vm, on_listed, ml) : -1;
+
+    if (rc == 0)
+        g_main_loop_run(ml);
+    cocoon_engine_free(e);          /* before the context goes */
+    g_main_loop_unref(ml);
+    g_main_context_unref(ctx);
+    return rc;
+}
+/* ---- README example ends ---- */
 
 struct glib_host {
     GMainContext *ctx;
@@ -98,9 +130,25 @@ static void test_glib_context_first(void **state)
     cocoon_engine_free(e);
 }
 
+static void test_glib_readme_example(void **state)
+{
+    char *dir = sup_tmpdir(), api[300];
+    pid_t pid;
+
+    (void)state;
+    snprintf(api, sizeof(api), "%s/api.sock", dir);
+    pid = sup_chsim_start(api, NULL);
+    assert_int_equal(list_one(api), 0);
+    assert_int_equal(sup_chsim_count(api, "vm.info"), 1);
+    sup_kill(pid);
+    sup_rmrf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_glib_readme_example),
         cmocka_unit_test(test_glib_fleet_100),
         cmocka_unit_test(test_glib_idle_timeout),
         cmocka_unit_test(test_glib_free_in_cb),

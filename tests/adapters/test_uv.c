@@ -10,9 +10,40 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "engine/cocoon-uv.h"
 #include "tests/support/hostloop.h"
 #include "tests/support/support.h"
+
+/* ---- README example begins ---- */
+#include <stdio.h>
+#include <cocoon-uv.h>
+
+static void on_listed(cocoon_engine *e, const cocoon_result *r, const cocoon_listing *l,
+                      void *priv)
+{
+    (void)e;
+    (void)priv;
+    if (r->err)
+        fprintf(stderr, "%s: %s\n", r->vm, r->errstr);
+    else
+        printf("%s: %zu shares, %zu devices\n", r->vm, l->n_fs, l->n_devices);
+}
+
+static int list_one(const char *vm)
+{
+    uv_loop_t loop;
+    cocoon_engine *e;
+    int rc = uv_loop_init(&loop);
+
+    if (rc)
+        return rc;
+    e = cocoon_uv_engine_new(&loop, NULL);
+    rc = e ? cocoon_list(e, vm, on_listed, NULL) : -1;
+    uv_run(&loop, UV_RUN_DEFAULT);  /* returns once the engine is idle */
+    cocoon_engine_free(e);          /* before uv_loop_close */
+    uv_run(&loop, UV_RUN_DEFAULT);  /* lets the engine's handles close */
+    return uv_loop_close(&loop) ? -1 : rc;
+}
+/* ---- README example ends ---- */
 
 struct uv_host {
     uv_loop_t loop;
@@ -131,9 +162,25 @@ static void test_uv_run_default(void **state)
     free(dir);
 }
 
+static void test_uv_readme_example(void **state)
+{
+    char *dir = sup_tmpdir(), api[300];
+    pid_t pid;
+
+    (void)state;
+    snprintf(api, sizeof(api), "%s/api.sock", dir);
+    pid = sup_chsim_start(api, NULL);
+    assert_int_equal(list_one(api), 0);
+    assert_int_equal(sup_chsim_count(api, "vm.info"), 1);
+    sup_kill(pid);
+    sup_rmrf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_uv_readme_example),
         cmocka_unit_test(test_uv_fleet_100),
         cmocka_unit_test(test_uv_idle_timeout),
         cmocka_unit_test(test_uv_free_in_cb),
