@@ -1,7 +1,15 @@
 /* cocoon.h: embeddable API for hot-attaching virtio-fs shares and VFIO PCI
- * devices to running Cloud Hypervisor VMs.  The host owns the libev loop;
- * the library borrows it.  Every accepted operation completes exactly once,
- * through its callback, never inside the submit call. */
+ * devices to running Cloud Hypervisor VMs.  The engine runs on a small loop
+ * of its own that the host's event loop drives (libev here, GLib in
+ * cocoon-glib.h, libuv in cocoon-uv.h, anything else through
+ * cocoon_engine_fd/timeout_ms/process).  Every accepted operation
+ * completes exactly once, through its callback, never inside the submit
+ * call.
+ *
+ * Threads: an engine is not thread-safe.  Every call on one engine, and
+ * all of its callbacks, happen in one thread, the one that runs its loop.
+ * Different engines in different threads share nothing and need no
+ * locking; cocoon_version may be called from any thread. */
 #ifndef COCOON_H
 #define COCOON_H
 
@@ -26,6 +34,10 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The running library's version, "MAJOR.MINOR.PATCH" (static storage);
+ * COCOON_VERSION_STRING is the version a caller was compiled against. */
+const char *cocoon_version(void);
 
 typedef struct cocoon_engine cocoon_engine;
 

@@ -155,13 +155,13 @@ static inline bool op_is_fs(const struct eng_op *op)
     return op->kind == OP_FS_ATTACH || op->kind == OP_FS_DETACH || op->kind == OP_FS_LIST;
 }
 
-/* Monotonic seconds, for deadlines kept as doubles like libev's. */
+/* Monotonic seconds, for deadlines kept as doubles like the loop's. */
 static inline double eng_mono_s(void)
 {
     return (double)base_mono_ns() / 1e9;
 }
 
-/* engine.c: entered and left around every libev callback of ours; a free
+/* engine.c: entered and left around every loop callback of ours; a free
  * requested inside a user callback happens at the outermost leave. */
 void eng_enter(cocoon_engine *e);
 void eng_leave(cocoon_engine *e);

@@ -30,7 +30,7 @@ void eng_enter(cocoon_engine *e)
     e->depth++;
 }
 
-/* Last thing a libev callback of ours does: a free requested inside a user
+/* Last thing a loop callback of ours does: a free requested inside a user
  * callback happens here, once nothing of ours is on the stack. */
 void eng_leave(cocoon_engine *e)
 {
@@ -461,6 +461,11 @@ static unsigned eng_fd_budget(void)
         return 1;
     return rl.rlim_cur - open_fds - ENG_FD_RESERVE > 0x7fffffff
                ? 0x7fffffffu : (unsigned)(rl.rlim_cur - open_fds - ENG_FD_RESERVE);
+}
+
+const char *cocoon_version(void)
+{
+    return COCOON_VERSION_STRING;
 }
 
 /* The loop's deadline or busy state changed: tell the host's adapter. */

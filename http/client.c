@@ -63,7 +63,7 @@ static const char *conn_strerror(int e, char *buf, size_t n)
 }
 
 /* An idle connection's read watcher only notices a close by the peer; it
- * must not keep the host's loop running (libev: lp_unref, and lp_ref again
+ * must not keep the host's loop running (lp_unref, and lp_ref again
  * before the watcher is stopped or carries a request). */
 static void conn_ref(httpc_conn *c)
 {

@@ -1,5 +1,5 @@
 /* http/client.h: one HTTP/1.1 client connection to one AF_UNIX socket,
- * driven by a libev loop the caller owns.  It serializes requests and parses
+ * driven by a loop of http/loop.h the caller owns.  It serializes requests and parses
  * responses with llhttp; it has no retry logic and no policy. */
 #ifndef COCOON_HTTP_CLIENT_H
 #define COCOON_HTTP_CLIENT_H

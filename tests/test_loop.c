@@ -243,6 +243,7 @@ static void test_poll_submit_wakes(void **state)
     cocoon_engine_free(e);
     assert_int_equal(cocoon_engine_fd(NULL), -EINVAL);
     assert_int_equal(cocoon_engine_process(NULL), -EINVAL);
+    assert_string_equal(cocoon_version(), COCOON_VERSION_STRING);
 }
 
 /* The engine never waits for the store's lock: another process holding
