@@ -93,6 +93,20 @@ static int hl_listener(const char *path)
     return sup_unix_bind(path, true);
 }
 
+void hl_list_one(int (*list_one)(const char *vm))
+{
+    char *dir = sup_tmpdir(), api[300];
+    pid_t pid;
+
+    snprintf(api, sizeof(api), "%s/api.sock", dir);
+    pid = sup_chsim_start(api, NULL);
+    assert_int_equal(list_one(api), 0);
+    assert_int_equal(sup_chsim_count(api, "vm.info"), 1);
+    sup_kill(pid);
+    sup_rmrf(dir);
+    free(dir);
+}
+
 void hl_fleet(const hl_ops *ops, int n)
 {
     char *bin = sup_build_path("chsim"), *dir = sup_tmpdir(), cnt[16], sock[300], vs[300];

@@ -33,6 +33,8 @@ void hl_tick(void);
  * calls the engine itself (plain poll) must stop. */
 bool hl_engine_gone(void);
 
+/* A README example's list_one against one chsim VM: 0, one vm.info. */
+void hl_list_one(int (*list_one)(const char *vm));
 /* n VMs of a chsim fleet, one fs attach each: every callback comes exactly
  * once and succeeds; prints the worst gap of the host's 10 ms timer and
  * the longest stretch the loop spent awake. */
