@@ -351,17 +351,17 @@ typedef struct lc_slot {
     cli_lc_job job;
 } lc_slot;
 
-static lc_slot *g_slots;
-
-static int cmp_slot_id(const void *x, const void *y)
+static int cmp_slot_id(const void *x, const void *y, void *slots)
 {
     const size_t *a = x, *b = y;
+    const lc_slot *sl = slots;
 
-    return strcmp(g_slots[*a].id, g_slots[*b].id);
+    return strcmp(sl[*a].id, sl[*b].id);
 }
 
-/* Prints the outcome of slot s (for a repeated VM, of its first slot). */
-static int lc_report(const cli_ctx *c, lc_slot *s, const lc_slot *job_of, bool start, bool dup)
+/* Prints the outcome of the VM of slot job_of: its own result, or for a
+ * later mention of the same VM what a second start or stop would find. */
+static int lc_report(const cli_ctx *c, lc_slot *job_of, bool start, bool dup)
 {
     const cli_lc_job *j = &job_of->job;
 
@@ -377,10 +377,9 @@ static int lc_report(const cli_ctx *c, lc_slot *s, const lc_slot *job_of, bool s
                       start ? j->pid : 0);
         return CLI_EXIT_OK;
     }
-    (void)s;
     if (start)
-        return start_report(c, (store_vm *)&job_of->a.vm, j);
-    ((lc_slot *)job_of)->a.vm.state = STORE_STOPPED;
+        return start_report(c, &job_of->a.vm, j);
+    job_of->a.vm.state = STORE_STOPPED;
     print_vm_line(c, &job_of->a.vm, "stopped", 0);
     return CLI_EXIT_OK;
 }
@@ -420,8 +419,7 @@ static int lc_each(cli_ctx *c, bool start, const cocoon_vm_opts *stop)
         if (sl[i].first < 0)
             order[n_order++] = i;
     }
-    g_slots = sl;
-    qsort(order, n_order, sizeof(*order), cmp_slot_id);
+    qsort_r(order, n_order, sizeof(*order), cmp_slot_id, sl);
     for (size_t k = 0; k < n_order; k++) {
         lc_slot *s = &sl[order[k]];
 
@@ -449,7 +447,7 @@ static int lc_each(cli_ctx *c, bool start, const cocoon_vm_opts *stop)
         lc_slot *first = sl[i].first >= 0 ? &sl[sl[i].first] : &sl[i];
 
         if (first->ok && (!first->skip || sl[i].first >= 0) &&
-            lc_report(c, &sl[i], first, start, sl[i].first >= 0) != CLI_EXIT_OK)
+            lc_report(c, first, start, sl[i].first >= 0) != CLI_EXIT_OK)
             rc = CLI_EXIT_FAIL;
     }
     for (size_t i = 0; i < c->n_args; i++) {
@@ -457,7 +455,6 @@ static int lc_each(cli_ctx *c, bool start, const cocoon_vm_opts *stop)
         if (sl[i].ok)
             vm_arg_release(&sl[i].a);
     }
-    g_slots = NULL;
     free(sl);
     free(order);
     free(jobs);
