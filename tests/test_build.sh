@@ -15,6 +15,9 @@
 set -euo pipefail
 
 MAKE=${MAKE:-make}
+# The copies below are built as a user would: nothing inherited from the
+# make that runs this script (BUILD=..., SAN=... would leak in otherwise).
+unset MAKEFLAGS MFLAGS MAKEOVERRIDES MAKELEVEL BUILD SAN TEST_WRAP WERROR CPPFLAGS LLHTTP_DIR APT_GET VIRTIOFSD
 SRC=$(pwd)
 BUILT=${COCOON_BUILD_DIR:-build}
 T=$(mktemp -d /tmp/cocoon-build-XXXXXX)

@@ -153,7 +153,7 @@ static void fx_start_novm(struct fx *f, const char *const extra[])
     argv[n] = NULL;
     f->pid = sup_spawn((char **)argv);
     assert_true(f->pid > 0);
-    assert_int_equal(sup_wait_socket(f->sock, 5000), 0);
+    assert_int_equal(sup_wait_socket(f->sock, 60000), 0);
     free(bin);
 }
 
@@ -791,7 +791,7 @@ static void test_fleet(void **state)
     snprintf(last, sizeof(last), "%s/vm99.sock", fleet);
     snprintf(stats, sizeof(stats), "%s/stats.json", dir);
     pid = sup_spawn(argv);
-    assert_int_equal(sup_wait_socket(last, 5000), 0);
+    assert_int_equal(sup_wait_socket(last, 60000), 0);
     for (int i = 0; i < 100; i++) {
         snprintf(sock, sizeof(sock), "%s/vm%d.sock", fleet, i);
         assert_int_equal(req(sock, "GET", "/api/v1/vm.info", NULL, buf, sizeof(buf)), 200);
@@ -839,7 +839,7 @@ static void test_firecracker(void **state)
     (void)state;
     snprintf(sock, sizeof(sock), "%s/fc.sock", dir);
     pid = sup_spawn(argv);
-    assert_int_equal(sup_wait_socket(sock, 5000), 0);
+    assert_int_equal(sup_wait_socket(sock, 60000), 0);
     assert_int_equal(req(sock, "GET", "/", NULL, body, sizeof(body)), 200);
     assert_non_null(strstr(body, "\"state\":\"Not started\""));
     assert_int_equal(req(sock, "PUT", "/actions", "{\"action_type\":\"InstanceStart\"}", body,

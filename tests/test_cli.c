@@ -671,7 +671,7 @@ static void test_real_virtiofsd(void **state)
         vfsd = sup_spawn(argv);
         free(sp);
     }
-    assert_int_equal(sup_wait_socket(sock, 5000) == 0 || access(sock, F_OK) == 0, 1);
+    assert_int_equal(sup_wait_socket(sock, 60000) == 0 || access(sock, F_OK) == 0, 1);
     vm_run("vfs-vm");
     /* sup_wait_socket connected once: virtiofsd may have served that
      * client and exited, so (re)check the real outcome by what CH says. */
@@ -1846,7 +1846,7 @@ static void test_batch_fleet_order(void **state)
     snprintf(cnt, sizeof(cnt), "%d", NVM);
     pid = sup_spawn(argv);
     assert_true(asprintf(&last, "%s/vm%d.sock", fleet, NVM - 1) > 0);
-    assert_int_equal(sup_wait_socket(last, 5000), 0);
+    assert_int_equal(sup_wait_socket(last, 60000), 0);
     plan = malloc(cap);
     assert_non_null(plan);
     for (int i = 0; i < NVM; i++)
@@ -1887,7 +1887,7 @@ static void test_parallel_cap_across_settings(void **state)
     snprintf(lat, sizeof(lat), "%d", LAT_MS);
     pid = sup_spawn(argv);
     assert_true(asprintf(&last, "%s/vm%d.sock", fleet, NVM - 1) > 0);
-    assert_int_equal(sup_wait_socket(last, 5000), 0);
+    assert_int_equal(sup_wait_socket(last, 60000), 0);
     plan = malloc(4096);
     assert_non_null(plan);
     /* One virtiofsd socket per VM: a run refuses to give one to two. */

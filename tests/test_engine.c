@@ -1419,7 +1419,7 @@ static pid_t start_recorded(struct env *v, const char *name, bool kernel, struct
     snprintf(pidf, sizeof(pidf), "%s/ch.pid", run_dir);
     pid = sup_spawn(argv);
     assert_true(pid > 0);
-    assert_int_equal(sup_wait_socket(sock, 5000), 0);
+    assert_int_equal(sup_wait_socket(sock, 60000), 0);
     /* Without a payload CH has no VM; vm.create gives it a config. */
     if (!kernel)
         assert_int_equal(eng_call_sync(sock, "PUT", "/api/v1/vm.create",
@@ -1592,7 +1592,7 @@ static void test_direct_not_running(void **state)
     (void)state;
     snprintf(sockarg, sizeof(sockarg), "path=%s", v->sock);
     pid = sup_spawn(argv);
-    assert_int_equal(sup_wait_socket(v->sock, 5000), 0);
+    assert_int_equal(sup_wait_socket(v->sock, 60000), 0);
     /* A config but no booted VM, as after vm.create (or a vm.shutdown). */
     assert_int_equal(eng_call_sync(v->sock, "PUT", "/api/v1/vm.create",
                                    "{\"payload\":{\"kernel\":\"/k\"}}", 2000, NULL, NULL, NULL,
@@ -1631,7 +1631,7 @@ static void test_direct_no_vm(void **state)
 
         snprintf(sockarg, sizeof(sockarg), "path=%s", v->sock);
         pid = sup_spawn(argv);
-        assert_int_equal(sup_wait_socket(v->sock, 5000), 0);
+        assert_int_equal(sup_wait_socket(v->sock, 60000), 0);
         snprintf(want, sizeof(want), "vm %s is not created: VM not running", v->sock);
         r = list(v, v->sock);
         assert_int_equal(r.err, 0);

@@ -268,7 +268,7 @@ static void fleet_start(struct fleet *f, const char *gen)
     f->pid = sup_spawn(argv);
     assert_true(f->pid > 0);
     snprintf(last, sizeof(last), "%s/vm%d.sock", f->dir, FLEET_N - 1);
-    assert_int_equal(sup_wait_socket(last, 10000), 0);
+    assert_int_equal(sup_wait_socket(last, 60000), 0);
     free(bin);
 }
 

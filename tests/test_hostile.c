@@ -495,7 +495,7 @@ static void test_fd_exhaustion_throttles(void **state)
     track(sup_spawn((char *const[]){ bin, (char *)"--fleet", dir, (char *)"--count", count,
                                      NULL }));
     last = sup_asprintf("%s/vm%d.sock", dir, N - 1);
-    assert_int_equal(sup_wait_socket(last, 10000), 0);
+    assert_int_equal(sup_wait_socket(last, 60000), 0);
     for (int i = 0; i < N; i++) {
         char *vfs = sup_asprintf("%s/vfs%d.sock", g_root, i), *p;
 

@@ -1069,7 +1069,7 @@ static void timeout_case(double drip)
     double took = ev_time() - t0;
     assert_int_equal(t.err, -ETIMEDOUT);
     assert_true(t.written);
-    assert_true(took >= 0.19 && took < 2.0);
+    assert_true(took >= 0.19);   /* never early; how late depends on the load */
     snprintf(want, sizeof want,
              "timeout after 200 ms waiting for reply from %s", t.s.path);
     assert_string_equal(t.errstr, want);

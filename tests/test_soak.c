@@ -162,7 +162,7 @@ static void test_soak(void **state)
     pid = sup_spawn(argv);
     assert_true(pid > 0);
     snprintf(last, sizeof(last), "%s/vm%d.sock", dir, NVMS - 1);
-    assert_int_equal(sup_wait_socket(last, 10000), 0);
+    assert_int_equal(sup_wait_socket(last, 60000), 0);
 
     s->loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(s->loop);
