@@ -55,7 +55,7 @@ DEPS_BUILD    = /usr/bin/cc:gcc /usr/include/stdio.h:libc6-dev /usr/bin/pkg-conf
                 /usr/include/ev.h:libev-dev $(LLHTTP_DIR)/llhttp.c:node-llhttp \
                 /usr/include/yajl/yajl_tree.h:libyajl-dev
 DEPS_TEST     = /usr/include/cmocka.h:libcmocka-dev $(VIRTIOFSD):qemu-system-common \
-                /usr/bin/python3:python3 \
+                /usr/bin/python3:python3 /usr/bin/curl:curl \
                 /usr/lib/python3/dist-packages/yaml/__init__.py:python3-yaml \
                 /usr/lib/python3/dist-packages/jsonschema/__init__.py:python3-jsonschema
 DEPS_DEMO     = $(VIRTIOFSD):qemu-system-common
