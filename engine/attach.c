@@ -420,6 +420,10 @@ static void op_reconcile_retry_cb(lp_loop *loop, lp_timer *w, int revents)
     eng_leave(e);
 }
 
+/* Every outcome of a lost reply is settled here, in one place, so the rule
+ * "what the caller asked for is present, absent, or in another shape" reads
+ * as one decision table for attach and detach alike; that is why it runs
+ * past the usual length. */
 static void op_after_reconcile(struct eng_op *op, const httpc_response *r)
 {
     cocoon_engine *e = op->e;
