@@ -15,20 +15,8 @@ cleanup() {
     rm -rf "$T"
 }
 trap cleanup EXIT
-failures=0
-ok()   { echo "ok: $*"; }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-# expect WANT_RC WANT_SUBSTRING cocoon-args...: stdout and stderr together
-expect() {
-    local want_rc=$1 want=$2 out rc=0
-    shift 2
-    out=$("${C[@]}" "$@" 2>&1) || rc=$?
-    if [ "$rc" -ne "$want_rc" ] || [[ "$out" != *"$want"* ]]; then
-        fail "cocoon $*: rc $rc, output: $out (want rc $want_rc and \"$want\")"
-    else
-        ok "cocoon $*"
-    fi
-}
+# shellcheck source=tests/support/expect.sh
+. "$(dirname "$0")/support/expect.sh"
 sock() { echo "$T/root/run/cloudhypervisor/$("${C[@]}" -o json vm inspect "$1" |
     /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')/api.sock"; }
 count() { curl -s --unix-socket "$1" http://localhost/chsim/stats |

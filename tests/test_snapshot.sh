@@ -21,20 +21,8 @@ cleanup() {
 trap cleanup EXIT
 R=$T/root
 C=("$BUILD/cocoon" --root-dir "$R")
-failures=0
-ok()   { echo "ok: $*"; }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-# expect WANT_RC WANT_SUBSTRING_OF_OUTPUT cocoon-args...
-expect() {
-    local want_rc=$1 want=$2 out rc=0
-    shift 2
-    out=$("${C[@]}" "$@" 2>&1) || rc=$?
-    if [ "$rc" -ne "$want_rc" ] || [[ "$out" != *"$want"* ]]; then
-        fail "cocoon $*: rc $rc, output: $out (want rc $want_rc and \"$want\")"
-    else
-        ok "cocoon $*"
-    fi
-}
+# shellcheck source=tests/support/expect.sh
+. "$(dirname "$0")/support/expect.sh"
 
 expect 0 "No snapshots found." snapshot list
 [ "$("${C[@]}" -o json snapshot ls)" = "[]" ] && ok "empty JSON list" || fail "empty JSON list"
