@@ -33,6 +33,7 @@ typedef enum backend_ep {
     BACKEND_EP_PATCH_VM,         /* {"state":"Paused"|"Resumed"} */
     BACKEND_EP_SNAPSHOT,         /* write the paused VM's state into a dir */
     BACKEND_EP_RESTORE,          /* a VMM without a VM takes one from a dir */
+    BACKEND_EP_DRIVE_UPDATE,     /* a booted VM's drive gets a new file; + id */
     BACKEND_EP_COUNT
 } backend_ep;
 

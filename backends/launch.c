@@ -454,6 +454,74 @@ char *launch_fc_drive(const char *drive_id, const char *path, bool root)
     return gen_close(g, rc);
 }
 
+void launch_fc_drive_id(size_t i, char *out, size_t n)
+{
+    if (i == 0)
+        snprintf(out, n, "rootfs");
+    else
+        snprintf(out, n, "disk%zu", i);
+}
+
+/* key: "<dir>/<name>" as a string member; rc stays nonzero on failure. */
+static int gen_path(yajl_gen g, const char *key, const char *dir, const char *name)
+{
+    char *p = NULL;
+    int rc;
+
+    if (asprintf(&p, "%s/%s", dir, name) < 0)
+        return -1;
+    rc = gen_str(g, key) | gen_str(g, p);
+    free(p);
+    return rc;
+}
+
+char *launch_fc_snapshot_create(const char *dir)
+{
+    yajl_gen g = gen_open();
+    int rc = 0;
+
+    if (!g)
+        return NULL;
+    rc |= gen_str(g, "snapshot_type");
+    rc |= gen_str(g, "Full");
+    rc |= gen_path(g, "snapshot_path", dir, LAUNCH_FC_STATE_FILE);
+    rc |= gen_path(g, "mem_file_path", dir, LAUNCH_FC_MEMORY_FILE);
+    return gen_close(g, rc);
+}
+
+char *launch_fc_snapshot_load(const char *dir)
+{
+    yajl_gen g = gen_open();
+    int rc = 0;
+
+    if (!g)
+        return NULL;
+    rc |= gen_path(g, "snapshot_path", dir, LAUNCH_FC_STATE_FILE);
+    rc |= gen_str(g, "mem_backend");
+    rc |= yajl_gen_map_open(g) != yajl_gen_status_ok;
+    rc |= gen_str(g, "backend_type");
+    rc |= gen_str(g, "File");
+    rc |= gen_path(g, "backend_path", dir, LAUNCH_FC_MEMORY_FILE);
+    rc |= yajl_gen_map_close(g) != yajl_gen_status_ok;
+    rc |= gen_str(g, "resume_vm");
+    rc |= yajl_gen_bool(g, 0) != yajl_gen_status_ok;
+    return gen_close(g, rc);
+}
+
+char *launch_fc_drive_patch(const char *drive_id, const char *path)
+{
+    yajl_gen g = gen_open();
+    int rc = 0;
+
+    if (!g)
+        return NULL;
+    rc |= gen_str(g, "drive_id");
+    rc |= gen_str(g, drive_id);
+    rc |= gen_str(g, "path_on_host");
+    rc |= gen_str(g, path);
+    return gen_close(g, rc);
+}
+
 int launch_spawn(char *const *argv, const char *log_path, pid_t *pid_out,
                  char *err, size_t errlen)
 {

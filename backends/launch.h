@@ -62,6 +62,19 @@ int launch_record_save(const char *root, store_vm *vm, char *err, size_t errlen)
 char *launch_fc_machine_config(const store_vm *vm);
 char *launch_fc_boot_source(const store_vm *vm);
 char *launch_fc_drive(const char *drive_id, const char *path, bool root);
+/* The id of drive i: the first is the root device. */
+void launch_fc_drive_id(size_t i, char *out, size_t n);
+
+/* A Firecracker snapshot is two files in its dir: the microVM state and
+ * the guest memory. */
+#define LAUNCH_FC_STATE_FILE "vmstate"
+#define LAUNCH_FC_MEMORY_FILE "memory"
+/* Bodies of PUT /snapshot/create (a full snapshot into dir), PUT
+ * /snapshot/load (from dir, memory from a file, left paused) and PATCH
+ * /drives/ID (a new backing file).  Owned, or NULL when out of memory. */
+char *launch_fc_snapshot_create(const char *dir);
+char *launch_fc_snapshot_load(const char *dir);
+char *launch_fc_drive_patch(const char *drive_id, const char *path);
 
 /* Runs argv (argv[0] absolute) in its own session with stdin from
  * /dev/null and stdout and stderr appended to log_path, and reports

@@ -1,6 +1,7 @@
 /* cli/clone.c: vm clone SNAP: new VMs restored from a snapshot.  Each
  * clone gets its own id, name, run dir and API socket, a copy of the
- * snapshot's files with config.json rewritten for it (backends/clonecfg)
+ * snapshot's files with config.json rewritten for it (backends/clonecfg;
+ * a Firecracker clone has its drives repointed after the load instead)
  * and its own copies of the writable disks, so no file is shared with the
  * source VM or another clone.  The restores run concurrently through one
  * engine; a clone that fails leaves no record and no run dir. */
@@ -87,6 +88,29 @@ static int copy_state(const char *from, const char *dir, char *err, size_t errle
     return rc;
 }
 
+/* Firecracker's state file is the VMM's own: the clone copies every drive
+ * of the record, and the restore points each drive at its copy before the
+ * VM runs. */
+static int clone_fc_disks(store_vm *vm, const char *disks, char *err, size_t errlen)
+{
+    for (size_t k = 0; k < vm->config.n_disks; k++) {
+        const char *base = strrchr(vm->config.disks[k], '/');
+        char *dst = NULL;
+        int rc;
+
+        if (asprintf(&dst, "%s/disk%zu-%s", disks, k, base ? base + 1 : vm->config.disks[k]) < 0)
+            return base_errf(err, errlen, -ENOMEM, "out of memory");
+        rc = copy_file(vm->config.disks[k], dst, err, errlen);
+        if (rc) {
+            free(dst);
+            return rc;
+        }
+        free(vm->config.disks[k]);
+        vm->config.disks[k] = dst;
+    }
+    return 0;
+}
+
 /* The clone's config.json rewritten from the snapshot's, its disks copied,
  * and the record's disks pointed at the copies. */
 static int clone_files(const snapstore_rec *snap, store_vm *vm, const char *restore,
@@ -97,6 +121,10 @@ static int clone_files(const snapstore_rec *snap, store_vm *vm, const char *rest
     clonecfg_result r;
     int fd, rc;
 
+    if (strcmp(vm->backend, STORE_BACKEND_FC) == 0) {
+        rc = clone_fc_disks(vm, disks, err, errlen);
+        return rc ? rc : copy_state(snap->dir, restore, err, errlen);
+    }
     if (asprintf(&path, "%s/config.json", snap->dir) < 0)
         return base_errf(err, errlen, -ENOMEM, "out of memory");
     fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);

@@ -112,7 +112,7 @@ static void lc_start_done(struct eng_op *op)
         return;
     }
     op->pid = op->lc->pid;
-    eng_op_finish(op, 0, "");
+    eng_op_finish(op, 0, op->lc->note);
 }
 
 /* A VMM that died is noticed at the next poll, not at the deadline. */
@@ -329,10 +329,7 @@ static int lc_fc_boot_seq(struct eng_lc *lc, const store_vm *vm)
     for (size_t i = 0; !rc && i < vm->config.n_disks; i++) {
         char id[32];
 
-        if (i == 0)
-            snprintf(id, sizeof(id), "rootfs");
-        else
-            snprintf(id, sizeof(id), "disk%zu", i);
+        launch_fc_drive_id(i, id, sizeof(id));
         rc = eng_lc_seq_add(lc, BACKEND_EP_DRIVE, id, launch_fc_drive(id, vm->config.disks[i], i == 0));
     }
     if (!rc)
@@ -360,7 +357,9 @@ static void lc_connect_cb(lp_loop *loop, lp_timer *w, int revents)
         rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
         close(fd);
     }
-    if (rc == 0) {
+    if (rc == 0 && op->kind == OP_VM_RESTORE) {
+        eng_lc_restore(op);
+    } else if (rc == 0) {
         lc->seq_done = lc_start_done;
         eng_lc_seq_next(op);
     } else if (waitpid(lc->pid, NULL, WNOHANG) == lc->pid) {
@@ -447,7 +446,9 @@ static void lc_start(struct eng_op *op)
     }
     lc->deadline = eng_mono_s() + LC_API_DEADLINE_S;
     if (eng_lc_is_fc(op)) {
-        rc = lc_fc_boot_seq(lc, op->vm->rec);
+        /* A snapshot load is accepted only by a Firecracker that was
+         * given no boot configuration. */
+        rc = op->kind == OP_VM_RESTORE ? 0 : lc_fc_boot_seq(lc, op->vm->rec);
         if (rc) {
             eng_lc_start_fail(op, rc, "out of memory");
             return;
@@ -600,11 +601,7 @@ void eng_lc_run(struct eng_op *op)
         eng_op_finish(op, -ENOMEM, "out of memory");
         return;
     }
-    if (op->kind == OP_VM_RESTORE && eng_lc_is_fc(op)) {
-        base_errf(op->e->err, sizeof(op->e->err), 0, "vm restore: backend firecracker: "
-                  "not supported");
-        eng_op_finish(op, -EOPNOTSUPP, op->e->err);
-    } else if (op->kind == OP_VM_START || op->kind == OP_VM_RESTORE)
+    if (op->kind == OP_VM_START || op->kind == OP_VM_RESTORE)
         lc_start(op);
     else if (op->kind == OP_VM_STOP)
         lc_stop(op);
@@ -643,6 +640,12 @@ void eng_lc_on_http(struct eng_op *op, const httpc_response *r)
         break;
     case LC_SNAP:
         eng_lc_after_snap(op, r);
+        break;
+    case LC_RESTORE:
+        eng_lc_after_restore(op, r);
+        break;
+    case LC_RESTORE_INFO:
+        eng_lc_after_restore_info(op, r);
         break;
     default:
         break;

@@ -27,6 +27,8 @@ enum lc_phase {
     LC_STATE_INFO,      /* pause / resume: vm.info after a lost reply */
     LC_SNAP_INFO,       /* snapshot: what is attached */
     LC_SNAP,            /* snapshot: vm.snapshot */
+    LC_RESTORE,         /* restore: vm.restore (Firecracker: snapshot load) */
+    LC_RESTORE_INFO,    /* restore: vm.info after a lost reply */
 };
 
 /* One endpoint call of a sequence; id and body owned. */
@@ -52,6 +54,8 @@ struct eng_lc {
     int snap_err;                           /* the snapshot's outcome */
     char snap_msg[BASE_ERRSTR_MAX];         /* its error text or note */
     char pause_note[BASE_ERRSTR_MAX];       /* a lost pause reply's note */
+    char note[BASE_ERRSTR_MAX];             /* restore: lost replies settled
+                                               by vm.info, told on success */
 };
 
 /* Steps of lifecycle.c that lifecycle_state.c uses. */
@@ -71,5 +75,7 @@ void eng_lc_after_state(struct eng_op *op, const httpc_response *r);
 void eng_lc_after_state_info(struct eng_op *op, const httpc_response *r);
 void eng_lc_after_snap(struct eng_op *op, const httpc_response *r);
 void eng_lc_after_snap_info(struct eng_op *op, const httpc_response *r);
+void eng_lc_after_restore(struct eng_op *op, const httpc_response *r);
+void eng_lc_after_restore_info(struct eng_op *op, const httpc_response *r);
 
 #endif

@@ -69,8 +69,7 @@ void eng_lc_after_state(struct eng_op *op, const httpc_response *r)
         lc->state_next(op, -EREMOTEIO);
         return;
     }
-    if (!r->written || r->err == -ECANCELED || r->err == -ENOMEM || eng_lc_is_fc(op)) {
-        /* Firecracker has no state query to settle a lost reply. */
+    if (!r->written || r->err == -ECANCELED || r->err == -ENOMEM) {
         base_errf(e->err, sizeof(e->err), 0, "%s: %s%s", name,
                   r->written ? "outcome unknown: " : "", r->errstr);
         lc->state_next(op, r->err);
@@ -206,7 +205,12 @@ static void lc_snap_paused(struct eng_op *op, int err)
     }
     snprintf(lc->pause_note, sizeof(lc->pause_note), "%s", e->err);
     lc->phase = LC_SNAP;
-    err = json_file_url_encode("destination_url", op->path, &body, &len, e->err, sizeof(e->err));
+    if (eng_lc_is_fc(op))
+        err = (body = launch_fc_snapshot_create(op->path)) ? 0
+              : base_errf(e->err, sizeof(e->err), -ENOMEM, "out of memory");
+    else
+        err = json_file_url_encode("destination_url", op->path, &body, &len, e->err,
+                                   sizeof(e->err));
     if (err == 0)
         err = eng_lc_send(op, BACKEND_EP_SNAPSHOT, NULL, body, op->vm_opts.snapshot_ms);
     free(body);
@@ -285,13 +289,17 @@ void eng_lc_snapshot(struct eng_op *op)
 /* After the resume, the start's own check: vm.info must say Running. */
 static void lc_restore_resumed(struct eng_op *op, int err)
 {
+    struct eng_lc *lc = op->lc;
+    size_t o = strlen(lc->note);
     int rc;
 
     if (err) {
         eng_lc_start_fail(op, err, op->e->err);
         return;
     }
-    op->lc->phase = LC_INFO;
+    if (op->e->err[0])
+        snprintf(lc->note + o, sizeof(lc->note) - o, "%s%s", o ? "; " : "", op->e->err);
+    lc->phase = LC_INFO;
     rc = eng_lc_send(op, BACKEND_EP_INFO, NULL, NULL, 0);
     if (rc)
         eng_lc_start_fail(op, rc, op->e->err);
@@ -302,25 +310,109 @@ static void lc_restore_done(struct eng_op *op)
     lc_state_send(op, false, lc_restore_resumed);
 }
 
-/* The VMM is up without a VM: one vm.restore (a single-shot call of the
- * sequence: a lost reply fails the restore), then the resume. */
-void eng_lc_restore(struct eng_op *op)
+/* The VM is loaded and paused.  A Firecracker snapshot names the drive
+ * files of the VM it was taken of: each drive is pointed at the record's
+ * own file (a clone's copy) before the VM runs. */
+static void lc_restore_loaded(struct eng_op *op)
 {
     struct eng_lc *lc = op->lc;
-    char *body = NULL;
-    size_t len;
-    int rc = json_file_url_encode("source_url", op->path, &body, &len, op->e->err,
-                                  sizeof(op->e->err));
+    const store_vm *vm = op->vm->rec;
+    int rc = 0;
 
-    if (rc) {
-        eng_lc_start_fail(op, rc, op->e->err);
-        return;
+    for (size_t i = 0; eng_lc_is_fc(op) && rc == 0 && i < vm->config.n_disks; i++) {
+        char id[32];
+
+        launch_fc_drive_id(i, id, sizeof(id));
+        rc = eng_lc_seq_add(lc, BACKEND_EP_DRIVE_UPDATE, id,
+                            launch_fc_drive_patch(id, vm->config.disks[i]));
     }
-    rc = eng_lc_seq_add(lc, BACKEND_EP_RESTORE, NULL, body);
     if (rc) {
         eng_lc_start_fail(op, rc, "out of memory");
         return;
     }
     lc->seq_done = lc_restore_done;
     eng_lc_seq_next(op);
+}
+
+/* The VMM is up without a VM: one vm.restore (Firecracker: one PUT
+ * /snapshot/load, left paused), then the resume. */
+void eng_lc_restore(struct eng_op *op)
+{
+    char *body = NULL;
+    size_t len;
+    int rc = 0;
+
+    if (eng_lc_is_fc(op))
+        rc = (body = launch_fc_snapshot_load(op->path)) ? 0
+             : base_errf(op->e->err, sizeof(op->e->err), -ENOMEM, "out of memory");
+    else
+        rc = json_file_url_encode("source_url", op->path, &body, &len, op->e->err,
+                                  sizeof(op->e->err));
+    if (rc == 0) {
+        op->lc->phase = LC_RESTORE;
+        rc = eng_lc_send(op, BACKEND_EP_RESTORE, NULL, body, 0);
+    }
+    free(body);
+    if (rc)
+        eng_lc_start_fail(op, rc, op->e->err);
+}
+
+/* Single-shot: once the request was written, a lost reply is answered by
+ * vm.info (a VM there, paused or running, is the restored one), never by
+ * sending the restore again. */
+void eng_lc_after_restore(struct eng_op *op, const httpc_response *r)
+{
+    const backend_endpoint *row = backend_endpoint_of(op->vm->ops, BACKEND_EP_RESTORE);
+    char tmp[BASE_ERRSTR_MAX];
+
+    if (!r->err && backend_endpoint_ok(row, r->status)) {
+        lc_restore_loaded(op);
+        return;
+    }
+    if (!r->err) {
+        eng_status_errf(tmp, sizeof(tmp), "", row->method, row->path, r->status, r->body,
+                        r->body_len);
+        eng_lc_start_fail(op, -EREMOTEIO, tmp);
+        return;
+    }
+    if (!r->written || r->err == -ECANCELED || r->err == -ENOMEM) {
+        eng_lc_start_fail(op, r->err, r->errstr);
+        return;
+    }
+    op->lost_err = r->err;
+    snprintf(op->lc->last, sizeof(op->lc->last), "%s", r->errstr);
+    op->lc->phase = LC_RESTORE_INFO;
+    if (eng_lc_send(op, BACKEND_EP_INFO, NULL, NULL, 0) != 0) {
+        snprintf(tmp, sizeof(tmp), "vm.restore: outcome unknown: %.900s", op->e->err);
+        eng_lc_start_fail(op, op->lost_err, tmp);
+    }
+}
+
+void eng_lc_after_restore_info(struct eng_op *op, const httpc_response *r)
+{
+    struct eng_lc *lc = op->lc;
+    char tmp[BASE_ERRSTR_MAX] = "", why[BASE_ERRSTR_MAX];
+    json_vm_info vi;
+    bool novm = eng_info_no_vm(r);
+    int rc = novm ? 0 : lc_decode_info(r, &vi, tmp, sizeof(tmp));
+    const char *st = novm || rc ? "" : vi.state;
+
+    if (!novm && rc == 0 && (strcmp(st, "Paused") == 0 || strcmp(st, "Running") == 0)) {
+        snprintf(lc->note, sizeof(lc->note), "vm.restore: reply lost; vm.info shows the VM %.32s",
+                 st);
+        json_vm_info_fini(&vi);
+        op->lost_err = 0;
+        lc_restore_loaded(op);
+        return;
+    }
+    if (rc)
+        snprintf(why, sizeof(why), "vm.restore: outcome unknown: %.900s", tmp);
+    else
+        snprintf(why, sizeof(why), "vm.restore: %.900s; vm.info shows no restored VM%s%.32s%s",
+                 lc->last, novm ? "" : " (state ", st, novm ? "" : ")");
+    if (!novm && rc == 0)
+        json_vm_info_fini(&vi);
+    rc = op->lost_err;
+    op->lost_err = 0;
+    eng_lc_start_fail(op, rc, why);
 }

@@ -41,6 +41,7 @@ enum chsim_fault_mode {
 #define CHSIM_MAX_EP 48
 #define CHSIM_MAX_CONNS 10
 #define CHSIM_MAX_ZONES 8
+#define CHSIM_FC_DRIVES 8
 
 struct chsim_fault {
     int mode;
@@ -150,7 +151,13 @@ struct chsim_vm {
     char *vminfo_override;
     /* Firecracker */
     bool fc_kernel_set;
+    bool fc_boot_path;            /* a boot resource was configured */
     int fc_vcpus, fc_mem_mib;
+    struct chsim_fc_drive {
+        char id[64], path[512];
+        bool root;
+    } fc_drives[CHSIM_FC_DRIVES];
+    int fc_ndrives;
 };
 
 /* server.c */

@@ -36,7 +36,7 @@ static const char *const ep_names[] = {
     "vm.nmi",
     /* Firecracker */
     "actions", "machine-config", "boot-source", "drives", "network-interfaces",
-    "vm", "instance-info",
+    "vm", "instance-info", "snapshot/create", "snapshot/load", "vm/config",
 };
 #define NEPS ((int)(sizeof(ep_names) / sizeof(ep_names[0])))
 
@@ -704,6 +704,8 @@ static int endpoint_of(const char *method, const char *path)
 
         if (strcmp(path, "/") == 0)
             return strcmp(method, "GET") == 0 ? chsim_ep_lookup("instance-info") : -1;
+        if (chsim_ep_lookup(p) >= 0)
+            return chsim_ep_lookup(p);
         if (n >= sizeof(name))
             return -1;
         memcpy(name, p, n);
