@@ -870,6 +870,109 @@ static void test_firecracker(void **state)
     free(bin);
 }
 
+/* One Firecracker process under test: spawned, its API up. */
+static pid_t fc_spawn(const char *bin, char *sock)
+{
+    char *argv[] = { (char *)bin, (char *)"--firecracker", (char *)"--api-sock", sock, NULL };
+    pid_t pid = sup_spawn(argv);
+
+    assert_int_equal(sup_wait_socket(sock, 60000), 0);
+    return pid;
+}
+
+static void expect_fault(const char *sock, const char *method, const char *path,
+                         const char *json, const char *want)
+{
+    char body[4096];
+
+    assert_int_equal(req(sock, method, path, json, body, sizeof(body)), 400);
+    if (!strstr(body, want))
+        fail_msg("%s %s: %s (want %s)", method, path, body, want);
+}
+
+/* Firecracker's snapshot rules: create only after boot and only while
+ * paused; load only on a fresh process given no boot configuration, with
+ * exactly one of mem_backend and mem_file_path; a failed load ends the
+ * process; a loaded VM is Paused, its drives patchable. */
+static void test_firecracker_snapshot(void **state)
+{
+    char *dir = sup_tmpdir(), *bin = sup_build_path("chsim");
+    char sock[256], disk[256], copy[256], snap[256], mem[256], body[4096], js[2048];
+    pid_t pid;
+    int st;
+
+    (void)state;
+    snprintf(sock, sizeof(sock), "%s/fc.sock", dir);
+    snprintf(disk, sizeof(disk), "%s/disk.img", dir);
+    snprintf(copy, sizeof(copy), "%s/copy.img", dir);
+    snprintf(snap, sizeof(snap), "%s/vmstate", dir);
+    snprintf(mem, sizeof(mem), "%s/memory", dir);
+    fclose(fopen(disk, "w"));
+    fclose(fopen(copy, "w"));
+    pid = fc_spawn(bin, sock);
+    snprintf(js, sizeof(js), "{\"snapshot_path\":\"%s\",\"mem_file_path\":\"%s\"}", snap, mem);
+    expect_fault(sock, "PUT", "/snapshot/create", js, "not supported before starting");
+    assert_int_equal(req(sock, "PUT", "/boot-source", "{\"kernel_image_path\":\"/dev/null\"}",
+                         NULL, 0), 204);
+    snprintf(body, sizeof(body), "{\"drive_id\":\"rootfs\",\"path_on_host\":\"%s\","
+             "\"is_root_device\":true,\"is_read_only\":false}", disk);
+    assert_int_equal(req(sock, "PUT", "/drives/rootfs", body, NULL, 0), 204);
+    expect_fault(sock, "PATCH", "/drives/rootfs", "{\"drive_id\":\"rootfs\"}",
+                 "not supported before starting");
+    assert_int_equal(req(sock, "PUT", "/actions", "{\"action_type\":\"InstanceStart\"}", NULL, 0),
+                     204);
+    expect_fault(sock, "PUT", "/snapshot/load", js, "not supported after starting");
+    expect_fault(sock, "PUT", "/snapshot/create", js, "save/restore unavailable while running");
+    assert_int_equal(req(sock, "PATCH", "/vm", "{\"state\":\"Paused\"}", NULL, 0), 204);
+    expect_fault(sock, "PUT", "/snapshot/create", "{\"snapshot_path\":\"/x\"}",
+                 "missing field `mem_file_path`");
+    expect_fault(sock, "PUT", "/snapshot/create",
+                 "{\"snapshot_path\":\"/nonexistent/dir/s\",\"mem_file_path\":\"/nonexistent/m\"}",
+                 "Cannot perform open on the snapshot backing file: No such file or directory");
+    assert_int_equal(req(sock, "PUT", "/snapshot/create", js, NULL, 0), 204);
+    assert_int_equal(access(snap, F_OK), 0);
+    assert_int_equal(access(mem, F_OK), 0);
+    assert_int_equal(req(sock, "PUT", "/actions", "{\"action_type\":\"SendCtrlAltDel\"}", NULL, 0),
+                     204);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+
+    /* Boot configuration first: no load. */
+    pid = fc_spawn(bin, sock);
+    assert_int_equal(req(sock, "PUT", "/machine-config", "{\"vcpu_count\":1,\"mem_size_mib\":128}",
+                         NULL, 0), 204);
+    expect_fault(sock, "PUT", "/snapshot/load", js, "not allowed after configuring boot-specific");
+    sup_kill(pid);
+
+    pid = fc_spawn(bin, sock);
+    snprintf(js, sizeof(js), "{\"snapshot_path\":\"%s\",\"mem_file_path\":\"%s\","
+             "\"mem_backend\":{\"backend_type\":\"File\",\"backend_path\":\"%s\"}}", snap, mem, mem);
+    expect_fault(sock, "PUT", "/snapshot/load", js, "too many fields");
+    snprintf(js, sizeof(js), "{\"snapshot_path\":\"%s\"}", snap);
+    expect_fault(sock, "PUT", "/snapshot/load", js, "either `mem_backend` or `mem_file_path`");
+    snprintf(js, sizeof(js), "{\"snapshot_path\":\"%s\",\"mem_backend\":{\"backend_type\":"
+             "\"File\",\"backend_path\":\"%s\"},\"resume_vm\":false}", snap, mem);
+    assert_int_equal(req(sock, "PUT", "/snapshot/load", js, NULL, 0), 204);
+    assert_int_equal(req(sock, "GET", "/", NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"state\":\"Paused\""));
+    snprintf(js, sizeof(js), "{\"drive_id\":\"rootfs\",\"path_on_host\":\"%s\"}", copy);
+    assert_int_equal(req(sock, "PATCH", "/drives/rootfs", js, NULL, 0), 204);
+    expect_fault(sock, "PATCH", "/drives/other", "{\"drive_id\":\"other\"}", "Device not found");
+    assert_int_equal(req(sock, "GET", "/vm/config", NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, copy));
+    sup_kill(pid);
+
+    /* A load that fails leaves Firecracker unusable: it exits. */
+    pid = fc_spawn(bin, sock);
+    snprintf(js, sizeof(js), "{\"snapshot_path\":\"%s/none\",\"mem_backend\":{\"backend_type\":"
+             "\"File\",\"backend_path\":\"%s\"}}", dir, mem);
+    expect_fault(sock, "PUT", "/snapshot/load", js, "Failed to open snapshot file");
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    sup_rmrf(dir);
+    free(dir);
+    free(bin);
+}
+
 /* A socket path that does not fit sun_path: CH fails to start, so chsim
  * must exit with an error too, not serve at a cut path. */
 static void test_socket_path_too_long(void **state)
@@ -989,6 +1092,7 @@ int main(void)
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_fleet),
         cmocka_unit_test(test_firecracker),
+        cmocka_unit_test(test_firecracker_snapshot),
         cmocka_unit_test(test_socket_path_too_long),
         cmocka_unit_test(test_snapshot_restore),
     };

@@ -15,7 +15,7 @@ PY=/usr/bin/python3
 T=$(mktemp -d /tmp/cocoon-snapshot-XXXXXX)
 cleanup() {
     "$BUILD/cocoon" --root-dir "$T/live" vm rm --force s1 s2 d1 web-1 web-2 web-3 \
-        dsnap-clone-1 >/dev/null 2>&1 || true
+        dsnap-clone-1 r1 rclone >/dev/null 2>&1 || true
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -205,6 +205,62 @@ expect 1 "Error: " vm clone dsnap2 --name broken --ch-binary /bin/false
 expect 1 "VM not found" vm inspect broken
 [ "$(ls "$L/run/cloudhypervisor" | wc -l)" = "$before" ] && ok "no run dir left" ||
     fail "run dirs: $(ls "$L/run/cloudhypervisor")"
+
+# Lost replies on the way up: a VM whose VMM is a wrapper that passes
+# $FAULTS to chsim.  The lost vm.restore reply is settled by vm.info (the
+# VM is there, Paused), the restore goes on without a second vm.restore;
+# a clone's lost vm.resume reply likewise.
+mkdir -p "$T/bin"
+printf '#!/bin/bash\nexec -a "$0" %s ${FAULTS:-} "$@"\n' "$BUILD/chsim" > "$T/bin/chsim-faults"
+chmod +x "$T/bin/chsim-faults"
+echo r1-disk > "$T/r1.img"
+expect 0 "r1: running" vm run --name r1 --shared-memory --ch-binary "$T/bin/chsim-faults" \
+    --kernel /dev/null --disk "$T/r1.img"
+expect 0 "rsnap: saved" snapshot save r1 --name rsnap
+expect 0 "r1: stopped" vm stop r1
+out=$(FAULTS="--fault vm.restore=close-before-reply:1" "${C[@]}" -o json vm restore r1 rsnap 2>&1) ||
+    fail "restore with a lost reply: $out"
+id=$("${C[@]}" -o json vm inspect r1 | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+S="$L/run/cloudhypervisor/$id/api.sock"
+[[ "$out" == *'"note":"vm.restore: reply lost; vm.info shows the VM Paused"'* ]] &&
+    [ "$(count vm.restore vm.resume)" = "1 1" ] && [ "$(state)" = Running ] &&
+    ok "lost vm.restore reply: one restore, settled by vm.info, running" ||
+    fail "lost restore: $out $(count vm.restore vm.resume) $(state)"
+out=$(FAULTS="--fault vm.resume=close-before-reply:1" "${C[@]}" -o json vm clone rsnap \
+    --name rclone 2>&1) || fail "clone with a lost resume reply: $out"
+id=$("${C[@]}" -o json vm inspect rclone | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+S="$L/run/cloudhypervisor/$id/api.sock"
+[[ "$out" == *'"note":"vm.resume: reply lost; vm.info shows the VM Running"'* ]] &&
+    [ "$(count vm.restore vm.resume)" = "1 1" ] && [ "$(state)" = Running ] &&
+    ok "clone: lost vm.resume reply, one resume, settled by vm.info" ||
+    fail "clone lost resume: $out $(count vm.restore vm.resume) $(state)"
+
+# vm fs attach on the restored VM and on the clone: shared memory came
+# through, so CH takes the share.  A listening socket stands in for
+# virtiofsd (the simulated VMM only connects).
+LPIDS=()
+listen_on() {
+    local fd line
+    exec {fd}< <(exec $PY -c '
+import signal, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(16)
+print("ready", flush=True)
+signal.pause()' "$1")
+    LPIDS+=($!)
+    read -r -u "$fd" line
+}
+listen_on "$T/vfs-r1.sock"
+listen_on "$T/vfs-rclone.sock"
+expect 0 "r1: attached fs data (id=" vm fs attach r1 --socket "$T/vfs-r1.sock" --tag data
+expect 0 "rclone: attached fs data (id=" vm fs attach rclone --socket "$T/vfs-rclone.sock" --tag data
+curl -s --unix-socket "$S" http://localhost/api/v1/vm.info | $PY -c '
+import json, sys
+i = json.load(sys.stdin)
+assert [f["tag"] for f in i["config"]["fs"]] == ["data"], i
+' && ok "the clone's VMM has the share" || fail "clone vm.info after attach"
+kill "${LPIDS[@]}" 2>/dev/null || true
 
 [ $failures -eq 0 ] || { echo "test_snapshot: $failures failures"; exit 1; }
 echo "test_snapshot: all passed"
