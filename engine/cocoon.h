@@ -246,14 +246,14 @@ int cocoon_vm_stop(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
  * the request was written is answered by one vm.info: state Paused (for a
  * resume: Running) completes with err 0 and the note "vm.pause: reply
  * lost; vm.info shows the VM Paused" in errstr; any other state fails
- * with "... shows the VM <state>".  Firecracker has no such query: its
- * lost reply fails "vm.pause: outcome unknown: <reason>".  The record is
- * unchanged (paused is not a record state). */
+ * with "... shows the VM <state>".  Firecracker's vm.info is GET /, whose
+ * "state" answers the same way.  The record is unchanged (paused is not a
+ * record state). */
 int cocoon_vm_pause(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                     cocoon_done_fn *cb, void *priv);
 int cocoon_vm_resume(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                      cocoon_done_fn *cb, void *priv);
-/* Snapshots a running Cloud Hypervisor VM into o->dir: vm.info first, and
+/* Snapshots a running VM into o->dir: vm.info first, and
  * with fs shares or VFIO devices attached -EBUSY naming them (they are not
  * captured; o->force snapshots anyway); then vm.pause, vm.snapshot
  * {"destination_url":"file://<dir>"} under o->snapshot_ms, and vm.resume
@@ -261,16 +261,21 @@ int cocoon_vm_resume(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
  * replies settled by vm.info as above; a lost snapshot reply is a
  * failure).  A failed snapshot says so and whether the VM was resumed; a
  * saved one whose resume failed is err 0 with errstr saying the VM stays
- * paused.  Firecracker: -EOPNOTSUPP. */
+ * paused.  Firecracker: PATCH /vm, PUT /snapshot/create (a full snapshot
+ * into <dir>/vmstate and <dir>/memory), PATCH /vm. */
 int cocoon_vm_snapshot(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                        cocoon_done_fn *cb, void *priv);
-/* Starts a stopped Cloud Hypervisor VM from the snapshot in o->dir
- * instead of booting it: a fresh VMM without a payload, one vm.restore
- * {"source_url":"file://<dir>"} (never repeated; CH takes it only while it
- * has no VM), then one vm.resume (a lost reply settled by vm.info), and
- * state Running.  Ends like cocoon_vm_start (record running, r->pid; on
- * failure the VMM is killed and the record is in state error).
- * Firecracker: -EOPNOTSUPP. */
+/* Starts a stopped VM from the snapshot in o->dir instead of booting it:
+ * a fresh VMM without a payload, one vm.restore {"source_url":
+ * "file://<dir>"} (never repeated; CH takes it only while it has no VM; a
+ * lost reply settled by vm.info: a Paused or Running VM is the restored
+ * one, with the note "vm.restore: reply lost; vm.info shows the VM
+ * Paused"), then one vm.resume (a lost reply settled likewise), and state
+ * Running.  Firecracker: a process given no boot configuration, one PUT
+ * /snapshot/load, PATCH /drives/<id> pointing each drive at the record's
+ * file, then the resume.  Ends like cocoon_vm_start (record running,
+ * r->pid, notes in r->errstr; on failure the VMM is killed and the record
+ * is in state error). */
 int cocoon_vm_restore(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                       cocoon_done_fn *cb, void *priv);
 
