@@ -1,4 +1,4 @@
-/* tests/test_call.c: engine/call.c against chsim: the retry table, single
+/* tests/test_call.c: tests/support/call.c against chsim: the retry table, single
  * shot calls sent exactly once even when the reply is lost, retries of a
  * retryable endpoint on 5xx and the async form's callback discipline. */
 #include <setjmp.h>
@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/call.h"
+#include "tests/support/call.h"
 #include "http/base.h"
 #include "tests/support/support.h"
 
@@ -55,14 +55,14 @@ static double now_s(void)
 static void test_retry_table(void **state)
 {
     (void)state;
-    assert_true(eng_call_retryable("GET", "/api/v1/vmm.ping"));
-    assert_true(eng_call_retryable("PUT", "/machine-config"));
-    assert_true(eng_call_retryable("PUT", "/boot-source"));
-    assert_true(eng_call_retryable("PUT", "/drives/rootfs"));
-    assert_true(eng_call_retryable("PUT", "/network-interfaces/eth0"));
-    assert_false(eng_call_retryable("PUT", "/drives/"));
-    assert_false(eng_call_retryable("PUT", "/drives/a/b"));
-    assert_false(eng_call_retryable("GET", "/api/v1/vm.info"));
+    assert_true(sup_call_retryable("GET", "/api/v1/vmm.ping"));
+    assert_true(sup_call_retryable("PUT", "/machine-config"));
+    assert_true(sup_call_retryable("PUT", "/boot-source"));
+    assert_true(sup_call_retryable("PUT", "/drives/rootfs"));
+    assert_true(sup_call_retryable("PUT", "/network-interfaces/eth0"));
+    assert_false(sup_call_retryable("PUT", "/drives/"));
+    assert_false(sup_call_retryable("PUT", "/drives/a/b"));
+    assert_false(sup_call_retryable("GET", "/api/v1/vm.info"));
     static const char *const single[] = {
         "vm.add-fs", "vm.add-device", "vm.remove-device", "vm.add-disk", "vm.add-net",
         "vm.shutdown", "vm.pause", "vm.resume", "vm.power-button", "vm.snapshot",
@@ -72,12 +72,12 @@ static void test_retry_table(void **state)
         char p[64];
 
         snprintf(p, sizeof(p), "/api/v1/%s", single[i]);
-        assert_false(eng_call_retryable("PUT", p));
+        assert_false(sup_call_retryable("PUT", p));
     }
-    assert_false(eng_call_retryable("PUT", "/actions"));
-    assert_false(eng_call_retryable("PATCH", "/vm"));
-    assert_false(eng_call_retryable("PUT", "/api/v1/vmm.ping"));
-    assert_false(eng_call_retryable(NULL, "/api/v1/vmm.ping"));
+    assert_false(sup_call_retryable("PUT", "/actions"));
+    assert_false(sup_call_retryable("PATCH", "/vm"));
+    assert_false(sup_call_retryable("PUT", "/api/v1/vmm.ping"));
+    assert_false(sup_call_retryable(NULL, "/api/v1/vmm.ping"));
 }
 
 static void test_sync_ok(void **state)
@@ -87,7 +87,7 @@ static void test_sync_ok(void **state)
     int status = 0;
 
     (void)state;
-    assert_int_equal(eng_call_sync(f->sock, "GET", "/api/v1/vm.info", NULL, 2000, NULL,
+    assert_int_equal(sup_call_sync(f->sock, "GET", "/api/v1/vm.info", NULL, 2000, NULL,
                                    &status, &body, err, sizeof(err)), 0);
     assert_int_equal(status, 200);
     assert_non_null(strstr(body, "\"state\":\"Running\""));
@@ -105,7 +105,7 @@ static void test_sync_status_error(void **state)
     static const int ok204[] = { 204, 0 };
 
     (void)state;
-    assert_int_equal(eng_call_sync(f->sock, "PUT", "/api/v1/vm.remove-device",
+    assert_int_equal(sup_call_sync(f->sock, "PUT", "/api/v1/vm.remove-device",
                                    "{\"id\":\"nope\"}", 2000, ok204, &status, NULL, err,
                                    sizeof(err)), -EREMOTEIO);
     assert_int_equal(status, 404);
@@ -124,7 +124,7 @@ static void test_single_shot_lost_reply(void **state)
     int rc;
 
     (void)state;
-    rc = eng_call_sync(f->sock, "PUT", "/api/v1/vm.pause", NULL, 2000, NULL, NULL, NULL,
+    rc = sup_call_sync(f->sock, "PUT", "/api/v1/vm.pause", NULL, 2000, NULL, NULL, NULL,
                        err, sizeof(err));
     assert_true(rc < 0);
     assert_int_not_equal(rc, -EREMOTEIO);
@@ -140,7 +140,7 @@ static void test_single_shot_5xx_not_retried(void **state)
     int status;
 
     (void)state;
-    assert_int_equal(eng_call_sync(f->sock, "PUT", "/api/v1/vm.resume", NULL, 2000, NULL,
+    assert_int_equal(sup_call_sync(f->sock, "PUT", "/api/v1/vm.resume", NULL, 2000, NULL,
                                    &status, NULL, err, sizeof(err)), -EREMOTEIO);
     assert_int_equal(status, 500);
     assert_string_equal(err, "PUT http://localhost/api/v1/vm.resume \xe2\x86\x92 500: "
@@ -158,7 +158,7 @@ static void test_retry_on_5xx(void **state)
     double t0 = now_s();
 
     (void)state;
-    assert_int_equal(eng_call_sync(f->sock, "GET", "/api/v1/vmm.ping", NULL, 2000, NULL,
+    assert_int_equal(sup_call_sync(f->sock, "GET", "/api/v1/vmm.ping", NULL, 2000, NULL,
                                    &status, NULL, err, sizeof(err)), 0);
     assert_int_equal(status, 200);
     assert_int_equal(sup_chsim_count(f->sock, "vmm.ping"), 3);
@@ -175,7 +175,7 @@ static void test_retry_gives_up_after_4(void **state)
     int status;
 
     (void)state;
-    assert_int_equal(eng_call_sync(f->sock, "GET", "/api/v1/vmm.ping", NULL, 2000, NULL,
+    assert_int_equal(sup_call_sync(f->sock, "GET", "/api/v1/vmm.ping", NULL, 2000, NULL,
                                    &status, NULL, err, sizeof(err)), -EREMOTEIO);
     assert_int_equal(status, 500);
     assert_int_equal(sup_chsim_count(f->sock, "vmm.ping"), 4);
@@ -190,7 +190,7 @@ struct acb {
     bool called_in_submit;
 };
 
-static void acb_fn(const eng_call_result *r, void *priv)
+static void acb_fn(const sup_call_result *r, void *priv)
 {
     struct acb *a = priv;
 
@@ -222,7 +222,7 @@ static void test_async_once(void **state)
     (void)state;
     assert_non_null(loop);
     a.in_submit = true;
-    assert_int_equal(eng_call(loop, f->sock, "GET", "/api/v1/vmm.ping", NULL, 2000, NULL,
+    assert_int_equal(sup_call(loop, f->sock, "GET", "/api/v1/vmm.ping", NULL, 2000, NULL,
                               acb_fn, &a), 0);
     a.in_submit = false;
     assert_int_equal(a.calls, 0);
@@ -232,7 +232,7 @@ static void test_async_once(void **state)
     assert_int_equal(a.err, 0);
     assert_int_equal(a.status, 200);
     lp_free(loop);
-    assert_int_equal(eng_call(NULL, f->sock, "GET", "/x", NULL, 0, NULL, acb_fn, &a), -EINVAL);
+    assert_int_equal(sup_call(NULL, f->sock, "GET", "/x", NULL, 0, NULL, acb_fn, &a), -EINVAL);
     fx_stop(f);
 }
 
@@ -245,7 +245,7 @@ static void test_async_connect_error_no_socket(void **state)
     (void)state;
     snprintf(sock, sizeof(sock), "%s/none.sock", dir);
     /* Single-shot: one attempt, an error, no retries. */
-    assert_int_equal(eng_call(loop, sock, "PUT", "/api/v1/vm.shutdown", NULL, 1000, NULL,
+    assert_int_equal(sup_call(loop, sock, "PUT", "/api/v1/vm.shutdown", NULL, 1000, NULL,
                               acb_fn, &a), 0);
     run_idle(loop);
     assert_int_equal(a.calls, 1);

@@ -21,7 +21,7 @@
 #include <linux/netlink.h>
 
 #include "engine/cocoon.h"
-#include "engine/call.h"
+#include "tests/support/call.h"
 #include "http/base.h"
 #include "backends/backend.h"
 #include "backends/store.h"
@@ -499,7 +499,7 @@ static void test_paused(void **state)
     (void)state;
     r = fs_attach(v, v->sock, vfs_path(v, "vfs.sock"), "data");
     assert_int_equal(r.err, 0);
-    assert_int_equal(eng_call_sync(v->sock, "PUT", "/api/v1/vm.pause", NULL, 2000, NULL, NULL,
+    assert_int_equal(sup_call_sync(v->sock, "PUT", "/api/v1/vm.pause", NULL, 2000, NULL, NULL,
                                    NULL, err, sizeof(err)), 0);
     r = fs_attach(v, v->sock, vfs_path(v, "vfs.sock"), "other");
     assert_int_equal(r.err, -EBUSY);
@@ -535,7 +535,7 @@ static void test_fs_collisions(void **state)
     assert_int_equal(r.err, -EEXIST);
     assert_string_equal(r.errstr, "fs tag \"data\" already attached");
     assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 1);
-    assert_int_equal(eng_call_sync(v->sock, "PUT", "/chsim/vminfo-override", override, 2000,
+    assert_int_equal(sup_call_sync(v->sock, "PUT", "/chsim/vminfo-override", override, 2000,
                                    NULL, NULL, NULL, err, sizeof(err)), 0);
     r = fs_attach(v, v->sock, vfs_path(v, "b.sock"), "data");
     assert_string_equal(r.errstr, "fs id \"cocoon-fs-data\" already attached");
@@ -562,7 +562,7 @@ static void test_fs_attach_no_memory_info(void **state)
     for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
         struct res r;
 
-        assert_int_equal(eng_call_sync(v->sock, "PUT", "/chsim/vminfo-override", bodies[i],
+        assert_int_equal(sup_call_sync(v->sock, "PUT", "/chsim/vminfo-override", bodies[i],
                                        2000, NULL, NULL, NULL, err, sizeof(err)), 0);
         r = fs_attach(v, v->sock, vfs_path(v, "a.sock"), "data");
         assert_int_equal(r.err, -EINVAL);
@@ -1316,7 +1316,7 @@ static void test_list_non_pci(void **state)
     struct res r;
 
     (void)state;
-    assert_int_equal(eng_call_sync(v->sock, "PUT", "/chsim/vminfo-override", override, 2000,
+    assert_int_equal(sup_call_sync(v->sock, "PUT", "/chsim/vminfo-override", override, 2000,
                                    NULL, NULL, NULL, err, sizeof(err)), 0);
     r = list(v, v->sock);
     assert_string_equal(r.list, "dev:odd,(none);dev:nic,0000:3b:00.1;");
@@ -1422,7 +1422,7 @@ static pid_t start_recorded(struct env *v, const char *name, bool kernel, struct
     assert_int_equal(sup_wait_socket(sock, 60000), 0);
     /* Without a payload CH has no VM; vm.create gives it a config. */
     if (!kernel)
-        assert_int_equal(eng_call_sync(sock, "PUT", "/api/v1/vm.create",
+        assert_int_equal(sup_call_sync(sock, "PUT", "/api/v1/vm.create",
                                        "{\"memory\":{\"size\":1073741824,\"shared\":true}}",
                                        2000, NULL, NULL, NULL, err, sizeof(err)), 0);
     assert_int_equal(safefile_pidfile_write(pidf, pid, err, sizeof(err)), 0);
@@ -1471,7 +1471,7 @@ static void test_recorded_not_booted(void **state)
 
     /* The VM shut down between vm.info and the add: CH's 204 is taken as
      * attached, with the id cocoon chose (none for a device: an error). */
-    assert_int_equal(eng_call_sync(sock, "PUT", "/chsim/vminfo-override", running, 2000, NULL,
+    assert_int_equal(sup_call_sync(sock, "PUT", "/chsim/vminfo-override", running, 2000, NULL,
                                    NULL, NULL, err, sizeof(err)), 0);
     r = fs_attach(v, "web-1", vfs_path(v, "a.sock"), "data");
     assert_int_equal(r.err, 0);
@@ -1491,7 +1491,7 @@ static void test_recorded_not_booted(void **state)
     /* A booted VM shut down by someone else is refused the same way. */
     pid2 = start_recorded(v, "web-2", true, &b, run_dir);
     snprintf(sock, sizeof(sock), "%s/api.sock", run_dir);
-    assert_int_equal(eng_call_sync(sock, "PUT", "/api/v1/vm.shutdown", NULL, 2000, NULL, NULL,
+    assert_int_equal(sup_call_sync(sock, "PUT", "/api/v1/vm.shutdown", NULL, 2000, NULL, NULL,
                                    NULL, err, sizeof(err)), 0);
     r = fs_attach(v, "web-2", vfs_path(v, "a.sock"), "data");
     assert_int_equal(r.err, -EHOSTDOWN);
@@ -1594,7 +1594,7 @@ static void test_direct_not_running(void **state)
     pid = sup_spawn(argv);
     assert_int_equal(sup_wait_socket(v->sock, 60000), 0);
     /* A config but no booted VM, as after vm.create (or a vm.shutdown). */
-    assert_int_equal(eng_call_sync(v->sock, "PUT", "/api/v1/vm.create",
+    assert_int_equal(sup_call_sync(v->sock, "PUT", "/api/v1/vm.create",
                                    "{\"payload\":{\"kernel\":\"/k\"}}", 2000, NULL, NULL, NULL,
                                    errbuf, sizeof(errbuf)), 0);
     r = fs_attach(v, v->sock, "/tmp/x.sock", "data");

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "engine/cocoon.h"
-#include "engine/call.h"
+#include "tests/support/call.h"
 #include "http/base.h"
 #include "backends/store.h"
 #include "backends/safefile.h"
@@ -211,7 +211,7 @@ static int run_op(const char *sock, enum op op, const struct opargs *a, unsigned
 static void chsim_put(const char *sock, const char *path, const char *body)
 {
     char err[BASE_ERRSTR_MAX];
-    int rc = eng_call_sync(sock, "PUT", path, body, 5000, NULL, NULL, NULL, err, sizeof(err));
+    int rc = sup_call_sync(sock, "PUT", path, body, 5000, NULL, NULL, NULL, err, sizeof(err));
 
     if (rc)
         fail_msg("%s on %s: %s", path, sock, err);
