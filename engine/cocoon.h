@@ -119,12 +119,16 @@ typedef void cocoon_list_fn(cocoon_engine *e, const cocoon_result *r,
  * cocoon_* call on it, and every callback, happens in that thread.
  * Engines on different threads share nothing.
  *
- * libev: the engine is driven from loop, which must outlive it: call
- * cocoon_engine_free before ev_loop_destroy.  Create the loop with
- * ev_loop_new (ev_default_loop installs libev's own SIGCHLD handler,
- * which takes child reaping away from the host).  While no operation is
- * pending the engine's watchers do not keep ev_run going.  NULL with errno
- * set (EINVAL, ENOMEM) on failure. */
+ * libev: the engine is driven from loop; one engine per loop and thread.
+ * Call cocoon_engine_free before ev_loop_destroy.  Should the loop be
+ * destroyed first, the engine lets go of it then (an ev_cleanup watcher)
+ * and is driven no more: what is pending, or submitted later, ends
+ * -ECANCELED in cocoon_engine_free, which stays safe to call and must
+ * still be called.  Create the loop with ev_loop_new (ev_default_loop
+ * installs libev's own SIGCHLD handler, which takes child reaping away
+ * from the host).  While no operation is pending the engine's watchers do
+ * not keep ev_run going.  NULL with errno set (EINVAL, ENOMEM) on
+ * failure. */
 cocoon_engine *cocoon_engine_new(struct ev_loop *loop, const cocoon_options *opt);
 
 /* What an adapter gives the engine.  Set size to sizeof(cocoon_loop_hooks)

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,11 +117,77 @@ static void test_embed_submit_errors(void **state)
     assert_int_equal(h.pending, 0);
 }
 
+struct late {
+    int calls, err;
+};
+
+static void on_late(cocoon_engine *e, const cocoon_result *r, const cocoon_listing *l, void *priv)
+{
+    struct late *c = priv;
+
+    (void)e;
+    (void)l;
+    c->calls++;
+    c->err = r->err;
+}
+
+/* ev_loop_destroy before cocoon_engine_free: the engine lets go of the
+ * loop as it is destroyed (nothing of it touches the freed loop, which
+ * ASan and valgrind would report), and the later free completes what is
+ * still pending with -ECANCELED, once.  keep_idle: the first listing
+ * completes, so the engine holds an idle kept-alive connection; else one
+ * is still in flight. */
+static void loop_destroyed_first(bool keep_idle)
+{
+    char *dir = sup_tmpdir(), api[100];
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    cocoon_engine *e = cocoon_engine_new(loop, NULL);
+    struct late done = { 0 }, cut = { 0 };
+    pid_t pid;
+
+    snprintf(api, sizeof(api), "%s/api.sock", dir);
+    pid = sup_chsim_start(api, NULL);
+    assert_true(pid > 0);
+    assert_non_null(e);
+    assert_int_equal(cocoon_list(e, api, on_late, &done), 0);
+    while (done.calls == 0)
+        ev_run(loop, EVRUN_ONCE);
+    assert_int_equal(done.err, 0);
+    if (!keep_idle) {
+        assert_int_equal(cocoon_list(e, api, on_late, &cut), 0);
+        ev_run(loop, EVRUN_NOWAIT);
+    }
+    ev_loop_destroy(loop);
+    assert_int_equal(cut.calls, 0);
+    cocoon_engine_free(e);
+    assert_int_equal(done.calls, 1);
+    assert_int_equal(cut.calls, keep_idle ? 0 : 1);
+    if (!keep_idle)
+        assert_int_equal(cut.err, -ECANCELED);
+    sup_kill(pid);
+    sup_rmrf(dir);
+    free(dir);
+}
+
+static void test_loop_destroyed_first_idle(void **state)
+{
+    (void)state;
+    loop_destroyed_first(true);
+}
+
+static void test_loop_destroyed_first_pending(void **state)
+{
+    (void)state;
+    loop_destroyed_first(false);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_embed_host),
         cmocka_unit_test(test_embed_submit_errors),
+        cmocka_unit_test(test_loop_destroyed_first_idle),
+        cmocka_unit_test(test_loop_destroyed_first_pending),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
