@@ -49,7 +49,7 @@ static int bench_engine_phase(bench_eng *b, cocoon_engine *e, const char *dir, b
 
     b->t0 = bench_now_us();
     for (unsigned i = 0; i < n; i++) {
-        cocoon_fs_spec spec = { .socket = vfs, .tag = BENCH_TAG };
+        cocoon_fs_spec spec = { .size = sizeof(cocoon_fs_spec), .socket = vfs, .tag = BENCH_TAG };
         int rc;
 
         if (set == BENCH_SET_REC)
@@ -74,7 +74,8 @@ int bench_engine_batch(const char *dir, bench_set set, unsigned n, int socket_ch
                        int detach, bench_run *r)
 {
     char root[256];
-    cocoon_options opt = { .max_inflight_vms = n, .socket_check = socket_check };
+    cocoon_options opt = { .size = sizeof(cocoon_options), .max_inflight_vms = n,
+                           .socket_check = socket_check };
     bench_eng b = { .r = r, .detach = detach };
     bench_eslot *slots = calloc(n, sizeof *slots);
     cocoon_engine *e;

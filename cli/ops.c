@@ -301,7 +301,7 @@ static cocoon_engine *engine_for(runner *r)
 
     if (r->e)
         return r->e;
-    memset(&opt, 0, sizeof(opt));
+    cocoon_options_init(&opt);
     opt.root_dir = r->c->root;
     opt.timeout_ms = r->c->timeout_ms;
     opt.max_inflight_vms = r->parallel;
@@ -329,9 +329,10 @@ static void submit_one(job *j)
     e = engine_for(j->r);
     j->submitted = true;
     if (e) {
-        cocoon_fs_spec fs = { j->op.socket, j->op.tag, j->op.num_queues, j->op.queue_size,
+        cocoon_fs_spec fs = { sizeof(cocoon_fs_spec), j->op.socket, j->op.tag,
+                              j->op.num_queues, j->op.queue_size,
                               j->op.no_socket_check ? -1 : 1 };
-        cocoon_vfio_spec vf = { j->op.pci, j->op.id };
+        cocoon_vfio_spec vf = { sizeof(cocoon_vfio_spec), j->op.pci, j->op.id };
         unsigned wait_ms = (unsigned)j->op.wait_s * 1000u;
 
         switch (j->op.kind) {

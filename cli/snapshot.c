@@ -147,7 +147,7 @@ static int add_cb(snapstore_db *db, void *priv, char *err, size_t errlen)
 static int save_one(cli_ctx *c, store_vm *vm, snapstore_rec *r)
 {
     char err[BASE_ERRSTR_MAX];
-    cocoon_vm_opts o = { 0 };
+    cocoon_vm_opts o = COCOON_VM_OPTS_INIT;
     cli_lc_job j = { .vm = vm };
     const snapstore_rec *hit;
     snapstore_db db;
@@ -239,7 +239,7 @@ int cli_vm_restore(cli_ctx *c)
 {
     char err[BASE_ERRSTR_MAX];
     const snapstore_rec *r;
-    cocoon_vm_opts o = { 0 };
+    cocoon_vm_opts o = COCOON_VM_OPTS_INIT;
     snapstore_db db;
     store_vm vm;
     int lock, rc;

@@ -245,13 +245,13 @@ void cli_lc_run(const cli_ctx *c, cli_lc_job *jobs, size_t n, cli_lc_submit_fn *
                 const char *what, const cocoon_vm_opts *tmpl)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    cocoon_options opt = { .root_dir = c->root, .timeout_ms = c->timeout_ms,
-                           .ch_binary = cli_default_ch_binary() };
+    cocoon_options opt = { .size = sizeof(cocoon_options), .root_dir = c->root,
+                           .timeout_ms = c->timeout_ms, .ch_binary = cli_default_ch_binary() };
     cocoon_engine *e = loop ? cocoon_engine_new(loop, &opt) : NULL;
     size_t pending = 0;
 
     for (size_t i = 0; i < n; i++) {
-        cocoon_vm_opts o = { 0 };
+        cocoon_vm_opts o = COCOON_VM_OPTS_INIT;
         int rc;
 
         if (tmpl)
@@ -488,7 +488,7 @@ static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
 /* --force: no shutdown request; --grace: the graceful window. */
 int cli_vm_stop(cli_ctx *c)
 {
-    cocoon_vm_opts o = { 0 };
+    cocoon_vm_opts o = COCOON_VM_OPTS_INIT;
     const char *g = cli_flag_str(c, "grace");
     char *end;
     long s;
@@ -796,8 +796,8 @@ static void inspect_list_cb(cocoon_engine *e, const cocoon_result *r, const coco
 static void inspect_listing(const cli_ctx *c, const char *ref, inspect_ctx *ic)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    cocoon_options opt = { .root_dir = c->root, .timeout_ms = c->timeout_ms,
-                           .ch_binary = cli_default_ch_binary() };
+    cocoon_options opt = { .size = sizeof(cocoon_options), .root_dir = c->root,
+                           .timeout_ms = c->timeout_ms, .ch_binary = cli_default_ch_binary() };
     cocoon_engine *e = loop ? cocoon_engine_new(loop, &opt) : NULL;
 
     if (!e || cocoon_list(e, ref, inspect_list_cb, ic) < 0)

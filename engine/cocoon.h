@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <ev.h>
 
 /* The library's version: the one place it is written (the Makefile reads it
@@ -41,8 +42,24 @@ const char *cocoon_version(void);
 
 typedef struct cocoon_engine cocoon_engine;
 
-/* A zeroed struct means defaults.  Strings are copied. */
+/* Option and spec structs grow at their end from one version to the next
+ * without breaking a compiled caller: each starts with size, which the
+ * caller sets to sizeof the struct it was compiled with, through
+ * COCOON_<NAME>_INIT or cocoon_<name>_init (both zero every other field,
+ * which means its default).  The library reads only the fields that size
+ * covers; a field past it (the caller predates the field) takes its
+ * default.  A caller newer than the library may pass a bigger size if the
+ * fields this library does not know are zero; otherwise the call fails
+ * with -E2BIG.  size 0 (a struct never initialised) fails with -EINVAL.
+ * A new field is only ever added past the end of the previous sizeof. */
+#define COCOON_OPTIONS_INIT { .size = sizeof(cocoon_options) }
+#define COCOON_FS_SPEC_INIT { .size = sizeof(cocoon_fs_spec) }
+#define COCOON_VFIO_SPEC_INIT { .size = sizeof(cocoon_vfio_spec) }
+#define COCOON_VM_OPTS_INIT { .size = sizeof(cocoon_vm_opts) }
+
+/* Zeroed fields mean defaults.  Strings are copied. */
 typedef struct cocoon_options {
+    size_t size;                /* sizeof(cocoon_options): COCOON_OPTIONS_INIT */
     const char *root_dir;       /* NULL: $COCOON_ROOT_DIR, else /var/lib/cocoon */
     unsigned timeout_ms;        /* per request, connect to last byte; 0: 30000 */
     unsigned max_inflight_vms;  /* VMs with an operation in flight; 0: 256;
@@ -58,6 +75,7 @@ typedef struct cocoon_options {
 } cocoon_options;
 
 typedef struct cocoon_fs_spec {
+    size_t size;                /* sizeof(cocoon_fs_spec): COCOON_FS_SPEC_INIT */
     const char *socket;         /* absolute path of virtiofsd's socket */
     const char *tag;            /* guest mount tag */
     int num_queues;             /* 0: 1 */
@@ -67,9 +85,29 @@ typedef struct cocoon_fs_spec {
 } cocoon_fs_spec;
 
 typedef struct cocoon_vfio_spec {
+    size_t size;                /* sizeof(cocoon_vfio_spec): COCOON_VFIO_SPEC_INIT */
     const char *pci;            /* BDF (01:00.0, 0000:01:00.0) or sysfs path */
     const char *id;             /* optional device id; NULL or "": CH picks */
 } cocoon_vfio_spec;
+
+/* The same as the _INIT macros, for a struct already declared. */
+static inline void cocoon_options_init(cocoon_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
+}
+
+static inline void cocoon_fs_spec_init(cocoon_fs_spec *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->size = sizeof(*s);
+}
+
+static inline void cocoon_vfio_spec_init(cocoon_vfio_spec *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->size = sizeof(*s);
+}
 
 /* Everything borrowed, valid only during the callback. */
 typedef struct cocoon_result {
@@ -127,8 +165,8 @@ typedef void cocoon_list_fn(cocoon_engine *e, const cocoon_result *r,
  * still be called.  Create the loop with ev_loop_new (ev_default_loop
  * installs libev's own SIGCHLD handler, which takes child reaping away
  * from the host).  While no operation is pending the engine's watchers do
- * not keep ev_run going.  NULL with errno set (EINVAL, ENOMEM) on
- * failure. */
+ * not keep ev_run going.  opt NULL: every default.  NULL with errno set
+ * on failure (EINVAL, or E2BIG for opt's size; ENOMEM). */
 cocoon_engine *cocoon_engine_new(struct ev_loop *loop, const cocoon_options *opt);
 
 /* What an adapter gives the engine.  Set size to sizeof(cocoon_loop_hooks)
@@ -177,8 +215,9 @@ void cocoon_engine_free(cocoon_engine *e);
 /* Submits.  vm is a VM ref (id, name, unique id prefix of >= 3 chars) or an
  * absolute path to a CH API socket.  Arguments are copied.  Returns 0 and
  * calls back exactly once, or a negative errno (-EINVAL for NULL arguments,
- * -ENOMEM) and never calls back.  Spec validation errors arrive through the
- * callback on a later loop iteration. */
+ * -ENOMEM; -EINVAL or -E2BIG for a spec whose size is wrong) and never
+ * calls back.  Spec validation errors arrive through the callback on a
+ * later loop iteration. */
 int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spec,
                      cocoon_done_fn *cb, void *priv);
 int cocoon_fs_detach(cocoon_engine *e, const char *vm, const char *tag,
@@ -202,8 +241,9 @@ int cocoon_fs_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *p
 int cocoon_device_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, void *priv);
 
 /* VM lifecycle, for a recorded VM (a ref, not a socket path).  Zeroed
- * fields take the defaults; strings are copied. */
+ * fields take the defaults; strings are copied; NULL: every default. */
 typedef struct cocoon_vm_opts {
+    size_t size;                /* sizeof(cocoon_vm_opts): COCOON_VM_OPTS_INIT */
     const char *binary;         /* start: the VMM to run (absolute, or looked
                                    up in $PATH); stop: the binary the running
                                    gate expects when the record names none.
@@ -222,6 +262,12 @@ typedef struct cocoon_vm_opts {
                                    request alone (a big guest's memory
                                    takes long); 0: 600000 */
 } cocoon_vm_opts;
+
+static inline void cocoon_vm_opts_init(cocoon_vm_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
+}
 
 /* Starts the VMM of a recorded VM in its own session with a pidfile and
  * waits for its API (10 s): Cloud Hypervisor must answer vmm.ping and

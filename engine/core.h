@@ -161,6 +161,13 @@ static inline double eng_mono_s(void)
     return (double)base_mono_ns() / 1e9;
 }
 
+/* abi.c: the caller's struct read by its size into a full one (in NULL:
+ * every default, where NULL is allowed); 0, -EINVAL or -E2BIG. */
+int eng_read_options(cocoon_options *o, const cocoon_options *in);
+int eng_read_fs_spec(cocoon_fs_spec *s, const cocoon_fs_spec *in);
+int eng_read_vfio_spec(cocoon_vfio_spec *s, const cocoon_vfio_spec *in);
+int eng_read_vm_opts(cocoon_vm_opts *o, const cocoon_vm_opts *in);
+
 /* engine.c: entered and left around every loop callback of ours; a free
  * requested inside a user callback happens at the outermost leave. */
 void eng_enter(cocoon_engine *e);

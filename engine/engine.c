@@ -226,6 +226,7 @@ static int op_finish_submit(cocoon_engine *e, struct eng_op *op, int vrc,
 int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spec,
                      cocoon_done_fn *cb, void *priv)
 {
+    cocoon_fs_spec in;
     spec_fs s;
     struct eng_op *op;
     const char *out[3];
@@ -236,7 +237,9 @@ int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spe
         return rc;
     if (!vm || !spec || !cb)
         return -EINVAL;
-    s = (spec_fs){ spec->socket, spec->tag, spec->num_queues, spec->queue_size };
+    if ((rc = eng_read_fs_spec(&in, spec)))
+        return rc;
+    s = (spec_fs){ in.socket, in.tag, in.num_queues, in.queue_size };
     vrc = spec_fs_normalize(&s, e->err, sizeof(e->err));
     if (!vrc) {
         size_t tl = strlen(s.tag);
@@ -260,7 +263,7 @@ int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spe
     op->fs_id = out[2];
     op->num_queues = s.num_queues;
     op->queue_size = s.queue_size;
-    op->socket_check = (spec->socket_check ? spec->socket_check : e->socket_check) >= 0;
+    op->socket_check = (in.socket_check ? in.socket_check : e->socket_check) >= 0;
     return op_finish_submit(e, op, vrc, cb, NULL, priv);
 }
 
@@ -307,6 +310,7 @@ int cocoon_device_attach(cocoon_engine *e, const char *vm, const cocoon_vfio_spe
                          cocoon_done_fn *cb, void *priv)
 {
     char path[SPEC_PCI_PATH_MAX] = "";
+    cocoon_vfio_spec in;
     struct eng_op *op;
     const char *out[2];
     int rc = eng_usable(e), vrc;
@@ -315,11 +319,11 @@ int cocoon_device_attach(cocoon_engine *e, const char *vm, const cocoon_vfio_spe
         return rc;
     if (!vm || !spec || !cb)
         return -EINVAL;
-    vrc = spec_vfio_normalize(&(spec_vfio){ spec->pci, spec->id }, path, e->err,
-                              sizeof(e->err));
+    if ((rc = eng_read_vfio_spec(&in, spec)))
+        return rc;
+    vrc = spec_vfio_normalize(&(spec_vfio){ in.pci, in.id }, path, e->err, sizeof(e->err));
     {
-        const char *strs[2] = { vrc ? NULL : path,
-                                vrc || !spec->id || !*spec->id ? NULL : spec->id };
+        const char *strs[2] = { vrc ? NULL : path, vrc || !in.id || !*in.id ? NULL : in.id };
 
         op = op_new(e, OP_DEV_ATTACH, vm, strs, 2, out);
     }
@@ -373,23 +377,27 @@ int cocoon_device_list(cocoon_engine *e, const char *vm, cocoon_list_fn *cb, voi
     return list_submit(e, OP_DEV_LIST, vm, cb, priv);
 }
 
+/* Snapshot and restore need o->dir, absolute. */
 static int vm_lc_submit(cocoon_engine *e, enum op_kind kind, const char *vm,
                         const cocoon_vm_opts *o, cocoon_done_fn *cb, void *priv)
 {
+    cocoon_vm_opts in;
     struct eng_op *op;
     const char *out[2];
-    int rc = eng_usable(e);
+    int rc = eng_read_vm_opts(&in, o);
 
     if (rc)
         return rc;
+    if ((kind == OP_VM_SNAPSHOT || kind == OP_VM_RESTORE) && (!in.dir || in.dir[0] != '/'))
+        return -EINVAL;
+    if ((rc = eng_usable(e)))
+        return rc;
     if (!vm || !cb)
         return -EINVAL;
-    op = op_new(e, kind, vm, (const char *const[]){ o ? o->binary : NULL, o ? o->dir : NULL },
-                2, out);
+    op = op_new(e, kind, vm, (const char *const[]){ in.binary, in.dir }, 2, out);
     if (!op)
         return -ENOMEM;
-    if (o)
-        op->vm_opts = *o;
+    op->vm_opts = in;
     op->binary = out[0];
     op->path = out[1];
     op->vm_opts.binary = op->vm_opts.dir = NULL;
@@ -423,16 +431,12 @@ int cocoon_vm_resume(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
 int cocoon_vm_snapshot(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                        cocoon_done_fn *cb, void *priv)
 {
-    if (!o || !o->dir || o->dir[0] != '/')
-        return -EINVAL;
     return vm_lc_submit(e, OP_VM_SNAPSHOT, vm, o, cb, priv);
 }
 
 int cocoon_vm_restore(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
                       cocoon_done_fn *cb, void *priv)
 {
-    if (!o || !o->dir || o->dir[0] != '/')
-        return -EINVAL;
     return vm_lc_submit(e, OP_VM_RESTORE, vm, o, cb, priv);
 }
 
@@ -479,15 +483,16 @@ static void engine_notify(void *data)
 
 cocoon_engine *cocoon_engine_new_hooks(const cocoon_loop_hooks *h, const cocoon_options *opt)
 {
-    cocoon_options o = { 0 };
+    cocoon_options o;
     cocoon_engine *e;
+    int rc = eng_read_options(&o, opt);
 
-    if (h && h->size < offsetof(cocoon_loop_hooks, release) + sizeof(h->release)) {
-        errno = EINVAL;
+    if (!rc && h && h->size < offsetof(cocoon_loop_hooks, release) + sizeof(h->release))
+        rc = -EINVAL;
+    if (rc) {
+        errno = -rc;
         return NULL;
     }
-    if (opt)
-        o = *opt;
     e = calloc(1, sizeof(*e));
     if (!e)
         return NULL;

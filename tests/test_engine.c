@@ -177,7 +177,7 @@ static void env_loop(struct env *v, double secs)
 static struct env *env_new(const char *const extra[], const cocoon_options *opt)
 {
     struct env *v = calloc(1, sizeof(*v));
-    cocoon_options o = { 0 };
+    cocoon_options o = COCOON_OPTIONS_INIT;
 
     assert_non_null(v);
     v->dir = sup_tmpdir();
@@ -269,7 +269,7 @@ static void run1(struct env *v, int rc)
 static struct res fs_attach(struct env *v, const char *vm, const char *sock, const char *tag)
 {
     struct res r = { 0 };
-    cocoon_fs_spec s = { sock, tag, 0, 0, 0 };
+    cocoon_fs_spec s = { sizeof(cocoon_fs_spec), sock, tag, 0, 0, 0 };
 
     v->in_submit = true;
     assert_int_equal(cocoon_fs_attach(v->e, vm, &s, done_cb, &r), 0);
@@ -293,7 +293,7 @@ static struct res fs_detach(struct env *v, const char *vm, const char *tag)
 static struct res dev_attach(struct env *v, const char *vm, const char *pci, const char *id)
 {
     struct res r = { 0 };
-    cocoon_vfio_spec s = { pci, id };
+    cocoon_vfio_spec s = { sizeof(cocoon_vfio_spec), pci, id };
 
     run1(v, cocoon_device_attach(v->e, vm, &s, done_cb, &r));
     assert_int_equal(r.calls, 1);
@@ -403,7 +403,7 @@ static void test_fs_attach_validation_first(void **state)
 {
     struct env *v = env_new(NULL, NULL);
     struct res r;
-    cocoon_fs_spec s = { "/tmp/x.sock", "a/b", 0, 0, 0 };
+    cocoon_fs_spec s = { sizeof(cocoon_fs_spec), "/tmp/x.sock", "a/b", 0, 0, 0 };
     struct res r2 = { 0 };
 
     (void)state;
@@ -634,7 +634,7 @@ static void test_fs_socket_liveness(void **state)
     env_free(v);
 
     /* --no-socket-check: the request goes to CH, which fails to connect. */
-    cocoon_options o = { .socket_check = -1 };
+    cocoon_options o = { .size = sizeof(cocoon_options), .socket_check = -1 };
     v = env_new(extra, &o);
     r = fs_attach(v, v->sock, vfs_path(v, "missing.sock"), "data");
     assert_int_equal(r.err, -EREMOTEIO);
@@ -971,8 +971,8 @@ static void test_fs_socket_listens_after_snapshot(void **state)
     struct env *v = env_new(shared_mem, NULL);
     int a = listener(vfs_path(v, "a.sock"), true);
     struct late l = { .fd = listener(vfs_path(v, "b.sock"), false) };
-    cocoon_fs_spec sa = { vfs_path(v, "a.sock"), "a", 0, 0, 0 };
-    cocoon_fs_spec sb = { vfs_path(v, "b.sock"), "b", 0, 0, 0 };
+    cocoon_fs_spec sa = { sizeof(cocoon_fs_spec), vfs_path(v, "a.sock"), "a", 0, 0, 0 };
+    cocoon_fs_spec sb = { sizeof(cocoon_fs_spec), vfs_path(v, "b.sock"), "b", 0, 0, 0 };
 
     (void)state;
     g_late = &l;
@@ -1051,7 +1051,7 @@ static void test_detach_wait(void **state)
     static const char *const slow[] = { "--memory", "size=1G,shared=on", "--eject-delay-ms",
                                         "150", NULL };
     static const char *const never[] = { "--memory", "size=1G,shared=on", "--no-eject", NULL };
-    cocoon_options o = { .detach_wait_ms = 3000 };
+    cocoon_options o = { .size = sizeof(cocoon_options), .detach_wait_ms = 3000 };
     struct env *v = env_new(slow, &o);
     int lfd = listener(vfs_path(v, "a.sock"), true);
     struct res r;
@@ -1078,11 +1078,13 @@ static void test_per_op_settings(void **state)
 {
     static const char *const never[] = { "--memory", "size=1G,shared=on", "--no-eject",
                                          "--connect-timeout-ms", "200", NULL };
-    cocoon_options o = { .socket_check = -1, .detach_wait_ms = 60000 };
+    cocoon_options o = { .size = sizeof(cocoon_options), .socket_check = -1,
+                         .detach_wait_ms = 60000 };
     struct env *v = env_new(never, &o);
     char *idle = vfs_path(v, "idle.sock"), want[600];
     int ifd = listener(idle, false), lfd;
-    cocoon_fs_spec on = { idle, "data", 0, 0, 1 }, off = { idle, "data", 0, 0, -1 };
+    cocoon_fs_spec on = { sizeof(cocoon_fs_spec), idle, "data", 0, 0, 1 };
+    cocoon_fs_spec off = { sizeof(cocoon_fs_spec), idle, "data", 0, 0, -1 };
     struct res r = { 0 }, r2 = { 0 };
     struct stat st;
 
@@ -1190,7 +1192,7 @@ static void test_lost_reply_not_executed(void **state)
      * socket check is off and nothing listens, so CH's add fails). */
     static const char *const extra[] = { "--memory", "size=1G,shared=on", "--connect-timeout-ms",
                                          "100", "--fault", "vm.add-fs=close-mid-headers", NULL };
-    cocoon_options o = { .socket_check = -1 };
+    cocoon_options o = { .size = sizeof(cocoon_options), .socket_check = -1 };
     struct env *v = env_new(extra, &o);
     struct res r;
 
@@ -1339,7 +1341,7 @@ static void render_case(const char *ver, int code, const char *body)
     struct env *v = env_new(extra, NULL);
     int lfd = listener(vfs_path(v, "a.sock"), true);
     struct res r = { 0 };
-    cocoon_fs_spec s = { vfs_path(v, "a.sock"), "q", 1, 1000, 0 };
+    cocoon_fs_spec s = { sizeof(cocoon_fs_spec), vfs_path(v, "a.sock"), "q", 1, 1000, 0 };
     char want[1024];
 
     run1(v, cocoon_fs_attach(v->e, v->sock, &s, done_cb, &r));
@@ -1695,8 +1697,8 @@ static void test_fifo_per_vm(void **state)
     int l2 = listener(vfs_path(v, "b.sock"), true);
     struct ord o = { .v = v };
     struct ord_item it[4] = { { &o, 1 }, { &o, 2 }, { &o, 3 }, { &o, 4 } };
-    cocoon_fs_spec s1 = { vfs_path(v, "a.sock"), "a", 0, 0, 0 };
-    cocoon_fs_spec s2 = { vfs_path(v, "b.sock"), "b", 0, 0, 0 };
+    cocoon_fs_spec s1 = { sizeof(cocoon_fs_spec), vfs_path(v, "a.sock"), "a", 0, 0, 0 };
+    cocoon_fs_spec s2 = { sizeof(cocoon_fs_spec), vfs_path(v, "b.sock"), "b", 0, 0, 0 };
 
     (void)state;
     assert_int_equal(cocoon_fs_attach(v->e, v->sock, &s1, ord_cb, &it[0]), 0);
@@ -1776,7 +1778,7 @@ static struct res *fleet_attach_all(struct env *v, struct fleet *f)
 
     for (int i = 0; i < f->n; i++) {
         char sock[300], vs[300];
-        cocoon_fs_spec s = { vs, "data", 0, 0, 0 };
+        cocoon_fs_spec s = { sizeof(cocoon_fs_spec), vs, "data", 0, 0, 0 };
 
         snprintf(sock, sizeof(sock), "%s/vm%d.sock", f->dir, i);
         snprintf(vs, sizeof(vs), "%s/vfs%d.sock", f->dir, i);
@@ -1789,7 +1791,7 @@ static struct res *fleet_attach_all(struct env *v, struct fleet *f)
 static void test_inflight_cap(void **state)
 {
     struct fleet f;
-    cocoon_options o = { .max_inflight_vms = 1 };
+    cocoon_options o = { .size = sizeof(cocoon_options), .max_inflight_vms = 1 };
     struct env *v;
     struct res *rs;
     double t0, t;
@@ -1894,7 +1896,7 @@ static void test_connection_linger(void **state)
 {
     struct env *v = env_new(shared_mem, NULL);
     int a = listener(vfs_path(v, "a.sock"), true);
-    cocoon_fs_spec s = { vfs_path(v, "a.sock"), "a", 0, 0, 0 };
+    cocoon_fs_spec s = { sizeof(cocoon_fs_spec), vfs_path(v, "a.sock"), "a", 0, 0, 0 };
     struct res r = { 0 };
     int fds0 = sup_count_fds();
 
@@ -1929,7 +1931,7 @@ static void test_connection_linger(void **state)
 static void test_connection_linger_bounded(void **state)
 {
     struct fleet f;
-    cocoon_options o = { .max_inflight_vms = 2 };
+    cocoon_options o = { .size = sizeof(cocoon_options), .max_inflight_vms = 2 };
     struct env *v;
     struct res *rs;
     int fds0;
@@ -1971,7 +1973,7 @@ static void cancel_cb(cocoon_engine *e, const cocoon_result *cr, void *priv)
         cocoon_engine_free(e);
         it->c->v->e = NULL;
         /* Submitting into a dying engine fails synchronously. */
-        cocoon_fs_spec s = { "/x", "y", 0, 0, 0 };
+        cocoon_fs_spec s = { sizeof(cocoon_fs_spec), "/x", "y", 0, 0, 0 };
         assert_int_equal(cocoon_fs_attach(e, "/x", &s, cancel_cb, priv), -ECANCELED);
     }
 }
@@ -1991,7 +1993,7 @@ static void test_free_cancels(void **state)
     int lfd = listener(vfs_path(v, "a.sock"), true);
     struct cancel c = { .v = v };
     struct cancel_item it[4] = { { &c, 0 }, { &c, 1 }, { &c, 2 }, { &c, 3 } };
-    cocoon_fs_spec s = { vfs_path(v, "a.sock"), "a", 0, 0, 0 };
+    cocoon_fs_spec s = { sizeof(cocoon_fs_spec), vfs_path(v, "a.sock"), "a", 0, 0, 0 };
     ev_timer stop;
 
     (void)state;
@@ -2005,7 +2007,8 @@ static void test_free_cancels(void **state)
     assert_int_equal(c.errs[1], -ECANCELED);
 
     /* In flight: the PUT is on the wire (300 ms latency) when we free. */
-    v->e = cocoon_engine_new(v->loop, &(cocoon_options){ .root_dir = v->dir });
+    v->e = cocoon_engine_new(v->loop, &(cocoon_options){ .size = sizeof(cocoon_options),
+                                                         .root_dir = v->dir });
     memset(c.calls, 0, sizeof(c.calls));
     assert_int_equal(cocoon_fs_attach(v->e, v->sock, &s, cancel_cb, &it[0]), 0);
     assert_int_equal(cocoon_fs_detach(v->e, v->sock, "a", cancel_cb, &it[1]), 0);

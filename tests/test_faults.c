@@ -143,7 +143,7 @@ static int run_op_in(const char *root, const char *sock, enum op op, const struc
                      unsigned timeout_ms, struct opres *r, run_hook *before_run, void *arg)
 {
     struct runner run = { 0 };
-    cocoon_options o = { 0 };
+    cocoon_options o = COCOON_OPTIONS_INIT;
     cocoon_engine *e;
     int rc = -1;
 
@@ -166,7 +166,7 @@ static int run_op_in(const char *root, const char *sock, enum op op, const struc
     run.in_submit = true;
     switch (op) {
     case OP_FSA: {
-        cocoon_fs_spec s = { a->vfs_sock, a->tag, a->num_queues, 0, 0 };
+        cocoon_fs_spec s = { sizeof(cocoon_fs_spec), a->vfs_sock, a->tag, a->num_queues, 0, 0 };
 
         rc = cocoon_fs_attach(e, sock, &s, run_done_cb, &run);
         break;
@@ -175,7 +175,7 @@ static int run_op_in(const char *root, const char *sock, enum op op, const struc
         rc = cocoon_fs_detach(e, sock, a->tag, run_done_cb, &run);
         break;
     case OP_DEVA: {
-        cocoon_vfio_spec s = { a->pci, a->dev_id };
+        cocoon_vfio_spec s = { sizeof(cocoon_vfio_spec), a->pci, a->dev_id };
 
         rc = cocoon_device_attach(e, sock, &s, run_done_cb, &run);
         break;

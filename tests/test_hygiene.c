@@ -326,7 +326,7 @@ static struct engine_run engine_once(const char *root, enum er_op op, const char
                                      int socket_check)
 {
     struct engine_run er = { 0 };
-    cocoon_options o = { 0 };
+    cocoon_options o = COCOON_OPTIONS_INIT;
     cocoon_engine *e;
     int rc;
 
@@ -398,7 +398,7 @@ static void test_corrupt_db_through_engine_and_cli(void **state)
         /* The engine: the ref cannot be resolved, and it says why, naming
          * the file, instead of "VM not found". */
         {
-            cocoon_fs_spec fs = { "/tmp/v.sock", "data", 0, 0, 0 };
+            cocoon_fs_spec fs = { sizeof(cocoon_fs_spec), "/tmp/v.sock", "data", 0, 0, 0 };
             struct engine_run er = engine_once(root, ER_FSA, "some-vm", &fs, NULL, 0);
             char *want = sup_asprintf("%s: ", file);
 
@@ -640,8 +640,8 @@ static void test_shell_metacharacters(void **state)
     char *tag = sup_asprintf("$(touch %s)", pwned), *tag2 = sup_asprintf("a;touch %s", pwned),
          *ref = sup_asprintf("`touch %s`", pwned), *want;
     struct engine_run er;
-    cocoon_fs_spec fs = { "/tmp/v.sock", tag, 0, 0, 0 };
-    cocoon_vfio_spec dev = { "01:00.0", tag };
+    cocoon_fs_spec fs = { sizeof(cocoon_fs_spec), "/tmp/v.sock", tag, 0, 0, 0 };
+    cocoon_vfio_spec dev = { sizeof(cocoon_vfio_spec), "01:00.0", tag };
 
     (void)state;
     er = engine_once(dir, ER_FSA, "vm", &fs, NULL, 0);
@@ -736,7 +736,7 @@ static void test_socket_path_limits(void **state)
 {
     char *dir = sup_tmpdir(), p107[200], p108[200], cut[200];
     struct engine_run er;
-    cocoon_fs_spec fs = { p107, "data", 0, 0, 0 };
+    cocoon_fs_spec fs = { sizeof(cocoon_fs_spec), p107, "data", 0, 0, 0 };
     size_t dl = strlen(dir);
     int lfd;
     struct pollfd pfd;
@@ -779,7 +779,7 @@ static void test_socket_path_json_escaping(void **state)
     char *dir = sup_tmpdir(), *api = sup_asprintf("%s/api.sock", dir),
          *vfs = sup_asprintf("%s/q\"b\\s\nn\tt\x01.sock", dir);
     pid_t pid = sup_chsim_start(api, extra);
-    cocoon_fs_spec fs = { vfs, "t", 0, 0, 0 };
+    cocoon_fs_spec fs = { sizeof(cocoon_fs_spec), vfs, "t", 0, 0, 0 };
     struct engine_run er;
     int lfd = sup_unix_bind(vfs, true);
 

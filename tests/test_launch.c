@@ -245,9 +245,10 @@ static int lc_one(const char *root, store_vm *vm, bool start, const char *binary
                   size_t errlen)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    cocoon_options opt = { .root_dir = root, .timeout_ms = timeout_ms };
+    cocoon_options opt = { .size = sizeof(cocoon_options), .root_dir = root,
+                           .timeout_ms = timeout_ms };
     cocoon_engine *e = cocoon_engine_new(loop, &opt);
-    cocoon_vm_opts o = { .binary = binary };
+    cocoon_vm_opts o = { .size = sizeof(cocoon_vm_opts), .binary = binary };
     struct lc_res x = { 0 };
     char id[STORE_ID_LEN + 1];
 
@@ -573,8 +574,10 @@ static void test_start_stop_many(void **state)
     char err[BASE_ERRSTR_MAX], *chsim = sup_build_path("chsim");
     struct many *m = calloc(1, sizeof(*m));
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    cocoon_options opt = { 0 };
-    cocoon_vm_opts so = { .binary = chsim }, to = { .call_ms = 120000, .graceful_ms = 120000 };
+    cocoon_options opt = COCOON_OPTIONS_INIT;
+    cocoon_vm_opts so = { .size = sizeof(cocoon_vm_opts), .binary = chsim };
+    cocoon_vm_opts to = { .size = sizeof(cocoon_vm_opts), .call_ms = 120000,
+                          .graceful_ms = 120000 };
     cocoon_engine *e;
 
     (void)state;
@@ -647,8 +650,8 @@ static void test_per_vm_order(void **state)
 {
     char *chsim = sup_build_path("chsim"), *root;
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    cocoon_options opt = { 0 };
-    cocoon_vm_opts so = { .binary = chsim };
+    cocoon_options opt = COCOON_OPTIONS_INIT;
+    cocoon_vm_opts so = { .size = sizeof(cocoon_vm_opts), .binary = chsim };
     struct lc_res r[3] = { 0 };
     cocoon_engine *e;
     store_vm vm;

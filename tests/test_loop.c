@@ -244,7 +244,7 @@ static void test_store_lock_never_waited(void **state)
 {
     char *root = sup_tmpdir(), *dir = sup_asprintf("%s/cloudhypervisor/db", root);
     char *lock = sup_asprintf("%s/vms.lock", dir), *json = sup_asprintf("%s/vms.json", dir);
-    cocoon_options opt = { .root_dir = root };
+    cocoon_options opt = { .size = sizeof(cocoon_options), .root_dir = root };
     struct ev_host *h;
     cocoon_engine *e;
     int pending = 0, fd;

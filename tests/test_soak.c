@@ -116,11 +116,11 @@ static void soak_next(struct soak_vm *v)
         s->started++;
         v->device = s->pci && (v->cycles % 2 == 1);
         if (v->device) {
-            cocoon_vfio_spec spec = { s->pci, "gpu" };
+            cocoon_vfio_spec spec = { sizeof(cocoon_vfio_spec), s->pci, "gpu" };
 
             rc = cocoon_device_attach(s->e, v->sock, &spec, soak_done_cb, v);
         } else {
-            cocoon_fs_spec spec = { v->vfs, "soak", 0, 0, 0 };
+            cocoon_fs_spec spec = { sizeof(cocoon_fs_spec), v->vfs, "soak", 0, 0, 0 };
 
             rc = cocoon_fs_attach(s->e, v->sock, &spec, soak_done_cb, v);
         }
@@ -148,7 +148,7 @@ static void test_soak(void **state)
     char *dir = sup_tmpdir(), *bin = sup_build_path("chsim"), count[16], last[300], pci[300];
     char *argv[] = { bin, (char *)"--fleet", dir, (char *)"--count", count,
                      (char *)"--no-connect", (char *)"--eject-delay-ms", (char *)"1", NULL };
-    cocoon_options o = { 0 };
+    cocoon_options o = COCOON_OPTIONS_INIT;
     bool full = sup_env_on("COCOON_SOAK"), vg = sup_env_on("COCOON_VALGRIND");
     struct timespec t0, t1;
     long puts = 0;

@@ -111,7 +111,7 @@ void hl_fleet(const hl_ops *ops, int n)
 {
     char *bin = sup_build_path("chsim"), *dir = sup_tmpdir(), cnt[16], sock[300], vs[300];
     char *argv[] = { bin, (char *)"--fleet", dir, (char *)"--count", cnt, NULL };
-    cocoon_options opt = { .timeout_ms = 60000 };
+    cocoon_options opt = { .size = sizeof(cocoon_options), .timeout_ms = 60000 };
     struct hl_res *rs = calloc((size_t)n, sizeof(*rs));
     int *lfds = calloc((size_t)n, sizeof(int)), pending = 0;
     struct rlimit rl;
@@ -147,7 +147,7 @@ void hl_fleet(const hl_ops *ops, int n)
     ops->tick(h, true);
     t0 = sup_now_us();
     for (int i = 0; i < n; i++) {
-        cocoon_fs_spec s = { .socket = vs, .tag = "data" };
+        cocoon_fs_spec s = { .size = sizeof(cocoon_fs_spec), .socket = vs, .tag = "data" };
 
         snprintf(sock, sizeof(sock), "%s/vm%d.sock", dir, i);
         snprintf(vs, sizeof(vs), "%s/vfs%d.sock", dir, i);
@@ -190,7 +190,7 @@ void hl_fleet(const hl_ops *ops, int n)
 void hl_idle_timeout(const hl_ops *ops)
 {
     char *dir = sup_tmpdir(), sock[300];
-    cocoon_options opt = { .timeout_ms = 300 };
+    cocoon_options opt = { .size = sizeof(cocoon_options), .timeout_ms = 300 };
     int pending = 0, lfd;
     struct hl_res r = { .pending = &pending };
     cocoon_engine *e;
