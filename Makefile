@@ -46,7 +46,8 @@ CHSIM_OBJS  := $(CHSIM_SRCS:%.c=$(BUILD)/%.o)
 SUPP_OBJS   := $(SUPP_SRCS:%.c=$(BUILD)/%.o)
 TESTS       := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 LIB_ALL     := $(BUILD)/libcocoon-all.a
-SONAME       = libcocoon.so.$(firstword $(subst ., ,$(VERSION)))
+MAJOR       := $(firstword $(subst ., ,$(VERSION)))
+SONAME       = libcocoon.so.$(MAJOR)
 
 # Packages, as FILE:PACKAGE pairs: a package is installed when its file is
 # absent.  Each goal installs only what it needs: building the library, the
@@ -263,12 +264,14 @@ uninstall:
 FORCE:
 
 # Loop adapters: cocoon-glib and cocoon-uv, each a small library of its
-# own with its header and pkg-config module (Requires: cocoon), so building
-# and testing the library and the CLI needs neither GLib nor libuv.
+# own (an archive, and a shared library that needs libcocoon.so) with its
+# header and pkg-config module (Requires: cocoon), so building and testing
+# the library and the CLI needs neither GLib nor libuv.
 ADAPTERS      = glib uv
 ADAPTER_PKG_glib = glib-2.0
 ADAPTER_PKG_uv   = libuv
-ADAPTER_LIBS  = $(ADAPTERS:%=$(BUILD)/libcocoon-%.a)
+ADAPTER_LIBS  = $(ADAPTERS:%=$(BUILD)/libcocoon-%.a) \
+                $(ADAPTERS:%=$(BUILD)/libcocoon-%.so.$(MAJOR))
 ADAPTER_PCS   = $(ADAPTERS:%=$(BUILD)/cocoon-%.pc)
 ADAPTER_TESTS = $(ADAPTERS:%=$(BUILD)/tests/adapters/test_%)
 adapter_cflags = $(shell pkg-config --cflags $(ADAPTER_PKG_$(1)))
@@ -285,6 +288,14 @@ $(BUILD)/tests/test_loop.o: PROJ_CPPFLAGS += -Iengine
 $(BUILD)/libcocoon-%.a: $(BUILD)/engine/adapters/%.o
 	@rm -f $@
 	$(AR) rcs $@ $<
+
+# Exports only cocoon_* (the map written for libcocoon.so), and records
+# libcocoon.so.0 as needed, so a host links -lcocoon-glib -lcocoon.
+$(BUILD)/libcocoon-%.so.$(MAJOR): $(BUILD)/engine/adapters/%.o $(BUILD)/$(SONAME)
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -shared -Wl,-soname,$(notdir $@) \
+	  -Wl,--version-script=$(BUILD)/libcocoon.map -o $@ $< -L$(BUILD) -l:$(SONAME) \
+	  $(call adapter_libs,$*)
+	ln -sf $(notdir $@) $(BUILD)/libcocoon-$*.so
 
 $(BUILD)/tests/adapters/test_%: $(BUILD)/tests/adapters/test_%.o $(BUILD)/libcocoon-%.a \
     $(SUPP_OBJS) $(LIB_ALL)
@@ -307,22 +318,30 @@ adapters: deps $(ADAPTER_LIBS)
 # The adapter scenarios against chsim (100 and 5000 VMs, an idle timeout,
 # the engine freed in a callback); they print the host timer's worst gap
 # and the longest loop wake-up.
-test-adapters: all $(ADAPTER_TESTS)
-	@pass=0; fail=0; for t in $(ADAPTER_TESTS); do echo "== $$t"; \
-	  if COCOON_BUILD_DIR=$(BUILD) $(TEST_WRAP) ./$$t; then pass=$$((pass + 1)); \
+# tests/adapters/test_*.sh install both under a temporary prefix and build
+# a host there with pkg-config.
+ADAPTER_SCRIPTS := $(wildcard tests/adapters/test_*.sh)
+test-adapters: all $(ADAPTER_TESTS) $(ADAPTER_LIBS)
+	@pass=0; fail=0; for t in $(ADAPTER_TESTS) $(if $(SAN)$(TEST_WRAP),,$(ADAPTER_SCRIPTS)); do \
+	  echo "== $$t"; case $$t in *.sh) run="bash $$t";; *) run="$(TEST_WRAP) ./$$t";; esac; \
+	  if COCOON_BUILD_DIR=$(BUILD) MAKE="$(MAKE)" $$run; then pass=$$((pass + 1)); \
 	  else echo "FAILED: $$t"; fail=$$((fail + 1)); fi; \
 	done; echo "binaries: $$pass passed, $$fail failed"; [ $$fail -eq 0 ]
 
 install-adapters: adapters $(ADAPTER_PCS)
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
-	for a in $(ADAPTERS); do \
+	for a in $(ADAPTERS); do so=libcocoon-$$a.so.$(MAJOR); \
 	  install -m 0644 $(BUILD)/libcocoon-$$a.a $(DESTDIR)$(PREFIX)/lib/libcocoon-$$a.a && \
+	  install -m 0755 $(BUILD)/$$so $(DESTDIR)$(PREFIX)/lib/$$so && \
+	  ln -sf $$so $(DESTDIR)$(PREFIX)/lib/libcocoon-$$a.so && \
 	  install -m 0644 engine/cocoon-$$a.h $(DESTDIR)$(PREFIX)/include/cocoon-$$a.h && \
 	  install -m 0644 $(BUILD)/cocoon-$$a.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon-$$a.pc || exit 1; \
 	done
 
 uninstall-adapters:
 	for a in $(ADAPTERS); do rm -f $(DESTDIR)$(PREFIX)/lib/libcocoon-$$a.a \
+	  $(DESTDIR)$(PREFIX)/lib/libcocoon-$$a.so.$(MAJOR) \
+	  $(DESTDIR)$(PREFIX)/lib/libcocoon-$$a.so \
 	  $(DESTDIR)$(PREFIX)/include/cocoon-$$a.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon-$$a.pc; done
 
 # The main job: a fleet of simulated VMs, batch attach and detach.
