@@ -94,6 +94,13 @@ int cli_vm_pause(cli_ctx *c);
 int cli_snapshot_save(cli_ctx *c);
 int cli_vm_restore(cli_ctx *c);
 int cli_vm_clone(cli_ctx *c);
+/* One clone of a batch plan: the record (state created) named name from
+ * the snapshot snap_ref and its run dir with the files to restore from
+ * (*restore, owned).  On failure nothing is left and err says why. */
+int cli_clone_prepare(cli_ctx *c, const char *snap_ref, const char *name, store_vm *vm,
+                      char **restore, char *err, size_t errlen);
+/* Removes a prepared clone that did not come up: record and run dir. */
+void cli_clone_drop(cli_ctx *c, store_vm *vm);
 /* Removes path and everything below it when it is strictly inside
  * <root>/run/<backend>/ (canonical paths; a symlink is not followed):
  * 0, also when there is nothing to remove, or -errno (cli/vm.c). */

@@ -227,7 +227,7 @@ static int clone_prepare(cli_ctx *c, const snapstore_rec *snap, const char *name
 }
 
 /* Undoes clone_prepare: the record (if added) and the run dir. */
-static void clone_drop(cli_ctx *c, store_vm *vm)
+void cli_clone_drop(cli_ctx *c, store_vm *vm)
 {
     char err[BASE_ERRSTR_MAX];
 
@@ -235,6 +235,35 @@ static void clone_drop(cli_ctx *c, store_vm *vm)
     store_vm_lock_remove(c->root, vm->backend, vm->id);
     if (vm->run_dir)
         cli_rm_run_tree(c->root, vm->backend, vm->run_dir);
+}
+
+int cli_clone_prepare(cli_ctx *c, const char *snap_ref, const char *name, store_vm *vm,
+                      char **restore, char *err, size_t errlen)
+{
+    const snapstore_rec *snap;
+    snapstore_db db;
+    char q[128];
+    int rc;
+
+    memset(vm, 0, sizeof(*vm));
+    *restore = NULL;
+    if (!store_name_valid(name))
+        return base_errf(err, errlen, -EINVAL, "invalid VM name %s",
+                         base_quote(q, sizeof(q), name));
+    rc = snapstore_load(c->root, &db, err, errlen);
+    if (rc)
+        return rc;
+    rc = snapstore_resolve(&db, snap_ref, &snap, err, errlen);
+    if (rc == 0)
+        rc = store_name_taken(c->root, name, err, errlen);
+    if (rc == 0 && (rc = clone_prepare(c, snap, name, vm, restore, err, errlen)) < 0) {
+        cli_clone_drop(c, vm);
+        store_vm_fini(vm);
+        free(*restore);
+        *restore = NULL;
+    }
+    snapstore_db_fini(&db);
+    return rc;
 }
 
 /* The name of clone i (1-based): the --name template with {i} replaced. */
@@ -324,7 +353,7 @@ int cli_vm_clone(cli_ctx *c)
         } else if (store_name_taken(c->root, name, err, sizeof(err)) < 0 ||
                    clone_prepare(c, snap, name, &vms[ok], &dirs[ok], err, sizeof(err)) < 0) {
             rc = cli_error("clone %s: %s", name, err);
-            clone_drop(c, &vms[ok]);
+            cli_clone_drop(c, &vms[ok]);
             store_vm_fini(&vms[ok]);
             free(dirs[ok]);
             dirs[ok] = NULL;
@@ -339,7 +368,7 @@ int cli_vm_clone(cli_ctx *c)
     for (size_t i = 0; i < ok; i++) {
         if (jobs[i].err) {
             rc = cli_error("%s", jobs[i].errstr ? jobs[i].errstr : "clone failed");
-            clone_drop(c, &vms[i]);
+            cli_clone_drop(c, &vms[i]);
         } else {
             vms[i].state = STORE_RUNNING;
             clone_print(c, &vms[i], &jobs[i], snap);

@@ -170,14 +170,16 @@ LEAF(cmd_dev_detach, "detach", "vm device detach VM... --id ID [--wait[=S]]",
 LEAF(cmd_dev_list, "list", "vm device list VM...", "List attached VFIO PCI devices",
      "cocoon vm device list web-1", list_flags, cli_device_list, 1, -1);
 LEAF(cmd_batch, "batch", "batch [FILE|-] [flags]",
-     "Run a JSON Lines plan of attach/detach/list operations concurrently",
+     "Run a JSON Lines plan of attach/detach/list/clone operations concurrently",
      "cocoon batch plan.jsonl -o json\n\n"
      "  One JSON object per line (blank lines are skipped):\n"
      "    {\"op\":\"fs-attach\",\"vm\":\"web-1\",\"socket\":\"/run/vfs/{name}.sock\",\"tag\":\"data\"}\n"
      "    {\"op\":\"fs-detach\",\"vm\":\"web-1\",\"tag\":\"data\",\"wait\":10}\n"
      "    {\"op\":\"device-attach\",\"vm\":\"gpu-1\",\"pci\":\"01:00.0\",\"id\":\"gpu0\"}\n"
-     "  ops: fs-attach fs-detach device-attach device-detach fs-list device-list\n"
-     "  fields: socket tag num_queues queue_size no_socket_check pci id wait (seconds or true)\n"
+     "    {\"op\":\"clone\",\"vm\":\"web-2\",\"snapshot\":\"base\",\"fs\":[{\"socket\":\"/run/vfs/{name}.sock\",\"tag\":\"data\"}]}\n"
+     "  ops: fs-attach fs-detach device-attach device-detach fs-list device-list clone\n"
+     "  fields: socket tag num_queues queue_size no_socket_check pci id wait (seconds or true);\n"
+     "  clone: vm (the new name), snapshot, fs (shares attached once the clone runs)\n"
      "  Ops on one VM run in order; VMs run concurrently.  A bad line is reported\n"
      "  as \"line N: ...\" and the rest still runs (exit status 1).",
      batch_flags, cli_batch, 0, 1);

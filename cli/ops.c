@@ -32,6 +32,14 @@ typedef struct job {
     char **rows;                /* list ops: 3 strings per row */
     size_t n_rows;
     runner *r;
+    /* A plan's clone line: the new VM (owned), its restore dir, and the
+     * fs attaches of the line (jobs of their own, borrowed), which run
+     * once it is up; such an attach points back at its clone. */
+    store_vm *clone;
+    char *clone_dir;
+    int pid;
+    struct job **subs, *after;
+    size_t n_subs;
 } job;
 
 struct runner {
@@ -65,6 +73,7 @@ static const char *const op_text[] = {
     [CLI_OP_FS_ATTACH] = "fs attach",         [CLI_OP_FS_DETACH] = "fs detach",
     [CLI_OP_DEVICE_ATTACH] = "device attach", [CLI_OP_DEVICE_DETACH] = "device detach",
     [CLI_OP_FS_LIST] = "fs list",             [CLI_OP_DEVICE_LIST] = "device list",
+    [CLI_OP_CLONE] = "clone",
 };
 
 static void job_free(job *j)
@@ -80,6 +89,11 @@ static void job_free(job *j)
     for (size_t i = 0; i < j->n_rows * 3; i++)
         free(j->rows[i]);
     free(j->rows);
+    if (j->clone)
+        store_vm_fini(j->clone);
+    free(j->clone);
+    free(j->clone_dir);
+    free(j->subs);
     free(j);
 }
 
@@ -154,6 +168,11 @@ static void print_job_json(runner *r, const job *j)
         cli_gen_kv_str(g, "socket", j->op.socket);
     cli_gen_kv_str(g, "error", j->ok ? NULL : j->errstr);
     cli_gen_kv_str(g, "note", j->ok ? j->note : NULL);
+    if (j->op.kind == CLI_OP_CLONE) {
+        cli_gen_kv_str(g, "snapshot", j->op.snapshot);
+        if (j->ok)
+            cli_gen_kv_int(g, "pid", j->pid);
+    }
     if (j->submitted)
         cli_gen_kv_ms(g, "latency_ms", (double)j->latency_us / 1000.0);
     if (j->ok && (j->op.kind == CLI_OP_FS_LIST || j->op.kind == CLI_OP_DEVICE_LIST)) {
@@ -220,6 +239,10 @@ static void print_job(runner *r, const job *j)
     case CLI_OP_FS_LIST:
     case CLI_OP_DEVICE_LIST:
         break;              /* tables are printed at the end */
+    case CLI_OP_CLONE:
+        cli_printf(stdout, "%s: cloned from %s (id=%s, pid=%d)\n", j->op.vm, j->op.snapshot,
+                   j->dev_id, j->pid);
+        break;
     }
     cli_out_flush(stdout);
 }
@@ -310,6 +333,102 @@ static cocoon_engine *engine_for(runner *r)
     return r->e;
 }
 
+static void submit_one(job *j);
+
+/* A clone that failed before the engine saw it, and its attaches. */
+static void clone_fail(job *j, int rc, const char *why)
+{
+    char m[BASE_ERRSTR_MAX + 32];
+
+    snprintf(m, sizeof(m), "clone: %s", why);
+    record(j, rc, m, NULL, NULL, 0);
+    for (size_t i = 0; i < j->n_subs; i++)
+        record(j->subs[i], -ECANCELED, "fs attach: not sent: the clone did not come up", NULL,
+               NULL, 0);
+}
+
+/* key (e.g. "{id}") replaced by val in j's socket template.  A clone's
+ * attaches know {name} and {vm} (the new name) from the plan and {id}
+ * once the clone has its record. */
+static int subst(job *j, const char *key, const char *val)
+{
+    const char *t = j->op.socket, *p;
+    size_t kl = strlen(key);
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    if (!t || !strstr(t, key))
+        return 0;
+    f = open_memstream(&out, &len);
+    if (!f)
+        return -ENOMEM;
+    while ((p = strstr(t, key)) != NULL) {
+        fwrite(t, 1, (size_t)(p - t), f);
+        fputs(val, f);
+        t = p + kl;
+    }
+    fputs(t, f);
+    if (fclose(f) != 0) {
+        free(out);
+        return -ENOMEM;
+    }
+    free(j->op.socket);
+    j->op.socket = out;
+    return 0;
+}
+
+/* The clone is up (or not): its attaches run now, or fail unsent. */
+static void clone_done_cb(cocoon_engine *e, const cocoon_result *res, void *priv)
+{
+    job *j = priv;
+
+    (void)e;
+    j->pid = res->pid;
+    record(j, res->err, res->errstr, res->err ? NULL : j->clone->id, NULL, res->latency_us);
+    for (size_t i = 0; i < j->n_subs; i++) {
+        job *s = j->subs[i];
+
+        if (!j->ok)
+            record(s, -ECANCELED, "fs attach: not sent: the clone did not come up", NULL,
+                   NULL, 0);
+        else if (subst(s, "{id}", j->clone->id) < 0)
+            record(s, -ENOMEM, "out of memory", NULL, NULL, 0);
+        else
+            submit_one(s);
+    }
+}
+
+/* A clone line: the record and files now, then one restore through the
+ * engine like vm clone's. */
+static int submit_clone(cocoon_engine *e, job *j)
+{
+    char err[BASE_ERRSTR_MAX];
+    cocoon_vm_opts o = { 0 };
+    int rc;
+
+    j->clone = calloc(1, sizeof(*j->clone));
+    if (!j->clone)
+        return -ENOMEM;
+    rc = cli_clone_prepare(j->r->c, j->op.snapshot, j->op.vm, j->clone, &j->clone_dir, err,
+                           sizeof(err));
+    if (rc < 0) {
+        free(j->clone);
+        j->clone = NULL;
+        j->submitted = false;
+        clone_fail(j, rc, err);
+        return 0;
+    }
+    o.dir = j->clone_dir;
+    o.binary = j->clone->binary;
+    rc = cocoon_vm_restore(e, j->clone->id, &o, clone_done_cb, j);
+    if (rc < 0) {
+        j->submitted = false;
+        clone_fail(j, rc, strerror(-rc));
+    }
+    return 0;
+}
+
 /* Hands j to the engine, which keeps each VM's operations in plan order
  * and runs at most --parallel VMs at once; an op that fails here is
  * recorded at once. */
@@ -355,6 +474,9 @@ static void submit_one(job *j)
             break;
         case CLI_OP_DEVICE_LIST:
             rc = cocoon_device_list(e, j->op.vm, list_cb, j);
+            break;
+        case CLI_OP_CLONE:
+            rc = submit_clone(e, j);
             break;
         }
     }
@@ -652,9 +774,15 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
 
         for (size_t i = 0; i < n; i++) {
             jobs[i]->r = &r;
-            if ((jobs[i]->op.kind == CLI_OP_FS_ATTACH || jobs[i]->op.kind == CLI_OP_FS_LIST) &&
-                !jobs[i]->pre_err && expand_template(c, &ts, jobs[i]) < 0)
+            if (jobs[i]->after) {
+                if (subst(jobs[i], "{name}", jobs[i]->op.vm) < 0 ||
+                    subst(jobs[i], "{vm}", jobs[i]->op.vm) < 0)
+                    jobs[i]->pre_err = strdup("out of memory");
+            } else if ((jobs[i]->op.kind == CLI_OP_FS_ATTACH ||
+                        jobs[i]->op.kind == CLI_OP_FS_LIST) &&
+                       !jobs[i]->pre_err && expand_template(c, &ts, jobs[i]) < 0) {
                 jobs[i]->pre_err = strdup("out of memory");
+            }
         }
         store_set_fini(&ts.set);
     }
@@ -690,7 +818,7 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
         if (!jobs[i]->op.vm)
             submit_one(jobs[i]);
     for (size_t i = 0; i < n; i++)
-        if (jobs[i]->op.vm)
+        if (jobs[i]->op.vm && !jobs[i]->after)
             submit_one(jobs[i]);
     while (r.done < r.n_jobs)
         if (!ev_run(r.loop, EVRUN_ONCE) && r.done < r.n_jobs)
@@ -701,6 +829,9 @@ static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned paral
         progress_clear(&r);
     }
     cocoon_engine_free(r.e);
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i]->clone && !jobs[i]->ok)
+            cli_clone_drop(c, jobs[i]->clone);
     if (!c->json)
         print_tables(&r);
     if (r.batch || n > 1)
@@ -861,6 +992,39 @@ static char *read_all(FILE *f, size_t *len)
     return buf;
 }
 
+/* A clone line's shares become fs-attach jobs of their own, on the same
+ * line, each waiting for the clone. */
+static int clone_subs(job *j, job ***jobs, size_t *n, size_t *cap)
+{
+    j->subs = calloc(j->op.n_fs, sizeof(*j->subs));
+    if (!j->subs)
+        return -ENOMEM;
+    for (size_t i = 0; i < j->op.n_fs; i++) {
+        job *s = calloc(1, sizeof(*s));
+
+        if (!s)
+            return -ENOMEM;
+        if (*n == *cap) {
+            size_t nc = *cap ? *cap * 2 : 64;
+            job **nj = realloc(*jobs, nc * sizeof(*nj));
+
+            if (!nj) {
+                free(s);
+                return -ENOMEM;
+            }
+            *jobs = nj;
+            *cap = nc;
+        }
+        s->op = j->op.fs[i];
+        memset(&j->op.fs[i], 0, sizeof(j->op.fs[i]));
+        s->line = j->line;
+        s->after = j;
+        j->subs[j->n_subs++] = s;
+        (*jobs)[(*n)++] = s;
+    }
+    return 0;
+}
+
 int cli_batch(cli_ctx *c)
 {
     const char *path = c->n_args ? c->args[0] : "-";
@@ -923,6 +1087,10 @@ int cli_batch(cli_ctx *c)
             cap = nc;
         }
         jobs[n++] = j;
+        if (j->op.n_fs && clone_subs(j, &jobs, &n, &cap) < 0) {
+            oom = true;
+            break;
+        }
     }
     free(buf);
     if (oom) {

@@ -19,6 +19,7 @@ static const char *const op_names[] = {
     [CLI_OP_DEVICE_DETACH] = "device-detach",
     [CLI_OP_FS_LIST] = "fs-list",
     [CLI_OP_DEVICE_LIST] = "device-list",
+    [CLI_OP_CLONE] = "clone",
 };
 
 const char *cli_op_name(cli_op_kind k)
@@ -47,6 +48,10 @@ void cli_op_fini(cli_op *op)
     free(op->tag);
     free(op->pci);
     free(op->id);
+    free(op->snapshot);
+    for (size_t i = 0; i < op->n_fs; i++)
+        cli_op_fini(&op->fs[i]);
+    free(op->fs);
     memset(op, 0, sizeof(*op));
 }
 
@@ -77,6 +82,72 @@ static int take_int(yajl_val v, const char *key, int *dst, char *err, size_t err
     return 0;
 }
 
+static int set_field(cli_op *op, const char *key, yajl_val v, char *err, size_t errlen);
+
+/* A clone's "fs": each entry an object of fs-attach fields only. */
+static int take_fs(cli_op *op, yajl_val v, char *err, size_t errlen)
+{
+    static const char *const allowed[] = { "socket", "tag", "num_queues", "queue_size",
+                                           "no_socket_check", NULL };
+
+    if (!YAJL_IS_ARRAY(v))
+        return base_errf(err, errlen, -EINVAL, "field \"fs\": expected an array of objects");
+    if (v->u.array.len > CLI_PLAN_MAX_FS)
+        return base_errf(err, errlen, -EINVAL, "field \"fs\": more than %d shares",
+                         CLI_PLAN_MAX_FS);
+    if (op->fs)
+        return base_errf(err, errlen, -EINVAL, "field \"fs\" given twice");
+    op->fs = calloc(v->u.array.len + 1, sizeof(*op->fs));
+    if (!op->fs)
+        return base_errf(err, errlen, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < v->u.array.len; i++) {
+        yajl_val o = v->u.array.values[i];
+        cli_op *f = &op->fs[op->n_fs++];
+
+        f->kind = CLI_OP_FS_ATTACH;
+        if (!YAJL_IS_OBJECT(o))
+            return base_errf(err, errlen, -EINVAL, "field \"fs\": entry %zu: expected an object",
+                             i + 1);
+        for (size_t k = 0; k < o->u.object.len; k++) {
+            const char *key = o->u.object.keys[k];
+            size_t a = 0;
+            int rc;
+
+            while (allowed[a] && strcmp(allowed[a], key) != 0)
+                a++;
+            if (!allowed[a])
+                return base_errf(err, errlen, -EINVAL, "field \"fs\": entry %zu: unknown "
+                                 "field \"%.64s\"", i + 1, key);
+            rc = set_field(f, key, o->u.object.values[k], err, errlen);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* The fields that belong to a clone line, and only to one. */
+static int check_clone(cli_op *op, char *err, size_t errlen)
+{
+    bool clone = op->kind == CLI_OP_CLONE;
+
+    if (!clone && (op->snapshot || op->fs))
+        return base_errf(err, errlen, -EINVAL, "fields \"snapshot\" and \"fs\" belong to "
+                         "op \"clone\"");
+    if (clone && (!op->snapshot || !*op->snapshot))
+        return base_errf(err, errlen, -EINVAL, "missing field \"snapshot\"");
+    if (clone && (op->socket || op->tag || op->pci || op->id || op->num_queues ||
+                  op->queue_size || op->no_socket_check || op->wait_s))
+        return base_errf(err, errlen, -EINVAL, "op \"clone\" takes vm, snapshot and fs; "
+                         "share fields go in \"fs\"");
+    for (size_t i = 0; i < op->n_fs; i++) {
+        op->fs[i].vm = strdup(op->vm);
+        if (!op->fs[i].vm)
+            return base_errf(err, errlen, -ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
 static int set_field(cli_op *op, const char *key, yajl_val v, char *err, size_t errlen)
 {
     if (strcmp(key, "op") == 0) {
@@ -87,7 +158,7 @@ static int set_field(cli_op *op, const char *key, yajl_val v, char *err, size_t 
         if (cli_op_parse_name(name, &op->kind) < 0)
             return base_errf(err, errlen, -EINVAL,
                              "unknown op \"%.64s\" (want fs-attach, fs-detach, "
-                             "device-attach, device-detach, fs-list or device-list)",
+                             "device-attach, device-detach, fs-list, device-list or clone)",
                              name);
         return 0;
     }
@@ -101,6 +172,10 @@ static int set_field(cli_op *op, const char *key, yajl_val v, char *err, size_t 
         return take_string(v, key, &op->pci, err, errlen);
     if (strcmp(key, "id") == 0)
         return take_string(v, key, &op->id, err, errlen);
+    if (strcmp(key, "snapshot") == 0)
+        return take_string(v, key, &op->snapshot, err, errlen);
+    if (strcmp(key, "fs") == 0)
+        return take_fs(op, v, err, errlen);
     if (strcmp(key, "num_queues") == 0)
         return take_int(v, key, &op->num_queues, err, errlen);
     if (strcmp(key, "queue_size") == 0)
@@ -184,6 +259,8 @@ int cli_plan_parse_line(const char *line, size_t len, cli_op *op, char *err, siz
         rc = base_errf(err, errlen, -EINVAL, "missing field \"op\"");
     if (rc == 0 && (!tmp.vm || !*tmp.vm))
         rc = base_errf(err, errlen, -EINVAL, "missing field \"vm\"");
+    if (rc == 0)
+        rc = check_clone(&tmp, err, errlen);
     if (rc < 0) {
         cli_op_fini(&tmp);
         return rc == -ENOMEM ? rc : -EINVAL;

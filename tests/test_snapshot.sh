@@ -15,7 +15,7 @@ PY=/usr/bin/python3
 T=$(mktemp -d /tmp/cocoon-snapshot-XXXXXX)
 cleanup() {
     "$BUILD/cocoon" --root-dir "$T/live" vm rm --force s1 s2 d1 web-1 web-2 web-3 \
-        dsnap-clone-1 r1 rclone >/dev/null 2>&1 || true
+        dsnap-clone-1 r1 rclone pc-1 pc-2 app-1 app-2 >/dev/null 2>&1 || true
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -260,6 +260,72 @@ import json, sys
 i = json.load(sys.stdin)
 assert [f["tag"] for f in i["config"]["fs"]] == ["data"], i
 ' && ok "the clone's VMM has the share" || fail "clone vm.info after attach"
+
+# A plan clones and then attaches to each clone: {name} and {vm} are the
+# clone's name, {id} its id.  A clone that fails sends none of its
+# attaches; a clone line's fields are checked like any other.
+listen_on "$T/vfs-pc-1.sock"
+listen_on "$T/vfs-pc-2.sock"
+cat > "$T/plan.jsonl" <<EOF
+{"op":"clone","vm":"pc-1","snapshot":"rsnap","fs":[{"socket":"$T/vfs-{name}.sock","tag":"data"}]}
+{"op":"clone","vm":"pc-2","snapshot":"rsnap","fs":[{"socket":"$T/vfs-{vm}.sock","tag":"data"},{"socket":"$T/vfs-{id}.sock","tag":"logs","num_queues":1}]}
+{"op":"clone","vm":"pc-3","snapshot":"nope","fs":[{"socket":"$T/vfs-{name}.sock","tag":"data"}]}
+{"op":"clone","vm":"pc-4","fs":[{"tag":"data"}]}
+{"op":"clone","vm":"pc-5","snapshot":"rsnap","tag":"data"}
+{"op":"fs-attach","vm":"r1","snapshot":"rsnap","tag":"x"}
+EOF
+out=$("${C[@]}" -o json batch "$T/plan.jsonl" 2>&1) && rc=0 || rc=$?
+echo "$out" | T="$T" $PY -c '
+import json, os, sys
+rows = [json.loads(x) for x in sys.stdin.read().splitlines() if x.startswith("{")]
+by, s = {}, None
+for r in rows:
+    if "summary" in r:
+        s = r["summary"]
+        continue
+    by.setdefault((r.get("vm"), r.get("op")), []).append(r)
+for vm in ("pc-1", "pc-2"):
+    c = by[(vm, "clone")][0]
+    assert c["ok"] and c["snapshot"] == "rsnap" and c["pid"] > 0 and len(c["id"]) == 26, c
+a = by[("pc-1", "fs-attach")]
+assert len(a) == 1 and a[0]["ok"] and a[0]["tag"] == "data", a
+a = by[("pc-2", "fs-attach")]
+ok = {x["tag"]: x for x in a}
+assert ok["data"]["ok"], a
+# {id} became the clone id: nobody listens there, refused before CH.
+assert not ok["logs"]["ok"] and by[("pc-2", "clone")][0]["id"] in ok["logs"]["error"], a
+c = by[("pc-3", "clone")][0]
+assert not c["ok"] and "snapshot not found" in c["error"], c
+a = by[("pc-3", "fs-attach")][0]
+assert not a["ok"] and "not sent: the clone did not come up" in a["error"], a
+errs = [r["error"] for r in rows if not r.get("vm") and "error" in r]
+assert any("line 4: missing field \"snapshot\"" in e for e in errs), errs
+assert any("line 5: op \"clone\" takes vm, snapshot and fs" in e for e in errs), errs
+assert any("line 6: fields \"snapshot\" and \"fs\" belong to op \"clone\"" in e for e in errs), errs
+assert s["total"] == 10 and s["ok"] == 4 and s["failed"] == 6, s
+' && [ $rc -eq 1 ] && ok "plan: clone then attach" || fail "plan clone: rc $rc: $out"
+for vm in pc-1 pc-2; do
+    id=$("${C[@]}" -o json vm inspect $vm | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    S="$L/run/cloudhypervisor/$id/api.sock"
+    [ "$(count vm.restore vm.resume)" = "1 1" ] && [ "$(state)" = Running ] &&
+        ok "$vm: one restore, one resume, running" || fail "$vm: $(count vm.restore vm.resume)"
+done
+expect 1 "VM not found" vm inspect pc-3
+
+# The README's plan, with its socket dir moved under $T.
+mkdir -p "$T/vfs"
+listen_on "$T/vfs/app-1.sock"
+listen_on "$T/vfs/app-2.sock"
+expect 0 "base: saved" snapshot save d1 --name base
+cat > "$T/readme-plan.jsonl" <<'EOF'
+{"op":"clone","vm":"app-1","snapshot":"base","fs":[{"socket":"/run/vfs/{name}.sock","tag":"data"}]}
+{"op":"clone","vm":"app-2","snapshot":"base","fs":[{"socket":"/run/vfs/{name}.sock","tag":"data"}]}
+EOF
+sed -i "s|/run/vfs/|$T/vfs/|" "$T/readme-plan.jsonl"
+out=$("${C[@]}" batch "$T/readme-plan.jsonl" 2>&1) && rc=0 || rc=$?
+[ $rc -eq 0 ] && [[ "$out" == *"app-1: cloned from base (id="* && "$out" == *"app-2: attached fs data (id="* &&
+    "$out" == *"4 ops on 2 VMs: 4 ok, 0 failed"* ]] && ok "README plan, text output" ||
+    fail "README plan: rc $rc: $out"
 kill "${LPIDS[@]}" 2>/dev/null || true
 
 [ $failures -eq 0 ] || { echo "test_snapshot: $failures failures"; exit 1; }

@@ -25,6 +25,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         assert(op.vm && op.vm[0]);
         assert(strcmp(cli_op_name(op.kind), "?") != 0);
         assert(op.wait_s >= 0);
+        assert((op.kind == CLI_OP_CLONE) == (op.snapshot != NULL));
+        for (size_t i = 0; i < op.n_fs; i++)
+            assert(op.fs[i].kind == CLI_OP_FS_ATTACH && strcmp(op.fs[i].vm, op.vm) == 0);
     } else if (rc < 0) {
         assert(err[0] != '\0');
     }
