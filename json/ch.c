@@ -9,7 +9,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "http/base.h"
-#include "json/prune.h"
+#include "json/vminfo.h"
 
 /* Bounds on what a decoder accepts.  vm.info nests about six levels deep
  * (device_tree.<id>.resources[i].<kind>), so 64 leaves ample room while
@@ -88,6 +88,7 @@ typedef struct dec {
     json_vm_info *vi;
     json_pci_info *pi;
     size_t cap_zones, cap_fs, cap_devices, cap_tree;
+    size_t used;        /* of vi->strings */
     int rc;
     char *err;
     size_t errlen;
@@ -175,18 +176,15 @@ static int dec_wrong(dec *d, node slot)
     return dec_fail(d, -EBADMSG, expected_text(slot));
 }
 
-/* Grows *arr (elements of size sz) to hold one more than *n. */
-static int grow(void **arr, size_t *cap, size_t n, size_t sz)
+/* Room for a kept vm.info string of len bytes in vi->strings, which the
+ * caller sized to the body: unescaping never lengthens a string, and each
+ * takes its two quotes in the body against one NUL here. */
+static char *dec_keep(dec *d, size_t len)
 {
-    if (n < *cap)
-        return 0;
-    size_t ncap = *cap ? *cap * 2 : 4;
-    void *p = reallocarray(*arr, ncap, sz);
-    if (!p)
-        return -ENOMEM;
-    *arr = p;
-    *cap = ncap;
-    return 0;
+    char *p = d->vi->strings + d->used;
+
+    d->used += len + 1;
+    return p;
 }
 
 static char **str_target(dec *d, node slot)
@@ -210,7 +208,6 @@ static int cb_null(void *ctx)
 {
     dec *d = ctx;
     node slot = dec_slot(d);
-    char **t;
 
     dec_value_start(d);
     switch (slot) {
@@ -222,9 +219,7 @@ static int cb_null(void *ctx)
         return 1;
     /* Option<...> fields: CH up to v52 wrote null where v53 omits. */
     case S_FS_ID: case S_DEV_ID: case S_DEV_PATH:
-        t = str_target(d, slot);
-        free(*t);
-        *t = NULL;
+        *str_target(d, slot) = NULL;
         return 1;
     default:
         return dec_wrong(d, slot);
@@ -248,34 +243,8 @@ static int cb_boolean(void *ctx, int val)
     }
 }
 
-/* Accepts only plain JSON integers ("-12", "0"), no fraction or exponent:
- * a queue count of 1.5 is a wrong type, not something to round. */
-static bool parse_int(const char *s, size_t len, bool allow_neg, uint64_t *mag, bool *neg)
-{
-    size_t i = 0;
-    uint64_t v = 0;
-
-    *neg = false;
-    if (len && s[0] == '-') {
-        if (!allow_neg)
-            return false;
-        *neg = true;
-        i = 1;
-    }
-    if (i == len)
-        return false;
-    for (; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        unsigned dgt = (unsigned)(s[i] - '0');
-        if (v > (UINT64_MAX - dgt) / 10)
-            return false;
-        v = v * 10 + dgt;
-    }
-    *mag = v;
-    return true;
-}
-
+/* Numbers: only plain JSON integers ("-12", "0"), no fraction or
+ * exponent: a queue count of 1.5 is a wrong type, not something to round. */
 static int cb_number(void *ctx, const char *s, size_t len)
 {
     dec *d = ctx;
@@ -289,12 +258,12 @@ static int cb_number(void *ctx, const char *s, size_t len)
     case N_IGNORE:
         return 1;
     case S_MEM_SIZE:
-        if (!parse_int(s, len, false, &mag, &neg))
+        if (!json_int_parse(s, len, false, &mag, &neg))
             return dec_wrong(d, slot);
         vi->mem_size = mag;
         return 1;
     case S_FS_NQ: case S_FS_QS: {
-        if (!parse_int(s, len, true, &mag, &neg) ||
+        if (!json_int_parse(s, len, true, &mag, &neg) ||
             mag > (neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX))
             return dec_wrong(d, slot);
         int64_t v = neg ? (int64_t)(0 - mag) : (int64_t)mag;
@@ -327,12 +296,15 @@ static int cb_string(void *ctx, const unsigned char *s, size_t len)
      * string; reject instead of truncating. */
     if (memchr(s, '\0', len))
         return dec_fail(d, -EBADMSG, "string contains a NUL character");
-    copy = malloc(len + 1);
-    if (!copy)
-        return dec_nomem(d);
+    if (slot == S_PCI_ID || slot == S_PCI_BDF) {
+        if (!(copy = malloc(len + 1)))
+            return dec_nomem(d);
+        free(*t);       /* a repeated key: the last value wins */
+    } else {
+        copy = dec_keep(d, len);
+    }
     memcpy(copy, s, len);
     copy[len] = '\0';
-    free(*t);           /* a repeated key: the last value wins */
     *t = copy;
     return 1;
 }
@@ -377,18 +349,18 @@ static int cb_start_map(void *ctx)
     case N_TREE: case N_PCI_ROOT:
         break;
     case N_ZONE:
-        if (grow((void **)&vi->zones, &d->cap_zones, vi->n_zones, sizeof(*vi->zones)) < 0)
+        if (json_grow((void **)&vi->zones, &d->cap_zones, vi->n_zones, sizeof(*vi->zones), 4) < 0)
             return dec_nomem(d);
         memset(&vi->zones[vi->n_zones++], 0, sizeof(*vi->zones));
         break;
     case N_FS:
-        if (grow((void **)&vi->fs, &d->cap_fs, vi->n_fs, sizeof(*vi->fs)) < 0)
+        if (json_grow((void **)&vi->fs, &d->cap_fs, vi->n_fs, sizeof(*vi->fs), 4) < 0)
             return dec_nomem(d);
         memset(&vi->fs[vi->n_fs++], 0, sizeof(*vi->fs));
         break;
     case N_DEV:
-        if (grow((void **)&vi->devices, &d->cap_devices, vi->n_devices,
-                 sizeof(*vi->devices)) < 0)
+        if (json_grow((void **)&vi->devices, &d->cap_devices, vi->n_devices,
+                      sizeof(*vi->devices), 4) < 0)
             return dec_nomem(d);
         memset(&vi->devices[vi->n_devices++], 0, sizeof(*vi->devices));
         break;
@@ -410,14 +382,13 @@ static int cb_map_key(void *ctx, const unsigned char *key, size_t len)
     if (f->kind == N_TREE) {
         json_vm_info *vi = d->vi;
         char *copy;
+
         if (memchr(key, '\0', len))
             return dec_fail(d, -EBADMSG, "key contains a NUL character");
-        if (grow((void **)&vi->tree_ids, &d->cap_tree, vi->n_tree_ids,
-                 sizeof(*vi->tree_ids)) < 0)
+        if (json_grow((void **)&vi->tree_ids, &d->cap_tree, vi->n_tree_ids,
+                      sizeof(*vi->tree_ids), 16) < 0)
             return dec_nomem(d);
-        copy = malloc(len + 1);
-        if (!copy)
-            return dec_nomem(d);
+        copy = dec_keep(d, len);
         memcpy(copy, key, len);
         copy[len] = '\0';
         vi->tree_ids[vi->n_tree_ids++] = copy;
@@ -540,12 +511,8 @@ static int dec_run(dec *d, const char *buf, size_t len)
     return d->rc;
 }
 
-/* Bodies up to this size are pruned into a stack buffer; larger ones (a
- * VM with hundreds of devices) into a heap one. */
-#define PRUNE_STACK 8192
-
 static int vm_info_decode(const char *buf, size_t len, json_vm_info *out, char *err,
-                          size_t errlen, bool prune)
+                          size_t errlen, bool fast)
 {
     dec d;
     int rc;
@@ -555,21 +522,17 @@ static int vm_info_decode(const char *buf, size_t len, json_vm_info *out, char *
     memset(out, 0, sizeof(*out));
     if (!buf && len)
         return base_errf(err, errlen, -EINVAL, "vm.info: missing argument");
+    if (fast && len <= JSON_MAX_BODY && json_vm_info_read(buf, len, out, JSON_MAX_DEPTH) == 0)
+        return 0;
+    json_vm_info_fini(out);
     memset(&d, 0, sizeof(d));
     d.top = N_VM_ROOT;
     d.vi = out;
     d.err = err;
     d.errlen = errlen;
-    if (prune && buf && len <= JSON_MAX_BODY) {
-        char small[PRUNE_STACK], *p = len <= sizeof(small) ? small : malloc(len);
-        long plen = p ? json_prune_vm_info(buf, len, p, JSON_MAX_DEPTH) : -1;
-
-        rc = plen >= 0 ? dec_run(&d, p, (size_t)plen) : dec_run(&d, buf, len);
-        if (p != small)
-            free(p);
-    } else {
-        rc = dec_run(&d, buf ? buf : "", len);
-    }
+    if (len <= JSON_MAX_BODY && !(out->strings = malloc(len + 1)))
+        return base_errf(err, errlen, -ENOMEM, "vm.info: out of memory");
+    rc = dec_run(&d, buf ? buf : "", len);
     if (rc == 0 && !out->state)
         rc = base_errf(err, errlen, -EBADMSG, "state: missing");
     if (rc < 0)
@@ -593,27 +556,16 @@ void json_vm_info_fini(json_vm_info *vi)
 {
     if (!vi)
         return;
-    free(vi->state);
+    free(vi->strings);
     free(vi->zones);
-    for (size_t i = 0; i < vi->n_fs; i++) {
-        free(vi->fs[i].id);
-        free(vi->fs[i].tag);
-        free(vi->fs[i].socket);
-    }
     free(vi->fs);
-    for (size_t i = 0; i < vi->n_devices; i++) {
-        free(vi->devices[i].id);
-        free(vi->devices[i].path);
-    }
     free(vi->devices);
-    for (size_t i = 0; i < vi->n_tree_ids; i++)
-        free(vi->tree_ids[i]);
     free(vi->tree_ids);
     memset(vi, 0, sizeof(*vi));
 }
 
-int json_pci_info_decode(const char *buf, size_t len, json_pci_info *out,
-                         char *err, size_t errlen)
+static int pci_info_decode(const char *buf, size_t len, json_pci_info *out, char *err,
+                           size_t errlen, bool fast)
 {
     json_vm_info unused;
     dec d;
@@ -624,6 +576,9 @@ int json_pci_info_decode(const char *buf, size_t len, json_pci_info *out,
     memset(out, 0, sizeof(*out));
     if (!buf && len)
         return base_errf(err, errlen, -EINVAL, "PciDeviceInfo: missing argument");
+    if (fast && json_pci_info_read(buf, len, out) == 0)
+        return 0;
+    json_pci_info_fini(out);
     memset(&unused, 0, sizeof(unused));
     memset(&d, 0, sizeof(d));
     d.top = N_PCI_ROOT;
@@ -637,6 +592,18 @@ int json_pci_info_decode(const char *buf, size_t len, json_pci_info *out,
     if (rc < 0)
         json_pci_info_fini(out);
     return rc;
+}
+
+int json_pci_info_decode(const char *buf, size_t len, json_pci_info *out, char *err,
+                         size_t errlen)
+{
+    return pci_info_decode(buf, len, out, err, errlen, true);
+}
+
+int json_pci_info_decode_yajl(const char *buf, size_t len, json_pci_info *out, char *err,
+                              size_t errlen)
+{
+    return pci_info_decode(buf, len, out, err, errlen, false);
 }
 
 void json_pci_info_fini(json_pci_info *pi)

@@ -33,8 +33,9 @@ typedef struct json_mem_zone {
 } json_mem_zone;
 
 /* The part of CH's VmInfo that cocoon needs; every pointer owned,
- * free with json_vm_info_fini. */
+ * free with json_vm_info_fini.  The strings all live in one block. */
 typedef struct json_vm_info {
+    char *strings;            /* the block holding every string below */
     char *state;              /* "Created", "Running", "Paused", ...; never NULL after decode */
     uint64_t mem_size;
     bool mem_shared;
@@ -75,16 +76,19 @@ int json_file_url_encode(const char *key, const char *dir, char **out, size_t *o
 /* Decoders: buf need not be NUL-terminated. */
 int json_vm_info_decode(const char *buf, size_t len, json_vm_info *out,
                         char *err, size_t errlen);
-/* json_vm_info_decode first drops, with json/prune, the parts of the body
- * it never reads and lets yajl parse the rest; json_vm_info_decode_yajl is
- * the same decode with yajl over the whole body, the reference the tests
- * and the fuzz target hold the pruned path to (same result, same error). */
+/* json_vm_info_decode first tries the reader of json/vminfo.h and falls
+ * back to yajl for a body that reader does not handle;
+ * json_vm_info_decode_yajl is the decode with yajl alone, the reference
+ * the tests and the fuzz target hold the other to (same result, same
+ * error).  json_pci_info_decode takes the same two steps. */
 int json_vm_info_decode_yajl(const char *buf, size_t len, json_vm_info *out,
                              char *err, size_t errlen);
 void json_vm_info_fini(json_vm_info *vi);
 
 int json_pci_info_decode(const char *buf, size_t len, json_pci_info *out,
                          char *err, size_t errlen);
+int json_pci_info_decode_yajl(const char *buf, size_t len, json_pci_info *out,
+                              char *err, size_t errlen);
 void json_pci_info_fini(json_pci_info *pi);
 
 /* Renders a CH error body into out (always NUL-terminated): a JSON array of
