@@ -363,4 +363,4 @@ format-check:
 -include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)
 TEST_LDFLAGS_test_json = -Wl,--wrap=malloc -Wl,--wrap=reallocarray
 TEST_LDFLAGS_test_store = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
-TEST_LDFLAGS_test_engine = -Wl,--wrap=open,--wrap=connect,--wrap=socket,--wrap=sendto,--wrap=recvmsg
+TEST_LDFLAGS_test_engine = -Wl,--wrap=open,--wrap=connect,--wrap=socket,--wrap=sendto,--wrap=recvmsg,--wrap=stat

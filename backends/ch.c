@@ -199,21 +199,27 @@ int ch_socket_check(const char *path, const socktab *listeners, int table_errno,
                     char *err, size_t errlen)
 {
     struct stat st;
+    bool is_sock = false;
+    int e = 0;
 
-    if (stat(path, &st) < 0) {
-        int e = errno;
-
+    /* The snapshot stat()s the paths it is taken for: its answer stands. */
+    if (!socktab_stat(listeners, path, &e, &is_sock)) {
+        if (stat(path, &st) < 0)
+            e = errno;
+        else
+            is_sock = S_ISSOCK(st.st_mode);
+    }
+    if (e) {
         if (e == ENOENT)
             return base_errf(err, errlen, -ENOENT,
                              "virtiofsd socket %s does not exist", path);
         return base_errf(err, errlen, -e, "virtiofsd socket %s: %s", path, strerror(e));
     }
-    if (!S_ISSOCK(st.st_mode))
+    if (!is_sock)
         return base_errf(err, errlen, -ENOTSOCK,
                          "virtiofsd socket %s is not a unix socket", path);
     if (!listeners) {
-        int e = table_errno > 0 ? table_errno : EIO;
-
+        e = table_errno > 0 ? table_errno : EIO;
         return base_errf(err, errlen, -e,
                          "cannot tell whether virtiofsd listens on %s: read the socket "
                          "table: %s (--no-socket-check attaches without the check)",

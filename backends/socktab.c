@@ -33,6 +33,7 @@
 struct socktab_slot {
     uint32_t off;       /* arena offset + 1; 0: empty */
     uint32_t hash;
+    uint32_t want;      /* index + 1 in wants; 0: not a wanted path */
     bool listening;
 };
 
@@ -47,8 +48,8 @@ struct socktab {
     uint64_t lens[2];   /* wanted: bit L set when a path of length L < 128 is */
     struct socktab_want *wants;  /* wanted: each distinct path asked for */
     size_t n_want;
-    struct socktab_id *ids;      /* wanted, sock_diag: sorted by (ino, dev) */
-    size_t n_ids;
+    struct socktab_id *ids;      /* wanted, sock_diag: hashed by (ino, dev) */
+    size_t ids_cap;              /* power of two */
     uint64_t last_path;          /* text table: file offset + 1 of the latest
                                     path start; 0: none yet */
 };
@@ -61,12 +62,15 @@ struct socktab_want {
     uint32_t off, len;           /* the path as asked, in the arena */
     uint32_t real_off, real_len; /* its realpath() when different; len 0: none */
     bool hit;                    /* the dump listed its inode */
+    int stat_err;                /* sock_diag: what stat() said, 0 or an errno;
+                                    -1: not stat'ed */
+    bool is_sock;                /* stat() found a socket */
 };
 
 struct socktab_id {
     uint64_t ino;
     uint32_t dev;                /* kernel encoding: major << 20 | minor */
-    uint32_t want;
+    uint32_t want;               /* index + 1 in wants; 0: empty */
 };
 
 static struct socktab_slot *socktab_find(const socktab *s, const char *path,
@@ -129,6 +133,7 @@ static struct socktab_slot *socktab_put(socktab *s, const char *path, size_t len
     s->arena[s->used + len] = '\0';
     sl->off = (uint32_t)s->used + 1;
     sl->hash = h;
+    sl->want = 0;
     sl->listening = false;
     s->used += len + 1;
     s->n_slots++;
@@ -304,7 +309,9 @@ static socktab *socktab_new(const char *const *want, size_t n_want, bool wanted)
             s->lens[len >> 6] |= 1ull << (len & 63);
         if (s->n_slots != before) {
             s->wants[s->n_want].off = sl->off - 1;
-            s->wants[s->n_want++].len = (uint32_t)len;
+            s->wants[s->n_want].len = (uint32_t)len;
+            s->wants[s->n_want].stat_err = -1;
+            sl->want = (uint32_t)++s->n_want;
         }
     }
     return s;
@@ -342,53 +349,58 @@ static int socktab_add_real(socktab *s)
     return 0;
 }
 
-static int socktab_id_cmp(const void *a, const void *b)
+static size_t socktab_id_hash(uint64_t ino, uint32_t dev)
 {
-    const struct socktab_id *x = a, *y = b;
+    uint64_t h = (ino ^ ((uint64_t)dev << 32)) * 0x9e3779b97f4a7c15ull;
 
-    if (x->ino != y->ino)
-        return x->ino < y->ino ? -1 : 1;
-    if (x->dev != y->dev)
-        return x->dev < y->dev ? -1 : 1;
-    return 0;
+    return (size_t)(h >> 32);
 }
 
-/* For the dump: inode and device of each wanted path that exists.  The
- * kernel reports the device as the superblock's dev_t in its own encoding
- * (major << 20 | minor), not the one stat() hands out. */
+/* For the dump: inode and device of each wanted path that exists, in an
+ * open-addressing table (a path spelled two ways is one inode twice).
+ * The kernel reports the device as the superblock's dev_t in its own
+ * encoding (major << 20 | minor), not the one stat() hands out.  What
+ * stat() said is kept, so the caller's check need not ask again. */
 static int socktab_add_ids(socktab *s)
 {
-    if (s->n_want && !(s->ids = calloc(s->n_want, sizeof(*s->ids))))
-        return -ENOMEM;
-    for (size_t i = 0; i < s->n_want; i++) {
-        struct stat st;
+    size_t cap = 16;
 
-        if (stat(s->arena + s->wants[i].off, &st) < 0)
+    while (cap < s->n_want * 2)
+        cap *= 2;
+    if (!(s->ids = calloc(cap, sizeof(*s->ids))))
+        return -ENOMEM;
+    s->ids_cap = cap;
+    for (size_t i = 0; i < s->n_want; i++) {
+        struct socktab_want *w = &s->wants[i];
+        struct stat st;
+        uint32_t dev;
+        size_t k;
+
+        if (stat(s->arena + w->off, &st) < 0) {
+            w->stat_err = errno;
             continue;
-        s->ids[s->n_ids].ino = (uint64_t)st.st_ino;
-        s->ids[s->n_ids].dev = ((uint32_t)major(st.st_dev) << 20) | (uint32_t)minor(st.st_dev);
-        s->ids[s->n_ids++].want = (uint32_t)i;
+        }
+        w->stat_err = 0;
+        w->is_sock = S_ISSOCK(st.st_mode);
+        dev = ((uint32_t)major(st.st_dev) << 20) | (uint32_t)minor(st.st_dev);
+        for (k = socktab_id_hash((uint64_t)st.st_ino, dev) & (cap - 1); s->ids[k].want;
+             k = (k + 1) & (cap - 1))
+            ;
+        s->ids[k] = (struct socktab_id){ (uint64_t)st.st_ino, dev, (uint32_t)i + 1 };
     }
-    qsort(s->ids, s->n_ids, sizeof(*s->ids), socktab_id_cmp);
     return 0;
 }
 
 /* Marks the wanted paths whose inode the dump listed. */
 static void socktab_hit(socktab *s, uint64_t ino, uint32_t dev)
 {
-    struct socktab_id key = { ino, dev, 0 };
-    size_t lo = 0, hi = s->n_ids;
+    size_t m = s->ids_cap - 1;
 
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-
-        if (socktab_id_cmp(&s->ids[mid], &key) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (; lo < s->n_ids && socktab_id_cmp(&s->ids[lo], &key) == 0; lo++)
-        s->wants[s->ids[lo].want].hit = true;
+    if (!s->ids_cap)
+        return;
+    for (size_t k = socktab_id_hash(ino, dev) & m; s->ids[k].want; k = (k + 1) & m)
+        if (s->ids[k].ino == ino && s->ids[k].dev == dev)
+            s->wants[s->ids[k].want - 1].hit = true;
 }
 
 static struct socktab_slot *socktab_at(const socktab *s, uint32_t off, uint32_t len)
@@ -617,6 +629,23 @@ bool socktab_has(const socktab *s, const char *path)
         return false;
     len = strlen(path);
     return socktab_find(s, path, len, (uint32_t)base_hash(path, len))->listening;
+}
+
+int socktab_stat(const socktab *s, const char *path, int *err, bool *is_sock)
+{
+    const struct socktab_slot *sl;
+    const struct socktab_want *w;
+    size_t len;
+
+    if (!s || !s->cap)
+        return 0;
+    len = strlen(path);
+    sl = socktab_find(s, path, len, (uint32_t)base_hash(path, len));
+    if (!sl->off || !sl->want || (w = &s->wants[sl->want - 1])->stat_err < 0)
+        return 0;
+    *err = w->stat_err;
+    *is_sock = w->is_sock;
+    return 1;
 }
 
 size_t socktab_count(const socktab *s)

@@ -37,6 +37,11 @@ socktab *socktab_load(const char *file);
 socktab *socktab_load_wanted(const char *file, const char *const *want, size_t n);
 /* Whether path listens in s; false for s NULL. */
 bool socktab_has(const socktab *s, const char *path);
+/* What the snapshot's own stat() of path said when it took one (a
+ * wanted path of a sock_diag snapshot): 1 with *err 0 or the errno, and
+ * *is_sock; 0 when s holds no such answer.  A caller checking a path the
+ * snapshot was taken for need not stat it again. */
+int socktab_stat(const socktab *s, const char *path, int *err, bool *is_sock);
 /* Listening paths in the set. */
 size_t socktab_count(const socktab *s);
 void socktab_free(socktab *s);

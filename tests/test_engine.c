@@ -156,6 +156,20 @@ int __wrap_open(const char *path, int flags, ...)
     return __real_open(path, flags, mode);
 }
 
+/* stat() calls on g_stat_path, counted through -Wl,--wrap=stat. */
+static int g_stats;
+static const char *g_stat_path;
+
+int __real_stat(const char *path, struct stat *st);
+int __wrap_stat(const char *path, struct stat *st);
+
+int __wrap_stat(const char *path, struct stat *st)
+{
+    if (g_stat_path && strcmp(path, g_stat_path) == 0)
+        g_stats++;
+    return __real_stat(path, st);
+}
+
 static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)w;
@@ -748,7 +762,8 @@ static void test_diag_snapshot(void **state)
     afd = accept(lfd, NULL, NULL);
     assert_true(afd >= 0);
 
-    g_dumps = g_unix_reads = 0;
+    g_dumps = g_unix_reads = g_stats = 0;
+    g_stat_path = lp;
     s = socktab_listening(want, 4);
     assert_non_null(s);
     assert_true(socktab_has(s, lp));
@@ -756,6 +771,24 @@ static void test_diag_snapshot(void **state)
     assert_false(socktab_has(s, cp));
     assert_false(socktab_has(s, want[3]));
     assert_int_equal(socktab_count(s), 1);
+    /* The check of a path the snapshot was taken for uses the snapshot's
+     * own stat(): one per path in all. */
+    {
+        char err[BASE_ERRSTR_MAX];
+        int e = -1;
+        bool sock = false;
+
+        assert_int_equal(socktab_stat(s, lp, &e, &sock), 1);
+        assert_true(e == 0 && sock);
+        assert_int_equal(socktab_stat(s, want[3], &e, &sock), 1);
+        assert_int_equal(e, ENOENT);
+        assert_int_equal(socktab_stat(s, "/elsewhere.sock", &e, &sock), 0);
+        assert_int_equal(ch_socket_check(lp, s, 0, err, sizeof(err)), 0);
+        assert_int_equal(ch_socket_check(want[3], s, 0, err, sizeof(err)), -ENOENT);
+        assert_int_equal(ch_socket_check(cp, s, 0, err, sizeof(err)), -ECONNREFUSED);
+        assert_int_equal(g_stats, 1);
+    }
+    g_stat_path = NULL;
     socktab_free(s);
     assert_int_equal(g_dumps, 1);
     assert_int_equal(g_unix_reads, 0);
