@@ -230,7 +230,7 @@ int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spe
     spec_fs s;
     struct eng_op *op;
     const char *out[3];
-    char *fs_id = NULL;
+    char idbuf[128], *fs_id = NULL;
     int rc = eng_usable(e), vrc;
 
     if (rc)
@@ -242,9 +242,10 @@ int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spe
     s = (spec_fs){ in.socket, in.tag, in.num_queues, in.queue_size };
     vrc = spec_fs_normalize(&s, e->err, sizeof(e->err));
     if (!vrc) {
-        size_t tl = strlen(s.tag);
+        size_t tl = strlen(s.tag), n = sizeof("cocoon-fs-") - 1 + tl + 1;
 
-        fs_id = malloc(sizeof("cocoon-fs-") - 1 + tl + 1);
+        /* op_new copies it: the stack serves a tag of common length. */
+        fs_id = n <= sizeof(idbuf) ? idbuf : malloc(n);
         if (!fs_id)
             return -ENOMEM;
         memcpy(fs_id, "cocoon-fs-", sizeof("cocoon-fs-") - 1);
@@ -255,7 +256,8 @@ int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spe
 
         op = op_new(e, OP_FS_ATTACH, vm, strs, 3, out);
     }
-    free(fs_id);
+    if (fs_id != idbuf)
+        free(fs_id);
     if (!op)
         return -ENOMEM;
     op->socket = out[0];

@@ -126,8 +126,9 @@ static void vm_enqueue(cocoon_engine *e, struct eng_vm *vm, struct eng_op *op)
 /* "D" + the socket path of a direct target; "R" + the API socket of a
  * recorded VM, whose record and backend are returned.  Owned, or NULL
  * with *rc and e->err. */
+/* The key of op's VM: in buf (n bytes) when it fits, else owned. */
 static char *op_vm_key(cocoon_engine *e, struct eng_op *op, const store_vm **rec,
-                       const struct backend_ops **ops, int *rc)
+                       const struct backend_ops **ops, int *rc, char *buf, size_t bufn)
 {
     const char *sock = op->vm_arg;
     char *owned = NULL, *key;
@@ -149,7 +150,7 @@ static char *op_vm_key(cocoon_engine *e, struct eng_op *op, const store_vm **rec
         sock = owned = gate_api_sock(*rec);
     }
     n = sock ? strlen(sock) : 0;
-    key = sock ? malloc(n + 2) : NULL;
+    key = !sock ? NULL : n + 2 <= bufn ? buf : malloc(n + 2);
     if (!key) {
         free(owned);
         *rc = base_errf(e->err, sizeof(e->err), -ENOMEM, "out of memory");
@@ -180,7 +181,7 @@ void eng_op_begin(cocoon_engine *e, struct eng_op *op)
     const struct backend_ops *ops = NULL;
     const store_vm *rec = NULL;
     struct eng_vm *vm;
-    char *key;
+    char keybuf[256], *key;
     int rc = 0;
 
     if (op->pre_err) {
@@ -193,13 +194,14 @@ void eng_op_begin(cocoon_engine *e, struct eng_op *op)
         eng_op_complete(op, -EINVAL, e->err);
         return;
     }
-    key = op_vm_key(e, op, &rec, &ops, &rc);
+    key = op_vm_key(e, op, &rec, &ops, &rc, keybuf, sizeof(keybuf));
     if (!key) {
         eng_op_complete(op, rc, e->err);
         return;
     }
     if (!op_supported(op, ops)) {
-        free(key);
+        if (key != keybuf)
+            free(key);
         base_errf(e->err, sizeof(e->err), 0, "%s: backend %s: backend does not support %s",
                   eng_op_names[op->kind], ops ? ops->short_name : rec->backend,
                   op_is_fs(op) || op->kind == OP_LIST ? "fs attach" : "device attach");
@@ -207,7 +209,8 @@ void eng_op_begin(cocoon_engine *e, struct eng_op *op)
         return;
     }
     vm = eng_vm_get(e, key, rec);
-    free(key);
+    if (key != keybuf)
+        free(key);
     if (!vm) {
         eng_op_complete(op, -ENOMEM, "out of memory");
         return;

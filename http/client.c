@@ -37,7 +37,7 @@ struct httpc_conn {
     lp_io io;
     lp_timer deadline;      /* connect to last reply byte */
     lp_timer kick;          /* starts a request from the loop; connect retry */
-    httpc_resp *resp;
+    httpc_resp *resp;       /* in resp_mem: one allocation less per connection */
 
     bool busy;              /* a request is in flight */
     bool started;           /* the parser has been reset for its reply */
@@ -45,8 +45,10 @@ struct httpc_conn {
     bool reused;            /* the request went out on an idle connection */
     int events;             /* events c->io is started with, 0: stopped */
     bool unref;             /* idle: c->io does not keep the loop alive */
-    char *req;              /* request buffer, kept for the next request */
+    char *req;              /* request buffer, kept for the next request:
+                             * req_small, or owned when a request outgrows it */
     size_t req_cap, req_len, req_off;
+    char req_small[512];    /* room for a vm.info GET or an add-fs PUT */
     unsigned timeout_ms;
     int send_err;           /* errno of a failed send(), 0 if none */
     httpc_done_fn *cb;
@@ -55,6 +57,7 @@ struct httpc_conn {
     int depth;              /* callbacks currently running */
     bool free_pending;
     char errstr[BASE_ERRSTR_MAX];
+    max_align_t resp_mem[];
 };
 
 static const char *conn_strerror(int e, char *buf, size_t n)
@@ -106,8 +109,9 @@ static void conn_destroy(httpc_conn *c)
     lp_timer_stop(c->loop, &c->deadline);
     lp_timer_stop(c->loop, &c->kick);
     conn_close(c);
-    httpc_resp_free(c->resp);
-    free(c->req);
+    free(httpc_resp_body_buf(c->resp));
+    if (c->req != c->req_small)
+        free(c->req);
     free(c);
 }
 
@@ -416,7 +420,7 @@ httpc_conn *httpc_conn_new(lp_loop *loop, const char *sock_path)
         errno = EINVAL;
         return NULL;
     }
-    httpc_conn *c = calloc(1, sizeof *c);
+    httpc_conn *c = calloc(1, sizeof *c + httpc_resp_size());
     if (!c)
         return NULL;
     size_t len = strlen(sock_path);
@@ -425,12 +429,10 @@ httpc_conn *httpc_conn_new(lp_loop *loop, const char *sock_path)
         errno = ENAMETOOLONG;
         return NULL;
     }
-    c->resp = httpc_resp_new();
-    if (!c->resp) {
-        free(c);
-        errno = ENOMEM;
-        return NULL;
-    }
+    c->resp = (httpc_resp *)(void *)c->resp_mem;
+    httpc_resp_reset(c->resp);
+    c->req = c->req_small;
+    c->req_cap = sizeof c->req_small;
     c->addr.sun_family = AF_UNIX;
     memcpy(c->addr.sun_path, sock_path, len + 1);
     c->loop = loop;
@@ -525,13 +527,11 @@ int httpc_conn_send(httpc_conn *c, const char *method, const char *path,
                   (body_len ? sizeof HTTPC_REQ_CTYPE - 1 : 0) +
                   (clen ? sizeof HTTPC_REQ_CLEN - 1 + 20 + 2 : 0) + 2 + body_len;
     if (need > c->req_cap) {
-        /* Room for a vm.info GET and the add-fs PUT that follows it. */
-        if (need < 512)
-            need = 512;
         char *nb = malloc(need);
         if (!nb)
             return -ENOMEM;
-        free(c->req);
+        if (c->req != c->req_small)
+            free(c->req);
         c->req = nb;
         c->req_cap = need;
     }

@@ -143,6 +143,16 @@ httpc_resp *httpc_resp_new(void)
     return r;
 }
 
+size_t httpc_resp_size(void)
+{
+    return sizeof(httpc_resp);
+}
+
+char *httpc_resp_body_buf(httpc_resp *r)
+{
+    return r->body;
+}
+
 void httpc_resp_free(httpc_resp *r)
 {
     if (!r)

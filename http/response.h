@@ -19,6 +19,11 @@ typedef struct httpc_resp httpc_resp;
 httpc_resp *httpc_resp_new(void);
 /* NULL is a no-op. */
 void httpc_resp_free(httpc_resp *r);
+/* For a response kept inside another struct: its size.  That memory,
+ * zeroed and aligned for any type, becomes a response with
+ * httpc_resp_reset; its owner frees httpc_resp_body_buf(r) when done. */
+size_t httpc_resp_size(void);
+char *httpc_resp_body_buf(httpc_resp *r);
 
 /* Forgets the previous response (status, body, error) and expects a new one.
  * Keeps the body buffer for reuse. */
