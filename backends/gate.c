@@ -74,6 +74,10 @@ static char *gate_read_cmdline(pid_t pid, size_t *out_len)
         if (r == 0)
             break;
         len += (size_t)r;
+        /* procfs fills a read up to the end of the command line: a short
+         * read is the end, with no second read(2) to see 0. */
+        if (len < cap)
+            break;
     }
     close(fd);
     if (buf) {

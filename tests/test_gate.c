@@ -162,6 +162,36 @@ static void test_chsim_passes(void **state)
     assert_false(gate_cmdline_matches(0, f->chsim, f->sock));
 }
 
+/* read(2) calls while g_count_reads, through -Wl,--wrap=read. */
+static bool g_count_reads;
+static int g_reads;
+
+ssize_t __real_read(int fd, void *buf, size_t n);
+ssize_t __wrap_read(int fd, void *buf, size_t n);
+
+ssize_t __wrap_read(int fd, void *buf, size_t n)
+{
+    if (g_count_reads)
+        g_reads++;
+    return __real_read(fd, buf, n);
+}
+
+/* A command line shorter than the first read takes that one read: procfs
+ * fills a read to the end, so no second read looks for the end. */
+static void test_cmdline_one_read(void **state)
+{
+    fixture *f = *state;
+    bool ok;
+
+    start_chsim(f);
+    g_reads = 0;
+    g_count_reads = true;
+    ok = gate_cmdline_matches(f->vmm, f->chsim, f->sock);
+    g_count_reads = false;
+    assert_true(ok);
+    assert_int_equal(g_reads, 1);
+}
+
 static void test_reused_pid_of_other_program(void **state)
 {
     fixture *f = *state;
@@ -316,6 +346,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chsim_passes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cmdline_one_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reused_pid_of_other_program, setup, teardown),
         cmocka_unit_test_setup_teardown(test_firecracker_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmm_serving_another_socket, setup, teardown),
