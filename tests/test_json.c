@@ -922,11 +922,14 @@ static void test_vm_info_fast(void **state)
         json_vm_info_fini(&vi);
     }
     for (size_t i = 0; i < ARRAY_LEN(fallback); i++) {
+        int rc;
+
         memset(&vi, 0, sizeof(vi));
-        if (json_vm_info_read(fallback[i], strlen(fallback[i]), &vi, 64) != -1)
-            print_error("case %zu read\n", i);
-        assert_int_equal(json_vm_info_read(fallback[i], strlen(fallback[i]), &vi, 64), -1);
+        rc = json_vm_info_read(fallback[i], strlen(fallback[i]), &vi, 64);
         json_vm_info_fini(&vi);
+        if (rc != -1)
+            print_error("case %zu read\n", i);
+        assert_int_equal(rc, -1);
         decode_str(fallback[i], &vi, err, sizeof(err));
         json_vm_info_fini(&vi);
     }
