@@ -6,6 +6,7 @@
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -356,21 +357,25 @@ static size_t socktab_id_hash(uint64_t ino, uint32_t dev)
     return (size_t)(h >> 32);
 }
 
-/* For the dump: inode and device of each wanted path that exists, in an
- * open-addressing table (a path spelled two ways is one inode twice).
- * The kernel reports the device as the superblock's dev_t in its own
- * encoding (major << 20 | minor), not the one stat() hands out.  What
- * stat() said is kept, so the caller's check need not ask again. */
-static int socktab_add_ids(socktab *s)
+/* For the dump: inode and device of wanted paths from..to-1 that exist,
+ * in an open-addressing table (a path spelled two ways is one inode
+ * twice), sized when from is 0.  The kernel reports the device as the
+ * superblock's dev_t in its own encoding (major << 20 | minor), not the
+ * one stat() hands out.  What stat() said is kept, so the caller's check
+ * need not ask again. */
+static int socktab_add_ids(socktab *s, size_t from, size_t to)
 {
     size_t cap = 16;
 
-    while (cap < s->n_want * 2)
-        cap *= 2;
-    if (!(s->ids = calloc(cap, sizeof(*s->ids))))
-        return -ENOMEM;
-    s->ids_cap = cap;
-    for (size_t i = 0; i < s->n_want; i++) {
+    if (from == 0) {
+        while (cap < s->n_want * 2)
+            cap *= 2;
+        if (!(s->ids = calloc(cap, sizeof(*s->ids))))
+            return -ENOMEM;
+        s->ids_cap = cap;
+    }
+    cap = s->ids_cap;
+    for (size_t i = from; i < to; i++) {
         struct socktab_want *w = &s->wants[i];
         struct stat st;
         uint32_t dev;
@@ -504,9 +509,9 @@ static int socktab_diag_msg(socktab *s, const struct nlmsghdr *h)
     return 0;
 }
 
-/* One dump over fd into s.  *intr: the kernel flagged the dump as
- * inconsistent (the table changed while it was walked). */
-static int socktab_diag_dump(socktab *s, int fd, char *buf, uint32_t seq, bool *intr)
+/* Asks the kernel for one dump over fd: every listening AF_UNIX socket,
+ * with its inode (a wanted set) or its name. */
+static int socktab_diag_send(const socktab *s, int fd, uint32_t seq)
 {
     struct {
         struct nlmsghdr h;
@@ -524,8 +529,21 @@ static int socktab_diag_dump(socktab *s, int fd, char *buf, uint32_t seq, bool *
     req.r.udiag_show = s->wanted ? UDIAG_SHOW_VFS : UDIAG_SHOW_NAME;
     if (sendto(fd, &req, sizeof(req), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
         return -errno;
-    *intr = false;
-    for (;;) {
+    return 0;
+}
+
+#define SOCKTAB_RECV_DONE 1
+#define SOCKTAB_RECV_MORE 0
+#define SOCKTAB_RECV_WAIT 2
+
+/* At most parts parts of the dump into s (fd is non-blocking): DONE at
+ * its end, MORE when parts ran out first, WAIT when the kernel has
+ * nothing yet, or -errno.  *intr: the kernel flagged the dump as
+ * inconsistent (the table changed while it was walked). */
+static int socktab_diag_recv(socktab *s, int fd, char *buf, uint32_t seq, bool *intr,
+                             int parts)
+{
+    for (int part = 0; part < parts; part++) {
         struct iovec iov = { buf, SOCKTAB_DIAG_BUF };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
         ssize_t n = recvmsg(fd, &mh, 0);
@@ -533,6 +551,8 @@ static int socktab_diag_dump(socktab *s, int fd, char *buf, uint32_t seq, bool *
 
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return SOCKTAB_RECV_WAIT;
         if (n < 0)
             return -errno;
         /* A cut part would silently lose sockets. */
@@ -548,7 +568,7 @@ static int socktab_diag_dump(socktab *s, int fd, char *buf, uint32_t seq, bool *
             if (h->nlmsg_flags & NLM_F_DUMP_INTR)
                 *intr = true;
             if (h->nlmsg_type == NLMSG_DONE)
-                return 0;
+                return SOCKTAB_RECV_DONE;
             if (h->nlmsg_type == NLMSG_ERROR) {
                 const struct nlmsgerr *e = NLMSG_DATA(h);
 
@@ -560,65 +580,197 @@ static int socktab_diag_dump(socktab *s, int fd, char *buf, uint32_t seq, bool *
                 return rc;
         }
     }
+    return SOCKTAB_RECV_MORE;
 }
 
-/* The sock_diag snapshot into s.  A dump the kernel flags as inconsistent
- * may have skipped a socket, so one that misses a wanted path is taken
- * again from scratch. */
-static int socktab_diag_load(socktab *s)
-{
-    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-    char *buf;
-    bool intr = false;
-    int rc = 0;
+/* A snapshot in slices: the wanted paths stat()ed SOCKTAB_STAT_BATCH at a
+ * time, then the dump read SOCKTAB_RECV_PARTS parts (up to 32 KiB each) at
+ * a time, so no step holds its caller long whatever the number of paths
+ * or sockets. */
+#define SOCKTAB_STAT_BATCH 256
+#define SOCKTAB_RECV_PARTS 2
 
-    if (fd < 0)
-        return -errno;
-    if (!(buf = malloc(SOCKTAB_DIAG_BUF))) {
-        close(fd);
-        return -ENOMEM;
+struct socktab_job {
+    socktab *s;             /* NULL once taken or failed */
+    int fd;                 /* the netlink socket; -1: none yet */
+    char *buf;
+    size_t next_stat;       /* wanted: the next path to stat() */
+    uint32_t seq;           /* the dump under way, 1..SOCKTAB_DIAG_TRIES */
+    bool sent, intr, done;
+    int err;                /* why it failed (done with s NULL) */
+};
+
+socktab_job *socktab_job_new(const char *const *want, size_t n)
+{
+    socktab_job *j = calloc(1, sizeof(*j));
+
+    if (!j)
+        return NULL;
+    j->fd = -1;
+    j->seq = 1;
+    j->s = socktab_new(want, n, want != NULL);
+    if (!j->s) {
+        free(j);
+        errno = ENOMEM;
+        return NULL;
     }
-    for (uint32_t seq = 1; seq <= SOCKTAB_DIAG_TRIES; seq++) {
-        for (size_t i = 0; i < s->cap; i++)
-            s->slots[i].listening = false;
-        for (size_t i = 0; i < s->n_want; i++)
-            s->wants[i].hit = false;
-        s->n = 0;
-        rc = socktab_diag_dump(s, fd, buf, seq, &intr);
-        if (!rc && s->wanted)
-            socktab_resolve(s);
-        if (rc || !intr || (s->wanted && s->n == s->n_want))
-            break;
+    /* Nothing asked for: nothing to read. */
+    j->done = want && !n;
+    return j;
+}
+
+int socktab_job_fd(const socktab_job *j)
+{
+    return j->fd;
+}
+
+/* No netlink here (an old kernel, a sandbox that forbids it): the text
+ * table tells the same, read at once. */
+static void socktab_job_fallback(socktab_job *j)
+{
+    socktab *s = j->s;
+    const char **want = NULL;
+
+    if (s->wanted && s->n_want && !(want = malloc(s->n_want * sizeof(*want)))) {
+        j->err = ENOMEM;
+    } else {
+        for (size_t i = 0; s->wanted && i < s->n_want; i++)
+            want[i] = s->arena + s->wants[i].off;
+        j->s = socktab_read(NULL, want, s->wanted ? s->n_want : 0, s->wanted);
+        j->err = j->s ? 0 : errno;
+        socktab_free(s);
+        s = NULL;
     }
-    free(buf);
-    close(fd);
-    return rc;
+    free(want);
+    socktab_free(s);
+    if (j->err)
+        j->s = NULL;
+    j->done = true;
+}
+
+static void socktab_job_fail(socktab_job *j, int rc)
+{
+    if (rc != -ENOMEM) {
+        socktab_job_fallback(j);
+        return;
+    }
+    socktab_free(j->s);
+    j->s = NULL;
+    j->err = ENOMEM;
+    j->done = true;
+}
+
+/* A new dump from scratch: a flagged one may have skipped a socket. */
+static int socktab_job_send(socktab_job *j)
+{
+    socktab *s = j->s;
+
+    if (j->fd < 0) {
+        j->fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                       NETLINK_SOCK_DIAG);
+        if (j->fd < 0)
+            return -errno;
+        if (!(j->buf = malloc(SOCKTAB_DIAG_BUF)))
+            return -ENOMEM;
+    }
+    for (size_t i = 0; i < s->cap; i++)
+        s->slots[i].listening = false;
+    for (size_t i = 0; i < s->n_want; i++)
+        s->wants[i].hit = false;
+    s->n = 0;
+    j->intr = false;
+    j->sent = true;
+    return socktab_diag_send(s, j->fd, j->seq);
+}
+
+int socktab_job_step(socktab_job *j)
+{
+    socktab *s = j->s;
+    int rc;
+
+    if (j->done)
+        return SOCKTAB_JOB_DONE;
+    if (s->wanted && j->next_stat < s->n_want) {
+        size_t to = j->next_stat + SOCKTAB_STAT_BATCH;
+
+        if (to > s->n_want)
+            to = s->n_want;
+        if ((rc = socktab_add_ids(s, j->next_stat, to))) {
+            socktab_job_fail(j, rc);
+            return SOCKTAB_JOB_DONE;
+        }
+        j->next_stat = to;
+        return SOCKTAB_JOB_AGAIN;
+    }
+    if (!j->sent && (rc = socktab_job_send(j))) {
+        socktab_job_fail(j, rc);
+        return SOCKTAB_JOB_DONE;
+    }
+    rc = socktab_diag_recv(s, j->fd, j->buf, j->seq, &j->intr, SOCKTAB_RECV_PARTS);
+    if (rc == SOCKTAB_RECV_WAIT)
+        return SOCKTAB_JOB_WAIT;
+    if (rc == SOCKTAB_RECV_MORE)
+        return SOCKTAB_JOB_AGAIN;
+    if (rc < 0) {
+        socktab_job_fail(j, rc);
+        return SOCKTAB_JOB_DONE;
+    }
+    if (s->wanted)
+        socktab_resolve(s);
+    if (j->intr && !(s->wanted && s->n == s->n_want) && j->seq < SOCKTAB_DIAG_TRIES) {
+        j->seq++;
+        j->sent = false;
+        return SOCKTAB_JOB_AGAIN;
+    }
+    j->done = true;
+    return SOCKTAB_JOB_DONE;
+}
+
+socktab *socktab_job_take(socktab_job *j)
+{
+    socktab *s = j->s;
+
+    if (!j->done) {
+        errno = EINPROGRESS;
+        return NULL;
+    }
+    j->s = NULL;
+    if (!s)
+        errno = j->err ? j->err : EIO;
+    return s;
+}
+
+void socktab_job_free(socktab_job *j)
+{
+    int saved = errno;
+
+    if (!j)
+        return;
+    if (j->fd >= 0)
+        close(j->fd);
+    free(j->buf);
+    socktab_free(j->s);
+    free(j);
+    errno = saved;
 }
 
 socktab *socktab_listening(const char *const *want, size_t n)
 {
-    socktab *s = socktab_new(want, n, want != NULL);
+    socktab_job *j = socktab_job_new(want, n);
+    socktab *s;
     int rc;
 
-    if (!s) {
-        errno = ENOMEM;
+    if (!j)
         return NULL;
+    while ((rc = socktab_job_step(j)) != SOCKTAB_JOB_DONE) {
+        struct pollfd p = { .fd = socktab_job_fd(j), .events = POLLIN };
+
+        if (rc == SOCKTAB_JOB_WAIT && poll(&p, 1, -1) < 0 && errno != EINTR)
+            break;
     }
-    if (want && !n)
-        return s;
-    rc = want ? socktab_add_ids(s) : 0;
-    if (!rc)
-        rc = socktab_diag_load(s);
-    if (!rc)
-        return s;
-    socktab_free(s);
-    if (rc == -ENOMEM) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    /* No netlink here (an old kernel, a sandbox that forbids it): the
-     * text table tells the same. */
-    return socktab_read(NULL, want, n, want != NULL);
+    s = socktab_job_take(j);
+    socktab_job_free(j);
+    return s;
 }
 
 bool socktab_has(const socktab *s, const char *path)

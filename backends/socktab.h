@@ -26,6 +26,26 @@ typedef struct socktab socktab;
  * nothing is read.  A snapshot is one moment's view: a caller that needs
  * a later answer takes a new one. */
 socktab *socktab_listening(const char *const *want, size_t n);
+
+/* The same snapshot taken in bounded steps, for a caller on an event
+ * loop: each socktab_job_step stat()s at most a few hundred wanted paths
+ * or reads at most a few parts of the dump, then returns AGAIN (step
+ * again soon), WAIT (step again once socktab_job_fd is readable) or DONE.
+ * The /proc/net/unix fallback, when netlink fails, is read within one
+ * step.  NULL with errno set (ENOMEM). */
+typedef struct socktab_job socktab_job;
+#define SOCKTAB_JOB_DONE  0
+#define SOCKTAB_JOB_AGAIN 1
+#define SOCKTAB_JOB_WAIT  2
+socktab_job *socktab_job_new(const char *const *want, size_t n);
+int socktab_job_step(socktab_job *j);
+/* The netlink socket (-1 before the dump is asked for). */
+int socktab_job_fd(const socktab_job *j);
+/* Once DONE: the snapshot (owned by the caller), or NULL with errno set as
+ * socktab_listening sets it. */
+socktab *socktab_job_take(socktab_job *j);
+/* NULL: no-op; keeps errno. */
+void socktab_job_free(socktab_job *j);
 /* The /proc/net/unix reader alone (the listening flag 00010000): reads
  * file (NULL: "/proc/net/unix").  NULL with errno set when it cannot be
  * read or on ENOMEM. */

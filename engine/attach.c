@@ -244,13 +244,8 @@ static void op_fs_attach_from(struct eng_op *op, json_vm_info *vi)
 
     json_vm_info_fini(vi);
     if (!rc && op->socket_check) {
-        const socktab *t = eng_unix_set(e, op);
-
-        rc = ch_socket_check(op->socket, t, e->unix_errno, e->err, sizeof(e->err));
-        if (rc == -ECONNREFUSED) {
-            eng_recheck_defer(op);
-            return;
-        }
+        eng_unix_check(op);
+        return;
     }
     if (rc)
         eng_op_fail(op, rc);

@@ -25,7 +25,8 @@ enum op_kind {
 };
 
 
-enum op_step { ST_NONE, ST_INFO, ST_PUT, ST_RECONCILE, ST_WAIT, ST_RECHECK, ST_LIFECYCLE };
+enum op_step { ST_NONE, ST_INFO, ST_PUT, ST_RECONCILE, ST_WAIT, ST_SNAP, ST_RECHECK,
+               ST_LIFECYCLE };
 
 struct eng_vm;
 
@@ -35,7 +36,7 @@ TAILQ_HEAD(eng_vm_tq, eng_vm);
 
 struct eng_op {
     STAILQ_ENTRY(eng_op) link;          /* the start list or its VM's queue */
-    STAILQ_ENTRY(eng_op) recheck_link;  /* the engine's recheck list */
+    STAILQ_ENTRY(eng_op) recheck_link;  /* waiting for a listener snapshot */
     cocoon_engine *e;
     struct eng_vm *vm;
     unsigned char kind, step;
@@ -131,8 +132,14 @@ struct cocoon_engine {
     unsigned unix_gen;                   /* newest generation it serves */
     unsigned unix_seq;                   /* counts snapshots taken */
     size_t n_ops;                        /* submitted, not yet completed */
-    lp_timer recheck;
-    struct eng_op_q recheck_q;
+    socktab_job *unix_job;               /* the snapshot under way, or NULL */
+    unsigned unix_job_gen;               /* the generation it (or the last
+                                            one started) serves */
+    bool unix_job_any;                   /* one was ever started */
+    lp_timer unix_step;                  /* its next step, at once */
+    lp_io unix_io;                       /* its next step, once readable */
+    lp_timer unix_serve;                 /* checks the ops a snapshot serves */
+    struct eng_op_q unix_wait;           /* ST_SNAP and ST_RECHECK ops */
 
     char err[BASE_ERRSTR_MAX];            /* scratch for the current step */
 };
@@ -216,14 +223,17 @@ void eng_attach_run(struct eng_op *op);
 void eng_attach_on_http(struct eng_op *op, const httpc_response *r);
 void eng_fs_put(struct eng_op *op);
 
-/* sockets.c: the listener snapshot serving op (NULL when the socket table
- * cannot be read), taken early once requests went out, the generation of a new submission, the second look
- * after a miss, and dropping the snapshot once nothing is pending. */
-const socktab *eng_unix_set(cocoon_engine *e, const struct eng_op *op);
+/* sockets.c: the listener check of an fs attach, against a snapshot
+ * taken in bounded steps after the op was submitted (then the PUT, or the
+ * failure); the snapshot started early once requests went out; the
+ * generation of a new submission; dropping the snapshot once nothing is
+ * pending. */
+void eng_unix_init(cocoon_engine *e);
+void eng_unix_fini(cocoon_engine *e);
+void eng_unix_check(struct eng_op *op);
+void eng_unix_serve_cb(lp_loop *loop, lp_timer *w, int revents);
 void eng_unix_prefetch(cocoon_engine *e);
 void eng_gen_assign(cocoon_engine *e, struct eng_op *op);
-void eng_recheck_defer(struct eng_op *op);
-void eng_recheck_cb(lp_loop *loop, lp_timer *w, int revents);
 void eng_unix_drop(cocoon_engine *e);
 
 /* lifecycle.c: runs a lifecycle op (start, stop, pause, resume) as the running op of

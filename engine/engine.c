@@ -527,12 +527,10 @@ cocoon_engine *cocoon_engine_new_hooks(const cocoon_loop_hooks *h, const cocoon_
     STAILQ_INIT(&e->start);
     STAILQ_INIT(&e->ready);
     STAILQ_INIT(&e->waiting);
-    STAILQ_INIT(&e->recheck_q);
     TAILQ_INIT(&e->idle);
     lp_timer_init(&e->kick, eng_kick_cb, 0., 0.);
     e->kick.data = e;
-    lp_timer_init(&e->recheck, eng_recheck_cb, 0., 0.);
-    e->recheck.data = e;
+    eng_unix_init(e);
     return e;
 }
 
@@ -577,8 +575,7 @@ static void engine_destroy(cocoon_engine *e)
 
     e->dying = true;
     lp_timer_stop(e->loop, &e->kick);
-    lp_timer_stop(e->loop, &e->recheck);
-    STAILQ_INIT(&e->recheck_q);
+    eng_unix_fini(e);
     /* Connections first: their pending requests complete with -ECANCELED
      * into on_http, which ignores them while dying. */
     for (size_t i = 0; i < e->nbuckets; i++) {
@@ -609,7 +606,6 @@ static void engine_destroy(cocoon_engine *e)
     }
     free(e->buckets);
     eng_resolve_fini(e);
-    socktab_free(e->unix_set);
     free(e->root);
     free(e->ch_binary);
     if (e->hooks.release)

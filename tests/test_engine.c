@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -913,6 +914,64 @@ static void test_diag_dump_intr(void **state)
     assert_int_equal(g_dumps, 3);
     g_diag_intr = 0;
     close(lfd);
+    sup_rmrf(dir);
+    free(dir);
+}
+
+/* A snapshot taken in steps: 1000 wanted paths are stat()ed over several
+ * steps of a few hundred, the dump is read in steps too, and the answer
+ * is the one-call snapshot's.  Each step is short whatever the number of
+ * paths: an event loop between two steps runs its other work. */
+static void test_diag_job_steps(void **state)
+{
+    enum { N = 1000 };
+    char *dir = sup_tmpdir(), *paths[N];
+    const char *want[N];
+    int lfd[3], steps = 0, waits = 0, rc;
+    socktab_job *j;
+    socktab *s;
+
+    (void)state;
+    for (int i = 0; i < N; i++)
+        want[i] = paths[i] = sup_asprintf("%s/vfs-%d.sock", dir, i);
+    for (int i = 0; i < 3; i++)
+        lfd[i] = listener(paths[i * 400], i != 2);
+    g_dumps = 0;
+    j = socktab_job_new(want, N);
+    assert_non_null(j);
+    assert_int_equal(socktab_job_fd(j), -1);
+    errno = 0;
+    assert_null(socktab_job_take(j));
+    assert_int_equal(errno, EINPROGRESS);
+    while ((rc = socktab_job_step(j)) != SOCKTAB_JOB_DONE) {
+        steps++;
+        if (rc == SOCKTAB_JOB_WAIT) {
+            struct pollfd p = { .fd = socktab_job_fd(j), .events = POLLIN };
+
+            waits++;
+            assert_int_equal(poll(&p, 1, 10000), 1);
+        }
+        /* the stat()s alone take four steps (256 paths each) */
+        if (steps <= 3)
+            assert_int_equal(g_dumps, 0);
+    }
+    assert_true(steps >= 4);
+    assert_int_equal(g_dumps, 1);
+    s = socktab_job_take(j);
+    socktab_job_free(j);
+    assert_non_null(s);
+    assert_true(socktab_has(s, paths[0]));
+    assert_true(socktab_has(s, paths[400]));
+    assert_false(socktab_has(s, paths[800]));
+    assert_false(socktab_has(s, paths[1]));
+    assert_int_equal(socktab_count(s), 2);
+    socktab_free(s);
+    print_message("socktab job: %d paths in %d steps (%d waits for the dump)\n", N, steps + 1,
+                  waits);
+    for (int i = 0; i < 3; i++)
+        close(lfd[i]);
+    for (int i = 0; i < N; i++)
+        free(paths[i]);
     sup_rmrf(dir);
     free(dir);
 }
@@ -2153,6 +2212,7 @@ int main(void)
         cmocka_unit_test(test_diag_snapshot),
         cmocka_unit_test(test_diag_snapshot_aliases),
         cmocka_unit_test(test_diag_dump_intr),
+        cmocka_unit_test(test_diag_job_steps),
         cmocka_unit_test(test_diag_fallback),
         cmocka_unit_test(test_fs_socket_listens_after_snapshot),
         cmocka_unit_test(test_unix_snapshot_per_batch),
