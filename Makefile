@@ -261,6 +261,9 @@ uninstall:
 	  $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libcocoon.so \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/cocoon.pc $(DESTDIR)$(PREFIX)/share/man/man1/cocoon.1
 
+# Always out of date (phony: .SECONDARY would otherwise let a missing FORCE
+# count as up to date, and the .pc files would keep an old PREFIX).
+.PHONY: FORCE
 FORCE:
 
 # Loop adapters: cocoon-glib and cocoon-uv, each a small library of its
