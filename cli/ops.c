@@ -404,7 +404,7 @@ static void clone_done_cb(cocoon_engine *e, const cocoon_result *res, void *priv
 static int submit_clone(cocoon_engine *e, job *j)
 {
     char err[BASE_ERRSTR_MAX];
-    cocoon_vm_opts o = { 0 };
+    cocoon_vm_opts o = COCOON_VM_OPTS_INIT;
     int rc;
 
     j->clone = calloc(1, sizeof(*j->clone));
