@@ -13,7 +13,9 @@ set -euo pipefail
 BUILD=$(realpath "${COCOON_BUILD_DIR:-build}")
 PY=/usr/bin/python3
 T=$(mktemp -d /tmp/cocoon-snapshot-XXXXXX)
+LPIDS=()
 cleanup() {
+    [ ${#LPIDS[@]} -eq 0 ] || kill "${LPIDS[@]}" 2>/dev/null || true
     "$BUILD/cocoon" --root-dir "$T/live" vm rm --force s1 s2 d1 web-1 web-2 web-3 \
         dsnap-clone-1 r1 rclone pc-1 pc-2 app-1 app-2 >/dev/null 2>&1 || true
     rm -rf "$T"
@@ -238,7 +240,6 @@ S="$L/run/cloudhypervisor/$id/api.sock"
 # vm fs attach on the restored VM and on the clone: shared memory came
 # through, so CH takes the share.  A listening socket stands in for
 # virtiofsd (the simulated VMM only connects).
-LPIDS=()
 listen_on() {
     local fd line
     exec {fd}< <(exec $PY -c '
@@ -247,7 +248,7 @@ s = socket.socket(socket.AF_UNIX)
 s.bind(sys.argv[1])
 s.listen(16)
 print("ready", flush=True)
-signal.pause()' "$1")
+signal.pause()' "$1" 2>/dev/null)
     LPIDS+=($!)
     read -r -u "$fd" line
 }
