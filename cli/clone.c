@@ -301,6 +301,8 @@ static void clone_print(const cli_ctx *c, const store_vm *vm, const cli_lc_job *
     }
     cli_printf(stdout, "%s: cloned from %s (id=%s, pid=%d)\n", vm->config.name, snap->name,
                vm->id, j->pid);
+    if (j->errstr && j->errstr[0])
+        cli_printf(stderr, "Note: %s: %s\n", vm->config.name, j->errstr);
 }
 
 static int clone_count(cli_ctx *c, size_t *n)

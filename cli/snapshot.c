@@ -290,6 +290,8 @@ int cli_vm_restore(cli_ctx *c)
         } else {
             cli_printf(stdout, "%s: restored from %s (id=%s, pid=%d)\n",
                        vm.config.name ? vm.config.name : vm.id, r->name, vm.id, j.pid);
+            if (j.errstr && j.errstr[0])
+                cli_printf(stderr, "Note: %s\n", j.errstr);
         }
         free(j.errstr);
     }
