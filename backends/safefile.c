@@ -253,10 +253,38 @@ static bool safefile_trusted_owner(const struct stat *st)
     return st->st_uid == geteuid() || st->st_uid == 0;
 }
 
+/* What st (of path) describes belongs to this user or root, and so does
+ * its directory, which no other user can write: another user who can
+ * write the directory can swap the file for one of their own between two
+ * uses.  A sticky directory (like /tmp) lets nobody replace another's
+ * file.  what names the operation in errors. */
+static int safefile_trusted_place(const char *what, const char *path, const struct stat *st,
+                                  char *err, size_t errlen)
+{
+    struct stat dst;
+    char *dir;
+
+    if (!safefile_trusted_owner(st))
+        return base_errf(err, errlen, -EPERM, "%s %s: owned by uid %u, not this user or root",
+                         what, path, (unsigned)st->st_uid);
+    dir = strdup(path);
+    if (!dir)
+        return base_errf(err, errlen, -ENOMEM, "out of memory");
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    int rc = stat(slash ? dir : ".", &dst);
+    free(dir);
+    if (rc < 0 || !safefile_trusted_owner(&dst) ||
+        ((dst.st_mode & (S_IWGRP | S_IWOTH)) && !(dst.st_mode & S_ISVTX)))
+        return base_errf(err, errlen, -EPERM, "%s %s: directory writable by other users", what,
+                         path);
+    return 0;
+}
+
 int safefile_open(const char *path, int flags, mode_t mode, char *err, size_t errlen)
 {
-    struct stat st, dst;
-    char *dir;
+    struct stat st;
     int fd = open(path, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, mode);
     if (fd < 0) {
         int e = errno;
@@ -266,31 +294,26 @@ int safefile_open(const char *path, int flags, mode_t mode, char *err, size_t er
         close(fd);
         return base_errf(err, errlen, -EINVAL, "open %s: not a regular file", path);
     }
-    if (!safefile_trusted_owner(&st)) {
+    int rc = safefile_trusted_place("open", path, &st, err, errlen);
+    if (rc < 0) {
         close(fd);
-        return base_errf(err, errlen, -EPERM, "open %s: owned by uid %u, not this user or root",
-                         path, (unsigned)st.st_uid);
-    }
-    /* Another user who can write the directory can swap the file for one
-     * of their own between two reads: the place must be trusted too.  A
-     * sticky directory (like /tmp) lets nobody replace another's file. */
-    dir = strdup(path);
-    if (!dir) {
-        close(fd);
-        return base_errf(err, errlen, -ENOMEM, "out of memory");
-    }
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *(slash == dir ? slash + 1 : slash) = '\0';
-    int rc = stat(slash ? dir : ".", &dst);
-    free(dir);
-    if (rc < 0 || !safefile_trusted_owner(&dst) ||
-        ((dst.st_mode & (S_IWGRP | S_IWOTH)) && !(dst.st_mode & S_ISVTX))) {
-        close(fd);
-        return base_errf(err, errlen, -EPERM, "open %s: directory writable by other users",
-                         path);
+        return rc;
     }
     return fd;
+}
+
+int safefile_check_socket(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+
+    if (lstat(path, &st) < 0) {
+        int e = errno;
+        return base_errf(err, errlen, -e, "socket %s: %s", path, strerror(e));
+    }
+    if (!S_ISSOCK(st.st_mode))
+        return base_errf(err, errlen, -EINVAL, "socket %s: %s", path,
+                         S_ISLNK(st.st_mode) ? "a symlink, not a socket" : "not a socket");
+    return safefile_trusted_place("socket", path, &st, err, errlen);
 }
 
 int safefile_pidfile_read(const char *path, pid_t *pid, char *err, size_t errlen)

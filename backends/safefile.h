@@ -44,6 +44,15 @@ int safefile_read_fd(int fd, const char *path, size_t max, char **out, size_t *o
  * descriptor, or -errno with err ("open <path>: <strerror>"). */
 int safefile_open(const char *path, int flags, mode_t mode, char *err, size_t errlen);
 
+/* Checks the API socket at path before it is connected to: it must be a
+ * socket itself (never followed through a symlink), owned by this user or
+ * root, in a directory no other user can write.  0, or -errno with err:
+ * "socket <path>: <strerror>" (-ENOENT when there is none), "socket <path>:
+ * a symlink, not a socket" or "...: not a socket" (-EINVAL), "socket
+ * <path>: owned by uid N, not this user or root" or "socket <path>:
+ * directory writable by other users" (-EPERM). */
+int safefile_check_socket(const char *path, char *err, size_t errlen);
+
 /* Pidfile "<pid>\n", mode 0600, created with O_EXCL|O_NOFOLLOW via a temp
  * file and rename inside the directory opened without following links. */
 int safefile_pidfile_write(const char *path, pid_t pid, char *err, size_t errlen);

@@ -771,8 +771,9 @@ static void test_firecracker_unsupported(void **state)
     assert_int_equal(mkdir(bindir, 0700), 0);
     f = fopen(wrap, "w");
     assert_non_null(f);
-    /* exec -a keeps argv[0] "firecracker" so the gate recognizes it. */
-    fprintf(f, "#!/bin/bash\nexec -a firecracker %s --firecracker \"$@\"\n", g_chsim);
+    /* exec -a keeps argv[0] the wrapper's own path, the binary the record
+     * names, so the gate recognizes it. */
+    fprintf(f, "#!/bin/bash\nexec -a \"$0\" %s --firecracker \"$@\"\n", g_chsim);
     fclose(f);
     chmod(wrap, 0755);
     assert_int_equal(cli(&out, &err, "vm", "create", "--fc", "--name", "fc-1", "--kernel",
@@ -1222,7 +1223,8 @@ static char *exit_stats(pid_t pid)
 }
 
 /* <root>/bin/chsim: chsim with --stats-file <root>/stats-<its pid>; exec
- * keeps the pid and argv[0]'s name, so the running gate still knows it. */
+ * keeps the pid, and exec -a argv[0] the wrapper's path (the binary the
+ * record names), so the running gate still knows it. */
 static char *chsim_wrapper(void)
 {
     char *dir = root_path("bin"), *w = root_path("bin/chsim");
@@ -1231,7 +1233,8 @@ static char *chsim_wrapper(void)
     assert_int_equal(mkdir(dir, 0700), 0);
     f = fopen(w, "w");
     assert_non_null(f);
-    fprintf(f, "#!/bin/sh\nexec '%s' --stats-file '%s/stats-'$$ \"$@\"\n", g_chsim, g_root);
+    fprintf(f, "#!/bin/bash\nexec -a \"$0\" '%s' --stats-file '%s/stats-'$$ \"$@\"\n", g_chsim,
+            g_root);
     assert_int_equal(fclose(f), 0);
     assert_int_equal(chmod(w, 0755), 0);
     free(dir);

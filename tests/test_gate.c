@@ -2,7 +2,7 @@
  * serving the VM's api.sock passes; a live process of another program, a
  * VMM serving another socket, a dead pid, a missing or garbage pidfile and
  * a non-running record all fail with the exact "...: VM not running"
- * texts. */
+ * texts.  gate_find finds a VM's VMM when its pidfile lies. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -155,7 +155,14 @@ static void test_chsim_passes(void **state)
     char err[BASE_ERRSTR_MAX];
     assert_int_equal(gate_check(&f->vm, NULL, NULL, err, sizeof err), 0);
     assert_true(gate_cmdline_matches(f->vmm, f->chsim, f->sock));
-    assert_true(gate_cmdline_matches(f->vmm, "/elsewhere/chsim", f->sock));
+    /* The binary is matched exactly, never by basename: argv[0] as
+     * launched, or the executable's canonical path. */
+    assert_false(gate_cmdline_matches(f->vmm, "/elsewhere/chsim", f->sock));
+    assert_false(gate_cmdline_matches(f->vmm, "chsim", f->sock));
+    char *exe = realpath(f->chsim, NULL);
+    assert_non_null(exe);
+    assert_true(gate_cmdline_matches(f->vmm, exe, f->sock));
+    free(exe);
     assert_false(gate_cmdline_matches(f->vmm, "cloud-hypervisor", f->sock));
     assert_false(gate_cmdline_matches(f->vmm, f->chsim, "/nope/api.sock"));
     assert_false(gate_cmdline_matches(f->vmm, "", f->sock));
@@ -206,7 +213,8 @@ static void test_reused_pid_of_other_program(void **state)
     free(f->vm.binary);
     f->vm.binary = strdup("/bin/sleep");
     assert_false(gate_cmdline_matches(sleeper, "/bin/sleep", f->sock));
-    assert_true(gate_cmdline_matches(sleeper, "/bin/sleep", "30"));
+    /* An argument equal to the path is not an --api-socket argument. */
+    assert_false(gate_cmdline_matches(sleeper, "/bin/sleep", "30"));
     sup_kill(sleeper);
 }
 
@@ -317,15 +325,19 @@ static void test_null_binary_uses_default(void **state)
     free(f->vm.binary);
     f->vm.binary = NULL;
     expect_gate(f, f->chsim, 0, NULL);
-    expect_gate(f, "chsim", 0, NULL);
     char *want = sup_asprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
                            (long)f->vmm);
+    /* A binary of the same name elsewhere is another program. */
+    expect_gate(f, "chsim", -EHOSTDOWN, want);
     expect_gate(f, "cloud-hypervisor", -EHOSTDOWN, want);
     /* No default either: the backend's own program name is expected. */
     expect_gate(f, NULL, -EHOSTDOWN, want);
-    free(want);
     /* The recorded binary wins over the default. */
     f->vm.binary = strdup("/opt/ch/chsim");
+    expect_gate(f, f->chsim, -EHOSTDOWN, want);
+    free(want);
+    free(f->vm.binary);
+    f->vm.binary = strdup(f->chsim);
     expect_gate(f, "cloud-hypervisor", 0, NULL);
 }
 
@@ -338,6 +350,107 @@ static void test_no_run_dir(void **state)
                            f->vm.id);
     expect_gate(f, NULL, -EHOSTDOWN, want);
     free(want);
+}
+
+/* The --api-socket argument must name the socket exactly: a VMM serving
+ * "<sock>2", or one that has the path as another argument, is not the
+ * VMM of this VM. */
+static void test_socket_argument_exact(void **state)
+{
+    fixture *f = *state;
+    char *longer = sup_asprintf("%s2", f->sock);
+    char err[BASE_ERRSTR_MAX];
+
+    f->vmm = sup_chsim_start(longer, (const char *const[]){ "--cmdline", f->sock, NULL });
+    assert_true(f->vmm > 0);
+    assert_int_equal(safefile_pidfile_write(f->pidfile, f->vmm, err, sizeof err), 0);
+    assert_false(gate_cmdline_matches(f->vmm, f->chsim, f->sock));
+    assert_true(gate_cmdline_matches(f->vmm, f->chsim, longer));
+    char *want = sup_asprintf("vm %s pid %ld not cloud-hypervisor: VM not running", f->vm.id,
+                              (long)f->vmm);
+    expect_gate(f, NULL, -EHOSTDOWN, want);
+    free(want);
+    free(longer);
+}
+
+/* A pid that passes is still refused when its api.sock is not a socket
+ * this user or root made in a directory only they write. */
+static void test_gate_checks_socket(void **state)
+{
+    fixture *f = *state;
+    char err[BASE_ERRSTR_MAX] = "";
+    char *real = sup_asprintf("%s/real.sock", f->tmp);
+
+    start_chsim(f);
+    assert_int_equal(rename(f->sock, real), 0);
+    assert_int_equal(symlink(real, f->sock), 0);
+    assert_int_equal(gate_check(&f->vm, NULL, NULL, err, sizeof err), -EINVAL);
+    assert_non_null(strstr(err, "a symlink, not a socket"));
+    assert_int_equal(unlink(f->sock), 0);
+    assert_int_equal(rename(real, f->sock), 0);
+    assert_int_equal(gate_check(&f->vm, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(chmod(f->vm.run_dir, 0777), 0);
+    assert_true(gate_check(&f->vm, NULL, NULL, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "directory writable by other users"));
+    assert_int_equal(chmod(f->vm.run_dir, 0700), 0);
+    if (geteuid() == 0) {
+        assert_int_equal(lchown(f->sock, 65534, 65534), 0);
+        assert_int_equal(gate_check(&f->vm, NULL, NULL, err, sizeof err), -EPERM);
+        assert_non_null(strstr(err, "owned by uid 65534, not this user or root"));
+    }
+    free(real);
+}
+
+static void expect_find(fixture *f, int want_rc, pid_t want_pid, const char *want_text)
+{
+    char err[BASE_ERRSTR_MAX] = "";
+    pid_t pid = -1;
+    int rc = gate_find(&f->vm, NULL, &pid, err, sizeof err);
+
+    if (rc != want_rc)
+        fail_msg("gate_find: rc %d (%s), want %d", rc, err, want_rc);
+    if (rc == 0)
+        assert_int_equal(pid, want_pid);
+    else if (want_text && !strstr(err, want_text))
+        fail_msg("gate_find: \"%s\" lacks \"%s\"", err, want_text);
+}
+
+/* The VMM of a VM is found whatever its pidfile says and whatever the
+ * record's state: through the pidfile, through the socket's listener, or
+ * by its exact command line when the socket file is gone. */
+static void test_find_vmm(void **state)
+{
+    fixture *f = *state;
+    char err[BASE_ERRSTR_MAX];
+    pid_t sleeper;
+
+    expect_find(f, -ESRCH, 0, "no VMM serves");
+    start_chsim(f);
+    f->vm.state = STORE_CREATED;
+    expect_find(f, 0, f->vmm, NULL);
+    unlink(f->pidfile);
+    expect_find(f, 0, f->vmm, NULL);
+    sleeper = spawn_sleep();
+    assert_int_equal(safefile_pidfile_write(f->pidfile, sleeper, err, sizeof err), 0);
+    expect_find(f, 0, f->vmm, NULL);
+    sup_kill(sleeper);
+    /* The socket file unlinked: only the command line is left. */
+    assert_int_equal(unlink(f->sock), 0);
+    expect_find(f, 0, f->vmm, NULL);
+    sup_kill(f->vmm);
+    f->vmm = 0;
+    expect_find(f, -ESRCH, 0, "no VMM serves");
+    /* Another program listening on the socket is named, not taken. */
+    int fd = sup_unix_bind(f->sock, true);
+    char *want = sup_asprintf("pid %ld serves %s but is not", (long)getpid(), f->sock);
+    expect_find(f, -EBUSY, 0, want);
+    free(want);
+    close(fd);
+    /* A stale socket file: nothing listens. */
+    expect_find(f, -ESRCH, 0, "no VMM serves");
+    free(f->vm.run_dir);
+    f->vm.run_dir = strdup("run/x");
+    expect_find(f, -EINVAL, 0, "run_dir run/x is not an absolute path");
 }
 
 int main(void)
@@ -356,6 +469,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_state_not_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_null_binary_uses_default, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_run_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_socket_argument_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gate_checks_socket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_find_vmm, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

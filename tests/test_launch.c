@@ -441,7 +441,7 @@ static void test_stop_escalates_to_sigkill(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         execl("/bin/bash", "/bin/bash", "-c", "trap '' TERM; while :; do sleep 0.05; done",
-              arg, (char *)NULL);
+              "--api-socket", arg, (char *)NULL);
         _exit(127);
     }
     pidfile = gate_pidfile(&vm);
