@@ -79,6 +79,50 @@ const char *store_root(const char *root)
     return "/var/lib/cocoon";
 }
 
+char *store_root_canon(const char *root)
+{
+    const char *r = store_root(root);
+    char *path, *rest = NULL, *base = NULL, *out = NULL;
+    size_t cap, n;
+
+    /* The longest leading part that exists is resolved (symlinks, "..",
+     * "//", relative to the working directory); the rest does not exist
+     * yet, so it is joined component by component, "." dropped and ".."
+     * taking one back. */
+    if (asprintf(&path, "%s%s", r[0] == '/' ? "" : "./", r) < 0)
+        return NULL;
+    for (size_t i = strlen(path) + 1; !base && i-- > 0;) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        char saved = path[i];
+        path[i] = '\0';
+        base = realpath(i == 0 ? "/" : path, NULL);
+        path[i] = saved;
+        rest = path + i;
+    }
+    if (!base) {
+        free(path);
+        return NULL;
+    }
+    cap = strlen(base) + strlen(rest) + 2;
+    out = malloc(cap);
+    if (out) {
+        snprintf(out, cap, "%s", base);
+        for (char *tok = strtok(rest, "/"); tok; tok = strtok(NULL, "/")) {
+            if (strcmp(tok, "..") == 0) {
+                char *sl = strrchr(out, '/');
+                *(sl == out ? sl + 1 : sl) = '\0';
+            } else if (strcmp(tok, ".") != 0) {
+                n = strlen(out);
+                snprintf(out + n, cap - n, "%s%s", out[n - 1] == '/' ? "" : "/", tok);
+            }
+        }
+    }
+    free(base);
+    free(path);
+    return out;
+}
+
 int store_new_id(char out[STORE_ID_LEN + 1])
 {
     int rc = safefile_random_name(out, STORE_ID_LEN);

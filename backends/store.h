@@ -61,6 +61,12 @@ const char *store_backend_static(const char *backend);
 /* The root: root if non-NULL, else $COCOON_ROOT_DIR, else /var/lib/cocoon.
  * Borrowed (from root, the environment, or a literal). */
 const char *store_root(const char *root);
+/* store_root(root) as an absolute path without symlinks, ".", ".." or
+ * "//": the realpath of its longest existing leading part, then the rest
+ * (which does not exist yet).  Every path a record stores derives from it,
+ * so a root named relatively, with a trailing slash or through a symlink
+ * is one root.  Owned (free()), or NULL with errno set. */
+char *store_root_canon(const char *root);
 
 /* 26 random base32 characters from getrandom, NUL-terminated. */
 int store_new_id(char out[STORE_ID_LEN + 1]);

@@ -62,7 +62,7 @@ typedef struct cli_cmd {
 } cli_cmd;
 
 struct cli_ctx {
-    const char *root;           /* resolved state root (borrowed) */
+    const char *root;           /* state root, absolute and canonical (borrowed) */
     unsigned timeout_ms;
     bool json;
     const cli_cmd *cmd;

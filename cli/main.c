@@ -501,6 +501,7 @@ static int enter(cli_ctx *c, const cli_cmd *cmd)
 static int parse_and_run(int argc, char **argv)
 {
     cli_ctx c;
+    char *root = NULL;
     bool dashdash = false;
     int rc;
 
@@ -625,7 +626,13 @@ static int parse_and_run(int argc, char **argv)
             if (!c.timeout_ms)
                 c.timeout_ms = 1;
         }
-        c.root = store_root(g_vals[G_ROOT].set ? g_vals[G_ROOT].str : NULL);
+        c.root = root = store_root_canon(g_vals[G_ROOT].set ? g_vals[G_ROOT].str : NULL);
+        if (!root) {
+            rc = cli_error("root dir %s: %s",
+                           store_root(g_vals[G_ROOT].set ? g_vals[G_ROOT].str : NULL),
+                           strerror(errno));
+            goto out;
+        }
     }
     rc = c.cmd->run(&c);
 out:
@@ -639,6 +646,7 @@ out:
     if (cli_out_flush(stderr) < 0 && rc == CLI_EXIT_OK)
         rc = CLI_EXIT_FAIL;
     free_vals(&c);
+    free(root);
     for (size_t k = 0; k < G_N; k++)
         free(g_vals[k].list);
     free(c.args);

@@ -3,6 +3,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +172,47 @@ static const char *vmm_binary(const cli_ctx *c, const store_vm *vm)
               : launch_pick_binary(flag, "COCOON_CH_BINARY", LAUNCH_DEFAULT_CH);
 }
 
+/* Whether a VMM of vm may be alive whatever its record says: found by its
+ * pidfile, its socket's listener or its command line, or its socket held
+ * by something that cannot be told apart (the stop then says why). */
+static bool vmm_alive(const cli_ctx *c, const store_vm *vm)
+{
+    char err[BASE_ERRSTR_MAX], *abs = launch_which(vmm_binary(c, vm));
+    pid_t pid = 0;
+    int rc = gate_find(vm, abs ? abs : vmm_binary(c, vm), &pid, err, sizeof(err));
+
+    free(abs);
+    return rc != -ESRCH && rc != -EINVAL;
+}
+
+/* A stop has nothing to do: the record says the VM is not running and no
+ * VMM of it is alive. */
+static bool stop_needless(const cli_ctx *c, const store_vm *vm)
+{
+    return vm->state != STORE_RUNNING && vm->state != STORE_ERROR && !vmm_alive(c, vm);
+}
+
+/* A signal that ends cocoon between a VMM's launch and its record would
+ * leave a VMM no record names: SIGINT, SIGTERM and SIGHUP wait while VMMs
+ * start, until each is recorded or stopped and the results are written. */
+static void signals_hold(sigset_t *old)
+{
+    sigset_t s;
+
+    sigemptyset(&s);
+    sigaddset(&s, SIGINT);
+    sigaddset(&s, SIGTERM);
+    sigaddset(&s, SIGHUP);
+    sigprocmask(SIG_BLOCK, &s, old);
+}
+
+static void signals_release(const sigset_t *old)
+{
+    cli_out_flush(stdout);
+    cli_out_flush(stderr);
+    sigprocmask(SIG_SETMASK, old, NULL);
+}
+
 typedef int vm_fn(const cli_ctx *c, store_vm *vm);
 
 /* A VM argument resolved and locked: another start/stop/rm of the VM
@@ -249,7 +291,11 @@ void cli_lc_run(const cli_ctx *c, cli_lc_job *jobs, size_t n, cli_lc_submit_fn *
                            .timeout_ms = c->timeout_ms, .ch_binary = cli_default_ch_binary() };
     cocoon_engine *e = loop ? cocoon_engine_new(loop, &opt) : NULL;
     size_t pending = 0;
+    bool launches = submit == cocoon_vm_start || submit == cocoon_vm_restore;
+    sigset_t old;
 
+    if (launches)
+        signals_hold(&old);
     for (size_t i = 0; i < n; i++) {
         cocoon_vm_opts o = COCOON_VM_OPTS_INIT;
         int rc;
@@ -283,6 +329,8 @@ void cli_lc_run(const cli_ctx *c, cli_lc_job *jobs, size_t n, cli_lc_submit_fn *
     cocoon_engine_free(e);
     if (loop)
         ev_loop_destroy(loop);
+    if (launches)
+        signals_release(&old);
 }
 
 static int start_report(const cli_ctx *c, store_vm *vm, const cli_lc_job *j)
@@ -330,12 +378,16 @@ int cli_vm_run(cli_ctx *c)
 
     if (rc)
         return rc;
+    sigset_t old;
+
     lock = store_vm_lock(c->root, vm.backend, vm.id, err, sizeof(err));
     if (lock < 0) {
         store_vm_fini(&vm);
         return cli_error("%s", err);
     }
+    signals_hold(&old);
     rc = start_one(c, &vm);
+    signals_release(&old);
     store_vm_unlock(lock);
     store_vm_fini(&vm);
     return rc;
@@ -431,7 +483,7 @@ static int lc_each(cli_ctx *c, bool start, const cocoon_vm_opts *stop)
         if (start) {
             s->skip = start_needless(c, &s->a.vm);
         } else {
-            s->skip = s->a.vm.state != STORE_RUNNING && s->a.vm.state != STORE_ERROR;
+            s->skip = stop_needless(c, &s->a.vm);
             if (s->skip)
                 print_vm_line(c, &s->a.vm, "not running", 0);
         }
@@ -463,7 +515,13 @@ static int lc_each(cli_ctx *c, bool start, const cocoon_vm_opts *stop)
 
 int cli_vm_start(cli_ctx *c)
 {
-    return lc_each(c, true, NULL);
+    sigset_t old;
+    int rc;
+
+    signals_hold(&old);
+    rc = lc_each(c, true, NULL);
+    signals_release(&old);
+    return rc;
 }
 
 static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
@@ -471,7 +529,7 @@ static int stop_one(const cli_ctx *c, store_vm *vm, bool quiet)
     cli_lc_job j = { .vm = vm };
     int rc = CLI_EXIT_OK;
 
-    if (vm->state != STORE_RUNNING && vm->state != STORE_ERROR) {
+    if (stop_needless(c, vm)) {
         if (!quiet)
             print_vm_line(c, vm, "not running", 0);
         return CLI_EXIT_OK;
@@ -619,8 +677,7 @@ static int rm_one(const cli_ctx *c, store_vm *vm)
     char err[BASE_ERRSTR_MAX];
     int rc;
 
-    if (vm->state == STORE_RUNNING &&
-        gate_check(vm, cli_default_ch_binary(), NULL, err, sizeof(err)) == 0) {
+    if (vmm_alive(c, vm)) {
         if (!cli_flag_bool(c, "force"))
             return cli_error("vm %s is running: stop it first or use --force",
                              vm->config.name ? vm->config.name : vm->id);

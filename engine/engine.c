@@ -499,7 +499,7 @@ cocoon_engine *cocoon_engine_new_hooks(const cocoon_loop_hooks *h, const cocoon_
     if (!e)
         return NULL;
     e->loop = lp_new();
-    e->root = strdup(store_root(o.root_dir));
+    e->root = store_root_canon(o.root_dir);
     e->ch_binary = strdup(o.ch_binary && *o.ch_binary ? o.ch_binary : "cloud-hypervisor");
     if (!e->loop || !e->root || !e->ch_binary) {
         lp_free(e->loop);

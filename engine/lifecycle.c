@@ -393,7 +393,8 @@ static int lc_spawn(struct eng_op *op, char *why, size_t n)
     char **argv = NULL;
     int rc;
 
-    lc->abs = launch_which(binary);
+    if (!lc->abs)
+        lc->abs = launch_which(binary);
     if (!lc->abs)
         return base_errf(why, n, -ENOENT, "VMM binary %s: %s", binary, strerror(errno));
     rc = lc_make_dir(vm->run_dir, why, n);
@@ -428,6 +429,46 @@ static int lc_spawn(struct eng_op *op, char *why, size_t n)
     return 0;
 }
 
+/* A VM never gets a second VMM: one of its VMMs alive already (found by
+ * its pidfile, its API socket's listener or its command line) is adopted
+ * when the record says running (the pidfile rewritten to name it) and
+ * refused, naming its pid, otherwise; so is a socket held by anything
+ * else.  True when op is finished. */
+static bool lc_start_found(struct eng_op *op)
+{
+    struct eng_lc *lc = op->lc;
+    store_vm *rec = op->vm->rec;
+    cocoon_engine *e = op->e;
+    const char *binary = op->binary ? op->binary : op->vm->ops->default_binary;
+    char why[BASE_ERRSTR_MAX], *pidfile;
+    pid_t pid = 0;
+    int rc;
+
+    lc->abs = launch_which(binary);
+    rc = gate_find(rec, lc->abs ? lc->abs : binary, &pid, why, sizeof(why));
+    if (rc == -ESRCH)
+        return false;
+    if (rc == 0 && rec->state == STORE_RUNNING && op->kind == OP_VM_START) {
+        pidfile = gate_pidfile(rec);
+        rc = pidfile ? safefile_pidfile_write(pidfile, pid, why, sizeof(why))
+                     : base_errf(why, sizeof(why), -ENOMEM, "out of memory");
+        free(pidfile);
+        if (rc == 0) {
+            op->pid = pid;
+            eng_op_finish(op, 0, "");
+            return true;
+        }
+    } else if (rc == 0) {
+        rc = base_errf(why, sizeof(why), -EBUSY,
+                       "its VMM (pid %ld) is already running and the record says %s: "
+                       "stop it first",
+                       (long)pid, store_state_name(rec->state));
+    }
+    base_errf(e->err, sizeof(e->err), rc, "start vm %s: %s", rec->id, why);
+    eng_op_finish(op, rc, e->err);
+    return true;
+}
+
 static void lc_start(struct eng_op *op)
 {
     struct eng_lc *lc = op->lc;
@@ -439,6 +480,8 @@ static void lc_start(struct eng_op *op)
         eng_op_finish(op, -EINVAL, op->e->err);
         return;
     }
+    if (lc_start_found(op))
+        return;
     rc = lc_spawn(op, why, sizeof(why));
     if (rc) {
         eng_lc_start_fail(op, rc, why);
@@ -569,11 +612,21 @@ static void lc_stop(struct eng_op *op)
         eng_op_finish(op, -ENOMEM, e->err);
         return;
     }
-    lc->gate_binary = rec->binary ? rec->binary : dflt;
-    /* A pid that fails the gate is not our VMM: nothing is signalled. */
-    if (gate_check(rec, dflt, &lc->pid, why, sizeof(why)) != 0) {
+    lc->abs = rec->binary ? NULL : launch_which(dflt);
+    lc->gate_binary = rec->binary ? rec->binary : lc->abs ? lc->abs : dflt;
+    /* The VMM is found whatever the pidfile and the record's state say; a
+     * process that fails the gate is not our VMM and is never signalled,
+     * and one holding the VM's socket that is not its VMM means the stop
+     * cannot be done. */
+    rc = gate_find(rec, lc->gate_binary, &lc->pid, why, sizeof(why));
+    if (rc == -ESRCH) {
         lc->pid = 0;
         lc_stop_done(op);
+        return;
+    }
+    if (rc) {
+        base_errf(e->err, sizeof(e->err), rc, "stop %s: not stopped", why);
+        eng_op_finish(op, rc, e->err);
         return;
     }
     lc->t0 = eng_mono_s();

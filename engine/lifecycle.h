@@ -41,7 +41,7 @@ struct eng_lc {
     enum lc_phase phase;
     pid_t pid;
     char *abs, *sock, *pidfile, *log_path;  /* owned */
-    const char *gate_binary;                /* stop: borrowed from op or record */
+    const char *gate_binary;                /* stop: the record's, abs or op's binary */
     double deadline, t0;
     int signals;                            /* stop: 0, then SIGTERM, SIGKILL sent */
     struct lc_call *seq;

@@ -1986,6 +1986,316 @@ static void test_json_invalid_utf8_kept(void **state)
     free(err);
 }
 
+/* ---- one VMM per VM ---- */
+
+/* The file at path (owned). */
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *buf = calloc(1, 1 << 20);
+    size_t n;
+
+    assert_non_null(f);
+    assert_non_null(buf);
+    n = fread(buf, 1, (1 << 20) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Replaces the first from by to in the file at path. */
+static void edit_text(const char *path, const char *from, const char *to)
+{
+    char *buf = read_text(path), *hit = strstr(buf, from), *next;
+    FILE *f;
+
+    assert_non_null(hit);
+    *hit = '\0';
+    next = hit + strlen(from);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%s%s%s", buf, to, next);
+    assert_int_equal(fclose(f), 0);
+    free(buf);
+}
+
+/* A process is gone, or a zombie (its cmdline reads empty). */
+static bool proc_gone(pid_t pid)
+{
+    char path[64], c;
+    int fd;
+    ssize_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return true;
+    n = read(fd, &c, 1);
+    close(fd);
+    return n <= 0;
+}
+
+static void put_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* /bin/sleep 60, exec done: an unrelated live process. */
+static pid_t unrelated_process(void)
+{
+    char *argv[] = { (char *)"/bin/sleep", (char *)"60", NULL };
+    pid_t pid = sup_spawn(argv);
+    long long deadline = sup_now_ms() + 10000;
+
+    assert_true(pid > 0);
+    for (;;) {
+        char path[64], buf[32] = "";
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        f = fopen(path, "r");
+        if (f) {
+            buf[fread(buf, 1, sizeof(buf) - 1, f)] = '\0';
+            fclose(f);
+        }
+        if (strcmp(buf, "/bin/sleep") == 0)
+            return pid;
+        assert_true(sup_now_ms() < deadline);
+    }
+}
+
+/* Whatever the pidfile or the record say, a live VMM of a VM is found by
+ * its API socket: start never launches a second one (it adopts it when
+ * the record says running, refuses naming its pid otherwise), and stop
+ * never says "stopped" while it lives. */
+static void test_one_vmm_per_vm(void **state)
+{
+    char *out = NULL, *err = NULL, *id, *pidfile, *db, msg[256];
+    pid_t vmm, other, sleeper;
+
+    (void)state;
+    vm_run("one");
+    id = vm_id("one");
+    vmm = read_pid(id, "cloudhypervisor", "ch.pid");
+    pidfile = root_path("run/cloudhypervisor/%s/ch.pid", id);
+    db = root_path("cloudhypervisor/db/vms.json");
+
+    /* ch.pid deleted: start adopts the VMM serving the socket. */
+    assert_int_equal(unlink(pidfile), 0);
+    assert_int_equal(cli(&out, &err, "vm", "start", "one", (char *)NULL), 0);
+    snprintf(msg, sizeof(msg), "one: running (id=%s, pid=%d)\n", id, (int)vmm);
+    assert_string_equal(out, msg);
+    free(out);
+    free(err);
+    assert_int_equal(read_pid(id, "cloudhypervisor", "ch.pid"), vmm);
+
+    /* ch.pid damaged: stop finds the VMM by its socket and stops it. */
+    put_text(pidfile, "garbage\n");
+    assert_int_equal(cli(&out, &err, "vm", "stop", "one", (char *)NULL), 0);
+    assert_non_null(strstr(out, "one: stopped"));
+    free(out);
+    free(err);
+    assert_true(proc_gone(vmm));
+
+    /* ch.pid naming an unrelated process: that process is left alone. */
+    assert_int_equal(cli(&out, &err, "vm", "start", "one", (char *)NULL), 0);
+    free(out);
+    free(err);
+    other = read_pid(id, "cloudhypervisor", "ch.pid");
+    sleeper = unrelated_process();
+    snprintf(msg, sizeof(msg), "%d\n", (int)sleeper);
+    put_text(pidfile, msg);
+    assert_int_equal(cli(&out, &err, "vm", "stop", "one", (char *)NULL), 0);
+    free(out);
+    free(err);
+    assert_true(proc_gone(other));
+    assert_false(proc_gone(sleeper));
+    sup_kill(sleeper);
+
+    /* A VMM the record does not know of (an interrupted start): start
+     * refuses, naming it; stop stops it. */
+    assert_int_equal(cli(&out, &err, "vm", "start", "one", (char *)NULL), 0);
+    free(out);
+    free(err);
+    other = read_pid(id, "cloudhypervisor", "ch.pid");
+    edit_text(db, "\"state\": \"running\"", "\"state\": \"created\"");
+    assert_int_equal(unlink(pidfile), 0);
+    assert_int_equal(cli(&out, &err, "vm", "start", "one", (char *)NULL), 1);
+    snprintf(msg, sizeof(msg), "its VMM (pid %d) is already running and the record says created",
+             (int)other);
+    assert_non_null(strstr(err, msg));
+    free(out);
+    free(err);
+    assert_false(proc_gone(other));
+    assert_int_equal(cli(&out, &err, "vm", "rm", "one", (char *)NULL), 1);
+    assert_non_null(strstr(err, "is running: stop it first or use --force"));
+    free(out);
+    free(err);
+    assert_int_equal(cli(&out, &err, "vm", "stop", "one", (char *)NULL), 0);
+    assert_non_null(strstr(out, "one: stopped"));
+    free(out);
+    free(err);
+    assert_true(proc_gone(other));
+    free(id);
+    free(pidfile);
+    free(db);
+}
+
+/* The root is canonical before any path is stored: a relative --root-dir
+ * with "./", "//" and a trailing slash still records an absolute run_dir
+ * without them, the one an absolute spelling of the root gives. */
+static void test_root_canonical(void **state)
+{
+    char *out = NULL, *err = NULL, cwd[4096], *real, *rel, *db, *want, *base;
+    char *argv[] = { realpath(g_cocoon, NULL), (char *)"--root-dir", NULL, (char *)"vm",
+                     (char *)"create", (char *)"--name", (char *)"canon", NULL };
+    int rc;
+
+    (void)state;
+    assert_non_null(argv[0]);
+    real = realpath(g_root, NULL);
+    assert_non_null(real);
+    base = strrchr(real, '/');
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    *base = '\0';
+    assert_int_equal(chdir(real[0] ? real : "/"), 0);
+    *base = '/';
+    rel = sup_asprintf("./%s//sub/", base + 1);
+    argv[2] = rel;
+    rc = sup_run(argv, NULL, &out, &err, 30000);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(rc, 0);
+    free(argv[0]);
+    free(out);
+    free(err);
+    db = root_path("sub/cloudhypervisor/db/vms.json");
+    want = sup_asprintf("\"run_dir\": \"%s/sub/run/cloudhypervisor/", real);
+    out = read_text(db);
+    if (!strstr(out, want))
+        fail_msg("vms.json lacks %s:\n%s", want, out);
+    free(out);
+    free(want);
+    free(db);
+    free(rel);
+    free(real);
+}
+
+/* <root>/bin/chsim-slow: chsim whose vmm.ping never answers until the
+ * fault is cleared, argv[0] the wrapper's own path. */
+static char *chsim_slow(void)
+{
+    char *dir = root_path("bin"), *w = root_path("bin/chsim-slow");
+    FILE *f;
+
+    assert_true(mkdir(dir, 0700) == 0 || errno == EEXIST);
+    f = fopen(w, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/bash\nexec -a \"$0\" '%s' --fault vmm.ping=never-reply \"$@\"\n", g_chsim);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(w, 0755), 0);
+    free(dir);
+    return w;
+}
+
+/* The run dir of the only VM of the root that has a pidfile, waited for. */
+static char *wait_run_dir_with_pid(void)
+{
+    char *dir = root_path("run/cloudhypervisor");
+    long long deadline = sup_now_ms() + 20000;
+
+    for (;;) {
+        DIR *d = opendir(dir);
+        struct dirent *de;
+
+        while (d && (de = readdir(d))) {
+            char *rd, *pf;
+            struct stat st;
+
+            if (de->d_name[0] == '.')
+                continue;
+            rd = sup_asprintf("%s/%s", dir, de->d_name);
+            pf = sup_asprintf("%s/ch.pid", rd);
+            if (stat(pf, &st) == 0 && st.st_size > 0) {
+                free(pf);
+                closedir(d);
+                free(dir);
+                return rd;
+            }
+            free(pf);
+            free(rd);
+        }
+        if (d)
+            closedir(d);
+        assert_true(sup_now_ms() < deadline);
+    }
+}
+
+/* SIGTERM between the VMM's launch and its record: the start still ends
+ * with the VMM recorded as running (or stopped), never a live VMM that
+ * the record calls created. */
+static void test_interrupted_start(void **state)
+{
+    char *w = chsim_slow(), *rd, *sock, *db, *text;
+    char *argv[] = { g_cocoon, (char *)"--root-dir", g_root, (char *)"vm", (char *)"run",
+                     (char *)"--name", (char *)"intr", (char *)"--shared-memory",
+                     (char *)"--kernel", (char *)"/dev/null", (char *)"--ch-binary", w, NULL };
+    pid_t cocoon, vmm;
+    int st;
+
+    (void)state;
+    cocoon = sup_spawn(argv);
+    assert_true(cocoon > 0);
+    rd = wait_run_dir_with_pid();
+    sock = sup_asprintf("%s/api.sock", rd);
+    assert_int_equal(sup_wait_socket(sock, 20000), 0);
+    /* The start is polling vmm.ping, which does not answer. */
+    assert_int_equal(kill(cocoon, SIGTERM), 0);
+    assert_int_equal(sup_chsim_fault(sock, "vmm.ping", "none", 0), 0);
+    assert_int_equal(waitpid(cocoon, &st, 0), cocoon);
+    vmm = read_pid(strrchr(rd, '/') + 1, "cloudhypervisor", "ch.pid");
+    db = root_path("cloudhypervisor/db/vms.json");
+    text = read_text(db);
+    if (!proc_gone(vmm) && !strstr(text, "\"state\": \"running\""))
+        fail_msg("VMM %d alive but the record says:\n%s", (int)vmm, text);
+    free(text);
+    free(db);
+    free(sock);
+    free(rd);
+    free(w);
+}
+
+/* The API socket is checked before it is connected to: one swapped for a
+ * symlink is refused, and nothing reaches the VMM through it. */
+static void test_api_sock_symlink_refused(void **state)
+{
+    char *out = NULL, *err = NULL, *id, *sock, *real, *vfs = root_path("vfs-s.sock");
+    int lfd;
+
+    (void)state;
+    vm_run("lnk");
+    id = vm_id("lnk");
+    sock = root_path("run/cloudhypervisor/%s/api.sock", id);
+    real = root_path("real-api.sock");
+    assert_int_equal(rename(sock, real), 0);
+    assert_int_equal(symlink(real, sock), 0);
+    lfd = sup_unix_bind(vfs, true);
+    assert_int_equal(cli(&out, &err, "vm", "fs", "attach", "lnk", "--socket", vfs, "--tag", "d",
+                         (char *)NULL), 1);
+    assert_non_null(strstr(err, "a symlink, not a socket"));
+    free(out);
+    free(err);
+    assert_int_equal(sup_chsim_count(real, "vm.add-fs"), 0);
+    close(lfd);
+    free(id);
+    free(sock);
+    free(real);
+    free(vfs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2024,6 +2334,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_completion_scripts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inspect_pid_and_direct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_force_and_grace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_vmm_per_vm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_root_canonical, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interrupted_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api_sock_symlink_refused, setup, teardown),
     };
     int rc;
 
