@@ -268,8 +268,8 @@ int gate_find(const store_vm *vm, const char *binary, pid_t *pid, char *err, siz
     if (p != 0) {
         rc = p < 0 ? (int)p : -EBUSY;
         if (p > 0)
-            base_errf(err, errlen, rc, "vm %s: pid %ld serves %s but is not %s --api-socket %s",
-                      vm->id, (long)p, sock, binary ? binary : "(no binary)", sock);
+            base_errf(err, errlen, rc, "vm %s: pid %ld serves %s but is not its VMM %s",
+                      vm->id, (long)p, sock, binary ? binary : "(no binary)");
         else
             base_errf(err, errlen, rc, "vm %s: %s has a listener that cannot be identified: %s",
                       vm->id, sock, strerror(-rc));

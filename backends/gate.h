@@ -41,7 +41,7 @@ bool gate_cmdline_matches(pid_t pid, const char *binary, const char *api_sock);
  * expected VMM binary, absolute, when vm->binary is NULL.  The API socket
  * must pass safefile_check_socket when it exists.  0 with *pid; -ESRCH
  * "vm <id>: no VMM serves <sock>" when none is alive; -EBUSY "vm <id>: pid
- * N serves <sock> but is not <binary> --api-socket <sock>" when something
+ * N serves <sock> but is not its VMM <binary>" when something
  * else holds the socket; -EINVAL for a relative run_dir; the socket
  * check's errors. */
 int gate_find(const store_vm *vm, const char *binary, pid_t *pid, char *err, size_t errlen);

@@ -60,7 +60,8 @@ typedef struct cocoon_engine cocoon_engine;
 /* Zeroed fields mean defaults.  Strings are copied. */
 typedef struct cocoon_options {
     size_t size;                /* sizeof(cocoon_options): COCOON_OPTIONS_INIT */
-    const char *root_dir;       /* NULL: $COCOON_ROOT_DIR, else /var/lib/cocoon */
+    const char *root_dir;       /* NULL: $COCOON_ROOT_DIR, else /var/lib/cocoon; made
+                                 * absolute and canonical once, at engine creation */
     unsigned timeout_ms;        /* per request, connect to last byte; 0: 30000 */
     unsigned max_inflight_vms;  /* VMs with an operation in flight; 0: 256;
                                    capped at what the open-file limit leaves */

@@ -21,10 +21,11 @@ trap cleanup EXIT
 # shellcheck source=tests/support/expect.sh
 . "$(dirname "$0")/support/expect.sh"
 
-# chsim as "firecracker" (the running gate checks the name); FAULTS adds
-# chsim flags to the next VMM cocoon starts.
+# chsim as "firecracker", argv[0] the wrapper's own path (the running gate
+# checks the exact binary); FAULTS adds chsim flags to the next VMM cocoon
+# starts.
 mkdir -p "$T/bin"
-printf '#!/bin/bash\nexec -a firecracker %s --firecracker ${FAULTS:-} "$@"\n' "$BUILD/chsim" \
+printf '#!/bin/bash\nexec -a "$0" %s --firecracker ${FAULTS:-} "$@"\n' "$BUILD/chsim" \
     > "$T/bin/firecracker"
 chmod +x "$T/bin/firecracker"
 FC=(--fc-binary "$T/bin/firecracker")

@@ -1179,6 +1179,51 @@ static void test_alloc_failures_leak_nothing(void **state)
     store_db_fini(&src);
 }
 
+/* store_root_canon: one root, however it is spelled.  The existing part
+ * is resolved (symlinks too); the part that does not exist yet is joined
+ * without ".", ".." or "//". */
+static void test_root_canon(void **state)
+{
+    char *tmp = sup_tmpdir(), *real, *link, *p, *want, cwd[4096];
+    static const char *const spell[] = { "/a/b", "/a/b/", "//a/./b", "/a/x/../b", "/link/b",
+                                         "/a/b/c/.." };
+
+    (void)state;
+    real = realpath(tmp, NULL);
+    assert_non_null(real);
+    p = sup_asprintf("%s/a", tmp);
+    assert_int_equal(mkdir(p, 0700), 0);
+    free(p);
+    link = sup_asprintf("%s/link", tmp);
+    assert_int_equal(symlink("a", link), 0);
+    want = sup_asprintf("%s/a/b", real);
+    for (size_t i = 0; i < sizeof(spell) / sizeof(spell[0]); i++) {
+        char *in = sup_asprintf("%s%s", tmp, spell[i]), *out = store_root_canon(in);
+
+        assert_non_null(out);
+        if (strcmp(out, want) != 0)
+            fail_msg("%s: %s, want %s", in, out, want);
+        free(in);
+        free(out);
+    }
+    /* Relative: against the working directory. */
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(tmp), 0);
+    p = store_root_canon("./a/b/");
+    assert_int_equal(chdir(cwd), 0);
+    assert_non_null(p);
+    assert_string_equal(p, want);
+    free(p);
+    p = store_root_canon("/");
+    assert_string_equal(p, "/");
+    free(p);
+    free(want);
+    free(link);
+    free(real);
+    sup_rmrf(tmp);
+    free(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1186,6 +1231,7 @@ int main(void)
         cmocka_unit_test(test_name_validation_table),
         cmocka_unit_test(test_state_and_hypervisor_names),
         cmocka_unit_test(test_root_and_now),
+        cmocka_unit_test(test_root_canon),
         cmocka_unit_test(test_roundtrip_full_record),
         cmocka_unit_test(test_parse_ignores_unknown_keys),
         cmocka_unit_test(test_parse_rejects_bad_documents),
