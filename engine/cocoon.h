@@ -115,7 +115,11 @@ typedef struct cocoon_result {
     int err;                    /* 0 or -errno (-EINVAL bad input, -ENOENT VM
                                    not found, -EHOSTDOWN VM not running,
                                    -EREMOTEIO CH answered 4xx/5xx, -ETIMEDOUT,
-                                   -ECANCELED engine freed, ...) */
+                                   -ECANCELED canceled before its request
+                                   was sent (engine freed or drained),
+                                   -EINPROGRESS engine freed after a
+                                   state-changing request was sent: the
+                                   outcome is unknown, ...) */
     const char *errstr;         /* "" on success, else a one-line reason */
     const char *vm;             /* the VM argument as submitted */
     const char *device_id;      /* attach: the id CH reports; detach: the id removed */
@@ -209,9 +213,25 @@ bool cocoon_engine_busy(const cocoon_engine *e);
  * iterate the host's loop again (a nested call), and may free the engine
  * (the rest of the batch is then not run). */
 int cocoon_engine_process(cocoon_engine *e);
-/* Completes every pending operation with -ECANCELED.  Safe inside a
- * callback (the free is deferred until the callback returns).  NULL: no-op. */
+/* Completes every pending operation, inside this call: with -ECANCELED
+ * ("operation canceled: engine freed") when it had not sent its
+ * state-changing request, else with -EINPROGRESS and "<op>: outcome
+ * unknown: the request was already sent when the engine was freed" (the
+ * VMM may have executed it; ask it with a list before acting again).  Safe
+ * inside a callback (the free is deferred until the callback returns).
+ * NULL: no-op. */
 void cocoon_engine_free(cocoon_engine *e);
+/* Stops starting anything, for a host that was interrupted and wants to
+ * report what was done: every operation that has not started completes
+ * inside this call with -ECANCELED ("<op>: canceled before it started"); a
+ * running attach or detach that has not yet written its state-changing
+ * request completes at its next step with -ECANCELED ("vm.add-fs: canceled
+ * before the request was sent"); one whose request was written goes on to
+ * its real outcome (reply, timeout and the lost-reply vm.info check, the
+ * detach --wait poll), and so do list operations and running lifecycle
+ * operations.  Submits afterwards return -ECANCELED.  Safe inside a
+ * callback.  NULL: no-op. */
+void cocoon_engine_drain(cocoon_engine *e);
 
 /* Submits.  vm is a VM ref (id, name, unique id prefix of >= 3 chars) or an
  * absolute path to a CH API socket.  Arguments are copied.  Returns 0 and

@@ -65,6 +65,8 @@ struct eng_op {
     unsigned wait_ms;       /* detach: wait this long for the eject */
     unsigned gen;           /* submission generation (socket snapshot) */
     unsigned recheck_seq;   /* the snapshot that missed the listener */
+    bool sent;              /* a state-changing request of this op was
+                               written: the VMM may have executed it */
     char buf[];
 };
 
@@ -79,6 +81,7 @@ struct eng_vm {
     struct eng_op *cur;
     bool active, listed;            /* holds an inflight slot; on a list */
     bool idle;                      /* no operation; on the idle list */
+    bool changing;                  /* the request in flight changes state */
     TAILQ_ENTRY(eng_vm) idle_link;
     uint64_t hash;
     char key[];                     /* "R<sock>" recorded, "D<sock>" direct */
@@ -109,6 +112,7 @@ struct cocoon_engine {
 
     int depth;                           /* nesting of our loop callbacks */
     bool free_requested, dying;
+    bool draining;                       /* cocoon_engine_drain was called */
 
     /* The store as last read; kept until a vms.json changes, checked once
      * per loop iteration. */

@@ -206,7 +206,7 @@ static int eng_usable(const cocoon_engine *e)
 {
     if (!e)
         return -EINVAL;
-    if (e->dying || e->free_requested)
+    if (e->dying || e->free_requested || e->draining)
         return -ECANCELED;
     return 0;
 }
@@ -564,9 +564,56 @@ int cocoon_engine_process(cocoon_engine *e)
     return rc;
 }
 
+/* An op whose state-changing request was written may have been executed:
+ * "canceled" would read as "nothing happened", so it says it does not
+ * know. */
 static void op_cancel(struct eng_op *op)
 {
-    eng_op_complete(op, -ECANCELED, "operation canceled: engine freed");
+    char m[160];
+
+    if (!op->sent) {
+        eng_op_complete(op, -ECANCELED, "operation canceled: engine freed");
+        return;
+    }
+    snprintf(m, sizeof(m), "%s: outcome unknown: the request was already sent when the "
+             "engine was freed", eng_op_names[op->kind]);
+    eng_op_complete(op, -EINPROGRESS, m);
+}
+
+static void op_cancel_unstarted(struct eng_op *op)
+{
+    char m[160];
+
+    snprintf(m, sizeof(m), "%s: canceled before it started", eng_op_names[op->kind]);
+    eng_op_complete(op, -ECANCELED, m);
+}
+
+void cocoon_engine_drain(cocoon_engine *e)
+{
+    struct eng_op *op;
+
+    if (!e || e->dying || e->draining)
+        return;
+    e->draining = true;
+    eng_enter(e);
+    while (!e->free_requested && (op = STAILQ_FIRST(&e->start))) {
+        STAILQ_REMOVE_HEAD(&e->start, link);
+        op_cancel_unstarted(op);
+    }
+    /* Callbacks cannot submit from here on, and a free they ask for waits
+     * for eng_leave, so the table stays as it is while it is walked. */
+    for (size_t i = 0; i < e->nbuckets && !e->free_requested; i++) {
+        for (struct eng_vm *vm = e->buckets[i]; vm; vm = vm->hnext) {
+            struct eng_op *head = vm->cur;
+
+            while (!e->free_requested &&
+                   (op = head ? STAILQ_NEXT(head, link) : STAILQ_FIRST(&vm->queue))) {
+                STAILQ_REMOVE(&vm->queue, op, eng_op, link);
+                op_cancel_unstarted(op);
+            }
+        }
+    }
+    eng_leave(e);
 }
 
 static void engine_destroy(cocoon_engine *e)

@@ -150,6 +150,10 @@ static void on_http(httpc_conn *c, const httpc_response *r, void *priv)
     struct eng_op *op = vm->cur;
 
     (void)c;
+    /* Counted before anything else, so that a request cancelled by the
+     * engine's free still says it reached the VMM. */
+    if (op && vm->changing && r->written)
+        op->sent = true;
     if (e->dying || !op)
         return;
     eng_enter(e);
@@ -175,6 +179,12 @@ int eng_vm_send(struct eng_vm *vm, backend_ep ep, const char *id, const char *bo
                         vm->ops ? vm->ops->short_name : "?");
     method = row->method;
     path = row->path;
+    /* A drained engine sends no new state-changing request for an attach
+     * or detach; reads, and the steps of a lifecycle op already running,
+     * go on. */
+    if (e->draining && strcmp(method, "GET") != 0 && vm->cur && !op_is_lc(vm->cur))
+        return base_errf(e->err, sizeof(e->err), -ECANCELED,
+                         "canceled before the request was sent");
     if (id) {
         int n = snprintf(full, sizeof(full), "%s%s", row->path, id);
 
@@ -192,6 +202,7 @@ int eng_vm_send(struct eng_vm *vm, backend_ep ep, const char *id, const char *bo
                             eng_vm_sock(vm), strerror(er));
         }
     }
+    vm->changing = strcmp(method, "GET") != 0;
     int rc = httpc_conn_send(vm->conn, method, path, body, len,
                              timeout_ms ? timeout_ms : e->timeout_ms, on_http, vm);
     if (rc)

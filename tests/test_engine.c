@@ -2046,6 +2046,7 @@ static void test_connection_linger_bounded(void **state)
 struct cancel {
     int calls[8];
     int errs[8];
+    char texts[8][256];
     struct env *v;
     bool free_in_cb;
 };
@@ -2061,6 +2062,7 @@ static void cancel_cb(cocoon_engine *e, const cocoon_result *cr, void *priv)
 
     it->c->calls[it->i]++;
     it->c->errs[it->i] = cr->err;
+    snprintf(it->c->texts[it->i], sizeof(it->c->texts[it->i]), "%s", cr->errstr);
     if (it->c->free_in_cb && it->i == 0) {
         cocoon_engine_free(e);
         it->c->v->e = NULL;
@@ -2077,16 +2079,27 @@ static void stop_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* Runs v's loop until chsim has received n requests of endpoint: the
+ * counter is the event, polled between loop turns (watchdog 10 s). */
+static void run_until_count(struct env *v, const char *endpoint, int n)
+{
+    long long deadline = sup_now_ms() + 10000;
+
+    while (sup_chsim_count(v->sock, endpoint) < n) {
+        assert_true(sup_now_ms() < deadline);
+        ev_run(v->loop, EVRUN_NOWAIT);
+        usleep(1000);
+    }
+}
+
 static void test_free_cancels(void **state)
 {
-    static const char *const extra[] = { "--memory", "size=1G,shared=on", "--add-latency-ms",
-                                         "300", NULL };
+    static const char *const extra[] = { "--memory", "size=1G,shared=on", NULL };
     struct env *v = env_new(extra, NULL);
     int lfd = listener(vfs_path(v, "a.sock"), true);
     struct cancel c = { .v = v };
     struct cancel_item it[4] = { { &c, 0 }, { &c, 1 }, { &c, 2 }, { &c, 3 } };
     cocoon_fs_spec s = { sizeof(cocoon_fs_spec), vfs_path(v, "a.sock"), "a", 0, 0, 0 };
-    ev_timer stop;
 
     (void)state;
     /* Never started: freed before the loop runs. */
@@ -2098,22 +2111,66 @@ static void test_free_cancels(void **state)
     assert_int_equal(c.errs[0], -ECANCELED);
     assert_int_equal(c.errs[1], -ECANCELED);
 
-    /* In flight: the PUT is on the wire (300 ms latency) when we free. */
+    /* In flight: chsim has the PUT and never answers it when the engine
+     * is freed, so the attach may have happened: outcome unknown, never
+     * "canceled".  The detach queued behind it was never sent. */
+    assert_int_equal(sup_chsim_fault(v->sock, "vm.add-fs", "never-reply", 1), 0);
     v->e = cocoon_engine_new(v->loop, &(cocoon_options){ .size = sizeof(cocoon_options),
                                                          .root_dir = v->dir });
     memset(c.calls, 0, sizeof(c.calls));
     assert_int_equal(cocoon_fs_attach(v->e, v->sock, &s, cancel_cb, &it[0]), 0);
     assert_int_equal(cocoon_fs_detach(v->e, v->sock, "a", cancel_cb, &it[1]), 0);
-    ev_timer_init(&stop, stop_cb, 0.1, 0.);
-    ev_timer_start(v->loop, &stop);
-    ev_run(v->loop, 0);
+    run_until_count(v, "vm.add-fs", 1);
     assert_int_equal(c.calls[0], 0);
     cocoon_engine_free(v->e);
     v->e = NULL;
     assert_int_equal(c.calls[0], 1);
     assert_int_equal(c.calls[1], 1);
-    assert_int_equal(c.errs[0], -ECANCELED);
+    assert_int_equal(c.errs[0], -EINPROGRESS);
+    assert_string_equal(c.texts[0], "fs attach: outcome unknown: the request was already sent "
+                                    "when the engine was freed");
     assert_int_equal(c.errs[1], -ECANCELED);
+    assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 1);
+    assert_int_equal(sup_chsim_count(v->sock, "vm.remove-device"), 0);
+    close(lfd);
+    env_free(v);
+}
+
+/* A drained engine starts nothing new: the queued detach completes at once
+ * as never started, later submits are refused, and the PUT already sent
+ * still gets its real outcome. */
+static void test_drain(void **state)
+{
+    struct env *v = env_new(shared_mem, &(cocoon_options){ .size = sizeof(cocoon_options),
+                                                           .timeout_ms = 1000 });
+    int lfd = listener(vfs_path(v, "a.sock"), true);
+    struct cancel c = { .v = v };
+    struct cancel_item it[4] = { { &c, 0 }, { &c, 1 }, { &c, 2 }, { &c, 3 } };
+    cocoon_fs_spec s = { sizeof(cocoon_fs_spec), vfs_path(v, "a.sock"), "a", 0, 0, 0 };
+    long long deadline = sup_now_ms() + 10000;
+
+    (void)state;
+    assert_int_equal(sup_chsim_fault(v->sock, "vm.add-fs", "never-reply", 1), 0);
+    assert_int_equal(cocoon_fs_attach(v->e, v->sock, &s, cancel_cb, &it[0]), 0);
+    assert_int_equal(cocoon_fs_detach(v->e, v->sock, "a", cancel_cb, &it[1]), 0);
+    run_until_count(v, "vm.add-fs", 1);
+    cocoon_engine_drain(v->e);
+    assert_int_equal(c.calls[1], 1);
+    assert_int_equal(c.errs[1], -ECANCELED);
+    assert_string_equal(c.texts[1], "fs detach: canceled before it started");
+    assert_int_equal(c.calls[0], 0);
+    assert_int_equal(cocoon_fs_list(v->e, v->sock, NULL, NULL), -ECANCELED);
+    assert_int_equal(cocoon_fs_detach(v->e, v->sock, "a", cancel_cb, &it[2]), -ECANCELED);
+    /* The held PUT times out on the engine's clock; its reply is lost, so
+     * vm.info settles it: the share is attached. */
+    while (c.calls[0] == 0) {
+        assert_true(sup_now_ms() < deadline);
+        ev_run(v->loop, EVRUN_ONCE);
+    }
+    assert_int_equal(c.errs[0], 0);
+    assert_non_null(strstr(c.texts[0], "reply lost; vm.info shows the device attached"));
+    assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 1);
+    assert_int_equal(sup_chsim_count(v->sock, "vm.remove-device"), 0);
     close(lfd);
     env_free(v);
 }
@@ -2237,6 +2294,7 @@ int main(void)
         cmocka_unit_test(test_fifo_per_vm),
         cmocka_unit_test(test_inflight_cap),
         cmocka_unit_test(test_free_cancels),
+        cmocka_unit_test(test_drain),
         cmocka_unit_test(test_free_inside_callback),
         cmocka_unit_test(test_errstr_nested_loop),
         cmocka_unit_test(test_fleet_1000),
