@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <yajl/yajl_gen.h>
 
@@ -140,6 +141,50 @@ typedef int cli_lc_submit_fn(cocoon_engine *e, const char *vm, const cocoon_vm_o
  * A job that cannot be submitted is done with its error. */
 void cli_lc_run(const cli_ctx *c, cli_lc_job *jobs, size_t n, cli_lc_submit_fn *submit,
                 const char *what, const cocoon_vm_opts *tmpl);
+
+/* Plan lines read as a run needs them (cli/feed.c).  Memory stays within
+ * one chunk past the longest accepted line, whatever the input's size. */
+typedef struct cli_lines {
+    int fd;
+    bool regular, eof;
+    bool skipping;              /* dropping the rest of an over-long line */
+    int err;                    /* errno of a failed read, 0 at a clean end */
+    char *buf;
+    size_t off, len, cap;
+} cli_lines;
+void cli_lines_init(cli_lines *r, int fd);
+void cli_lines_fini(cli_lines *r);
+/* 1 with the next line (without its newline; valid until the next call),
+ * 0 when reading on would block (the fd is not readable yet: a pipe or a
+ * terminal), -1 at the end of the input (err says whether a read failed).
+ * Never blocks on anything but a regular file. */
+int cli_lines_next(cli_lines *r, const char **line, size_t *len);
+
+/* A set of strings, each with an optional string and a number (cli/feed.c). */
+typedef struct cli_strent {
+    struct cli_strent *next;
+    const char *val;
+    int num;
+    char key[];
+} cli_strent;
+typedef struct cli_strset {
+    cli_strent **b;
+    size_t nb, n;
+} cli_strset;
+const cli_strent *cli_strset_get(const cli_strset *s, const char *key);
+/* 1 when added (key and val copied), 0 when key was there, -ENOMEM. */
+int cli_strset_add(cli_strset *s, const char *key, const char *val, int num);
+void cli_strset_fini(cli_strset *s);
+
+/* Latency percentiles in fixed memory (cli/feed.c). */
+#define CLI_LAT_BUCKETS 3776
+typedef struct cli_lat {
+    uint64_t counts[CLI_LAT_BUCKETS];
+    uint64_t n;
+} cli_lat;
+void cli_lat_add(cli_lat *h, uint64_t us);
+/* The p-th percentile (0 < p <= 1) in milliseconds, 0 when empty. */
+double cli_lat_ms(const cli_lat *h, double p);
 
 /* The command table the parser walks (cli/main.c), for the completion
  * scripts (cli/complete.c).  Static, borrowed. */

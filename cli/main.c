@@ -181,7 +181,11 @@ LEAF(cmd_batch, "batch", "batch [FILE|-] [flags]",
      "  fields: socket tag num_queues queue_size no_socket_check pci id wait (seconds or true);\n"
      "  clone: vm (the new name), snapshot, fs (shares attached once the clone runs)\n"
      "  Ops on one VM run in order; VMs run concurrently.  A bad line is reported\n"
-     "  as \"line N: ...\" and the rest still runs (exit status 1).",
+     "  as \"line N: ...\" and the rest still runs (exit status 1).  The plan is\n"
+     "  read as ops finish, so a pipe may feed any number of lines.\n"
+     "  Ctrl-C (SIGINT, SIGTERM) starts nothing more and waits for the requests in\n"
+     "  flight; a second one stops at once, naming the VMs whose outcome is\n"
+     "  unknown (exit status 128+signal).",
      batch_flags, cli_batch, 0, 1);
 
 static const cli_cmd *const fs_children[] = { &cmd_fs_attach, &cmd_fs_detach, &cmd_fs_list, NULL };

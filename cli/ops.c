@@ -1,6 +1,7 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
-#include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,15 @@
 
 #define PROGRESS_INTERVAL 0.05
 
+/* Jobs handed to the engine and not yet done, per VM of --parallel: enough
+ * to keep every slot busy, few enough that memory does not grow with the
+ * length of a plan. */
+#define WINDOW_PER_VM 2
+#define WINDOW_MIN 64
+/* Jobs started per turn of the loop, so that a plan of lines that fail at
+ * once still lets signals and replies in. */
+#define FEED_BATCH 4096
+
 typedef struct runner runner;
 
 /* One operation and, once done, its outcome (strings owned). */
@@ -25,6 +35,7 @@ typedef struct job {
     int line;                   /* batch line, 0 for flag-driven ops */
     char *pre_err;              /* failure known before any I/O */
     bool done, ok, submitted;
+    bool canceled;              /* failed with -ECANCELED */
     char *errstr, *dev_id, *bdf;
     char *note;                 /* success with a remark (reply lost, vm.info
                                    showed the outcome) */
@@ -32,6 +43,8 @@ typedef struct job {
     char **rows;                /* list ops: 3 strings per row */
     size_t n_rows;
     runner *r;
+    struct job *next;           /* kept for the tables printed at the end,
+                                   or a failed clone's job */
     /* A plan's clone line: the new VM (owned), its restore dir, and the
      * fs attaches of the line (jobs of their own, borrowed), which run
      * once it is up; such an attach points back at its clone. */
@@ -42,17 +55,48 @@ typedef struct job {
     size_t n_subs;
 } job;
 
+/* The store, read once per run for the templates that name records:
+ * resolving against one load keeps N refs linear in N. */
+typedef struct tmpl_store {
+    store_set set;
+    int rc;                       /* 0 loaded, <0 the load failed, 1 not yet */
+    char err[BASE_ERRSTR_MAX];
+} tmpl_store;
+
+/* A run: jobs come from the VM arguments or from a plan read as the window
+ * frees up, run through one engine, and are printed and freed as they
+ * finish; only list results kept for the text tables outlive their line. */
 struct runner {
     cli_ctx *c;
     struct ev_loop *loop;
     cocoon_engine *e;           /* one for the whole run: its connections
                                    are per VM */
     unsigned parallel;
-    job **jobs;
-    size_t n_jobs, done, ok, failed, n_vms;
-    bool batch, multi;
+    size_t window;
+    job **args;                 /* flag ops: one job per VM argument */
+    size_t n_args, next_arg;
+    cli_lines *in;              /* batch: the plan */
+    const char *path;
+    int line;
+    bool input_done;
+    bool in_ready;              /* the input became readable */
+    ev_io in_w;
+    size_t n_jobs, inflight, done, ok, failed, unknown, not_run;
+    cli_strset vms;             /* the VMs of the run */
+    cli_strset sockets;         /* virtiofsd sockets given to an fs attach */
+    tmpl_store ts;
+    cli_lat lat;
+    job *kept, **kept_tail;
+    job *failed_clones;         /* their records and files go at the end */
+    char **unknown_vms;         /* VMs with an operation of unknown outcome */
+    size_t n_unknown_vms;
+    cli_strset unknown_set;
+    int sig;                    /* the first SIGINT or SIGTERM, 0: none */
+    bool aborted;               /* a second one: stopped at once */
+    ev_signal sigint, sigterm;
+    bool batch;
     double t0;
-    bool progress, dirty;
+    bool tty, dirty;
     int drawn;
     ev_timer tick;
 };
@@ -99,7 +143,7 @@ static void job_free(job *j)
 
 static void progress_clear(runner *r)
 {
-    if (r->progress && r->drawn) {
+    if (r->drawn) {
         fputs("\r\033[K", stderr);
         fflush(stderr);
         r->drawn = 0;
@@ -122,13 +166,14 @@ static void progress_draw(runner *r)
     r->dirty = false;
 }
 
+/* The bar, on a terminal, once the run has more than one VM. */
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     runner *r = w->data;
 
     (void)loop;
     (void)revents;
-    if (r->dirty)
+    if (r->dirty && r->vms.n > 1)
         progress_draw(r);
 }
 
@@ -146,6 +191,25 @@ static char *message_for(int err, const char *errstr)
         m = strdup(s);
     }
     return m;
+}
+
+/* Whether a VM may have changed: a failure whose request was sent and
+ * whose outcome nobody could tell. */
+static bool job_unknown(const job *j)
+{
+    return !j->ok && j->errstr && strstr(j->errstr, "outcome unknown") != NULL;
+}
+
+/* Never started, or stopped before its request was sent: nothing changed. */
+static bool job_not_run(const job *j)
+{
+    return !j->ok && !job_unknown(j) && j->canceled;
+}
+
+/* The JSON "outcome" of a failure that is not a plain one. */
+static const char *outcome_of(const job *j)
+{
+    return job_unknown(j) ? "unknown" : job_not_run(j) ? "not-run" : NULL;
 }
 
 static void print_job_json(runner *r, const job *j)
@@ -167,6 +231,7 @@ static void print_job_json(runner *r, const job *j)
     if (j->op.kind == CLI_OP_FS_LIST)
         cli_gen_kv_str(g, "socket", j->op.socket);
     cli_gen_kv_str(g, "error", j->ok ? NULL : j->errstr);
+    cli_gen_kv_str(g, "outcome", outcome_of(j));
     cli_gen_kv_str(g, "note", j->ok ? j->note : NULL);
     if (j->op.kind == CLI_OP_CLONE) {
         cli_gen_kv_str(g, "snapshot", j->op.snapshot);
@@ -212,7 +277,7 @@ static void print_job(runner *r, const job *j)
             cli_printf(stderr, "Error: %s\n", j->errstr);
         else if (j->line)
             cli_printf(stderr, "Error: line %d: %s: %s\n", j->line, j->op.vm, j->errstr);
-        else if (r->multi)
+        else if (r->batch || r->n_args > 1)
             cli_printf(stderr, "Error: %s: %s\n", j->op.vm, j->errstr);
         else
             cli_printf(stderr, "Error: %s\n", j->errstr);
@@ -247,7 +312,55 @@ static void print_job(runner *r, const job *j)
     cli_out_flush(stdout);
 }
 
-/* Records and prints one outcome; the caller decides what runs next. */
+/* Remembers a VM whose outcome is unknown, once, for the summary. */
+static void note_unknown(runner *r, const char *vm)
+{
+    char **nv;
+
+    if (!vm || cli_strset_add(&r->unknown_set, vm, NULL, 0) != 1)
+        return;
+    nv = realloc(r->unknown_vms, (r->n_unknown_vms + 1) * sizeof(*nv));
+    if (!nv)
+        return;
+    r->unknown_vms = nv;
+    if ((nv[r->n_unknown_vms] = strdup(vm)))
+        r->n_unknown_vms++;
+}
+
+/* A printed job is freed, except a list result that a text table at the
+ * end still shows, and a clone line, which clone_finish frees once its
+ * attaches are on their way. */
+static void job_dispose(job *j)
+{
+    runner *r = j->r;
+
+    if (j->op.kind == CLI_OP_CLONE)
+        return;
+    if (j->ok && !r->c->json &&
+        (j->op.kind == CLI_OP_FS_LIST || j->op.kind == CLI_OP_DEVICE_LIST)) {
+        j->next = NULL;
+        *r->kept_tail = j;
+        r->kept_tail = &j->next;
+        return;
+    }
+    job_free(j);
+}
+
+/* A clone line that is done: a clone that did not come up keeps its job
+ * until the end of the run, when its record and files are dropped. */
+static void clone_finish(job *j)
+{
+    runner *r = j->r;
+
+    if (j->clone && !j->ok) {
+        j->next = r->failed_clones;
+        r->failed_clones = j;
+        return;
+    }
+    job_free(j);
+}
+
+/* Records, prints and disposes of one outcome. */
 static void record(job *j, int err, const char *errstr, const char *dev_id, const char *bdf,
                    uint64_t latency_us)
 {
@@ -259,7 +372,14 @@ static void record(job *j, int err, const char *errstr, const char *dev_id, cons
     if (err) {
         free(j->errstr);
         j->errstr = message_for(err, errstr);
+        j->canceled = err == -ECANCELED;
         r->failed++;
+        if (job_unknown(j)) {
+            r->unknown++;
+            note_unknown(r, j->op.vm);
+        } else if (job_not_run(j)) {
+            r->not_run++;
+        }
     } else {
         if (errstr && *errstr)
             j->note = strdup(errstr);
@@ -269,7 +389,10 @@ static void record(job *j, int err, const char *errstr, const char *dev_id, cons
     }
     r->done++;
     r->dirty = true;
+    if (j->submitted)
+        cli_lat_add(&r->lat, latency_us);
     print_job(r, j);
+    job_dispose(j);
 }
 
 static void done_cb(cocoon_engine *e, const cocoon_result *res, void *priv)
@@ -277,6 +400,7 @@ static void done_cb(cocoon_engine *e, const cocoon_result *res, void *priv)
     job *j = priv;
 
     (void)e;
+    j->r->inflight--;
     record(j, res->err, res->errstr, res->device_id, res->bdf, res->latency_us);
 }
 
@@ -292,6 +416,7 @@ static void list_cb(cocoon_engine *e, const cocoon_result *res, const cocoon_lis
     bool fs = j->op.kind == CLI_OP_FS_LIST;
 
     (void)e;
+    j->r->inflight--;
     if (res->err == 0 && l) {
         size_t n = fs ? l->n_fs : l->n_devices;
 
@@ -345,6 +470,7 @@ static void clone_fail(job *j, int rc, const char *why)
     for (size_t i = 0; i < j->n_subs; i++)
         record(j->subs[i], -ECANCELED, "fs attach: not sent: the clone did not come up", NULL,
                NULL, 0);
+    clone_finish(j);
 }
 
 /* key (e.g. "{id}") replaced by val in j's socket template.  A clone's
@@ -384,6 +510,7 @@ static void clone_done_cb(cocoon_engine *e, const cocoon_result *res, void *priv
     job *j = priv;
 
     (void)e;
+    j->r->inflight--;
     j->pid = res->pid;
     record(j, res->err, res->errstr, res->err ? NULL : j->clone->id, NULL, res->latency_us);
     for (size_t i = 0; i < j->n_subs; i++) {
@@ -397,19 +524,24 @@ static void clone_done_cb(cocoon_engine *e, const cocoon_result *res, void *priv
         else
             submit_one(s);
     }
+    clone_finish(j);
 }
 
 /* A clone line: the record and files now, then one restore through the
- * engine like vm clone's. */
+ * engine like vm clone's.  0 when the engine has it, 1 when it failed
+ * here (and was recorded). */
 static int submit_clone(cocoon_engine *e, job *j)
 {
     char err[BASE_ERRSTR_MAX];
     cocoon_vm_opts o = COCOON_VM_OPTS_INIT;
     int rc;
 
-    j->clone = calloc(1, sizeof(*j->clone));
-    if (!j->clone)
-        return -ENOMEM;
+    j->clone = e ? calloc(1, sizeof(*j->clone)) : NULL;
+    if (!j->clone) {
+        j->submitted = false;
+        clone_fail(j, -ENOMEM, "out of memory");
+        return 1;
+    }
     rc = cli_clone_prepare(j->r->c, j->op.snapshot, j->op.vm, j->clone, &j->clone_dir, err,
                            sizeof(err));
     if (rc < 0) {
@@ -417,7 +549,7 @@ static int submit_clone(cocoon_engine *e, job *j)
         j->clone = NULL;
         j->submitted = false;
         clone_fail(j, rc, err);
-        return 0;
+        return 1;
     }
     o.dir = j->clone_dir;
     o.binary = j->clone->binary;
@@ -425,6 +557,7 @@ static int submit_clone(cocoon_engine *e, job *j)
     if (rc < 0) {
         j->submitted = false;
         clone_fail(j, rc, strerror(-rc));
+        return 1;
     }
     return 0;
 }
@@ -443,10 +576,21 @@ static void submit_one(job *j)
         j->pre_err = NULL;
         record(j, -EINVAL, m, NULL, NULL, 0);
         free(m);
+        if (j->op.kind == CLI_OP_CLONE) {
+            for (size_t i = 0; i < j->n_subs; i++)
+                record(j->subs[i], -ECANCELED, "fs attach: not sent: the clone did not come up",
+                       NULL, NULL, 0);
+            clone_finish(j);
+        }
         return;
     }
     e = engine_for(j->r);
     j->submitted = true;
+    if (j->op.kind == CLI_OP_CLONE) {
+        if (submit_clone(e, j) == 0)
+            j->r->inflight++;
+        return;
+    }
     if (e) {
         cocoon_fs_spec fs = { sizeof(cocoon_fs_spec), j->op.socket, j->op.tag,
                               j->op.num_queues, j->op.queue_size,
@@ -476,7 +620,6 @@ static void submit_one(job *j)
             rc = cocoon_device_list(e, j->op.vm, list_cb, j);
             break;
         case CLI_OP_CLONE:
-            rc = submit_clone(e, j);
             break;
         }
     }
@@ -486,16 +629,10 @@ static void submit_one(job *j)
         snprintf(m, sizeof(m), "%s: submit: %s", op_text[j->op.kind], strerror(-rc));
         j->submitted = false;
         record(j, rc, m, NULL, NULL, 0);
+        return;
     }
+    j->r->inflight++;
 }
-
-/* The store, read once per run for the templates that name records:
- * resolving against one load keeps N refs linear in N. */
-typedef struct tmpl_store {
-    store_set set;
-    int rc;                       /* 0 loaded, <0 the load failed, 1 not yet */
-    char err[BASE_ERRSTR_MAX];
-} tmpl_store;
 
 /* Replaces {name}, {id} and {vm} in a socket template. */
 static int expand_template(const cli_ctx *c, tmpl_store *ts, job *j)
@@ -562,104 +699,218 @@ static int expand_template(const cli_ctx *c, tmpl_store *ts, job *j)
     return 0;
 }
 
-/* What names one virtiofsd socket: its inode when it exists (any spelling
- * of the path), else the path as given. */
-typedef struct sock_use {
-    char *key;
-    size_t seq;
-    job *j;
-} sock_use;
-
-static int cmp_sock_use(const void *a, const void *b)
-{
-    const sock_use *x = a, *y = b;
-    int c = strcmp(x->key, y->key);
-
-    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
-}
-
 /* One virtiofsd serves one VM connection: a socket given to several
  * attaches of one run would pass the liveness check for each, and the
  * second connect would stall CH's API for its whole connect timeout.  The
  * first attach of a socket keeps it; every later one fails before any
- * I/O. */
-static int refuse_shared_sockets(job **jobs, size_t n)
+ * I/O.  A socket is named by its inode when it exists (any spelling of
+ * the path), else by the path as given.  The run remembers one entry per
+ * socket given to an fs attach. */
+static int refuse_shared_socket(runner *r, job *j)
 {
-    sock_use *u = calloc(n + 1, sizeof(*u));
-    size_t m = 0;
-    int rc = 0;
+    struct stat st;
+    char *key = NULL;
+    const cli_strent *first;
+    int rc;
 
-    if (!u)
+    if (j->op.kind != CLI_OP_FS_ATTACH || j->pre_err || !j->op.socket)
+        return 0;
+    if ((stat(j->op.socket, &st) == 0
+             ? asprintf(&key, "i%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino)
+             : asprintf(&key, "p%s", j->op.socket)) < 0)
         return -ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        job *j = jobs[i];
-        struct stat st;
+    first = cli_strset_get(&r->sockets, key);
+    if (!first) {
+        rc = cli_strset_add(&r->sockets, key, j->op.vm, j->line);
+        free(key);
+        return rc < 0 ? rc : 0;
+    }
+    free(key);
+    rc = first->num ? asprintf(&j->pre_err, "fs attach: virtiofsd socket %s is already given "
+                               "to vm %s on line %d: one virtiofsd serves one VM",
+                               j->op.socket, first->val, first->num)
+                    : asprintf(&j->pre_err, "fs attach: virtiofsd socket %s is already given "
+                               "to vm %s: one virtiofsd serves one VM", j->op.socket,
+                               first->val);
+    if (rc < 0) {
+        j->pre_err = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
 
-        if (j->op.kind != CLI_OP_FS_ATTACH || j->pre_err || !j->op.socket)
+/* A clone line's shares become fs-attach jobs of their own, on the same
+ * line, each waiting for the clone; {name} and {vm} in their sockets are
+ * the clone's name now, {id} once it has its record. */
+static int clone_subs(runner *r, job *j)
+{
+    j->subs = calloc(j->op.n_fs + 1, sizeof(*j->subs));
+    if (!j->subs)
+        return -ENOMEM;
+    for (size_t i = 0; i < j->op.n_fs; i++) {
+        job *s = calloc(1, sizeof(*s));
+
+        if (!s)
+            return -ENOMEM;
+        s->op = j->op.fs[i];
+        memset(&j->op.fs[i], 0, sizeof(j->op.fs[i]));
+        s->line = j->line;
+        s->after = j;
+        s->r = r;
+        j->subs[j->n_subs++] = s;
+        r->n_jobs++;
+        if (subst(s, "{name}", s->op.vm) < 0 || subst(s, "{vm}", s->op.vm) < 0 ||
+            refuse_shared_socket(r, s) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Expands the job's template, checks its socket against the run's, counts
+ * its VM and hands it to the engine. */
+static void start_job(runner *r, job *j)
+{
+    j->r = r;
+    r->n_jobs++;
+    if ((j->op.kind == CLI_OP_FS_ATTACH || j->op.kind == CLI_OP_FS_LIST) && !j->pre_err &&
+        expand_template(r->c, &r->ts, j) < 0)
+        j->pre_err = strdup("out of memory");
+    if (j->op.kind == CLI_OP_CLONE && !j->pre_err && j->op.n_fs && clone_subs(r, j) < 0)
+        j->pre_err = strdup("out of memory");
+    if (refuse_shared_socket(r, j) < 0 && !j->pre_err)
+        j->pre_err = strdup("out of memory");
+    if (j->op.vm)
+        (void)cli_strset_add(&r->vms, j->op.vm, NULL, 0);
+    if (!j->pre_err && !j->op.vm)
+        j->pre_err = strdup("out of memory");
+    submit_one(j);
+}
+
+/* The next plan line as a job: 1, 0 when the input has nothing ready yet,
+ * -1 at its end. */
+static int next_line_job(runner *r, job **out)
+{
+    for (;;) {
+        const char *l;
+        size_t ll;
+        char err[BASE_ERRSTR_MAX];
+        job *j;
+        int rc = cli_lines_next(r->in, &l, &ll), prc;
+
+        if (rc <= 0)
+            return rc;
+        r->line++;
+        j = calloc(1, sizeof(*j));
+        if (!j)
+            return -ENOMEM;
+        prc = cli_plan_parse_line(l, ll, &j->op, err, sizeof(err));
+        if (prc == 1) {
+            free(j);
             continue;
-        if ((stat(j->op.socket, &st) == 0
-                 ? asprintf(&u[m].key, "i%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino)
-                 : asprintf(&u[m].key, "p%s", j->op.socket)) < 0) {
-            u[m].key = NULL;
-            rc = -ENOMEM;
+        }
+        j->line = r->line;
+        if (prc < 0 && asprintf(&j->pre_err, "line %d: %s", r->line, err) < 0) {
+            j->pre_err = NULL;
+            job_free(j);
+            return -ENOMEM;
+        }
+        *out = j;
+        return 1;
+    }
+}
+
+static void input_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    runner *r = w->data;
+
+    (void)revents;
+    ev_io_stop(loop, w);        /* the main loop reads, as the window allows */
+    r->in_ready = true;
+}
+
+/* Starts jobs while the window has room and the input has them ready.
+ * Returns true when it stopped with more ready to start. */
+static bool feed(runner *r)
+{
+    for (unsigned n = 0; !r->input_done && r->inflight < r->window; n++) {
+        job *j = NULL;
+        int rc;
+
+        if (n == FEED_BATCH)
+            return true;
+        if (r->in) {
+            rc = next_line_job(r, &j);
+        } else {
+            rc = r->next_arg < r->n_args ? 1 : -1;
+            if (rc == 1) {
+                j = r->args[r->next_arg];
+                r->args[r->next_arg++] = NULL;
+            }
+        }
+        if (rc == 0) {
+            if (!ev_is_active(&r->in_w)) {
+                ev_io_set(&r->in_w, r->in->fd, EV_READ);
+                ev_io_start(r->loop, &r->in_w);
+            }
+            return false;
+        }
+        if (rc < 0) {
+            r->input_done = true;
+            if (rc == -ENOMEM && r->in && !r->in->err)
+                r->in->err = ENOMEM;
             break;
         }
-        u[m].seq = i;
-        u[m++].j = j;
+        start_job(r, j);
     }
-    if (!rc)
-        qsort(u, m, sizeof(*u), cmp_sock_use);
-    for (size_t i = 1, first = 0; !rc && i < m; i++) {
-        if (strcmp(u[i].key, u[first].key) != 0) {
-            first = i;
-            continue;
-        }
-        const job *f = u[first].j;
+    return false;
+}
 
-        rc = f->line ? asprintf(&u[i].j->pre_err, "fs attach: virtiofsd socket %s is "
-                                    "already given to vm %s on line %d: one virtiofsd "
-                                    "serves one VM", u[i].j->op.socket, f->op.vm, f->line)
-                         : asprintf(&u[i].j->pre_err, "fs attach: virtiofsd socket %s is "
-                                    "already given to vm %s: one virtiofsd serves one VM",
-                                    u[i].j->op.socket, f->op.vm);
-        if (rc < 0) {
-            u[i].j->pre_err = NULL;
-            rc = -ENOMEM;
-        } else {
-            rc = 0;
-        }
+static const char *sig_name(int sig)
+{
+    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
+}
+
+/* The first SIGINT or SIGTERM stops the run from starting anything: what
+ * has not started is reported as not run, what is in flight ends with its
+ * real outcome.  A second one stops at once: what was still in flight is
+ * reported as canceled, or as of unknown outcome when its request had been
+ * sent. */
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    runner *r = w->data;
+
+    (void)revents;
+    progress_clear(r);
+    if (!r->sig) {
+        r->sig = w->signum;
+        r->input_done = true;
+        ev_io_stop(loop, &r->in_w);
+        cocoon_engine_drain(r->e);
+        cli_printf(stderr, "Interrupted (%s): starting nothing more; waiting for the %zu "
+                   "operation(s) in flight; interrupt again to stop at once\n",
+                   sig_name(w->signum), r->inflight);
+        cli_out_flush(stderr);
+        return;
     }
-    for (size_t i = 0; i < m; i++)
-        free(u[i].key);
-    free(u);
-    return rc;
+    r->aborted = true;
+    cocoon_engine_free(r->e);
+    r->e = NULL;
+    ev_break(loop, EVBREAK_ALL);
 }
 
-static int cmp_job_vm(const void *a, const void *b)
+/* Flag ops not started when the run was interrupted: each is reported. */
+static void report_unstarted(runner *r)
 {
-    const job *x = *(job *const *)a, *y = *(job *const *)b;
-    return strcmp(x->op.vm, y->op.vm);
-}
+    while (r->next_arg < r->n_args) {
+        job *j = r->args[r->next_arg];
+        char m[160];
 
-static double percentile(uint64_t *v, size_t n, double p)
-{
-    size_t idx;
-
-    if (!n)
-        return 0;
-    idx = (size_t)ceil(p * (double)n);
-    if (idx == 0)
-        idx = 1;
-    if (idx > n)
-        idx = n;
-    return (double)v[idx - 1] / 1000.0;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-    return x < y ? -1 : x > y;
+        r->args[r->next_arg++] = NULL;
+        j->r = r;
+        r->n_jobs++;
+        snprintf(m, sizeof(m), "%s: not started: interrupted", op_text[j->op.kind]);
+        record(j, -ECANCELED, m, NULL, NULL, 0);
+    }
 }
 
 /* The fs table, then the device table, each only when some list op of its
@@ -672,10 +923,8 @@ static void print_tables(runner *r)
         cli_op_kind kind = dev ? CLI_OP_DEVICE_LIST : CLI_OP_FS_LIST;
         bool header = false;
 
-        for (size_t i = 0; i < r->n_jobs; i++) {
-            const job *j = r->jobs[i];
-
-            if (!j->ok || j->op.kind != kind)
+        for (const job *j = r->kept; j; j = j->next) {
+            if (j->op.kind != kind)
                 continue;
             if (!header) {
                 if (printed)
@@ -698,148 +947,182 @@ static void print_tables(runner *r)
     }
 }
 
+static void print_summary_json(runner *r, double wall_s, double p50, double p99)
+{
+    yajl_gen g = cli_gen_new(false);
+
+    if (!g)
+        return;
+    yajl_gen_map_open(g);
+    cli_gen_str(g, "summary");
+    yajl_gen_map_open(g);
+    cli_gen_kv_int(g, "total", (long long)r->n_jobs);
+    cli_gen_kv_int(g, "ok", (long long)r->ok);
+    cli_gen_kv_int(g, "failed", (long long)r->failed);
+    cli_gen_kv_ms(g, "wall_ms", wall_s * 1000.0);
+    cli_gen_kv_ms(g, "p50_ms", p50);
+    cli_gen_kv_ms(g, "p99_ms", p99);
+    cli_gen_kv_int(g, "unknown", (long long)r->unknown);
+    cli_gen_kv_int(g, "not_run", (long long)r->not_run);
+    if (r->sig) {
+        cli_gen_kv_str(g, "interrupted", sig_name(r->sig));
+        cli_gen_kv_bool(g, "stopped_at_once", r->aborted);
+        if (r->in)
+            cli_gen_kv_int(g, "lines_read", r->line);
+    }
+    if (r->n_unknown_vms) {
+        cli_gen_str(g, "unknown_vms");
+        yajl_gen_array_open(g);
+        for (size_t i = 0; i < r->n_unknown_vms; i++)
+            cli_gen_str(g, r->unknown_vms[i]);
+        yajl_gen_array_close(g);
+    }
+    yajl_gen_map_close(g);
+    yajl_gen_map_close(g);
+    cli_gen_print(g, stdout);
+}
+
 static void print_summary(runner *r, double wall_s)
 {
-    uint64_t *lat = calloc(r->n_jobs + 1, sizeof(*lat));
-    size_t n = 0;
-    double p50, p99;
+    double p50 = cli_lat_ms(&r->lat, 0.50), p99 = cli_lat_ms(&r->lat, 0.99);
 
-    for (size_t i = 0; lat && i < r->n_jobs; i++)
-        if (r->jobs[i]->submitted)
-            lat[n++] = r->jobs[i]->latency_us;
-    if (lat)
-        qsort(lat, n, sizeof(*lat), cmp_u64);
-    p50 = lat ? percentile(lat, n, 0.50) : 0;
-    p99 = lat ? percentile(lat, n, 0.99) : 0;
-    free(lat);
     if (r->c->json) {
-        yajl_gen g = cli_gen_new(false);
-
-        if (!g)
-            return;
-        yajl_gen_map_open(g);
-        cli_gen_str(g, "summary");
-        yajl_gen_map_open(g);
-        cli_gen_kv_int(g, "total", (long long)r->n_jobs);
-        cli_gen_kv_int(g, "ok", (long long)r->ok);
-        cli_gen_kv_int(g, "failed", (long long)r->failed);
-        cli_gen_kv_ms(g, "wall_ms", wall_s * 1000.0);
-        cli_gen_kv_ms(g, "p50_ms", p50);
-        cli_gen_kv_ms(g, "p99_ms", p99);
-        yajl_gen_map_close(g);
-        yajl_gen_map_close(g);
-        cli_gen_print(g, stdout);
-    } else {
-        fprintf(stderr, "%zu ops on %zu VMs: %zu ok, %zu failed in %.1f ms "
-                "(p50 %.2f ms, p99 %.2f ms)\n", r->n_jobs, r->n_vms, r->ok, r->failed,
-                wall_s * 1000.0, p50, p99);
+        print_summary_json(r, wall_s, p50, p99);
+        return;
+    }
+    if (r->sig && r->in)
+        fprintf(stderr, "Interrupted (%s%s, plan read up to line %d): ", sig_name(r->sig),
+                r->aborted ? ", stopped at once" : "", r->line);
+    else if (r->sig)
+        fprintf(stderr, "Interrupted (%s%s): ", sig_name(r->sig),
+                r->aborted ? ", stopped at once" : "");
+    fprintf(stderr, "%zu ops on %zu VMs: %zu ok, %zu failed", r->n_jobs, r->vms.n, r->ok,
+            r->failed);
+    if (r->unknown || r->not_run)
+        fprintf(stderr, " (%zu outcome unknown, %zu not run)", r->unknown, r->not_run);
+    fprintf(stderr, " in %.1f ms (p50 %.2f ms, p99 %.2f ms)\n", wall_s * 1000.0, p50, p99);
+    if (r->n_unknown_vms) {
+        cli_printf(stderr, "Outcome unknown on %zu VM(s), whose request was sent (list "
+                   "them before acting again):", r->n_unknown_vms);
+        for (size_t i = 0; i < r->n_unknown_vms; i++)
+            cli_printf(stderr, " %s", r->unknown_vms[i]);
+        fputc('\n', stderr);
     }
 }
 
-static void jobs_free(job **jobs, size_t n)
+static void runner_fini(runner *r)
 {
-    for (size_t i = 0; i < n; i++)
-        job_free(jobs[i]);
-    free(jobs);
+    for (size_t i = 0; i < r->n_args; i++)
+        job_free(r->args[i]);
+    free(r->args);
+    while (r->kept) {
+        job *j = r->kept;
+
+        r->kept = j->next;
+        job_free(j);
+    }
+    while (r->failed_clones) {
+        job *j = r->failed_clones;
+
+        r->failed_clones = j->next;
+        job_free(j);
+    }
+    for (size_t i = 0; i < r->n_unknown_vms; i++)
+        free(r->unknown_vms[i]);
+    free(r->unknown_vms);
+    cli_strset_fini(&r->unknown_set);
+    cli_strset_fini(&r->vms);
+    cli_strset_fini(&r->sockets);
+    store_set_fini(&r->ts.set);
 }
 
-/* Runs every job and prints results; jobs and the array are owned by the
- * runner from here on. */
-static int run_jobs(cli_ctx *c, job **jobs, size_t n, bool batch, unsigned parallel)
+/* Runs the jobs of r's source and prints their results; returns the exit
+ * status. */
+static int run(runner *r)
 {
-    runner r;
-    job **order;
-    size_t firsts = 0;
     int rc;
 
-    memset(&r, 0, sizeof(r));
-    r.c = c;
-    r.jobs = jobs;
-    r.n_jobs = n;
-    r.batch = batch;
-    r.multi = batch || n > 1;
-    r.parallel = parallel;
+    r->kept_tail = &r->kept;
+    r->ts.rc = 1;
+    r->window = (size_t)r->parallel * WINDOW_PER_VM;
+    if (r->window < WINDOW_MIN)
+        r->window = WINDOW_MIN;
     raise_nofile();
-    r.loop = ev_loop_new(EVFLAG_AUTO);
-    order = calloc(n + 1, sizeof(*order));
-    if (!r.loop || !order) {
-        free(order);
-        if (r.loop)
-            ev_loop_destroy(r.loop);
-        jobs_free(jobs, n);
+    r->loop = ev_loop_new(EVFLAG_AUTO);
+    if (!r->loop) {
+        runner_fini(r);
         return cli_error("out of memory");
     }
-    {
-        tmpl_store ts = { .rc = 1 };
+    ev_io_init(&r->in_w, input_cb, -1, EV_READ);
+    r->in_w.data = r;
+    /* Signals come through the loop (libev's own pipe), never from
+     * inside an engine callback; they do not keep the loop running. */
+    ev_signal_init(&r->sigint, signal_cb, SIGINT);
+    ev_signal_init(&r->sigterm, signal_cb, SIGTERM);
+    r->sigint.data = r->sigterm.data = r;
+    ev_set_priority(&r->sigint, EV_MAXPRI);
+    ev_set_priority(&r->sigterm, EV_MAXPRI);
+    ev_signal_start(r->loop, &r->sigint);
+    ev_signal_start(r->loop, &r->sigterm);
+    ev_unref(r->loop);
+    ev_unref(r->loop);
+    r->tty = isatty(STDERR_FILENO);
+    r->t0 = base_mono_ns() / 1e9;
+    if (r->tty) {
+        ev_timer_init(&r->tick, tick_cb, PROGRESS_INTERVAL, PROGRESS_INTERVAL);
+        r->tick.data = r;
+        ev_timer_start(r->loop, &r->tick);
+        ev_unref(r->loop);
+    }
+    while (!r->aborted) {
+        bool more = feed(r);
 
-        for (size_t i = 0; i < n; i++) {
-            jobs[i]->r = &r;
-            if (jobs[i]->after) {
-                if (subst(jobs[i], "{name}", jobs[i]->op.vm) < 0 ||
-                    subst(jobs[i], "{vm}", jobs[i]->op.vm) < 0)
-                    jobs[i]->pre_err = strdup("out of memory");
-            } else if ((jobs[i]->op.kind == CLI_OP_FS_ATTACH ||
-                        jobs[i]->op.kind == CLI_OP_FS_LIST) &&
-                       !jobs[i]->pre_err && expand_template(c, &ts, jobs[i]) < 0) {
-                jobs[i]->pre_err = strdup("out of memory");
-            }
-        }
-        store_set_fini(&ts.set);
-    }
-    if (refuse_shared_sockets(jobs, n) < 0) {
-        free(order);
-        ev_loop_destroy(r.loop);
-        jobs_free(jobs, n);
-        return cli_error("out of memory");
-    }
-    /* The VMs of the run, for the summary and the progress bar. */
-    {
-        size_t m = 0;
-
-        for (size_t i = 0; i < n; i++)
-            if (jobs[i]->op.vm)
-                order[m++] = jobs[i];
-        qsort(order, m, sizeof(*order), cmp_job_vm);
-        for (size_t i = 0; i < m; i++)
-            if (i == 0 || strcmp(order[i - 1]->op.vm, order[i]->op.vm) != 0)
-                firsts++;
-        r.n_vms = firsts;
-    }
-    r.progress = isatty(STDERR_FILENO) && r.n_vms > 1;
-    r.t0 = base_mono_ns() / 1e9;
-    if (r.progress) {
-        ev_timer_init(&r.tick, tick_cb, PROGRESS_INTERVAL, PROGRESS_INTERVAL);
-        r.tick.data = &r;
-        ev_timer_start(r.loop, &r.tick);
-        progress_draw(&r);
-    }
-    /* Lines that failed to parse have no VM: report them first. */
-    for (size_t i = 0; i < n; i++)
-        if (!jobs[i]->op.vm)
-            submit_one(jobs[i]);
-    for (size_t i = 0; i < n; i++)
-        if (jobs[i]->op.vm && !jobs[i]->after)
-            submit_one(jobs[i]);
-    while (r.done < r.n_jobs)
-        if (!ev_run(r.loop, EVRUN_ONCE) && r.done < r.n_jobs)
+        if (r->input_done && r->inflight == 0)
             break;
-    if (r.progress) {
-        ev_timer_stop(r.loop, &r.tick);
-        progress_draw(&r);
-        progress_clear(&r);
+        r->in_ready = false;
+        /* Nothing left that could call back: a safety net, never the
+         * normal way out. */
+        if (!ev_run(r->loop, more ? EVRUN_NOWAIT : EVRUN_ONCE) && !more && !r->in_ready &&
+            r->inflight == 0 && !ev_is_active(&r->in_w))
+            break;
     }
-    cocoon_engine_free(r.e);
-    for (size_t i = 0; i < n; i++)
-        if (jobs[i]->clone && !jobs[i]->ok)
-            cli_clone_drop(c, jobs[i]->clone);
-    if (!c->json)
-        print_tables(&r);
-    if (r.batch || n > 1)
-        print_summary(&r, base_mono_ns() / 1e9 - r.t0);
-    rc = r.failed || r.done < r.n_jobs ? CLI_EXIT_FAIL : CLI_EXIT_OK;
-    ev_loop_destroy(r.loop);
-    free(order);
-    jobs_free(jobs, n);
+    if (r->sig && !r->in)
+        report_unstarted(r);
+    if (r->tty) {
+        ev_ref(r->loop);
+        ev_timer_stop(r->loop, &r->tick);
+        if (r->vms.n > 1)
+            progress_draw(r);
+        progress_clear(r);
+    }
+    ev_io_stop(r->loop, &r->in_w);
+    cocoon_engine_free(r->e);
+    for (job *j = r->failed_clones; j; j = j->next)
+        cli_clone_drop(r->c, j->clone);
+    ev_ref(r->loop);
+    ev_ref(r->loop);
+    ev_signal_stop(r->loop, &r->sigint);
+    ev_signal_stop(r->loop, &r->sigterm);
+    if (r->in && r->n_jobs == 0 && !r->sig && !r->in->err) {
+        ev_loop_destroy(r->loop);
+        runner_fini(r);
+        return cli_error("batch %s: no operations", r->path);
+    }
+    if (!r->c->json)
+        print_tables(r);
+    if (r->batch || r->n_args > 1 || r->sig)
+        print_summary(r, base_mono_ns() / 1e9 - r->t0);
+    rc = r->failed || r->done < r->n_jobs ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+    if (r->in && r->in->err) {
+        /* The lines read before the failure ran and were reported. */
+        cli_printf(stderr, "Error: read %s: %s (after line %d)\n", r->path,
+                   strerror(r->in->err), r->line);
+        rc = CLI_EXIT_FAIL;
+    }
+    if (r->sig)
+        rc = 128 + r->sig;
+    ev_loop_destroy(r->loop);
+    runner_fini(r);
     return rc;
 }
 
@@ -916,11 +1199,12 @@ static char *dup_opt(const char *s)
  * does not have reads as not given, so every kind takes the same path. */
 static int run_flag_ops(cli_ctx *c, cli_op_kind kind)
 {
-    unsigned par;
+    runner r;
     int nq = 0, qs = 0, wait_s = 0, rc;
-    job **jobs;
 
-    rc = parallel_of(c, &par);
+    memset(&r, 0, sizeof(r));
+    r.c = c;
+    rc = parallel_of(c, &r.parallel);
     if (!rc)
         rc = parse_int_flag(c, "num-queues", &nq);
     if (!rc)
@@ -929,16 +1213,18 @@ static int run_flag_ops(cli_ctx *c, cli_op_kind kind)
         rc = wait_of(c, &wait_s);
     if (rc)
         return rc;
-    jobs = calloc(c->n_args + 1, sizeof(*jobs));
-    if (!jobs)
+    r.args = calloc(c->n_args + 1, sizeof(*r.args));
+    if (!r.args)
         return cli_error("out of memory");
+    r.n_args = c->n_args;
     for (size_t i = 0; i < c->n_args; i++) {
         job *j = calloc(1, sizeof(*j));
 
         if (!j) {
-            jobs_free(jobs, i);
+            runner_fini(&r);
             return cli_error("out of memory");
         }
+        r.args[i] = j;
         j->op.kind = kind;
         j->op.vm = strdup(c->args[i]);
         j->op.socket = dup_opt(cli_flag_str(c, "socket"));
@@ -949,9 +1235,8 @@ static int run_flag_ops(cli_ctx *c, cli_op_kind kind)
         j->op.queue_size = qs;
         j->op.no_socket_check = cli_flag_bool(c, "no-socket-check");
         j->op.wait_s = wait_s;
-        jobs[i] = j;
     }
-    return run_jobs(c, jobs, c->n_args, false, par);
+    return run(&r);
 }
 
 int cli_fs_attach(cli_ctx *c) { return run_flag_ops(c, CLI_OP_FS_ATTACH); }
@@ -961,145 +1246,29 @@ int cli_device_attach(cli_ctx *c) { return run_flag_ops(c, CLI_OP_DEVICE_ATTACH)
 int cli_device_detach(cli_ctx *c) { return run_flag_ops(c, CLI_OP_DEVICE_DETACH); }
 int cli_device_list(cli_ctx *c) { return run_flag_ops(c, CLI_OP_DEVICE_LIST); }
 
-static char *read_all(FILE *f, size_t *len)
-{
-    char *buf = NULL;
-    size_t cap = 0, n = 0, r;
-
-    for (;;) {
-        if (n + 4096 + 1 > cap) {
-            size_t nc = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, nc);
-
-            if (!nb) {
-                free(buf);
-                return NULL;
-            }
-            buf = nb;
-            cap = nc;
-        }
-        r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0)
-            break;
-    }
-    if (ferror(f)) {
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
-/* A clone line's shares become fs-attach jobs of their own, on the same
- * line, each waiting for the clone. */
-static int clone_subs(job *j, job ***jobs, size_t *n, size_t *cap)
-{
-    j->subs = calloc(j->op.n_fs, sizeof(*j->subs));
-    if (!j->subs)
-        return -ENOMEM;
-    for (size_t i = 0; i < j->op.n_fs; i++) {
-        job *s = calloc(1, sizeof(*s));
-
-        if (!s)
-            return -ENOMEM;
-        if (*n == *cap) {
-            size_t nc = *cap ? *cap * 2 : 64;
-            job **nj = realloc(*jobs, nc * sizeof(*nj));
-
-            if (!nj) {
-                free(s);
-                return -ENOMEM;
-            }
-            *jobs = nj;
-            *cap = nc;
-        }
-        s->op = j->op.fs[i];
-        memset(&j->op.fs[i], 0, sizeof(j->op.fs[i]));
-        s->line = j->line;
-        s->after = j;
-        j->subs[j->n_subs++] = s;
-        (*jobs)[(*n)++] = s;
-    }
-    return 0;
-}
-
+/* The plan is read as the window frees up, so a generator can feed any
+ * number of lines in bounded memory, and results stream out meanwhile. */
 int cli_batch(cli_ctx *c)
 {
-    const char *path = c->n_args ? c->args[0] : "-";
-    FILE *f;
-    char *buf, *p, *end;
-    size_t len = 0, n = 0, cap = 0;
-    job **jobs = NULL;
-    unsigned par;
-    int rc, line = 0;
-    bool oom = false;
+    runner r;
+    cli_lines in;
+    int fd, rc;
 
-    rc = parallel_of(c, &par);
+    memset(&r, 0, sizeof(r));
+    r.c = c;
+    r.batch = true;
+    r.path = c->n_args ? c->args[0] : "-";
+    rc = parallel_of(c, &r.parallel);
     if (rc)
         return rc;
-    f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
-    if (!f)
-        return cli_error("open %s: %s", path, strerror(errno));
-    buf = read_all(f, &len);
-    if (f != stdin)
-        fclose(f);
-    if (!buf)
-        return cli_error("read %s: %s", path, strerror(errno ? errno : EIO));
-    for (p = buf, end = buf + len; p < end;) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        char err[BASE_ERRSTR_MAX];
-        job *j;
-        int prc;
-
-        line++;
-        j = calloc(1, sizeof(*j));
-        if (!j) {
-            oom = true;
-            break;
-        }
-        prc = cli_plan_parse_line(p, ll, &j->op, err, sizeof(err));
-        p += ll + (nl ? 1 : 0);
-        if (prc == 1) {
-            free(j);
-            continue;
-        }
-        j->line = line;
-        if (prc < 0 && asprintf(&j->pre_err, "line %d: %s", line, err) < 0)
-            j->pre_err = NULL;
-        if (prc < 0 && !j->pre_err) {
-            job_free(j);
-            oom = true;
-            break;
-        }
-        if (n == cap) {
-            size_t nc = cap ? cap * 2 : 64;
-            job **nj = realloc(jobs, nc * sizeof(*nj));
-
-            if (!nj) {
-                job_free(j);
-                oom = true;
-                break;
-            }
-            jobs = nj;
-            cap = nc;
-        }
-        jobs[n++] = j;
-        if (j->op.n_fs && clone_subs(j, &jobs, &n, &cap) < 0) {
-            oom = true;
-            break;
-        }
-    }
-    free(buf);
-    if (oom) {
-        jobs_free(jobs, n);
-        return cli_error("out of memory");
-    }
-    if (n == 0) {
-        free(jobs);
-        return cli_error("batch %s: no operations", path);
-    }
-    return run_jobs(c, jobs, n, true, par);
+    fd = strcmp(r.path, "-") == 0 ? STDIN_FILENO : open(r.path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cli_error("open %s: %s", r.path, strerror(errno));
+    cli_lines_init(&in, fd);
+    r.in = &in;
+    rc = run(&r);
+    cli_lines_fini(&in);
+    if (fd != STDIN_FILENO)
+        close(fd);
+    return rc;
 }

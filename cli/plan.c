@@ -8,9 +8,6 @@
 
 #include "http/base.h"
 
-/* Plan lines describe one small operation; anything bigger is a mistake
- * and is refused before yajl sees it. */
-#define PLAN_LINE_MAX 65536
 
 static const char *const op_names[] = {
     [CLI_OP_FS_ATTACH] = "fs-attach",

@@ -32,6 +32,10 @@ typedef struct cli_op {
     size_t n_fs;
 } cli_op;
 
+/* Plan lines describe one small operation; anything bigger is a mistake
+ * and is refused before yajl sees it. */
+#define PLAN_LINE_MAX 65536
+
 /* "fs-attach", ... (static). */
 const char *cli_op_name(cli_op_kind k);
 
