@@ -503,7 +503,11 @@ static void test_batch_streams(void **state)
     /* Ten times the lines in about the same memory: reading the plan whole
      * (some 20 MB of lines and jobs) would show. */
     print_message("peak RSS: %ld KiB for 20000 lines, %ld KiB for 200000\n", small, big);
-    if (big > small + 4096)
+    /* AddressSanitizer's allocator holds freed memory back, which reads as
+     * growth: there (make asan sets ASAN_OPTIONS) only streaming counts. */
+    if (getenv("ASAN_OPTIONS"))
+        print_message("under AddressSanitizer: RSS not compared\n");
+    else if (big > small + 4096)
         fail_msg("peak RSS %ld KiB for 200000 lines, %ld KiB for 20000", big, small);
     fleet_stop(&f);
 }
