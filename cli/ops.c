@@ -572,11 +572,12 @@ static void submit_one(job *j)
 
     if (j->pre_err) {
         char *m = j->pre_err;
+        bool clone = j->op.kind == CLI_OP_CLONE;   /* record() frees any other job */
 
         j->pre_err = NULL;
         record(j, -EINVAL, m, NULL, NULL, 0);
         free(m);
-        if (j->op.kind == CLI_OP_CLONE) {
+        if (clone) {
             for (size_t i = 0; i < j->n_subs; i++)
                 record(j->subs[i], -ECANCELED, "fs attach: not sent: the clone did not come up",
                        NULL, NULL, 0);
