@@ -172,12 +172,13 @@ static inline double eng_mono_s(void)
     return (double)base_mono_ns() / 1e9;
 }
 
-/* abi.c: the caller's struct read by its size into a full one (in NULL:
- * every default, where NULL is allowed); 0, -EINVAL or -E2BIG. */
-int eng_read_options(cocoon_options *o, const cocoon_options *in);
-int eng_read_fs_spec(cocoon_fs_spec *s, const cocoon_fs_spec *in);
-int eng_read_vfio_spec(cocoon_vfio_spec *s, const cocoon_vfio_spec *in);
-int eng_read_vm_opts(cocoon_vm_opts *o, const cocoon_vm_opts *in);
+/* abi.c: the caller's struct in (its size first) read into *dst, a full
+ * struct of known bytes; in NULL gives every default, where NULL is
+ * allowed.  0, -EINVAL (size 0 or too small) or -E2BIG (non-zero bytes
+ * this library does not know). */
+int eng_read_abi(void *dst, size_t known, const void *in);
+#define eng_read_struct(dst, in) \
+    ((void)sizeof((dst) == (in)), eng_read_abi((dst), sizeof(*(dst)), (in)))
 
 /* engine.c: entered and left around every loop callback of ours; a free
  * requested inside a user callback happens at the outermost leave. */

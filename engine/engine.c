@@ -237,7 +237,7 @@ int cocoon_fs_attach(cocoon_engine *e, const char *vm, const cocoon_fs_spec *spe
         return rc;
     if (!vm || !spec || !cb)
         return -EINVAL;
-    if ((rc = eng_read_fs_spec(&in, spec)))
+    if ((rc = eng_read_struct(&in, spec)))
         return rc;
     s = (spec_fs){ in.socket, in.tag, in.num_queues, in.queue_size };
     vrc = spec_fs_normalize(&s, e->err, sizeof(e->err));
@@ -321,7 +321,7 @@ int cocoon_device_attach(cocoon_engine *e, const char *vm, const cocoon_vfio_spe
         return rc;
     if (!vm || !spec || !cb)
         return -EINVAL;
-    if ((rc = eng_read_vfio_spec(&in, spec)))
+    if ((rc = eng_read_struct(&in, spec)))
         return rc;
     vrc = spec_vfio_normalize(&(spec_vfio){ in.pci, in.id }, path, e->err, sizeof(e->err));
     {
@@ -386,7 +386,7 @@ static int vm_lc_submit(cocoon_engine *e, enum op_kind kind, const char *vm,
     cocoon_vm_opts in;
     struct eng_op *op;
     const char *out[2];
-    int rc = eng_read_vm_opts(&in, o);
+    int rc = eng_read_struct(&in, o);
 
     if (rc)
         return rc;
@@ -487,7 +487,7 @@ cocoon_engine *cocoon_engine_new_hooks(const cocoon_loop_hooks *h, const cocoon_
 {
     cocoon_options o;
     cocoon_engine *e;
-    int rc = eng_read_options(&o, opt);
+    int rc = eng_read_struct(&o, opt);
 
     if (!rc && h && h->size < offsetof(cocoon_loop_hooks, release) + sizeof(h->release))
         rc = -EINVAL;
