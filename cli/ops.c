@@ -1,3 +1,6 @@
+/* cli/ops.c: fs and device attach, detach and list over many VMs, and
+ * batch plans: jobs fed to one engine through a bounded window, each
+ * outcome recorded and printed as it arrives; interrupts stop the feed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -10,11 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backends/store.h"
-#include "cli/cli.h"
-#include "cli/plan.h"
-#include "engine/cocoon.h"
-#include "http/base.h"
+#include "cli/ops.h"
 
 #define PROGRESS_INTERVAL 0.05
 
@@ -26,80 +25,6 @@
 /* Jobs started per turn of the loop, so that a plan of lines that fail at
  * once still lets signals and replies in. */
 #define FEED_BATCH 4096
-
-typedef struct runner runner;
-
-/* One operation and, once done, its outcome (strings owned). */
-typedef struct job {
-    cli_op op;
-    int line;                   /* batch line, 0 for flag-driven ops */
-    char *pre_err;              /* failure known before any I/O */
-    bool done, ok, submitted;
-    bool canceled;              /* failed with -ECANCELED */
-    char *errstr, *dev_id, *bdf;
-    char *note;                 /* success with a remark (reply lost, vm.info
-                                   showed the outcome) */
-    uint64_t latency_us;
-    char **rows;                /* list ops: 3 strings per row */
-    size_t n_rows;
-    runner *r;
-    struct job *next;           /* kept for the tables printed at the end,
-                                   or a failed clone's job */
-    /* A plan's clone line: the new VM (owned), its restore dir, and the
-     * fs attaches of the line (jobs of their own, borrowed), which run
-     * once it is up; such an attach points back at its clone. */
-    store_vm *clone;
-    char *clone_dir;
-    int pid;
-    struct job **subs, *after;
-    size_t n_subs;
-} job;
-
-/* The store, read once per run for the templates that name records:
- * resolving against one load keeps N refs linear in N. */
-typedef struct tmpl_store {
-    store_set set;
-    int rc;                       /* 0 loaded, <0 the load failed, 1 not yet */
-    char err[BASE_ERRSTR_MAX];
-} tmpl_store;
-
-/* A run: jobs come from the VM arguments or from a plan read as the window
- * frees up, run through one engine, and are printed and freed as they
- * finish; only list results kept for the text tables outlive their line. */
-struct runner {
-    cli_ctx *c;
-    struct ev_loop *loop;
-    cocoon_engine *e;           /* one for the whole run: its connections
-                                   are per VM */
-    unsigned parallel;
-    size_t window;
-    job **args;                 /* flag ops: one job per VM argument */
-    size_t n_args, next_arg;
-    cli_lines *in;              /* batch: the plan */
-    const char *path;
-    int line;
-    bool input_done;
-    bool in_ready;              /* the input became readable */
-    ev_io in_w;
-    size_t n_jobs, inflight, done, ok, failed, unknown, not_run;
-    cli_strset vms;             /* the VMs of the run */
-    cli_strset sockets;         /* virtiofsd sockets given to an fs attach */
-    tmpl_store ts;
-    cli_lat lat;
-    job *kept, **kept_tail;
-    job *failed_clones;         /* their records and files go at the end */
-    char **unknown_vms;         /* VMs with an operation of unknown outcome */
-    size_t n_unknown_vms;
-    cli_strset unknown_set;
-    int sig;                    /* the first SIGINT or SIGTERM, 0: none */
-    bool aborted;               /* a second one: stopped at once */
-    ev_signal sigint, sigterm;
-    bool batch;
-    double t0;
-    bool tty, dirty;
-    int drawn;
-    ev_timer tick;
-};
 
 /* Big batches hold one connection per VM in flight. */
 static void raise_nofile(void)
@@ -141,42 +66,6 @@ static void job_free(job *j)
     free(j);
 }
 
-static void progress_clear(runner *r)
-{
-    if (r->drawn) {
-        fputs("\r\033[K", stderr);
-        fflush(stderr);
-        r->drawn = 0;
-    }
-}
-
-static void progress_draw(runner *r)
-{
-    double el = base_mono_ns() / 1e9 - r->t0;
-    size_t width = 30, fill = r->n_jobs ? r->done * width / r->n_jobs : width;
-    char bar[32];
-
-    for (size_t i = 0; i < width; i++)
-        bar[i] = i < fill ? '#' : '.';
-    bar[width] = '\0';
-    fprintf(stderr, "\r\033[K[%s] %zu/%zu  ok %zu  failed %zu  %.0f ops/s", bar, r->done,
-            r->n_jobs, r->ok, r->failed, el > 0 ? (double)r->done / el : 0.0);
-    fflush(stderr);
-    r->drawn = 1;
-    r->dirty = false;
-}
-
-/* The bar, on a terminal, once the run has more than one VM. */
-static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    runner *r = w->data;
-
-    (void)loop;
-    (void)revents;
-    if (r->dirty && r->vms.n > 1)
-        progress_draw(r);
-}
-
 /* The engine reports why the running gate failed; users are told
  * first that the VM is not running. */
 static char *message_for(int err, const char *errstr)
@@ -191,125 +80,6 @@ static char *message_for(int err, const char *errstr)
         m = strdup(s);
     }
     return m;
-}
-
-/* Whether a VM may have changed: a failure whose request was sent and
- * whose outcome nobody could tell. */
-static bool job_unknown(const job *j)
-{
-    return !j->ok && j->errstr && strstr(j->errstr, "outcome unknown") != NULL;
-}
-
-/* Never started, or stopped before its request was sent: nothing changed. */
-static bool job_not_run(const job *j)
-{
-    return !j->ok && !job_unknown(j) && j->canceled;
-}
-
-/* The JSON "outcome" of a failure that is not a plain one. */
-static const char *outcome_of(const job *j)
-{
-    return job_unknown(j) ? "unknown" : job_not_run(j) ? "not-run" : NULL;
-}
-
-static void print_job_json(runner *r, const job *j)
-{
-    yajl_gen g = cli_gen_new(false);
-
-    if (!g)
-        return;
-    yajl_gen_map_open(g);
-    cli_gen_kv_str(g, "vm", j->op.vm);
-    if (j->op.vm || j->line == 0)
-        cli_gen_kv_str(g, "op", cli_op_name(j->op.kind));
-    cli_gen_kv_bool(g, "ok", j->ok);
-    cli_gen_kv_str(g, "id", j->dev_id ? j->dev_id : j->op.id);
-    cli_gen_kv_str(g, "tag", j->op.tag);
-    cli_gen_kv_str(g, "pci", j->op.pci);
-    /* The socket as expanded for this VM: an fs-list line that carries
-     * one learns what an fs-attach would use, without attaching. */
-    if (j->op.kind == CLI_OP_FS_LIST)
-        cli_gen_kv_str(g, "socket", j->op.socket);
-    cli_gen_kv_str(g, "error", j->ok ? NULL : j->errstr);
-    cli_gen_kv_str(g, "outcome", outcome_of(j));
-    cli_gen_kv_str(g, "note", j->ok ? j->note : NULL);
-    if (j->op.kind == CLI_OP_CLONE) {
-        cli_gen_kv_str(g, "snapshot", j->op.snapshot);
-        if (j->ok)
-            cli_gen_kv_int(g, "pid", j->pid);
-    }
-    if (j->submitted)
-        cli_gen_kv_ms(g, "latency_ms", (double)j->latency_us / 1000.0);
-    if (j->ok && (j->op.kind == CLI_OP_FS_LIST || j->op.kind == CLI_OP_DEVICE_LIST)) {
-        bool fs = j->op.kind == CLI_OP_FS_LIST;
-
-        cli_gen_str(g, fs ? "fs" : "devices");
-        yajl_gen_array_open(g);
-        for (size_t i = 0; i < j->n_rows; i++) {
-            char **row = &j->rows[i * 3];
-
-            yajl_gen_map_open(g);
-            cli_gen_kv_str(g, "id", row[0]);
-            if (fs) {
-                cli_gen_kv_str(g, "tag", row[1]);
-                cli_gen_kv_str(g, "socket", row[2]);
-            } else {
-                cli_gen_kv_str(g, "bdf", row[1]);
-            }
-            yajl_gen_map_close(g);
-        }
-        yajl_gen_array_close(g);
-    }
-    yajl_gen_map_close(g);
-    progress_clear(r);
-    cli_gen_print(g, stdout);
-}
-
-static void print_job(runner *r, const job *j)
-{
-    if (r->c->json) {
-        print_job_json(r, j);
-        return;
-    }
-    progress_clear(r);
-    if (!j->ok) {
-        if (j->line && !j->op.vm)
-            cli_printf(stderr, "Error: %s\n", j->errstr);
-        else if (j->line)
-            cli_printf(stderr, "Error: line %d: %s: %s\n", j->line, j->op.vm, j->errstr);
-        else if (r->batch || r->n_args > 1)
-            cli_printf(stderr, "Error: %s: %s\n", j->op.vm, j->errstr);
-        else
-            cli_printf(stderr, "Error: %s\n", j->errstr);
-        return;
-    }
-    if (j->note)
-        cli_printf(stderr, "Warning: %s: %s\n", j->op.vm, j->note);
-    switch (j->op.kind) {
-    case CLI_OP_FS_ATTACH:
-    case CLI_OP_DEVICE_ATTACH: {
-        bool fs = j->op.kind == CLI_OP_FS_ATTACH;
-
-        cli_printf(stdout, "%s: attached %s %s (id=%s%s%s)\n", j->op.vm, fs ? "fs" : "device",
-               fs ? j->op.tag : j->op.pci, j->dev_id, j->bdf ? ", bdf=" : "",
-               j->bdf ? j->bdf : "");
-        break;
-    }
-    case CLI_OP_FS_DETACH:
-        cli_printf(stdout, "%s: detached fs %s (id=%s)\n", j->op.vm, j->op.tag, j->dev_id ? j->dev_id : "?");
-        break;
-    case CLI_OP_DEVICE_DETACH:
-        cli_printf(stdout, "%s: detached device %s\n", j->op.vm, j->dev_id ? j->dev_id : j->op.id);
-        break;
-    case CLI_OP_FS_LIST:
-    case CLI_OP_DEVICE_LIST:
-        break;              /* tables are printed at the end */
-    case CLI_OP_CLONE:
-        cli_printf(stdout, "%s: cloned from %s (id=%s, pid=%d)\n", j->op.vm, j->op.snapshot,
-                   j->dev_id, j->pid);
-        break;
-    }
-    cli_out_flush(stdout);
 }
 
 /* Remembers a VM whose outcome is unknown, once, for the summary. */
@@ -374,10 +144,10 @@ static void record(job *j, int err, const char *errstr, const char *dev_id, cons
         j->errstr = message_for(err, errstr);
         j->canceled = err == -ECANCELED;
         r->failed++;
-        if (job_unknown(j)) {
+        if (ops_job_unknown(j)) {
             r->unknown++;
             note_unknown(r, j->op.vm);
-        } else if (job_not_run(j)) {
+        } else if (ops_job_not_run(j)) {
             r->not_run++;
         }
     } else {
@@ -391,7 +161,7 @@ static void record(job *j, int err, const char *errstr, const char *dev_id, cons
     r->dirty = true;
     if (j->submitted)
         cli_lat_add(&r->lat, latency_us);
-    print_job(r, j);
+    ops_print_job(r, j);
     job_dispose(j);
 }
 
@@ -866,11 +636,6 @@ static bool feed(runner *r)
     return false;
 }
 
-static const char *sig_name(int sig)
-{
-    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
-}
-
 /* The first SIGINT or SIGTERM stops the run from starting anything: what
  * has not started is reported as not run, what is in flight ends with its
  * real outcome.  A second one stops at once: what was still in flight is
@@ -881,7 +646,7 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     runner *r = w->data;
 
     (void)revents;
-    progress_clear(r);
+    ops_progress_clear(r);
     if (!r->sig) {
         r->sig = w->signum;
         r->input_done = true;
@@ -889,7 +654,7 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         cocoon_engine_drain(r->e);
         cli_printf(stderr, "Interrupted (%s): starting nothing more; waiting for the %zu "
                    "operation(s) in flight; interrupt again to stop at once\n",
-                   sig_name(w->signum), r->inflight);
+                   ops_sig_name(w->signum), r->inflight);
         cli_out_flush(stderr);
         return;
     }
@@ -911,103 +676,6 @@ static void report_unstarted(runner *r)
         r->n_jobs++;
         snprintf(m, sizeof(m), "%s: not started: interrupted", op_text[j->op.kind]);
         record(j, -ECANCELED, m, NULL, NULL, 0);
-    }
-}
-
-/* The fs table, then the device table, each only when some list op of its
- * kind succeeded. */
-static void print_tables(runner *r)
-{
-    bool printed = false;
-
-    for (int dev = 0; dev < 2; dev++) {
-        cli_op_kind kind = dev ? CLI_OP_DEVICE_LIST : CLI_OP_FS_LIST;
-        bool header = false;
-
-        for (const job *j = r->kept; j; j = j->next) {
-            if (j->op.kind != kind)
-                continue;
-            if (!header) {
-                if (printed)
-                    putchar('\n');
-                if (dev)
-                    cli_printf(stdout, "%-20s  %-24s  %s\n", "VM", "ID", "BDF");
-                else
-                    cli_printf(stdout, "%-20s  %-24s  %-16s  %s\n", "VM", "ID", "TAG", "SOCKET");
-                header = printed = true;
-            }
-            for (size_t k = 0; k < j->n_rows; k++) {
-                char **row = &j->rows[k * 3];
-
-                if (dev)
-                    cli_printf(stdout, "%-20s  %-24s  %s\n", j->op.vm, row[0], row[1] ? row[1] : "-");
-                else
-                    cli_printf(stdout, "%-20s  %-24s  %-16s  %s\n", j->op.vm, row[0], row[1], row[2]);
-            }
-        }
-    }
-}
-
-static void print_summary_json(runner *r, double wall_s, double p50, double p99)
-{
-    yajl_gen g = cli_gen_new(false);
-
-    if (!g)
-        return;
-    yajl_gen_map_open(g);
-    cli_gen_str(g, "summary");
-    yajl_gen_map_open(g);
-    cli_gen_kv_int(g, "total", (long long)r->n_jobs);
-    cli_gen_kv_int(g, "ok", (long long)r->ok);
-    cli_gen_kv_int(g, "failed", (long long)r->failed);
-    cli_gen_kv_ms(g, "wall_ms", wall_s * 1000.0);
-    cli_gen_kv_ms(g, "p50_ms", p50);
-    cli_gen_kv_ms(g, "p99_ms", p99);
-    cli_gen_kv_int(g, "unknown", (long long)r->unknown);
-    cli_gen_kv_int(g, "not_run", (long long)r->not_run);
-    if (r->sig) {
-        cli_gen_kv_str(g, "interrupted", sig_name(r->sig));
-        cli_gen_kv_bool(g, "stopped_at_once", r->aborted);
-        if (r->in)
-            cli_gen_kv_int(g, "lines_read", r->line);
-    }
-    if (r->n_unknown_vms) {
-        cli_gen_str(g, "unknown_vms");
-        yajl_gen_array_open(g);
-        for (size_t i = 0; i < r->n_unknown_vms; i++)
-            cli_gen_str(g, r->unknown_vms[i]);
-        yajl_gen_array_close(g);
-    }
-    yajl_gen_map_close(g);
-    yajl_gen_map_close(g);
-    cli_gen_print(g, stdout);
-}
-
-static void print_summary(runner *r, double wall_s)
-{
-    double p50 = cli_lat_ms(&r->lat, 0.50), p99 = cli_lat_ms(&r->lat, 0.99);
-
-    if (r->c->json) {
-        print_summary_json(r, wall_s, p50, p99);
-        return;
-    }
-    if (r->sig && r->in)
-        fprintf(stderr, "Interrupted (%s%s, plan read up to line %d): ", sig_name(r->sig),
-                r->aborted ? ", stopped at once" : "", r->line);
-    else if (r->sig)
-        fprintf(stderr, "Interrupted (%s%s): ", sig_name(r->sig),
-                r->aborted ? ", stopped at once" : "");
-    fprintf(stderr, "%zu ops on %zu VMs: %zu ok, %zu failed", r->n_jobs, r->vms.n, r->ok,
-            r->failed);
-    if (r->unknown || r->not_run)
-        fprintf(stderr, " (%zu outcome unknown, %zu not run)", r->unknown, r->not_run);
-    fprintf(stderr, " in %.1f ms (p50 %.2f ms, p99 %.2f ms)\n", wall_s * 1000.0, p50, p99);
-    if (r->n_unknown_vms) {
-        cli_printf(stderr, "Outcome unknown on %zu VM(s), whose request was sent (list "
-                   "them before acting again):", r->n_unknown_vms);
-        for (size_t i = 0; i < r->n_unknown_vms; i++)
-            cli_printf(stderr, " %s", r->unknown_vms[i]);
-        fputc('\n', stderr);
     }
 }
 
@@ -1070,7 +738,7 @@ static int run(runner *r)
     r->tty = isatty(STDERR_FILENO);
     r->t0 = base_mono_ns() / 1e9;
     if (r->tty) {
-        ev_timer_init(&r->tick, tick_cb, PROGRESS_INTERVAL, PROGRESS_INTERVAL);
+        ev_timer_init(&r->tick, ops_tick_cb, PROGRESS_INTERVAL, PROGRESS_INTERVAL);
         r->tick.data = r;
         ev_timer_start(r->loop, &r->tick);
         ev_unref(r->loop);
@@ -1093,8 +761,8 @@ static int run(runner *r)
         ev_ref(r->loop);
         ev_timer_stop(r->loop, &r->tick);
         if (r->vms.n > 1)
-            progress_draw(r);
-        progress_clear(r);
+            ops_progress_draw(r);
+        ops_progress_clear(r);
     }
     ev_io_stop(r->loop, &r->in_w);
     cocoon_engine_free(r->e);
@@ -1110,9 +778,9 @@ static int run(runner *r)
         return cli_error("batch %s: no operations", r->path);
     }
     if (!r->c->json)
-        print_tables(r);
+        ops_print_tables(r);
     if (r->batch || r->n_args > 1 || r->sig)
-        print_summary(r, base_mono_ns() / 1e9 - r->t0);
+        ops_print_summary(r, base_mono_ns() / 1e9 - r->t0);
     rc = r->failed || r->done < r->n_jobs ? CLI_EXIT_FAIL : CLI_EXIT_OK;
     if (r->in && r->in->err) {
         /* The lines read before the failure ran and were reported. */
