@@ -887,6 +887,14 @@ static void test_vm_info_fast(void **state)
         "{\"state\":\"Running\"} x",
         "{\"state\":1}",
         "{\"config\":{}}",
+        "{\"state\":\"Running\",\"x\":[1,2}",
+        "{\"state\":\"Running\",\"x\":{\"a\":1,}}",
+        "{\"state\":\"Running\",\"x\":[1 2]}",
+        "{\"state\":\"Running\",\"x\":{\"a\" 1}}",
+        "{\"state\":\"Running\",\"x\":1.}",
+        "{\"state\":\"Running\",\"x\":-}",
+        "{\"state\":\"Running\",\"x\":[\"\\x\"]}",
+        "{\"state\":\"Running\",\"x\":[\"\\u00g0\"]}",
     };
     char err[BASE_ERRSTR_MAX] = "";
     json_vm_info vi;
@@ -919,6 +927,35 @@ static void test_vm_info_fast(void **state)
         assert_int_equal(json_vm_info_read(skipped, strlen(skipped), &vi, 64), 0);
         json_vm_info_fini(&vi);
         decode_str(skipped, &vi, err, sizeof(err));
+        json_vm_info_fini(&vi);
+    }
+    /* Whitespace anywhere JSON allows it, nesting, numbers of every shape
+     * and non-ASCII text in skipped values: handled alone too. */
+    {
+        static const char spaced[] =
+            " { \"x\" : [ 1 , -0.5e+3 , 2E-7 , [ ] , { } , [ [ { \"y\" : null } ] ] ,"
+            " true , false , \"caf\xc3\xa9 \xe2\x98\x83 \xf0\x9d\x84\x9e\" ] ,\n"
+            "\t\"state\" :\r\n\"Running\" , \"device_tree\" : { \"a\" : { } } } ";
+
+        memset(&vi, 0, sizeof(vi));
+        assert_int_equal(json_vm_info_read(spaced, strlen(spaced), &vi, 64), 0);
+        assert_string_equal(vi.state, "Running");
+        assert_int_equal(vi.n_tree_ids, 1);
+        assert_string_equal(vi.tree_ids[0], "a");
+        json_vm_info_fini(&vi);
+        decode_str(spaced, &vi, err, sizeof(err));
+        json_vm_info_fini(&vi);
+    }
+    /* A NUL byte is no JSON, at the end of the body or inside it. */
+    {
+        static const char nul_end[] = "{\"state\":\"Running\"}";
+        static const char nul_in[] = "{\"state\":\"Running\",\"x\":\"a\0b\"}";
+
+        memset(&vi, 0, sizeof(vi));
+        assert_int_equal(json_vm_info_read(nul_end, sizeof(nul_end), &vi, 64), -1);
+        json_vm_info_fini(&vi);
+        memset(&vi, 0, sizeof(vi));
+        assert_int_equal(json_vm_info_read(nul_in, sizeof(nul_in) - 1, &vi, 64), -1);
         json_vm_info_fini(&vi);
     }
     for (size_t i = 0; i < ARRAY_LEN(fallback); i++) {
