@@ -148,6 +148,13 @@ size_t httpc_resp_size(void)
     return sizeof(httpc_resp);
 }
 
+void httpc_resp_init(httpc_resp *r)
+{
+    r->body = NULL;
+    r->body_cap = 0;
+    httpc_resp_reset(r);
+}
+
 char *httpc_resp_body_buf(httpc_resp *r)
 {
     return r->body;
@@ -178,6 +185,14 @@ void httpc_resp_reset(httpc_resp *r)
     if (r->body)
         r->body[0] = '\0';
     r->errstr[0] = '\0';
+}
+
+void httpc_resp_drop_body(httpc_resp *r)
+{
+    free(r->body);
+    r->body = NULL;
+    r->body_cap = 0;
+    r->body_len = 0;
 }
 
 static int resp_header_limit(httpc_resp *r)

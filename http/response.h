@@ -20,14 +20,17 @@ httpc_resp *httpc_resp_new(void);
 /* NULL is a no-op. */
 void httpc_resp_free(httpc_resp *r);
 /* For a response kept inside another struct: its size.  That memory,
- * zeroed and aligned for any type, becomes a response with
- * httpc_resp_reset; its owner frees httpc_resp_body_buf(r) when done. */
+ * aligned for any type, becomes a response with httpc_resp_init; its
+ * owner frees httpc_resp_body_buf(r) when done. */
 size_t httpc_resp_size(void);
+void httpc_resp_init(httpc_resp *r);
 char *httpc_resp_body_buf(httpc_resp *r);
 
 /* Forgets the previous response (status, body, error) and expects a new one.
  * Keeps the body buffer for reuse. */
 void httpc_resp_reset(httpc_resp *r);
+/* Frees the body buffer; the body is then "" until the next one. */
+void httpc_resp_drop_body(httpc_resp *r);
 
 /* Parses len bytes of data (borrowed).  Returns HTTPC_RESP_MORE,
  * HTTPC_RESP_DONE (*used, may be NULL, says how many bytes of data belong to
