@@ -3,10 +3,10 @@
 # Starts a chsim fleet of N VMs plus N stand-in virtiofsd listeners (the
 # same setup cocoon-bench uses, in a network namespace of its own when
 # unshare allows), then runs `cocoon-bench peer KIND attach DIR N` under
-# perf (default) or callgrind.
+# perf record (default), callgrind, perf stat or strace -c.
 #   bench/bench_profile.sh [-b BUILD] [-n N]
 #                          [-k cocoon-lib|cocoon-lib-nocheck|floor]
-#                          [-l ADD_LATENCY_MS] [-t perf|callgrind|none]
+#                          [-l ADD_LATENCY_MS] [-t perf|callgrind|stat|strace|none]
 set -eu
 if [ -z "${BENCH_NETNS:-}" ] && unshare -n true 2>/dev/null; then
     BENCH_NETNS=1 exec unshare -n "$0" "$@"
@@ -58,6 +58,12 @@ callgrind)
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" $peer | head -1
     callgrind_annotate --inclusive=no "$dir/cg.out" 2>/dev/null | head -45
     [ -n "${BENCH_CG_KEEP:-}" ] && cp "$dir/cg.out" "$BENCH_CG_KEEP" ;;
+stat)
+    perf stat -o "$dir/stat.txt" -e task-clock,page-faults,context-switches $peer | head -1
+    grep -v '^$' "$dir/stat.txt" ;;
+strace)
+    strace -f -c -o "$dir/strace.txt" $peer | head -1
+    cat "$dir/strace.txt" ;;
 none)
     $peer | head -1 ;;
 esac
