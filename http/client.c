@@ -57,10 +57,10 @@ struct httpc_conn {
     int depth;              /* callbacks currently running */
     bool free_pending;
     /* Buffers last: a new connection zeroes only what comes before them
-     * (they are 2 KiB of the 2.3 the struct takes without its response,
-     * and zeroing them was a tenth of an attach's instructions). */
+     * (zeroing them too, at 1.5 KiB each then, was a tenth of an attach's
+     * instructions). */
     char req_small[512];    /* room for a vm.info GET or an add-fs PUT */
-    char errstr[BASE_ERRSTR_MAX];
+    char errstr[HTTPC_ERRSTR_MAX];
     max_align_t resp_mem[];
 };
 

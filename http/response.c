@@ -24,7 +24,7 @@ struct httpc_resp {
     size_t total;           /* bytes consumed since the last reset */
     char *body;             /* body_cap bytes, always NUL-terminated */
     size_t body_len, body_cap;
-    char errstr[BASE_ERRSTR_MAX];
+    char errstr[HTTPC_ERRSTR_MAX];
 };
 
 static int resp_on_message_begin(llhttp_t *p);
