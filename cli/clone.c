@@ -290,7 +290,7 @@ static void clone_print(const cli_ctx *c, const store_vm *vm, const cli_lc_job *
         yajl_gen_map_open(g);
         cli_gen_kv_str(g, "id", vm->id);
         cli_gen_kv_str(g, "name", vm->config.name);
-        cli_gen_kv_str(g, "state", "running");
+        cli_gen_kv_str(g, "state", cli_flag_bool(c, "paused") ? "paused" : "running");
         cli_gen_kv_int(g, "pid", j->pid);
         cli_gen_kv_str(g, "snapshot", snap->id);
         cli_gen_kv_bool(g, "shared_memory", vm->config.shared_memory);
@@ -299,8 +299,8 @@ static void clone_print(const cli_ctx *c, const store_vm *vm, const cli_lc_job *
         cli_gen_print(g, stdout);
         return;
     }
-    cli_printf(stdout, "%s: cloned from %s (id=%s, pid=%d)\n", vm->config.name, snap->name,
-               vm->id, j->pid);
+    cli_printf(stdout, "%s: cloned from %s (id=%s, pid=%d%s)\n", vm->config.name, snap->name,
+               vm->id, j->pid, cli_flag_bool(c, "paused") ? ", paused" : "");
     if (j->errstr && j->errstr[0])
         cli_printf(stderr, "Note: %s: %s\n", vm->config.name, j->errstr);
 }
@@ -366,7 +366,10 @@ int cli_vm_clone(cli_ctx *c)
         }
         free(name);
     }
-    cli_lc_run(c, jobs, ok, cocoon_vm_restore, "clone", NULL);
+    cocoon_vm_opts o = COCOON_VM_OPTS_INIT;
+
+    o.paused = cli_flag_bool(c, "paused");
+    cli_lc_run(c, jobs, ok, cocoon_vm_restore, "clone", &o);
     for (size_t i = 0; i < ok; i++) {
         if (jobs[i].err) {
             rc = cli_error("%s", jobs[i].errstr ? jobs[i].errstr : "clone failed");

@@ -125,17 +125,23 @@ LEAF0(cmd_pause, "pause", "vm pause VM...", "Pause running VMs (one vm.pause eac
       "cocoon vm pause web-1 web-2", cli_vm_pause, 1, -1);
 LEAF0(cmd_resume, "resume", "vm resume VM...", "Resume paused VMs (one vm.resume each, never resent)",
       "cocoon vm resume web-1 web-2", cli_vm_resume, 1, -1);
-LEAF0(cmd_restore, "restore", "vm restore VM SNAP",
-      "Start a stopped VM from one of its snapshots (vm.restore, then vm.resume)",
-      "cocoon vm restore web-1 before-upgrade", cli_vm_restore, 2, 2);
+#define PAUSED_FLAG                                                                        \
+    { "paused", 0, CLI_FLAG_BOOL, NULL, NULL,                                              \
+      "leave the VM paused after the restore (no vm.resume; resume it with vm resume)",    \
+      false, NULL }
+static const cli_flag restore_flags[] = { PAUSED_FLAG };
+LEAF(cmd_restore, "restore", "vm restore VM SNAP [--paused]",
+     "Start a stopped VM from one of its snapshots (vm.restore, then vm.resume)",
+     "cocoon vm restore web-1 before-upgrade", restore_flags, cli_vm_restore, 2, 2);
 static const cli_flag clone_flags[] = {
     { "name", 0, CLI_FLAG_STR, "NAME", NULL,
       "name of the new VM; with --count, a template where {i} is 1..N "
       "(default: <snapshot>-clone-{i})", false, NULL },
     { "count", 0, CLI_FLAG_STR, "N", "1", "clones to bring up at once", false, NULL },
+    PAUSED_FLAG,
     BINARY_FLAGS,
 };
-LEAF(cmd_clone, "clone", "vm clone SNAP [--name NAME] [--count N]",
+LEAF(cmd_clone, "clone", "vm clone SNAP [--name NAME] [--count N] [--paused]",
      "New running VMs from a snapshot, each with its own id, run dir, socket and disk copies",
      "cocoon vm clone before-upgrade --count 10 --name 'web-{i}'", clone_flags, cli_vm_clone, 1,
      1);

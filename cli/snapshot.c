@@ -270,6 +270,7 @@ int cli_vm_restore(cli_ctx *c)
         cli_lc_job j = { .vm = &vm };
 
         o.dir = r->dir;
+        o.paused = cli_flag_bool(c, "paused");
         cli_lc_run(c, &j, 1, cocoon_vm_restore, "restore", &o);
         if (j.err) {
             rc = cli_error("%s", j.errstr ? j.errstr : "restore failed");
@@ -280,7 +281,7 @@ int cli_vm_restore(cli_ctx *c)
                 yajl_gen_map_open(g);
                 cli_gen_kv_str(g, "id", vm.id);
                 cli_gen_kv_str(g, "name", vm.config.name);
-                cli_gen_kv_str(g, "state", "running");
+                cli_gen_kv_str(g, "state", o.paused ? "paused" : "running");
                 cli_gen_kv_int(g, "pid", j.pid);
                 cli_gen_kv_str(g, "snapshot", r->id);
                 cli_gen_kv_str(g, "note", j.errstr && j.errstr[0] ? j.errstr : NULL);
@@ -288,8 +289,9 @@ int cli_vm_restore(cli_ctx *c)
                 cli_gen_print(g, stdout);
             }
         } else {
-            cli_printf(stdout, "%s: restored from %s (id=%s, pid=%d)\n",
-                       vm.config.name ? vm.config.name : vm.id, r->name, vm.id, j.pid);
+            cli_printf(stdout, "%s: restored from %s (id=%s, pid=%d%s)\n",
+                       vm.config.name ? vm.config.name : vm.id, r->name, vm.id, j.pid,
+                       o.paused ? ", paused" : "");
             if (j.errstr && j.errstr[0])
                 cli_printf(stderr, "Note: %s\n", j.errstr);
         }

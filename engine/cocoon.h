@@ -282,6 +282,8 @@ typedef struct cocoon_vm_opts {
     unsigned snapshot_ms;       /* snapshot: deadline of the snapshot
                                    request alone (a big guest's memory
                                    takes long); 0: 600000 */
+    bool paused;                /* restore: leave the restored VM paused
+                                   (no resume; vm.info must say Paused) */
 } cocoon_vm_opts;
 
 static inline void cocoon_vm_opts_init(cocoon_vm_opts *o)

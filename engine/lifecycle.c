@@ -227,7 +227,11 @@ static void lc_after_info(struct eng_op *op, const httpc_response *r)
     }
     memset(&vi, 0, sizeof(vi));
     rc = json_vm_info_decode(r->body, r->body_len, &vi, tmp, sizeof(tmp));
-    if (!rc && strcmp(vi.state, "Running") != 0)
+    if (!rc && op->lc->want_paused && strcmp(vi.state, "Paused") != 0)
+        rc = base_errf(tmp, sizeof(tmp), -EHOSTDOWN,
+                      "vm.info reports state %s, expected Paused after the restore",
+                      vi.state);
+    else if (!rc && !op->lc->want_paused && strcmp(vi.state, "Running") != 0)
         rc = base_errf(tmp, sizeof(tmp), -EHOSTDOWN,
                       "vm.info reports state %s, expected Running: the VM did not boot",
                       vi.state);

@@ -56,6 +56,8 @@ struct eng_lc {
     char pause_note[BASE_ERRSTR_MAX];       /* a lost pause reply's note */
     char note[BASE_ERRSTR_MAX];             /* restore: lost replies settled
                                                by vm.info, told on success */
+    bool want_paused;                       /* LC_INFO: the VM must be Paused,
+                                               not Running (restore --paused) */
 };
 
 /* Steps of lifecycle.c that lifecycle_state.c uses. */

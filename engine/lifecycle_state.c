@@ -305,8 +305,16 @@ static void lc_restore_resumed(struct eng_op *op, int err)
         eng_lc_start_fail(op, rc, op->e->err);
 }
 
+/* Resumed, or left paused when the caller asked: either way vm.info has
+ * the last word on the state. */
 static void lc_restore_done(struct eng_op *op)
 {
+    if (op->vm_opts.paused) {
+        op->lc->want_paused = true;
+        op->e->err[0] = '\0';
+        lc_restore_resumed(op, 0);
+        return;
+    }
     lc_state_send(op, false, lc_restore_resumed);
 }
 
@@ -335,7 +343,7 @@ static void lc_restore_loaded(struct eng_op *op)
 }
 
 /* The VMM is up without a VM: one vm.restore (Firecracker: one PUT
- * /snapshot/load, left paused), then the resume. */
+ * /snapshot/load, left paused), then the resume unless opts.paused. */
 void eng_lc_restore(struct eng_op *op)
 {
     char *body = NULL;

@@ -158,6 +158,15 @@ expect 1 "is running: stop it first" vm restore s1 first
 expect 0 "s2" vm create --name s2 --kernel /dev/null
 expect 1 "was taken of VM" vm restore s2 first
 expect 1 "Error: snapshot not found" vm restore s2 nope
+# --paused: no vm.resume; vm.info must say Paused; vm resume runs it.
+expect 0 "s1: stopped" vm stop s1
+expect 0 ", paused)" vm restore s1 first --paused
+S=$("${C[@]}" -o json vm inspect s1 | $PY -c 'import json,sys; print(json.load(sys.stdin)["socket_path"])')
+[ "$(count vm.restore vm.resume)" = "1 0" ] && [ "$(state)" = Paused ] &&
+    ok "restore --paused: one restore, no resume, Paused" ||
+    fail "restore --paused: $(count vm.restore vm.resume) $(state)"
+expect 0 "s1: resumed" vm resume s1
+[ "$(state)" = Running ] && ok "resumed after restore --paused" || fail "state $(state)"
 
 # vm clone: new VMs, each with its own VMM (one vm.restore, one vm.resume),
 # shared memory kept, and its own copy of the writable disk.
@@ -193,6 +202,12 @@ id=$("${C[@]}" -o json vm inspect web-2 | $PY -c 'import json,sys; print(json.lo
 [ "$(cat "$L/run/cloudhypervisor/$id/disks/disk0-d1.img")" = "$(printf 'source-disk\nweb-2-writes')" ] &&
     ok "clone disks independent" || fail "web-2 disk: $(cat "$L/run/cloudhypervisor/$id/disks/disk0-d1.img")"
 expect 0 "dsnap-clone-1: cloned from dsnap" vm clone dsnap
+out=$("${C[@]}" -o json vm clone dsnap --paused --name pz)
+S=$(echo "$out" | $PY -c 'import json,sys; r=json.load(sys.stdin); assert r["state"] == "paused", r; print(r["id"])')
+S="$L/run/cloudhypervisor/$S/api.sock"
+[ "$(count vm.restore vm.resume)" = "1 0" ] && [ "$(state)" = Paused ] &&
+    ok "clone --paused: one restore, no resume, Paused" ||
+    fail "clone --paused: $out $(count vm.restore vm.resume) $(state)"
 
 # Removing the snapshot leaves running clones alone.
 expect 0 "dsnap: removed" snapshot rm dsnap
