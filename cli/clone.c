@@ -329,7 +329,7 @@ int cli_vm_clone(cli_ctx *c)
     const char *tmpl = cli_flag_str(c, "name");
     const snapstore_rec *snap;
     snapstore_db db;
-    size_t n = 0, ok = 0;
+    size_t n = 0, ok = 0, next = 1;
     int rc = clone_count(c, &n);
 
     if (rc)
@@ -349,7 +349,15 @@ int cli_vm_clone(cli_ctx *c)
         char dflt[64], *name;
 
         snprintf(dflt, sizeof(dflt), "%.40s-clone-{i}", snap->name);
-        name = clone_name(tmpl ? tmpl : dflt, i + 1);
+        /* A given template numbers from 1 and a taken name fails; the
+         * default takes the first free numbers, so cloning twice works. */
+        if (tmpl) {
+            name = clone_name(tmpl, i + 1);
+        } else {
+            while ((name = clone_name(dflt, next++)) && store_name_valid(name) &&
+                   store_name_taken(c->root, name, err, sizeof(err)) == -EEXIST)
+                free(name);
+        }
         if (!name || !store_name_valid(name)) {
             rc = cli_error("invalid VM name %s", base_quote(q, sizeof(q), name));
         } else if (store_name_taken(c->root, name, err, sizeof(err)) < 0 ||

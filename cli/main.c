@@ -136,7 +136,7 @@ LEAF(cmd_restore, "restore", "vm restore VM SNAP [--paused]",
 static const cli_flag clone_flags[] = {
     { "name", 0, CLI_FLAG_STR, "NAME", NULL,
       "name of the new VM; with --count, a template where {i} is 1..N "
-      "(default: <snapshot>-clone-{i})", false, NULL },
+      "(default: <snapshot>-clone-{i}, the first free numbers)", false, NULL },
     { "count", 0, CLI_FLAG_STR, "N", "1", "clones to bring up at once", false, NULL },
     PAUSED_FLAG,
     BINARY_FLAGS,

@@ -17,7 +17,7 @@ LPIDS=()
 cleanup() {
     [ ${#LPIDS[@]} -eq 0 ] || kill "${LPIDS[@]}" 2>/dev/null || true
     "$BUILD/cocoon" --root-dir "$T/live" vm rm --force s1 s2 d1 web-1 web-2 web-3 \
-        dsnap-clone-1 r1 rclone pc-1 pc-2 app-1 app-2 >/dev/null 2>&1 || true
+        dsnap-clone-1 dsnap-clone-2 pz r1 rclone pc-1 pc-2 app-1 app-2 >/dev/null 2>&1 || true
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -202,6 +202,8 @@ id=$("${C[@]}" -o json vm inspect web-2 | $PY -c 'import json,sys; print(json.lo
 [ "$(cat "$L/run/cloudhypervisor/$id/disks/disk0-d1.img")" = "$(printf 'source-disk\nweb-2-writes')" ] &&
     ok "clone disks independent" || fail "web-2 disk: $(cat "$L/run/cloudhypervisor/$id/disks/disk0-d1.img")"
 expect 0 "dsnap-clone-1: cloned from dsnap" vm clone dsnap
+expect 0 "dsnap-clone-2: cloned from dsnap" vm clone dsnap
+expect 1 'clone web-1: name "web-1" already in use' vm clone dsnap --name 'web-{i}'
 out=$("${C[@]}" -o json vm clone dsnap --paused --name pz)
 S=$(echo "$out" | $PY -c 'import json,sys; r=json.load(sys.stdin); assert r["state"] == "paused", r; print(r["id"])')
 S="$L/run/cloudhypervisor/$S/api.sock"
