@@ -22,9 +22,13 @@ struct httpc_resp {
     bool keep_alive;
     size_t hdr_bytes;       /* header block bytes of the current message */
     size_t total;           /* bytes consumed since the last reset */
-    char *body;             /* body_cap bytes, always NUL-terminated */
+    char *body;             /* body_cap bytes, always NUL-terminated:
+                               body_small, or owned */
     size_t body_len, body_cap;
     char errstr[HTTPC_ERRSTR_MAX];
+    /* A small body (a PciDeviceInfo, most error bodies) needs no
+     * allocation of its own. */
+    char body_small[256];
 };
 
 static int resp_on_message_begin(llhttp_t *p);
@@ -70,14 +74,23 @@ static int resp_grow(httpc_resp *r, size_t need)
 {
     if (need <= r->body_cap)
         return 0;
+    if (!r->body && need <= sizeof r->body_small) {
+        r->body = r->body_small;
+        r->body_cap = sizeof r->body_small;
+        r->body[r->body_len] = '\0';
+        return 0;
+    }
     size_t cap = r->body_cap ? r->body_cap : 1024;
     while (cap < need)
         cap *= 2;
     if (cap > HTTPC_MAX_BODY_BYTES + 1)
         cap = HTTPC_MAX_BODY_BYTES + 1;
-    char *nb = realloc(r->body, cap);
+    bool small = r->body == r->body_small;
+    char *nb = small ? malloc(cap) : realloc(r->body, cap);
     if (!nb)
         return -ENOMEM;
+    if (small)
+        memcpy(nb, r->body_small, r->body_len + 1);
     r->body = nb;
     r->body_cap = cap;
     r->body[r->body_len] = '\0';
@@ -157,14 +170,14 @@ void httpc_resp_init(httpc_resp *r)
 
 char *httpc_resp_body_buf(httpc_resp *r)
 {
-    return r->body;
+    return r->body == r->body_small ? NULL : r->body;
 }
 
 void httpc_resp_free(httpc_resp *r)
 {
     if (!r)
         return;
-    free(r->body);
+    free(httpc_resp_body_buf(r));
     free(r);
 }
 
@@ -189,7 +202,7 @@ void httpc_resp_reset(httpc_resp *r)
 
 void httpc_resp_drop_body(httpc_resp *r)
 {
-    free(r->body);
+    free(httpc_resp_body_buf(r));
     r->body = NULL;
     r->body_cap = 0;
     r->body_len = 0;

@@ -711,10 +711,12 @@ static bool read_root(vrd *v)
 }
 
 /* The copy of the len bytes at buf the reader walks: a NUL after them,
- * then zeros to RD_PAD.  NULL on ENOMEM. */
-static char *rd_copy(const char *buf, size_t len)
+ * then zeros to RD_PAD.  Into small (RD_SMALL + RD_PAD bytes) when it
+ * fits, else allocated; NULL on ENOMEM. */
+#define RD_SMALL 256
+static char *rd_copy(const char *buf, size_t len, char *small)
 {
-    char *c = malloc(len + RD_PAD);
+    char *c = small && len <= RD_SMALL ? small : malloc(len + RD_PAD);
 
     if (c) {
         memcpy(c, buf, len);
@@ -743,7 +745,7 @@ int json_vm_info_read(const char *buf, size_t len, json_vm_info *out, unsigned m
 {
     vrd v = { .vi = out };
 
-    if (!buf || !len || !(out->strings = rd_copy(buf, len)))
+    if (!buf || !len || !(out->strings = rd_copy(buf, len, NULL)))
         return -1;
     v.base = (const unsigned char *)out->strings;
     rd_init(&v.r, out->strings, len, max_depth);
@@ -768,7 +770,7 @@ static bool pci_string(rd *r, char **dst)
 int json_pci_info_read(const char *buf, size_t len, json_pci_info *out)
 {
     static const rkey keys[] = { K("id"), K("bdf"), { NULL, 0 } };
-    char *copy;
+    char small[RD_SMALL + RD_PAD], *copy;
     rd r;
     const unsigned char *key;
     size_t n;
@@ -776,7 +778,7 @@ int json_pci_info_read(const char *buf, size_t len, json_pci_info *out)
     unsigned seen = 0;
     int m = -1, bit;
 
-    if (!buf || !(copy = rd_copy(buf, len)))
+    if (!buf || !(copy = rd_copy(buf, len, small)))
         return -1;
     /* A depth of 1: a nested container goes to yajl. */
     rd_init(&r, copy, len, 1);
@@ -788,7 +790,8 @@ int json_pci_info_read(const char *buf, size_t len, json_pci_info *out)
              : bit == 2 ? pci_string(&r, &out->bdf) : bit == 0 && rd_skip(&r);
     }
     ok = ok && m == 0 && out->id && rd_done(&r);
-    free(copy);
+    if (copy != small)
+        free(copy);
     return ok ? 0 : -1;
 }
 

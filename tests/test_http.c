@@ -204,6 +204,27 @@ static void test_resp_chunked(void **state)
     run_fixture(&f);
 }
 
+/* A body that starts in the parser's own small buffer and outgrows it
+ * (200 bytes, then 100 more) arrives whole, in any split. */
+static void test_resp_chunked_grows(void **state)
+{
+    char data[512], body[301];
+    int n;
+    (void)state;
+
+    for (int i = 0; i < 300; i++)
+        body[i] = (char)('a' + i % 26);
+    body[300] = '\0';
+    n = snprintf(data, sizeof data,
+                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "c8\r\n%.200s\r\n64\r\n%s\r\n0\r\n\r\n", body, body + 200);
+    assert_true(n > 0 && (size_t)n < sizeof data);
+    fixture f = { .name = "chunked-grows", .data = data, .len = (size_t)n,
+                  .rc = HTTPC_RESP_DONE, .status = 200, .body = body, .body_len = 300,
+                  .keep_alive = true };
+    run_fixture(&f);
+}
+
 static void test_resp_content_length_zero(void **state)
 {
     (void)state;
@@ -1382,6 +1403,7 @@ int main(void)
         cmocka_unit_test(test_resp_503_cap),
         cmocka_unit_test(test_resp_http10_close_delimited),
         cmocka_unit_test(test_resp_chunked),
+        cmocka_unit_test(test_resp_chunked_grows),
         cmocka_unit_test(test_resp_content_length_zero),
         cmocka_unit_test(test_resp_garbage_status),
         cmocka_unit_test(test_resp_truncated),
