@@ -627,6 +627,7 @@ static void test_encode_escaping_round_trip(void **state)
         "/run/vfs/back\\slash\\\\.sock",
         "/run/vfs/new\nline\r\t.sock",
         "/run/vfs/\"\\\n\x01\x1f\x7f/x.sock",
+        "/run/vfs/\b\f\v\x02\x0e\x10\x19 ~/x.sock",
         "/run/vfs/caf\xc3\xa9/\xe2\x86\x92/\xf0\x9f\x90\x9b.sock",
         "/run/vfs/</script>/x.sock",
     };
