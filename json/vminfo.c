@@ -192,8 +192,9 @@ static inline void rd_ws(rd *r)
 }
 
 /* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? at p: the byte after it,
- * or NULL. */
-static const unsigned char *number_end(const unsigned char *p)
+ * or NULL.  In line, as is key_bit: a call per number or key was a tenth
+ * of the reader. */
+static inline const unsigned char *number_end(const unsigned char *p)
 {
     if (*p == '-')
         p++;
@@ -445,7 +446,7 @@ typedef struct rkey {
 
 #define K(s) { s, sizeof(s) - 1 }
 
-static int key_bit(const unsigned char *key, size_t n, bool esc, unsigned *seen,
+static inline int key_bit(const unsigned char *key, size_t n, bool esc, unsigned *seen,
                    const rkey *keys)
 {
     if (esc)
