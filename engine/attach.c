@@ -107,7 +107,7 @@ void eng_attach_run(struct eng_op *op)
     cocoon_engine *e = op->e;
 
     if (vm->rec) {
-        int rc = gate_check(vm->rec, e->ch_binary, NULL, e->err, sizeof(e->err));
+        int rc = gate_check(vm->rec, e->ch_binary, &vm->peer, e->err, sizeof(e->err));
 
         if (rc) {
             if (op_is_list(op))

@@ -364,6 +364,13 @@ int cocoon_vm_restore(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
  *    booted VM (vm.info: no VM, or a state other than Running or Paused)
  *    gives "vm <id or path> is <state>: VM not running" ("is not created"
  *    when there is no VM), -EHOSTDOWN, before any state-changing call;
+ *  - a recorded VM's API socket served by another process than the one
+ *    the gate verified (the VMM died and something else bound the path):
+ *    "query vm.info: connect(<sock>): peer is pid <n>, not the expected
+ *    pid <m>" (or "vm.add-fs: ", "vm.pause: "...), -ESRCH, nothing sent
+ *    to that process; when it is the vm.info asked after a lost reply,
+ *    "<op>: outcome unknown: query vm.info: connect(...)..." with the lost
+ *    reply's error;
  *  - spec validation and prechecks: their own text, e.g. "tag is required"
  *    (-EINVAL), "fs tag \"data\" already attached" (-EEXIST),
  *    "fs tag \"data\" not attached" (-ENODEV);

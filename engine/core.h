@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <sys/queue.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 #include "http/loop.h"
 
@@ -82,6 +83,9 @@ struct eng_vm {
     bool active, listed;            /* holds an inflight slot; on a list */
     bool idle;                      /* no operation; on the idle list */
     bool changing;                  /* the request in flight changes state */
+    pid_t peer;                     /* the running op's VMM as its gate found
+                                       it: every connect must reach this pid
+                                       (0: any; direct targets, vm start) */
     TAILQ_ENTRY(eng_vm) idle_link;
     uint64_t hash;
     char key[];                     /* "R<sock>" recorded, "D<sock>" direct */

@@ -633,6 +633,8 @@ static void lc_stop(struct eng_op *op)
         eng_op_finish(op, rc, e->err);
         return;
     }
+    /* The shutdown requests go to the process this stop signals, only. */
+    op->vm->peer = lc->pid;
     lc->t0 = eng_mono_s();
     if (o->force) {             /* the graceful window is already over */
         o->graceful_ms = 0;

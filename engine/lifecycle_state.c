@@ -134,6 +134,7 @@ static bool lc_gate(struct eng_op *op)
         eng_op_finish(op, -EHOSTDOWN, why);
         return false;
     }
+    op->vm->peer = pid;
     return true;
 }
 

@@ -67,8 +67,11 @@ static void vm_release(cocoon_engine *e, struct eng_vm *vm)
     idle_trim(e);
 }
 
+/* Each op names the VMM it may talk to from its own gate: none until
+ * then, so a pid checked for an earlier op is never inherited. */
 static void op_run(struct eng_op *op)
 {
+    op->vm->peer = 0;
     if (op_is_lc(op))
         eng_lc_run(op);
     else

@@ -203,6 +203,10 @@ int eng_vm_send(struct eng_vm *vm, backend_ep ep, const char *id, const char *bo
         }
     }
     vm->changing = strcmp(method, "GET") != 0;
+    /* A recorded VM's requests go only to the pid its running gate
+     * verified: a process that took the socket path since (the VMM died
+     * after vm.info and something else bound api.sock) gets no byte. */
+    httpc_conn_expect_peer(vm->conn, vm->peer);
     int rc = httpc_conn_send(vm->conn, method, path, body, len,
                              timeout_ms ? timeout_ms : e->timeout_ms, on_http, vm);
     if (rc)

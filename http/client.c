@@ -50,6 +50,7 @@ struct httpc_conn {
                              * req_small, or owned when a request outgrows it */
     size_t req_cap, req_len, req_off;
     unsigned timeout_ms;
+    pid_t peer;             /* the listener every connect must reach; 0: any */
     int send_err;           /* errno of a failed send(), 0 if none */
     httpc_done_fn *cb;
     void *priv;
@@ -200,6 +201,38 @@ static void conn_kick_later(httpc_conn *c, double after)
     lp_timer_start(c->loop, &c->kick);
 }
 
+/* The connect completed: the peer must be the expected process before a
+ * byte goes out.  The kernel keeps the listener's credentials from its
+ * listen() call, so a process that bound the path after the expected one
+ * died (or took the path from it) is told apart by its pid.  Called from
+ * the loop only, so it may call back. */
+static void conn_opened(httpc_conn *c)
+{
+    struct ucred cr;
+    socklen_t crl = sizeof cr;
+    char eb[128];
+
+    if (c->peer > 0) {
+        int e = getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 ? errno : 0;
+
+        if (e || crl != sizeof cr || cr.pid != c->peer) {
+            conn_close(c);
+            if (e || crl != sizeof cr)
+                conn_done(c, base_errf(c->errstr, sizeof c->errstr, e ? -e : -EPROTO,
+                                       "connect(%s): SO_PEERCRED: %s", c->addr.sun_path,
+                                       e ? conn_strerror(e, eb, sizeof eb) : "short answer"));
+            else
+                conn_done(c, base_errf(c->errstr, sizeof c->errstr, -ESRCH,
+                                       "connect(%s): peer is pid %ld, not the expected pid %ld",
+                                       c->addr.sun_path, (long)cr.pid, (long)c->peer));
+            return;
+        }
+    }
+    c->state = CONN_OPEN;
+    c->reuse_ok = true;
+    conn_write(c);
+}
+
 static void conn_connect(httpc_conn *c)
 {
     char eb[128];
@@ -215,9 +248,7 @@ static void conn_connect(httpc_conn *c)
     }
     c->reused = false;
     if (connect(c->fd, (const struct sockaddr *)&c->addr, sizeof c->addr) == 0) {
-        c->state = CONN_OPEN;
-        c->reuse_ok = true;
-        conn_write(c);
+        conn_opened(c);
         return;
     }
     e = errno;
@@ -413,9 +444,7 @@ static void conn_io_cb(lp_loop *loop, lp_io *w, int revents)
                                    conn_strerror(soerr, eb, sizeof eb)));
             return;
         }
-        c->state = CONN_OPEN;
-        c->reuse_ok = true;
-        conn_write(c);
+        conn_opened(c);
         return;
     }
     if ((revents & LP_READ) && conn_read(c))
@@ -587,6 +616,15 @@ int httpc_conn_send(httpc_conn *c, const char *method, const char *path,
         conn_kick_later(c, 0.);
     }
     return 0;
+}
+
+void httpc_conn_expect_peer(httpc_conn *c, pid_t pid)
+{
+    if (!c || c->peer == pid)
+        return;
+    c->peer = pid;
+    if (!c->busy && c->state != CONN_CLOSED)
+        conn_close(c);
 }
 
 bool httpc_conn_busy(const httpc_conn *c)

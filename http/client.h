@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include "http/loop.h"
 
 #define HTTPC_MAX_HEADER_BYTES (16u * 1024u)        /* whole header block */
@@ -55,6 +56,18 @@ void httpc_conn_free(httpc_conn *c);
 int httpc_conn_send(httpc_conn *c, const char *method, const char *path,
                     const char *body, size_t body_len, unsigned timeout_ms,
                     httpc_done_fn *cb, void *priv);
+
+/* The process that must be the peer of every connection c makes from now
+ * on; 0 (the default) accepts any.  After each connect completes, the
+ * listener's pid is read from the kernel (SO_PEERCRED, taken when the
+ * listener called listen()); when it is not pid, or cannot be read, the
+ * connection is closed before a byte is sent and the request fails:
+ * -ESRCH "connect(<path>): peer is pid <n>, not the expected pid <pid>",
+ * or the failed getsockopt's -errno with "connect(<path>): SO_PEERCRED:
+ * <reason>".  Such a failure never has .written set.  Changing pid closes
+ * an idle open connection, which was checked (if at all) for another
+ * process; a request in flight keeps its connection. */
+void httpc_conn_expect_peer(httpc_conn *c, pid_t pid);
 
 /* True while a request is in flight. */
 bool httpc_conn_busy(const httpc_conn *c);

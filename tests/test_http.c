@@ -894,6 +894,46 @@ static void test_client_reconnect_after_idle_close(void **state)
     tctx_fini(&t);
 }
 
+/* The peer check: a connection reaches only the expected listener (this
+ * process serves the socket), a wrong one gets no byte and fails with
+ * -ESRCH unwritten, and changing the expected pid drops an idle
+ * connection checked for another. */
+static void test_client_expect_peer(void **state)
+{
+    (void)state;
+    tctx t;
+    char want[BASE_ERRSTR_MAX];
+    pid_t other = getppid();
+
+    tctx_start(&t, OK200, false);
+    httpc_conn_expect_peer(t.c, getpid());
+    get_info_ok(&t, 1);
+    httpc_conn_expect_peer(t.c, getpid());
+    get_info_ok(&t, 2);
+    assert_int_equal(t.s.accepts, 1);
+    assert_int_equal(t.s.requests, 2);
+
+    httpc_conn_expect_peer(t.c, other);
+    get_info(&t, 3);
+    snprintf(want, sizeof want, "connect(%s): peer is pid %ld, not the expected pid %ld",
+             t.s.path, (long)getpid(), (long)other);
+    assert_int_equal(t.err, -ESRCH);
+    assert_string_equal(t.errstr, want);
+    assert_false(t.written);
+    assert_int_equal(t.status, 0);
+    /* A new connection was made (the idle one was dropped) and carried
+     * nothing. */
+    run_for(&t, 0.05);
+    assert_int_equal(t.s.accepts, 2);
+    assert_int_equal(t.s.requests, 2);
+
+    httpc_conn_expect_peer(t.c, 0);
+    get_info_ok(&t, 4);
+    assert_int_equal(t.s.accepts, 3);
+    assert_int_equal(t.s.requests, 3);
+    tctx_fini(&t);
+}
+
 /* The server side of the (single) accepted connection. */
 static int srv_peer_fd(const srv *s)
 {
@@ -1415,6 +1455,7 @@ int main(void)
         cmocka_unit_test(test_client_get_ok),
         cmocka_unit_test(test_client_request_bytes_put),
         cmocka_unit_test(test_client_keepalive_reuse),
+        cmocka_unit_test(test_client_expect_peer),
         cmocka_unit_test(test_client_send_direct_on_open),
         cmocka_unit_test(test_client_stray_bytes_while_idle),
         cmocka_unit_test(test_client_reconnect_after_idle_close),
