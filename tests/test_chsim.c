@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -723,6 +724,100 @@ static void test_fault_cli_http10_and_plain(void **state)
     fx_stop(&f);
 }
 
+/* hold: the request runs, its reply waits for PUT /chsim/release (the
+ * VM's queue with it); a release with nothing held is refused. */
+static void test_fault_hold(void **state)
+{
+    struct fx f;
+    char buf[8192];
+    struct pollfd p;
+    int fd;
+
+    (void)state;
+    fx_start(&f, SHARED);
+    assert_int_equal(req(f.sock, "PUT", "/chsim/release", NULL, buf, sizeof(buf)), 409);
+    assert_int_equal(req(f.sock, "PUT", "/chsim/fault",
+                         "{\"endpoint\":\"vm.add-fs\",\"mode\":\"hold\",\"count\":1}",
+                         NULL, 0), 204);
+    fd = conn_open(f.sock);
+    send_put(fd, "/api/v1/vm.add-fs", "{\"tag\":\"t\",\"socket\":\"/s\",\"id\":\"held\"}");
+    wait_count(f.sock, "vm.add-fs", 1);
+    p = (struct pollfd){ .fd = fd, .events = POLLIN };
+    assert_int_equal(poll(&p, 1, 0), 0);
+    assert_int_equal(req(f.sock, "PUT", "/chsim/release", NULL, buf, sizeof(buf)), 204);
+    assert_true(read_resp(fd, buf, sizeof(buf), 5000) > 0);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 200 \r\n", 15), 0);
+    assert_non_null(strstr(buf, "\"id\":\"held\""));
+    close(fd);
+    assert_int_equal(req(f.sock, "PUT", "/chsim/release", NULL, buf, sizeof(buf)), 409);
+    fx_stop(&f);
+}
+
+/* The pid listening on sock, or 0. */
+static pid_t listener_of(const char *sock)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct ucred cr;
+    socklen_t crl = sizeof(cr);
+    pid_t pid = 0;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    assert_true(strlen(sock) < sizeof(sa.sun_path));
+    memcpy(sa.sun_path, sock, strlen(sock) + 1);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0)
+        pid = cr.pid;
+    close(fd);
+    return pid;
+}
+
+/* die-after-reply: the whole reply, then exit 1 with the socket file left
+ * behind.  handover: by the time the reply arrives, a successor with the
+ * same command line (fresh state) already serves the path. */
+static void test_fault_die_after_reply_and_handover(void **state)
+{
+    struct fx f;
+    char buf[8192];
+    int fd, st;
+    pid_t succ;
+
+    (void)state;
+    for (int handover = 0; handover < 2; handover++) {
+        fx_start(&f, SHARED);
+        assert_int_equal(req(f.sock, "PUT", "/api/v1/vm.add-fs",
+                             "{\"tag\":\"t\",\"socket\":\"/s\",\"id\":\"old\"}", NULL, 0),
+                         200);
+        assert_int_equal(req(f.sock, "PUT", "/chsim/fault",
+                             handover ? "{\"endpoint\":\"vm.info\",\"mode\":\"handover\"}"
+                                      : "{\"endpoint\":\"vm.info\",\"mode\":\"die-after-reply\"}",
+                             NULL, 0), 204);
+        fd = conn_open(f.sock);
+        send_str(fd, "GET /api/v1/vm.info HTTP/1.1\r\n\r\n");
+        assert_true(read_resp(fd, buf, sizeof(buf), 10000) > 0);
+        assert_non_null(strstr(buf, "\"id\":\"old\""));
+        close(fd);
+        assert_int_equal(waitpid(f.pid, &st, 0), f.pid);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 1);
+        succ = listener_of(f.sock);
+        if (!handover) {
+            assert_int_equal(succ, 0);
+            assert_int_equal(access(f.sock, F_OK), 0);
+            sup_rmrf(f.dir);
+            free(f.dir);
+            continue;
+        }
+        assert_true(succ > 0 && succ != f.pid);
+        assert_int_equal(req(f.sock, "GET", "/api/v1/vm.info", NULL, buf, sizeof(buf)), 200);
+        assert_null(strstr(buf, "\"id\":\"old\""));
+        assert_int_equal(sup_chsim_count(f.sock, "vm.info"), 1);
+        /* Orphaned by its parent's exit: this process's child (subreaper). */
+        f.pid = succ;
+        fx_stop(&f);
+    }
+}
+
 static void test_serialization(void **state)
 {
     const char *extra[] = { "--memory", "size=1G,shared=on", "--no-connect", "--add-latency-ms",
@@ -1090,6 +1185,8 @@ int main(void)
         cmocka_unit_test(test_fault_cli_http10_and_plain),
         cmocka_unit_test(test_serialization),
         cmocka_unit_test(test_connect_timeout),
+        cmocka_unit_test(test_fault_hold),
+        cmocka_unit_test(test_fault_die_after_reply_and_handover),
         cmocka_unit_test(test_fleet),
         cmocka_unit_test(test_firecracker),
         cmocka_unit_test(test_firecracker_snapshot),
@@ -1098,5 +1195,11 @@ int main(void)
     };
 
     signal(SIGPIPE, SIG_IGN);
+    /* A handover's successor outlives its parent chsim: it must become
+     * this process's child, to be stopped and reaped. */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+        perror("prctl(PR_SET_CHILD_SUBREAPER)");
+        return 1;
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

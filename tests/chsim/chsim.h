@@ -32,6 +32,9 @@ enum chsim_fault_mode {
     CHSIM_F_HTTP10,
     CHSIM_F_CHUNKED,
     CHSIM_F_DIE,
+    CHSIM_F_DIE_AFTER_REPLY,    /* reply in full, then _exit(1) */
+    CHSIM_F_HANDOVER,           /* another chsim takes the socket, then as above */
+    CHSIM_F_HOLD,               /* the reply waits for PUT /chsim/release */
     CHSIM_F_COUNT
 };
 
@@ -77,6 +80,7 @@ struct chsim_opts {
     int add_latency_ms;
     struct chsim_fault faults[CHSIM_MAX_EP];
     const char *stats_file;
+    char **argv;                   /* main's: a handover's successor runs it */
 };
 
 extern struct chsim_opts chsim_opt;
@@ -149,6 +153,8 @@ struct chsim_vm {
     unsigned long ejects;         /* devices the guest has ejected */
     struct chsim_fault faults[CHSIM_MAX_EP];
     char *vminfo_override;
+    bool holding;                 /* cur's reply waits in held (CHSIM_F_HOLD) */
+    struct chsim_resp held;
     /* Firecracker */
     bool fc_kernel_set;
     bool fc_boot_path;            /* a boot resource was configured */

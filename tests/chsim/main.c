@@ -66,7 +66,12 @@ static const char usage[] =
 "                            close-before-reply, close-mid-headers,\n"
 "                            close-mid-body, garbage-status, oversized-headers,\n"
 "                            oversized-body, slow-drip, never-reply,\n"
-"                            plain-text-error, http10, chunked, die\n"
+"                            plain-text-error, http10, chunked, die,\n"
+"                            die-after-reply (reply in full, then exit 1),\n"
+"                            handover (unlink the socket, start a chsim with\n"
+"                            this command line on it, wait until it accepts,\n"
+"                            then reply in full and exit 1; not with --fleet),\n"
+"                            hold (the reply waits for PUT /chsim/release)\n"
 "  --stats-file F            fleet-wide request counts as JSON, written on\n"
 "                            SIGUSR1 and at exit\n"
 "  -h, --help                this text\n"
@@ -77,6 +82,7 @@ static const char usage[] =
 "  PUT /chsim/eject                 the guest acknowledges pending ejects now\n"
 "  PUT /chsim/fault                 {\"endpoint\":E,\"mode\":M,\"count\":C}\n"
 "  PUT /chsim/vminfo-override       raw vm.info body (empty body clears)\n"
+"  PUT /chsim/release               sends the reply a hold fault keeps back\n"
 "Exits on SIGTERM, SIGINT and PUT vmm.shutdown.\n";
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -288,6 +294,7 @@ int main(int argc, char **argv)
     int count = 1;
     bool memory_given = false;
 
+    chsim_opt.argv = argv;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;

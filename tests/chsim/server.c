@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 #include <yajl/yajl_tree.h>
 
@@ -44,6 +45,7 @@ static const char *const fault_names[CHSIM_F_COUNT] = {
     "none", "close-before-reply", "close-mid-headers", "close-mid-body",
     "garbage-status", "oversized-headers", "oversized-body", "slow-drip",
     "never-reply", "plain-text-error", "http10", "chunked", "die",
+    "die-after-reply", "handover", "hold",
 };
 
 struct chsim_conn {
@@ -61,6 +63,7 @@ struct chsim_conn {
     size_t lazy_at;               /* filler goes at this out offset */
     uint64_t lazy_left;
     bool close_after_flush, dead;
+    bool exit_after_flush;        /* the VMM dies once this reply is out */
     int npending;
 };
 
@@ -232,10 +235,20 @@ static void req_free(struct chsim_req *r)
     free(r);
 }
 
+/* A VMM that crashes right after answering: everything it sent is in the
+ * client's socket, and nothing it would do next happens. */
+static void die_now(const char *why)
+{
+    fprintf(stderr, "chsim: fault %s: exiting\n", why);
+    _exit(1);
+}
+
 /* Never frees at once: the caller may be deep inside this connection's own
  * callbacks.  The reap timer does it on the next loop iteration. */
 static void conn_kill(struct chsim_conn *c)
 {
+    if (c->exit_after_flush)
+        die_now("die-after-reply (connection lost)");
     if (c->dead)
         return;
     c->dead = true;
@@ -331,6 +344,8 @@ static void conn_flush(struct chsim_conn *c)
             c->out_off += (size_t)w;
     }
     ev_io_stop(chsim_loop, &c->ww);
+    if (c->exit_after_flush)
+        die_now("die-after-reply");
     if (c->close_after_flush)
         conn_kill(c);
 }
@@ -469,6 +484,11 @@ static void emit(struct chsim_conn *c, const struct chsim_resp *r, int fault)
         emit_normal(c, r);
         c->drip_bytes += c->out_len - start;
         break;
+    case CHSIM_F_DIE_AFTER_REPLY:
+    case CHSIM_F_HANDOVER:
+        emit_normal(c, r);
+        c->exit_after_flush = true;
+        break;
     default:
         emit_normal(c, r);
         break;
@@ -477,6 +497,55 @@ static void emit(struct chsim_conn *c, const struct chsim_resp *r, int fault)
 }
 
 /* ---- the per-VM queue ---- */
+
+/* The pid listening on path (SO_PEERCRED of a fresh connection), or 0. */
+static pid_t listener_pid(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct ucred cr;
+    socklen_t crl = sizeof(cr);
+    pid_t pid = 0;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0)
+        pid = cr.pid;
+    if (fd >= 0)
+        close(fd);
+    return pid;
+}
+
+/* Another VMM takes this one's socket path while a request is being
+ * served: the listener goes (the path with it), a chsim with this command
+ * line binds the path, and only once that one accepts connections does
+ * the request go on.  So whatever the client sends next reaches the
+ * successor, by construction.  Connections already accepted stay. */
+static void vm_handover(struct chsim_vm *vm)
+{
+    const struct timespec tick = { 0, 5 * 1000 * 1000 };
+    pid_t pid;
+
+    if (vm->lfd >= 0) {
+        ev_io_stop(chsim_loop, &vm->lw);
+        close(vm->lfd);
+        vm->lfd = -1;
+    }
+    unlink(vm->sock);
+    pid = fork();
+    if (pid == 0) {
+        execv("/proc/self/exe", chsim_opt.argv);
+        _exit(127);
+    }
+    for (int i = 0; pid > 0 && i < 2000; i++) {
+        if (listener_pid(vm->sock) == pid) {
+            fprintf(stderr, "chsim: handover of %s to pid %ld\n", vm->sock, (long)pid);
+            return;
+        }
+        nanosleep(&tick, NULL);
+    }
+    fprintf(stderr, "chsim: handover of %s: no successor listening\n", vm->sock);
+}
 
 static int take_fault(struct chsim_vm *vm, int ep)
 {
@@ -499,6 +568,18 @@ void chsim_vm_reply(struct chsim_vm *vm, struct chsim_resp *resp)
     struct chsim_req *req = vm->cur;
     int fault = vm->cur_fault;
 
+    if (fault == CHSIM_F_HOLD) {
+        /* The request ran; its answer waits, and so does the VM's queue,
+         * as behind a slow request. */
+        vm->cur_fault = CHSIM_F_NONE;
+        vm->holding = true;
+        vm->held = *resp;
+        resp->body = NULL;
+        return;
+    }
+    if ((fault == CHSIM_F_DIE_AFTER_REPLY || fault == CHSIM_F_HANDOVER) &&
+        (!req || !req->conn || req->conn->dead))
+        die_now("die-after-reply (no client)");
     vm->cur = NULL;
     if (req && req->conn && !req->conn->dead) {
         req->conn->npending--;
@@ -550,6 +631,8 @@ static void vm_pump(struct chsim_vm *vm)
         }
         fault = take_fault(vm, req->ep);
         vm->cur_fault = fault;
+        if (fault == CHSIM_F_HANDOVER)
+            vm_handover(vm);
         if (fault == CHSIM_F_DIE) {
             fprintf(stderr, "chsim: fault die on %s\n", req->path);
             _exit(1);
@@ -613,6 +696,19 @@ static void serve_ctl(struct chsim_vm *vm, struct chsim_req *req, struct chsim_r
 {
     if (strcmp(req->path, "/chsim/stats") == 0 && strcmp(req->method, "GET") == 0) {
         stats_json(r, vm->counts, vm->ejects);
+        return;
+    }
+    if (strcmp(req->path, "/chsim/release") == 0 && strcmp(req->method, "PUT") == 0) {
+        struct chsim_resp held = vm->held;
+
+        if (!vm->holding) {
+            chsim_resp_set(r, 409, "[\"chsim: no reply is held\"]");
+            return;
+        }
+        vm->holding = false;
+        vm->held.body = NULL;
+        chsim_resp_set(r, 204, NULL);
+        chsim_vm_reply(vm, &held);
         return;
     }
     if (strcmp(req->path, "/chsim/eject") == 0 && strcmp(req->method, "PUT") == 0) {
@@ -1026,4 +1122,7 @@ void chsim_vm_close(struct chsim_vm *vm)
     vm->qtail = NULL;
     req_free(vm->cur);
     vm->cur = NULL;
+    free(vm->held.body);
+    vm->held.body = NULL;
+    vm->holding = false;
 }
