@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -34,15 +35,16 @@
 #define ARROW "\xe2\x86\x92"
 #define FLEET_N 200
 
-enum op { OP_FSA, OP_FSD, OP_DEVA, OP_DEVD, OP_LIST, N_OPS };
+/* OP_PAUSE (a lifecycle op on a recorded VM) is outside the matrix loops. */
+enum op { OP_FSA, OP_FSD, OP_DEVA, OP_DEVD, OP_LIST, N_OPS, OP_PAUSE = N_OPS };
 enum target { T_PUT, T_INFO };
 /* What a cell must end in: plain success, success carrying the lost-reply
  * note (CH executed the call, the reply did not arrive intact), an error
  * whose text is known exactly, or an error of a given errno. */
 enum outcome { O_OK, O_LOST_OK, O_ERR };
 
-static const char *const op_names[N_OPS] = { "fs attach", "fs detach", "device attach",
-                                             "device detach", "list" };
+static const char *const op_names[N_OPS + 1] = { "fs attach", "fs detach", "device attach",
+                                                 "device detach", "list", "pause" };
 static const char *const gens[] = { "head", "v53", "v46" };
 #define N_GENS 3
 
@@ -137,6 +139,9 @@ struct opargs {
  * assertion here: the permission test calls it in a forked child. */
 typedef void run_hook(void *arg);
 
+/* The loop of the operation being run, for a hook that watches it. */
+static struct ev_loop *g_hook_loop;
+
 /* run_op for a target resolved under root, with before_run (may be NULL)
  * called between the submit and the loop. */
 static int run_op_in(const char *root, const char *sock, enum op op, const struct opargs *a,
@@ -183,11 +188,15 @@ static int run_op_in(const char *root, const char *sock, enum op op, const struc
     case OP_DEVD:
         rc = cocoon_device_detach(e, sock, a->dev_id, run_done_cb, &run);
         break;
+    case OP_PAUSE:
+        rc = cocoon_vm_pause(e, sock, NULL, run_done_cb, &run);
+        break;
     default:
         rc = cocoon_list(e, sock, run_list_cb, &run);
         break;
     }
     run.in_submit = false;
+    g_hook_loop = run.loop;
     if (rc == 0 && before_run)
         before_run(arg);
     if (rc == 0)
@@ -1134,6 +1143,331 @@ static void test_recorded_vm_killed(void **state)
     }
 }
 
+/* ------------------------------------------------------------ process faults */
+
+/* Process-level faults on a recorded VM: the VMM killed, or another process
+ * serving its api.sock, between the running gate and the requests.  The
+ * gate checks the pidfile's process once per operation; every connection
+ * the operation makes must then reach that very process (its pid, as the
+ * kernel recorded it for the listening socket), so a request never goes
+ * to a process that took the path since. */
+
+static const char *const g_rec_extra[] = { "--memory", "size=512M,shared=on", "--no-connect",
+                                           NULL };
+
+/* How the racy cells came out: the PUT written before the VMM's exit
+ * showed, or refused before a byte went out. */
+static int g_race_written, g_race_unsent;
+
+/* The pid listening on sock (the kernel's credentials of the listener,
+ * through a connection that sends nothing); 0 when nothing listens. */
+static pid_t sock_listener(const char *sock)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct ucred cr;
+    socklen_t crl = sizeof(cr);
+    pid_t pid = 0;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0)
+        pid = cr.pid;
+    close(fd);
+    return pid;
+}
+
+/* The process now serving sock was sent no request at all. */
+static void assert_untouched(const char *what, const char *sock)
+{
+    struct counts c = get_counts(sock);
+    int pause = sup_chsim_count(sock, "vm.pause");
+
+    if (c.info || c.add_fs || c.add_dev || c.remove || pause)
+        fail_msg("%s: the process now on %s got requests: vm.info %d, vm.add-fs %d, "
+                 "vm.add-device %d, vm.remove-device %d, vm.pause %d", what, sock, c.info,
+                 c.add_fs, c.add_dev, c.remove, pause);
+}
+
+/* A chsim with the very command line of the recorded one (so the cmdline
+ * test cannot tell them apart) takes its api.sock after the submit, before
+ * the loop runs; the recorded one is SIGKILLed first, or stays alive. */
+struct replace {
+    struct recvm *v;
+    bool kill_vmm;
+    pid_t impostor;
+};
+
+static void replace_hook(void *arg)
+{
+    struct replace *rp = arg;
+
+    if (rp->kill_vmm)
+        recvm_kill(rp->v);
+    rp->impostor = sup_chsim_start(rp->v->sock, g_rec_extra);
+}
+
+static void run_replaced_cell(enum op op, bool kill_vmm)
+{
+    struct recvm v;
+    struct replace rp = { &v, kill_vmm, 0 };
+    struct opargs a;
+    struct opres r;
+    struct expect x = { O_ERR, NULL, NULL, 0, 0, false };
+    char what[200], exact[600];
+    pid_t vmm;
+    int fd0;
+
+    recvm_start(&v, "rec");
+    vmm = v.pid;
+    a = cell_args(v.sock);
+    snprintf(what, sizeof(what), "recorded/%s/%s", op_names[op],
+             kill_vmm ? "sigkill-then-socket-taken" : "socket-taken-vmm-alive");
+    /* The list cell's VM holds a share, so a listing of it would be news. */
+    cell_prepare(v.sock, op == OP_LIST ? OP_FSD : op, &a);
+    fd0 = sup_count_fds();
+    assert_int_equal(run_op_in(v.root, "rec", op, &a, g_timeout_ms, &r, replace_hook, &rp), 0);
+    if (sup_count_fds() != fd0)
+        fail_msg("%s: fds %d before, %d after", what, fd0, sup_count_fds());
+    assert_true(rp.impostor > 0);
+    assert_int_equal(sock_listener(v.sock), rp.impostor);
+    if (kill_vmm && op == OP_LIST) {
+        /* The gate fails: a VM that is not running lists nothing. */
+        x.out = O_OK;
+    } else if (kill_vmm) {
+        snprintf(exact, sizeof(exact), "vm %s pid %d not cloud-hypervisor: VM not running",
+                 v.id, (int)vmm);
+        x.exact = exact;
+        x.err = -EHOSTDOWN;
+    } else {
+        /* The gate passed (the VMM lives); the connect reaches another
+         * process and is closed before a byte is sent. */
+        snprintf(exact, sizeof(exact), "%s: connect(%s): peer is pid %d, not the expected pid %d",
+                 op == OP_PAUSE ? "vm.pause" : "query vm.info", v.sock, (int)rp.impostor,
+                 (int)vmm);
+        x.exact = exact;
+        x.err = -ESRCH;
+    }
+    cell_check(what, v.sock, op, &r, &x, NULL, false);
+    if (op == OP_LIST && (r.n_fs > 0 || r.n_dev > 0))
+        fail_msg("%s: listing %s", what, r.list);
+    assert_untouched(what, v.sock);
+    sup_kill(rp.impostor);
+    recvm_stop(&v);
+}
+
+/* Another process on the api.sock before the first connect. */
+static void test_recorded_vm_replaced(void **state)
+{
+    static const enum op ops[] = { OP_FSA, OP_FSD, OP_DEVA, OP_DEVD, OP_LIST, OP_PAUSE };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        if ((ops[i] == OP_DEVA || ops[i] == OP_DEVD) && !g_pci[0])
+            continue;
+        run_replaced_cell(ops[i], false);
+        run_replaced_cell(ops[i], true);
+    }
+    devices_cells_done();
+}
+
+/* The VMM answers vm.info in full and exits ("die-after-reply"), or first
+ * hands its api.sock to a fresh chsim that already accepts connections
+ * ("handover"): either way the engine's PUT follows a reply from a VMM
+ * that is gone.  The PUT goes out on the kept-alive connection, so it
+ * races the exit: written into the dying socket (the reply is lost and the
+ * reconcile vm.info must not be answered by another process), or refused
+ * at once (a reconnect, which must not reach another process either). */
+static void run_gone_before_put_cell(enum op op, bool handover)
+{
+    struct recvm v;
+    struct opargs a;
+    struct opres r;
+    struct expect x = { O_ERR, NULL, NULL, 0, 0, false };
+    char what[200], pre[128], refused[600], lost[800], unsent[800];
+    pid_t vmm, succ = 0;
+    int fd0, st;
+
+    recvm_start(&v, "rec");
+    vmm = v.pid;
+    a = cell_args(v.sock);
+    snprintf(what, sizeof(what), "recorded/%s/%s@vm.info", op_names[op],
+             handover ? "handover" : "die-after-reply");
+    cell_prepare(v.sock, op, &a);
+    arm_fault(v.sock, "vm.info", handover ? "handover" : "die-after-reply");
+    fd0 = sup_count_fds();
+    assert_int_equal(run_op_in(v.root, "rec", op, &a, g_timeout_ms, &r, NULL, NULL), 0);
+    if (sup_count_fds() != fd0)
+        fail_msg("%s: fds %d before, %d after", what, fd0, sup_count_fds());
+    assert_int_equal(waitpid(vmm, &st, 0), vmm);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    v.pid = 0;
+
+    op_prefix(op, pre, sizeof(pre));
+    if (handover) {
+        succ = sock_listener(v.sock);
+        assert_true(succ > 0 && succ != vmm);
+        snprintf(refused, sizeof(refused), "connect(%s): peer is pid %d, not the expected pid %d",
+                 v.sock, (int)succ, (int)vmm);
+    } else {
+        snprintf(refused, sizeof(refused), "connect(%s): Connection refused", v.sock);
+    }
+    snprintf(lost, sizeof(lost), "%soutcome unknown: query vm.info: %s", pre, refused);
+    snprintf(unsent, sizeof(unsent), "%s%s", pre, refused);
+    cell_check(what, v.sock, op, &r, &x, NULL, false);
+    if (r.err == -ECONNRESET && strcmp(r.errstr, lost) == 0)
+        g_race_written++;
+    else if (r.err == (handover ? -ESRCH : -ECONNREFUSED) && strcmp(r.errstr, unsent) == 0)
+        g_race_unsent++;
+    else
+        fail_msg("%s: want %d \"%s\" or %d \"%s\", got %d \"%s\"", what, -ECONNRESET, lost,
+                 handover ? -ESRCH : -ECONNREFUSED, unsent, r.err, r.errstr);
+    if (handover) {
+        /* Neither the PUT nor the reconcile reached the successor, so no
+         * state-changing call went anywhere but (at most once) into the
+         * dead VMM's socket. */
+        assert_untouched(what, v.sock);
+        /* Orphaned by its parent's exit, it is this process's child. */
+        kill(succ, SIGKILL);
+        assert_int_equal(waitpid(succ, &st, 0), succ);
+    }
+    recvm_stop(&v);
+}
+
+static void test_recorded_vm_gone_before_put(void **state)
+{
+    static const enum op ops[] = { OP_FSA, OP_FSD, OP_DEVA, OP_DEVD };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        if ((ops[i] == OP_DEVA || ops[i] == OP_DEVD) && !g_pci[0])
+            continue;
+        run_gone_before_put_cell(ops[i], false);
+        run_gone_before_put_cell(ops[i], true);
+    }
+    fprintf(stderr, "process faults: PUT written before the exit showed %d, refused unsent %d\n",
+            g_race_written, g_race_unsent);
+    devices_cells_done();
+}
+
+/* The pidfile is rewritten to name another live process while an
+ * operation that passed the gate waits for its vm.info reply (held by
+ * chsim until the rewrite is done).  That operation goes on with the VMM
+ * its gate verified, over the connection checked against it: exactly one
+ * PUT, to the real VMM.  The next operation reads the pidfile again and is
+ * refused by the gate before any request. */
+struct rewrite {
+    struct recvm *v;
+    pid_t other;
+    int info0;
+    ev_timer poll;
+    int done;                 /* 1 rewritten and released, -1 failed */
+    char err[BASE_ERRSTR_MAX];
+};
+
+static void rewrite_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct rewrite *rw = w->data;
+    char err[BASE_ERRSTR_MAX];
+    int n = sup_chsim_count(rw->v->sock, "vm.info");
+
+    (void)revents;
+    /* chsim counts a request as it parses it and holds the reply in the
+     * same turn: once counted, the gate has passed and the reply waits. */
+    if (n >= 0 && n <= rw->info0)
+        return;
+    ev_timer_stop(loop, w);
+    rw->done = -1;
+    if (n < 0)
+        snprintf(rw->err, sizeof(rw->err), "stats of %s unreadable", rw->v->sock);
+    else if (safefile_pidfile_write(rw->v->pidfile, rw->other, err, sizeof(err)) < 0)
+        snprintf(rw->err, sizeof(rw->err), "%s", err);
+    else if (sup_call_sync(rw->v->sock, "PUT", "/chsim/release", "", 5000, NULL, NULL, NULL, err,
+                           sizeof(err)) != 0)
+        snprintf(rw->err, sizeof(rw->err), "release: %.1400s", err);
+    else
+        rw->done = 1;
+}
+
+static void rewrite_hook(void *arg)
+{
+    struct rewrite *rw = arg;
+
+    ev_timer_init(&rw->poll, rewrite_poll_cb, 0.002, 0.002);
+    rw->poll.data = rw;
+    ev_timer_start(g_hook_loop, &rw->poll);
+}
+
+static enum op op_inverse(enum op op)
+{
+    switch (op) {
+    case OP_FSA: return OP_FSD;
+    case OP_FSD: return OP_FSA;
+    case OP_DEVA: return OP_DEVD;
+    default: return OP_DEVA;
+    }
+}
+
+static void run_pidfile_rewritten_cell(enum op op)
+{
+    static char *const sleeper_argv[] = { (char *)"/bin/sleep", (char *)"600", NULL };
+    struct recvm v;
+    struct rewrite rw = { 0 };
+    struct opargs a;
+    struct opres r;
+    struct counts before;
+    struct expect ok = { O_OK, NULL, NULL, 0, 1, true };
+    struct expect refused = { O_ERR, NULL, NULL, -EHOSTDOWN, 0, true };
+    char what[200], exact[600];
+    enum op next = op_inverse(op);
+    int fd0;
+
+    recvm_start(&v, "rec");
+    a = cell_args(v.sock);
+    rw.v = &v;
+    rw.other = sup_spawn(sleeper_argv);
+    assert_true(rw.other > 0);
+    snprintf(what, sizeof(what), "recorded/%s/pidfile-rewritten-after-gate", op_names[op]);
+    cell_prepare(v.sock, op, &a);
+    arm_fault(v.sock, "vm.info", "hold");
+    before = get_counts(v.sock);
+    rw.info0 = before.info;
+    fd0 = sup_count_fds();
+    assert_int_equal(run_op_in(v.root, "rec", op, &a, g_timeout_ms, &r, rewrite_hook, &rw), 0);
+    if (sup_count_fds() != fd0)
+        fail_msg("%s: fds %d before, %d after", what, fd0, sup_count_fds());
+    if (rw.done != 1)
+        fail_msg("%s: the pidfile was not rewritten in time (%d): %s", what, rw.done, rw.err);
+    cell_check(what, v.sock, op, &r, &ok, &before, true);
+
+    /* The next operation meets the rewritten pidfile. */
+    snprintf(what, sizeof(what), "recorded/%s/after-pidfile-rewritten", op_names[next]);
+    snprintf(exact, sizeof(exact), "vm %s pid %d not cloud-hypervisor: VM not running", v.id,
+             (int)rw.other);
+    refused.exact = exact;
+    before = get_counts(v.sock);
+    assert_int_equal(run_op_in(v.root, "rec", next, &a, g_timeout_ms, &r, NULL, NULL), 0);
+    if (get_counts(v.sock).info != before.info)
+        fail_msg("%s: vm.info sent past a failed gate", what);
+    cell_check(what, v.sock, next, &r, &refused, &before, true);
+    sup_kill(rw.other);
+    recvm_stop(&v);
+}
+
+static void test_recorded_vm_pidfile_rewritten(void **state)
+{
+    static const enum op ops[] = { OP_FSA, OP_FSD, OP_DEVA, OP_DEVD };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        if ((ops[i] == OP_DEVA || ops[i] == OP_DEVD) && !g_pci[0])
+            continue;
+        run_pidfile_rewritten_cell(ops[i]);
+    }
+    devices_cells_done();
+}
+
 /* ------------------------------------------------------------ main */
 
 static int report(void **state)
@@ -1155,12 +1489,21 @@ int main(void)
         cmocka_unit_test_teardown(test_vminfo_wrong_types, report),
         cmocka_unit_test_teardown(test_recorded_vm, report),
         cmocka_unit_test_teardown(test_recorded_vm_killed, report),
+        cmocka_unit_test_teardown(test_recorded_vm_replaced, report),
+        cmocka_unit_test_teardown(test_recorded_vm_gone_before_put, report),
+        cmocka_unit_test_teardown(test_recorded_vm_pidfile_rewritten, report),
     };
     const char *vg = getenv("COCOON_VALGRIND");
 
     g_verbose = getenv("COCOON_FAULTS_VERBOSE") != NULL;
     g_valgrind = vg && *vg && strcmp(vg, "0") != 0;
     g_timeout_ms = g_valgrind ? 1500 : 300;
+    /* A handover's successor outlives its parent chsim: it must become
+     * this process's child, to be killed and reaped. */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+        perror("prctl(PR_SET_CHILD_SUBREAPER)");
+        return 1;
+    }
     sup_first_pci(g_pci, sizeof(g_pci));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
