@@ -753,25 +753,6 @@ static void test_fault_hold(void **state)
     fx_stop(&f);
 }
 
-/* The pid listening on sock, or 0. */
-static pid_t listener_of(const char *sock)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    struct ucred cr;
-    socklen_t crl = sizeof(cr);
-    pid_t pid = 0;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    assert_true(fd >= 0);
-    assert_true(strlen(sock) < sizeof(sa.sun_path));
-    memcpy(sa.sun_path, sock, strlen(sock) + 1);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0)
-        pid = cr.pid;
-    close(fd);
-    return pid;
-}
-
 /* die-after-reply: the whole reply, then exit 1 with the socket file left
  * behind.  handover: by the time the reply arrives, a successor with the
  * same command line (fresh state) already serves the path. */
@@ -800,7 +781,7 @@ static void test_fault_die_after_reply_and_handover(void **state)
         assert_int_equal(waitpid(f.pid, &st, 0), f.pid);
         assert_true(WIFEXITED(st));
         assert_int_equal(WEXITSTATUS(st), 1);
-        succ = listener_of(f.sock);
+        succ = sup_listener_pid(f.sock);
         if (!handover) {
             assert_int_equal(succ, 0);
             assert_int_equal(access(f.sock, F_OK), 0);

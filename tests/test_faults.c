@@ -1159,25 +1159,6 @@ static const char *const g_rec_extra[] = { "--memory", "size=512M,shared=on", "-
  * showed, or refused before a byte went out. */
 static int g_race_written, g_race_unsent;
 
-/* The pid listening on sock (the kernel's credentials of the listener,
- * through a connection that sends nothing); 0 when nothing listens. */
-static pid_t sock_listener(const char *sock)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    struct ucred cr;
-    socklen_t crl = sizeof(cr);
-    pid_t pid = 0;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    assert_true(fd >= 0);
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0)
-        pid = cr.pid;
-    close(fd);
-    return pid;
-}
-
 /* The process now serving sock was sent no request at all. */
 static void assert_untouched(const char *what, const char *sock)
 {
@@ -1231,7 +1212,7 @@ static void run_replaced_cell(enum op op, bool kill_vmm)
     if (sup_count_fds() != fd0)
         fail_msg("%s: fds %d before, %d after", what, fd0, sup_count_fds());
     assert_true(rp.impostor > 0);
-    assert_int_equal(sock_listener(v.sock), rp.impostor);
+    assert_int_equal(sup_listener_pid(v.sock), rp.impostor);
     if (kill_vmm && op == OP_LIST) {
         /* The gate fails: a VM that is not running lists nothing. */
         x.out = O_OK;
@@ -1306,7 +1287,7 @@ static void run_gone_before_put_cell(enum op op, bool handover)
 
     op_prefix(op, pre, sizeof(pre));
     if (handover) {
-        succ = sock_listener(v.sock);
+        succ = sup_listener_pid(v.sock);
         assert_true(succ > 0 && succ != vmm);
         snprintf(refused, sizeof(refused), "connect(%s): peer is pid %d, not the expected pid %d",
                  v.sock, (int)succ, (int)vmm);

@@ -203,6 +203,25 @@ static int sup_connect(const char *path)
     return fd;
 }
 
+pid_t sup_listener_pid(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct ucred cr;
+    socklen_t crl = sizeof(cr);
+    pid_t pid = 0;
+    int fd;
+
+    if (strlen(path) >= sizeof(sa.sun_path) ||
+        (fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+        return -1;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0)
+        pid = cr.pid;
+    close(fd);
+    return pid;
+}
+
 int sup_unix_bind(const char *path, bool do_listen)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };

@@ -45,6 +45,10 @@ int sup_kill(pid_t pid);
 /* A fresh AF_UNIX stream socket bound at path (an old file there is
  * removed first), listening when do_listen.  Aborts the test on failure. */
 int sup_unix_bind(const char *path, bool do_listen);
+/* The pid listening on the unix socket at path (the kernel's credentials
+ * of the listener, through a connection that sends nothing); 0 when
+ * nothing listens, -1 when the check cannot be made. */
+pid_t sup_listener_pid(const char *path);
 
 /* Polls until a connect() to path succeeds or timeout_ms passes: 0 / -1. */
 int sup_wait_socket(const char *path, int timeout_ms);
