@@ -243,6 +243,19 @@ static void clone_fail(job *j, int rc, const char *why)
     clone_finish(j);
 }
 
+/* The expanded socket template written to f (an open_memstream of *out,
+ * which is set only by the fclose) becomes j's socket. */
+static int socket_set(job *j, FILE *f, char **out)
+{
+    if (fclose(f) != 0) {
+        free(*out);
+        return -ENOMEM;
+    }
+    free(j->op.socket);
+    j->op.socket = *out;
+    return 0;
+}
+
 /* key (e.g. "{id}") replaced by val in j's socket template.  A clone's
  * attaches know {name} and {vm} (the new name) from the plan and {id}
  * once the clone has its record. */
@@ -265,13 +278,7 @@ static int subst(job *j, const char *key, const char *val)
         t = p + kl;
     }
     fputs(t, f);
-    if (fclose(f) != 0) {
-        free(out);
-        return -ENOMEM;
-    }
-    free(j->op.socket);
-    j->op.socket = out;
-    return 0;
+    return socket_set(j, f, &out);
 }
 
 /* The clone is up (or not): its attaches run now, or fail unsent. */
@@ -461,13 +468,7 @@ static int expand_template(const cli_ctx *c, tmpl_store *ts, job *j)
             fputc(*t++, f);
         }
     }
-    if (fclose(f) != 0) {
-        free(out);
-        return -ENOMEM;
-    }
-    free(j->op.socket);
-    j->op.socket = out;
-    return 0;
+    return socket_set(j, f, &out);
 }
 
 /* One virtiofsd serves one VM connection: a socket given to several
