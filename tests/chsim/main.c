@@ -453,6 +453,18 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    /* A chsim started by another's handover says when it listens. */
+    if (getenv("CHSIM_READY_FD")) {
+        int fd = atoi(getenv("CHSIM_READY_FD"));
+        char one = 1;
+
+        unsetenv("CHSIM_READY_FD");
+        if (fd > 2) {
+            if (write(fd, &one, 1) != 1)
+                fprintf(stderr, "chsim: ready fd %d: %s\n", fd, strerror(errno));
+            close(fd);
+        }
+    }
     ev_signal_init(&sig_term, sig_cb, SIGTERM);
     ev_signal_init(&sig_int, sig_cb, SIGINT);
     ev_signal_init(&sig_usr1, sig_cb, SIGUSR1);

@@ -498,33 +498,17 @@ static void emit(struct chsim_conn *c, const struct chsim_resp *r, int fault)
 
 /* ---- the per-VM queue ---- */
 
-/* The pid listening on path (SO_PEERCRED of a fresh connection), or 0. */
-static pid_t listener_pid(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    struct ucred cr;
-    socklen_t crl = sizeof(cr);
-    pid_t pid = 0;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0)
-        pid = cr.pid;
-    if (fd >= 0)
-        close(fd);
-    return pid;
-}
-
 /* Another VMM takes this one's socket path while a request is being
  * served: the listener goes (the path with it), a chsim with this command
- * line binds the path, and only once that one accepts connections does
- * the request go on.  So whatever the client sends next reaches the
- * successor, by construction.  Connections already accepted stay. */
+ * line binds the path, and only once that one listens (it says so on the
+ * pipe named by CHSIM_READY_FD) does the request go on.  So whatever the
+ * client sends next reaches the successor, by construction.  Connections
+ * already accepted stay. */
 static void vm_handover(struct chsim_vm *vm)
 {
-    const struct timespec tick = { 0, 5 * 1000 * 1000 };
-    pid_t pid;
+    char fdnum[16], ok = 0;
+    int p[2];
+    pid_t pid = -1;
 
     if (vm->lfd >= 0) {
         ev_io_stop(chsim_loop, &vm->lw);
@@ -532,19 +516,25 @@ static void vm_handover(struct chsim_vm *vm)
         vm->lfd = -1;
     }
     unlink(vm->sock);
-    pid = fork();
-    if (pid == 0) {
-        execv("/proc/self/exe", chsim_opt.argv);
-        _exit(127);
-    }
-    for (int i = 0; pid > 0 && i < 2000; i++) {
-        if (listener_pid(vm->sock) == pid) {
-            fprintf(stderr, "chsim: handover of %s to pid %ld\n", vm->sock, (long)pid);
-            return;
+    if (pipe(p) == 0) {
+        pid = fork();
+        if (pid == 0) {
+            close(p[0]);
+            snprintf(fdnum, sizeof(fdnum), "%d", p[1]);
+            setenv("CHSIM_READY_FD", fdnum, 1);
+            execv("/proc/self/exe", chsim_opt.argv);
+            _exit(127);
         }
-        nanosleep(&tick, NULL);
+        close(p[1]);
+        /* One byte once it listens; EOF when it failed to start. */
+        while (pid > 0 && read(p[0], &ok, 1) < 0 && errno == EINTR)
+            ;
+        close(p[0]);
     }
-    fprintf(stderr, "chsim: handover of %s: no successor listening\n", vm->sock);
+    if (ok == 1)
+        fprintf(stderr, "chsim: handover of %s to pid %ld\n", vm->sock, (long)pid);
+    else
+        fprintf(stderr, "chsim: handover of %s: no successor listening\n", vm->sock);
 }
 
 static int take_fault(struct chsim_vm *vm, int ep)
