@@ -15,6 +15,19 @@
 #include <string.h>
 #include <sys/wait.h>
 
+/* What to quote of a failed run: its first Error, Warning or Interrupted
+ * line (the success lines before it say nothing), else the start. */
+static const char *cli_failure(const char *out)
+{
+    static const char *const marks[] = { "Error: ", "Warning: ", "Interrupted" };
+
+    for (const char *l = out; l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+        for (size_t i = 0; i < sizeof marks / sizeof *marks; i++)
+            if (!strncmp(l, marks[i], strlen(marks[i])))
+                return l;
+    return out;
+}
+
 int bench_cli_batch(const char *cocoon, const char *dir, bench_peer p, unsigned n, int detach,
                     bench_run *r)
 {
@@ -76,7 +89,7 @@ int bench_cli_batch(const char *cocoon, const char *dir, bench_peer p, unsigned 
     } else if (!r->err[0]) {
         snprintf(r->err, sizeof r->err, "cocoon %s exited with status %d: %.400s",
                  detach ? "detach" : "attach",
-                 WIFEXITED(pr.status) ? WEXITSTATUS(pr.status) : -1, pr.out);
+                 WIFEXITED(pr.status) ? WEXITSTATUS(pr.status) : -1, cli_failure(pr.out));
     }
     if (detach) {
         r->detach_wall_us = pr.wall_us;
