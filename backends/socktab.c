@@ -20,7 +20,7 @@
 #define SOCKTAB_IOBUF (64 * 1024)
 /* The kernel sizes a dump part to the reader's buffer, up to 32 KiB. */
 #define SOCKTAB_DIAG_BUF (32 * 1024)
-#define SOCKTAB_DIAG_TRIES 3
+#define SOCKTAB_DIAG_TRIES 2
 
 /* A fleet host has tens of thousands of sockets, and a batch takes the
  * snapshot at least once.  The sock_diag dump lets the kernel drop every
@@ -660,11 +660,10 @@ static void socktab_job_fail(socktab_job *j, int rc)
     j->done = true;
 }
 
-/* A new dump from scratch: a flagged one may have skipped a socket. */
+/* Asks for a dump: the first one, or another one over the same socket
+ * that adds to what the earlier ones listed. */
 static int socktab_job_send(socktab_job *j)
 {
-    socktab *s = j->s;
-
     if (j->fd < 0) {
         j->fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                        NETLINK_SOCK_DIAG);
@@ -673,14 +672,34 @@ static int socktab_job_send(socktab_job *j)
         if (!(j->buf = malloc(SOCKTAB_DIAG_BUF)))
             return -ENOMEM;
     }
-    for (size_t i = 0; i < s->cap; i++)
-        s->slots[i].listening = false;
-    for (size_t i = 0; i < s->n_want; i++)
-        s->wants[i].hit = false;
-    s->n = 0;
     j->intr = false;
     j->sent = true;
-    return socktab_diag_send(s, j->fd, j->seq);
+    return socktab_diag_send(j->s, j->fd, j->seq);
+}
+
+/* Whether a complete dump may have left out a listener that matters.  The
+ * kernel sends a unix dump in parts and starts each part at an index
+ * within a hash chain; a socket closed between two parts ahead of that
+ * index (any socket: bound, unbound or connected share the chains) makes
+ * the next part start past one never sent, and the kernel does not flag
+ * that dump as interrupted.  So a wanted path that stat() found to be a
+ * socket and no dump listed is looked for in another dump: over the same
+ * netlink socket its parts are sized differently (the kernel sizes all
+ * but a first dump's first part to the reader's buffer), so they end
+ * elsewhere, and a listener either dump listed did listen.  Without
+ * wanted paths, only a dump the kernel flagged is taken again. */
+static bool socktab_job_again(const socktab_job *j)
+{
+    const socktab *s = j->s;
+
+    if (j->seq >= SOCKTAB_DIAG_TRIES)
+        return false;
+    if (!s->wanted)
+        return j->intr;
+    for (size_t i = 0; i < s->n_want; i++)
+        if (!s->wants[i].hit && !s->wants[i].stat_err && s->wants[i].is_sock)
+            return true;
+    return false;
 }
 
 int socktab_job_step(socktab_job *j)
@@ -717,7 +736,7 @@ int socktab_job_step(socktab_job *j)
     }
     if (s->wanted)
         socktab_resolve(s);
-    if (j->intr && !(s->wanted && s->n == s->n_want) && j->seq < SOCKTAB_DIAG_TRIES) {
+    if (socktab_job_again(j)) {
         j->seq++;
         j->sent = false;
         return SOCKTAB_JOB_AGAIN;

@@ -17,9 +17,12 @@ typedef struct socktab socktab;
 /* From the kernel's socket table: a sock_diag dump (NETLINK_SOCK_DIAG) of
  * the listening AF_UNIX sockets, restricted to the n paths in want
  * (borrowed; copied) and matched by inode and device against stat() of
- * each; want NULL: every listening path, by name.  A dump the kernel
- * flags as inconsistent (NLM_F_DUMP_INTR) is taken again when it misses a
- * wanted path (want NULL: always), at most three dumps in all.  When the
+ * each; want NULL: every listening path, by name.  A dump can skip a
+ * socket when the table changes while it is read, without the kernel
+ * flagging it, so a wanted path that stat() found to be a socket and the
+ * dump did not list is looked for in a second dump, which adds to the
+ * first (want NULL: a second dump when the kernel flags the first as
+ * inconsistent, NLM_F_DUMP_INTR).  When the
  * netlink socket or the dump fails (EPROTONOSUPPORT, EACCES in a sandbox,
  * ...) the set is read from /proc/net/unix instead.  NULL with errno set
  * when neither can be read, or on ENOMEM.  With want non-NULL and n == 0
