@@ -51,19 +51,19 @@ done
 peer="$build/cocoon-bench peer $kind attach $dir $n"
 case $tool in
 perf)
-    perf record -F 4999 -g -o "$dir/perf.data" $peer | head -1
+    perf record -F 4999 -g -o "$dir/perf.data" $peer | sed -n 1p
     perf report -i "$dir/perf.data" --no-children -g none --sort dso,sym --percent-limit 0.8 --stdio 2>/dev/null |
         grep -v '^$' | head -80 ;;
 callgrind)
-    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" $peer | head -1
+    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" $peer | sed -n 1p
     callgrind_annotate --inclusive=no "$dir/cg.out" 2>/dev/null | head -45
     [ -n "${BENCH_CG_KEEP:-}" ] && cp "$dir/cg.out" "$BENCH_CG_KEEP" ;;
 stat)
-    perf stat -o "$dir/stat.txt" -e task-clock,page-faults,context-switches $peer | head -1
+    perf stat -o "$dir/stat.txt" -e task-clock,page-faults,context-switches $peer | sed -n 1p
     grep -v '^$' "$dir/stat.txt" ;;
 strace)
-    strace -f -c -o "$dir/strace.txt" $peer | head -1
+    strace -f -c -o "$dir/strace.txt" $peer | sed -n 1p
     cat "$dir/strace.txt" ;;
 none)
-    $peer | head -1 ;;
+    $peer | sed -n 1p ;;
 esac
