@@ -873,6 +873,22 @@ static void test_diag_snapshot_aliases(void **state)
     free(dir);
 }
 
+/* A snapshot of want (n paths; NULL: every listening path) in which yes
+ * listens and no does not, taken in exactly dumps dumps. */
+static void diag_dumps(const char *const *want, size_t n, const char *yes, const char *no,
+                       int dumps)
+{
+    socktab *s;
+
+    g_dumps = 0;
+    s = socktab_listening(want, n);
+    assert_non_null(s);
+    assert_true(socktab_has(s, yes));
+    assert_false(socktab_has(s, no));
+    socktab_free(s);
+    assert_int_equal(g_dumps, dumps);
+}
+
 /* When a dump is taken again.  A wanted path that is a socket and was not
  * listed is looked for in a second dump, flagged or not, and no more; one
  * that is no socket at all never costs a second dump.  Without wanted
@@ -883,7 +899,6 @@ static void test_diag_dump_intr(void **state)
     char *dir = sup_tmpdir(), lp[300], bp[300];
     const char *want[] = { lp, "/nonexistent/x.sock", bp };
     int lfd, bfd;
-    socktab *s;
 
     (void)state;
     snprintf(lp, sizeof(lp), "%s/listen.sock", dir);
@@ -892,39 +907,13 @@ static void test_diag_dump_intr(void **state)
     bfd = listener(bp, false);
 
     for (int intr = 0; intr <= 10; intr += 10) {
-        g_dumps = 0;
         g_diag_intr = intr;
-        s = socktab_listening(want, 2);
-        assert_non_null(s);
-        assert_true(socktab_has(s, lp));
-        assert_false(socktab_has(s, want[1]));
-        socktab_free(s);
-        assert_int_equal(g_dumps, 1);
-
-        g_dumps = 0;
-        s = socktab_listening(want, 3);
-        assert_non_null(s);
-        assert_true(socktab_has(s, lp));
-        assert_false(socktab_has(s, bp));
-        assert_int_equal(socktab_count(s), 1);
-        socktab_free(s);
-        assert_int_equal(g_dumps, 2);
-
-        g_dumps = 0;
-        s = socktab_listening(NULL, 0);
-        assert_non_null(s);
-        assert_true(socktab_has(s, lp));
-        assert_false(socktab_has(s, bp));
-        socktab_free(s);
-        assert_int_equal(g_dumps, intr ? 2 : 1);
+        diag_dumps(want, 2, lp, want[1], 1);
+        diag_dumps(want, 3, lp, bp, 2);
+        diag_dumps(NULL, 0, lp, bp, intr ? 2 : 1);
     }
-    g_dumps = 0;
     g_diag_intr = 1;
-    s = socktab_listening(NULL, 0);
-    assert_non_null(s);
-    assert_true(socktab_has(s, lp));
-    socktab_free(s);
-    assert_int_equal(g_dumps, 2);
+    diag_dumps(NULL, 0, lp, bp, 2);
     assert_int_equal(g_diag_intr, 0);
     g_diag_intr = 0;
     close(bfd);
