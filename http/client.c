@@ -7,6 +7,7 @@
 #include "http/client.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,9 +47,9 @@ struct httpc_conn {
     bool reused;            /* the request went out on an idle connection */
     int events;             /* events c->io is started with, 0: stopped */
     bool unref;             /* idle: c->io does not keep the loop alive */
-    char *req;              /* request buffer, kept for the next request:
-                             * req_small, or owned when a request outgrows it */
-    size_t req_cap, req_len, req_off;
+    char *req;              /* the request until its last byte is sent; then
+                             * NULL (req_len and req_off stay) */
+    size_t req_len, req_off;
     unsigned timeout_ms;
     pid_t peer;             /* the listener every connect must reach; 0: any */
     int send_err;           /* errno of a failed send(), 0 if none */
@@ -57,11 +58,11 @@ struct httpc_conn {
 
     int depth;              /* callbacks currently running */
     bool free_pending;
-    /* Buffers last: a new connection zeroes only what comes before them
-     * (zeroing them too, at 1.5 KiB each then, was a tenth of an attach's
-     * instructions). */
-    char req_small[512];    /* room for a vm.info GET or an add-fs PUT */
-    char errstr[HTTPC_ERRSTR_MAX];
+    /* The response parser last: a new connection zeroes only what comes
+     * before it.  Every byte of a connection is held by each of a
+     * thousand at once, and each fresh page costs a fault, so a
+     * connection keeps no error buffer and holds its request only until
+     * it is sent. */
     max_align_t resp_mem[];
 };
 
@@ -115,14 +116,14 @@ static void conn_destroy(httpc_conn *c)
     lp_timer_stop(c->loop, &c->kick);
     conn_close(c);
     free(httpc_resp_body_buf(c->resp));
-    if (c->req != c->req_small)
-        free(c->req);
+    free(c->req);
     free(c);
 }
 
-/* Completes the request in flight exactly once.  c may be freed when this
- * returns (a free requested inside the callback), so callers return at once. */
-static void conn_done(httpc_conn *c, int err)
+/* Completes the request in flight exactly once, with err and its message
+ * (borrowed for the callback).  c may be freed when this returns (a free
+ * requested inside the callback), so callers return at once. */
+static void conn_finish(httpc_conn *c, int err, const char *msg)
 {
     if (!c->busy)
         return;
@@ -139,14 +140,9 @@ static void conn_done(httpc_conn *c, int err)
         conn_close(c);
     }
 
-    /* The callback may send and then free c, whose -ECANCELED completion
-     * rewrites c->errstr while this callback still reads r. */
-    char errstr[BASE_ERRSTR_MAX];
-    if (err)
-        snprintf(errstr, sizeof errstr, "%s", c->errstr);
     httpc_response r = {
         .err = err,
-        .errstr = err ? errstr : "",
+        .errstr = err ? msg : "",
         .status = c->started ? httpc_resp_status(c->resp) : 0,
         .body = err ? "" : httpc_resp_body(c->resp),
         .body_len = err ? 0 : httpc_resp_body_len(c->resp),
@@ -170,6 +166,23 @@ static void conn_done(httpc_conn *c, int err)
          * fresh page to fault in per VM) between a reply and the next;
          * freed here, one buffer goes round. */
         httpc_resp_drop_body(c->resp);
+}
+
+/* Completes the request in flight with an error whose message is made
+ * here, on the stack: a connection keeps no error buffer, since a
+ * thousand connections would each hold one for nothing.  The callback may
+ * free c, whose -ECANCELED completion then formats its own. */
+static void conn_fail(httpc_conn *c, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void conn_fail(httpc_conn *c, int err, const char *fmt, ...)
+{
+    char msg[HTTPC_ERRSTR_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    conn_finish(c, err, msg);
 }
 
 /* An idle connection must carry no data and no EOF; anything else (the
@@ -218,13 +231,13 @@ static void conn_opened(httpc_conn *c)
         if (e || crl != sizeof cr || cr.pid != c->peer) {
             conn_close(c);
             if (e || crl != sizeof cr)
-                conn_done(c, base_errf(c->errstr, sizeof c->errstr, e ? -e : -EPROTO,
-                                       "connect(%s): SO_PEERCRED: %s", c->addr.sun_path,
-                                       e ? conn_strerror(e, eb, sizeof eb) : "short answer"));
+                conn_fail(c, e ? -e : -EPROTO,
+                          "connect(%s): SO_PEERCRED: %s", c->addr.sun_path,
+                          e ? conn_strerror(e, eb, sizeof eb) : "short answer");
             else
-                conn_done(c, base_errf(c->errstr, sizeof c->errstr, -ESRCH,
-                                       "connect(%s): peer is pid %ld, not the expected pid %ld",
-                                       c->addr.sun_path, (long)cr.pid, (long)c->peer));
+                conn_fail(c, -ESRCH,
+                          "connect(%s): peer is pid %ld, not the expected pid %ld",
+                          c->addr.sun_path, (long)cr.pid, (long)c->peer);
             return;
         }
     }
@@ -241,9 +254,9 @@ static void conn_connect(httpc_conn *c)
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         e = errno;
-        conn_done(c, base_errf(c->errstr, sizeof c->errstr, -e,
-                               "socket(AF_UNIX): %s",
-                               conn_strerror(e, eb, sizeof eb)));
+        conn_fail(c, -e,
+                  "socket(AF_UNIX): %s",
+                  conn_strerror(e, eb, sizeof eb));
         return;
     }
     c->reused = false;
@@ -262,8 +275,8 @@ static void conn_connect(httpc_conn *c)
         conn_kick_later(c, HTTPC_CONNECT_RETRY);
         return;
     }
-    conn_done(c, base_errf(c->errstr, sizeof c->errstr, -e, "connect(%s): %s",
-                           c->addr.sun_path, conn_strerror(e, eb, sizeof eb)));
+    conn_fail(c, -e, "connect(%s): %s",
+              c->addr.sun_path, conn_strerror(e, eb, sizeof eb));
 }
 
 /* Connects (and sends) from the loop, so that a connect failure never
@@ -298,9 +311,9 @@ static void conn_deadline_cb(lp_loop *loop, lp_timer *w, int revents)
     else
         what = "waiting for reply from";
     conn_close(c);
-    conn_done(c, base_errf(c->errstr, sizeof c->errstr, -ETIMEDOUT,
-                           "timeout after %u ms %s %s", c->timeout_ms, what,
-                           c->addr.sun_path));
+    conn_fail(c, -ETIMEDOUT,
+              "timeout after %u ms %s %s", c->timeout_ms, what,
+              c->addr.sun_path);
 }
 
 /* The peer closed the stream: a close-delimited body ends here, anything
@@ -314,21 +327,21 @@ static void conn_eof(httpc_conn *c)
     rc = httpc_resp_finish(c->resp);
     c->reuse_ok = false;
     if (rc == HTTPC_RESP_DONE) {
-        conn_done(c, 0);
+        conn_finish(c, 0, "");
     } else if (rc == -ECONNRESET && c->send_err) {
-        conn_done(c, base_errf(c->errstr, sizeof c->errstr, -ECONNRESET,
-                               "connection closed by peer before complete "
-                               "reply from %s (%s; send: %s)",
-                               c->addr.sun_path, httpc_resp_errstr(c->resp),
-                               conn_strerror(c->send_err, eb, sizeof eb)));
+        conn_fail(c, -ECONNRESET,
+                  "connection closed by peer before complete "
+                  "reply from %s (%s; send: %s)",
+                  c->addr.sun_path, httpc_resp_errstr(c->resp),
+                  conn_strerror(c->send_err, eb, sizeof eb));
     } else if (rc == -ECONNRESET) {
-        conn_done(c, base_errf(c->errstr, sizeof c->errstr, -ECONNRESET,
-                               "connection closed by peer before complete "
-                               "reply from %s (%s)",
-                               c->addr.sun_path, httpc_resp_errstr(c->resp)));
+        conn_fail(c, -ECONNRESET,
+                  "connection closed by peer before complete "
+                  "reply from %s (%s)",
+                  c->addr.sun_path, httpc_resp_errstr(c->resp));
     } else {
-        conn_done(c, base_errf(c->errstr, sizeof c->errstr, rc, "%s",
-                               httpc_resp_errstr(c->resp)));
+        conn_fail(c, rc, "%s",
+                  httpc_resp_errstr(c->resp));
     }
 }
 
@@ -354,15 +367,15 @@ static bool conn_read(httpc_conn *c)
                  * second must never answer the next request). */
                 c->reuse_ok = false;
                 conn_close(c);
-                conn_done(c, base_errf(c->errstr, sizeof c->errstr, -EPROTO,
-                                       "protocol error: %zu bytes after the reply from %s "
-                                       "(a second response to one request)",
-                                       (size_t)n - used, c->addr.sun_path));
+                conn_fail(c, -EPROTO,
+                          "protocol error: %zu bytes after the reply from %s "
+                          "(a second response to one request)",
+                          (size_t)n - used, c->addr.sun_path);
             } else if (rc == HTTPC_RESP_DONE) {
-                conn_done(c, 0);
+                conn_finish(c, 0, "");
             } else {
-                conn_done(c, base_errf(c->errstr, sizeof c->errstr, rc, "%s",
-                                       httpc_resp_errstr(c->resp)));
+                conn_fail(c, rc, "%s",
+                          httpc_resp_errstr(c->resp));
             }
             return true;
         }
@@ -379,8 +392,8 @@ static bool conn_read(httpc_conn *c)
             conn_eof(c);
             return true;
         }
-        conn_done(c, base_errf(c->errstr, sizeof c->errstr, -e, "recv(%s): %s",
-                               c->addr.sun_path, conn_strerror(e, eb, sizeof eb)));
+        conn_fail(c, -e, "recv(%s): %s",
+                  c->addr.sun_path, conn_strerror(e, eb, sizeof eb));
         return true;
     }
     return false;
@@ -418,6 +431,9 @@ static void conn_write(httpc_conn *c)
         }
         c->req_off += (size_t)n;
     }
+    /* Never sent again: a call that changes state is not repeated. */
+    free(c->req);
+    c->req = NULL;
     conn_watch(c, LP_READ);
 }
 
@@ -439,9 +455,9 @@ static void conn_io_cb(lp_loop *loop, lp_io *w, int revents)
             soerr = errno;
         if (soerr) {
             conn_close(c);
-            conn_done(c, base_errf(c->errstr, sizeof c->errstr, -soerr,
-                                   "connect(%s): %s", c->addr.sun_path,
-                                   conn_strerror(soerr, eb, sizeof eb)));
+            conn_fail(c, -soerr,
+                      "connect(%s): %s", c->addr.sun_path,
+                      conn_strerror(soerr, eb, sizeof eb));
             return;
         }
         conn_opened(c);
@@ -467,12 +483,9 @@ httpc_conn *httpc_conn_new(lp_loop *loop, const char *sock_path)
     httpc_conn *c = malloc(sizeof *c + httpc_resp_size());
     if (!c)
         return NULL;
-    memset(c, 0, offsetof(httpc_conn, req_small));
-    c->errstr[0] = '\0';
+    memset(c, 0, offsetof(httpc_conn, resp_mem));
     c->resp = (httpc_resp *)(void *)c->resp_mem;
     httpc_resp_init(c->resp);
-    c->req = c->req_small;
-    c->req_cap = sizeof c->req_small;
     c->addr.sun_family = AF_UNIX;
     memcpy(c->addr.sun_path, sock_path, len + 1);
     c->loop = loop;
@@ -494,10 +507,10 @@ void httpc_conn_free(httpc_conn *c)
     c->free_pending = true;
     if (c->busy) {
         conn_close(c);
-        /* conn_done destroys c once no callback is running. */
-        conn_done(c, base_errf(c->errstr, sizeof c->errstr, -ECANCELED,
-                               "request to %s cancelled: connection freed",
-                               c->addr.sun_path));
+        /* conn_finish destroys c once no callback is running. */
+        conn_fail(c, -ECANCELED,
+                  "request to %s cancelled: connection freed",
+                  c->addr.sun_path);
         return;
     }
     if (c->depth == 0)
@@ -566,16 +579,11 @@ int httpc_conn_send(httpc_conn *c, const char *method, const char *path,
     size_t need = mlen + 1 + plen + sizeof HTTPC_REQ_VERSION - 1 +
                   (body_len ? sizeof HTTPC_REQ_CTYPE - 1 : 0) +
                   (clen ? sizeof HTTPC_REQ_CLEN - 1 + 20 + 2 : 0) + 2 + body_len;
-    if (need > c->req_cap) {
-        char *nb = malloc(need);
-        if (!nb)
-            return -ENOMEM;
-        if (c->req != c->req_small)
-            free(c->req);
-        c->req = nb;
-        c->req_cap = need;
-    }
-    char *p = c->req;
+    char *p = malloc(need);
+    if (!p)
+        return -ENOMEM;
+    free(c->req);
+    c->req = p;
     p = put(p, method, mlen);
     *p++ = ' ';
     p = put(p, path, plen);

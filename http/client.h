@@ -11,12 +11,10 @@
 
 #define HTTPC_MAX_HEADER_BYTES (16u * 1024u)        /* whole header block */
 #define HTTPC_MAX_BODY_BYTES   (8u * 1024u * 1024u)
-/* The error buffers a connection and its response parser keep.  This
- * layer's messages are short: the longest joins a socket path (at most
- * 107 bytes), the parser's own text (under 100) and an errno text, well
- * under 400 bytes.  Not BASE_ERRSTR_MAX (1.5 KiB, room for a CH error
- * body): with a thousand connections open, two buffers of that size each
- * were 3 MiB of the engine's memory, a page to fault in per VM. */
+/* The longest message this layer makes, made on the stack when a request
+ * completes: it joins a socket path (at most 107 bytes), the parser's
+ * own text (under 150) and an errno text, well under 400 bytes.  Not
+ * BASE_ERRSTR_MAX (1.5 KiB, room for a CH error body). */
 #define HTTPC_ERRSTR_MAX 512
 
 typedef struct httpc_conn httpc_conn;

@@ -25,10 +25,12 @@ struct httpc_resp {
     char *body;             /* body_cap bytes, always NUL-terminated:
                                body_small, or owned */
     size_t body_len, body_cap;
-    char errstr[HTTPC_ERRSTR_MAX];
-    /* A small body (a PciDeviceInfo, most error bodies) needs no
-     * allocation of its own. */
-    char body_small[256];
+    /* Its messages: "malformed HTTP response: " and llhttp's reason
+     * (under 100 bytes), or a few words and numbers. */
+    char errstr[160];
+    /* A small body (a PciDeviceInfo, a short error) needs no allocation
+     * of its own. */
+    char body_small[128];
 };
 
 static int resp_on_message_begin(llhttp_t *p);
