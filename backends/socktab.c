@@ -45,6 +45,8 @@ struct socktab {
     size_t cap;         /* power of two */
     size_t n_slots;
     size_t n;           /* listening */
+    size_t unlisted;    /* wanted, sock_diag: sockets by stat() that no dump
+                           listed */
     bool wanted;        /* only the paths put in before the scan count */
     uint64_t lens[2];   /* wanted: bit L set when a path of length L < 128 is */
     struct socktab_want *wants;  /* wanted: each distinct path asked for */
@@ -416,10 +418,11 @@ static struct socktab_slot *socktab_at(const socktab *s, uint32_t off, uint32_t 
 }
 
 /* A wanted set after a scan: a wanted path listens when the dump listed
- * its inode or the text table listed it or its realpath; n counts those. */
+ * its inode or the text table listed it or its realpath; n counts those,
+ * unlisted the others that stat() found to be sockets. */
 static void socktab_resolve(socktab *s)
 {
-    s->n = 0;
+    s->n = s->unlisted = 0;
     for (size_t i = 0; i < s->n_want; i++) {
         const struct socktab_want *w = &s->wants[i];
         struct socktab_slot *sl = socktab_at(s, w->off, w->len);
@@ -428,6 +431,8 @@ static void socktab_resolve(socktab *s)
             sl->listening = true;
         if (sl->listening)
             s->n++;
+        else if (w->stat_err == 0 && w->is_sock)
+            s->unlisted++;
     }
 }
 
@@ -694,12 +699,7 @@ static bool socktab_job_again(const socktab_job *j)
 
     if (j->seq >= SOCKTAB_DIAG_TRIES)
         return false;
-    if (!s->wanted)
-        return j->intr;
-    for (size_t i = 0; i < s->n_want; i++)
-        if (!s->wants[i].hit && !s->wants[i].stat_err && s->wants[i].is_sock)
-            return true;
-    return false;
+    return s->wanted ? s->unlisted > 0 : j->intr;
 }
 
 int socktab_job_step(socktab_job *j)

@@ -22,9 +22,9 @@ typedef struct socktab socktab;
  * flagging it, so a wanted path that stat() found to be a socket and the
  * dump did not list is looked for in a second dump, which adds to the
  * first (want NULL: a second dump when the kernel flags the first as
- * inconsistent, NLM_F_DUMP_INTR).  When the
- * netlink socket or the dump fails (EPROTONOSUPPORT, EACCES in a sandbox,
- * ...) the set is read from /proc/net/unix instead.  NULL with errno set
+ * inconsistent, NLM_F_DUMP_INTR).  When the netlink socket or the dump
+ * fails (EPROTONOSUPPORT, EACCES in a sandbox, ...) the set is read from
+ * /proc/net/unix instead.  NULL with errno set
  * when neither can be read, or on ENOMEM.  With want non-NULL and n == 0
  * nothing is read.  A snapshot is one moment's view: a caller that needs
  * a later answer takes a new one. */

@@ -231,8 +231,7 @@ static void conn_opened(httpc_conn *c)
         if (e || crl != sizeof cr || cr.pid != c->peer) {
             conn_close(c);
             if (e || crl != sizeof cr)
-                conn_fail(c, e ? -e : -EPROTO,
-                          "connect(%s): SO_PEERCRED: %s", c->addr.sun_path,
+                conn_fail(c, e ? -e : -EPROTO, "connect(%s): SO_PEERCRED: %s", c->addr.sun_path,
                           e ? conn_strerror(e, eb, sizeof eb) : "short answer");
             else
                 conn_fail(c, -ESRCH,
@@ -254,9 +253,7 @@ static void conn_connect(httpc_conn *c)
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         e = errno;
-        conn_fail(c, -e,
-                  "socket(AF_UNIX): %s",
-                  conn_strerror(e, eb, sizeof eb));
+        conn_fail(c, -e, "socket(AF_UNIX): %s", conn_strerror(e, eb, sizeof eb));
         return;
     }
     c->reused = false;
@@ -275,8 +272,7 @@ static void conn_connect(httpc_conn *c)
         conn_kick_later(c, HTTPC_CONNECT_RETRY);
         return;
     }
-    conn_fail(c, -e, "connect(%s): %s",
-              c->addr.sun_path, conn_strerror(e, eb, sizeof eb));
+    conn_fail(c, -e, "connect(%s): %s", c->addr.sun_path, conn_strerror(e, eb, sizeof eb));
 }
 
 /* Connects (and sends) from the loop, so that a connect failure never
@@ -311,8 +307,7 @@ static void conn_deadline_cb(lp_loop *loop, lp_timer *w, int revents)
     else
         what = "waiting for reply from";
     conn_close(c);
-    conn_fail(c, -ETIMEDOUT,
-              "timeout after %u ms %s %s", c->timeout_ms, what,
+    conn_fail(c, -ETIMEDOUT, "timeout after %u ms %s %s", c->timeout_ms, what,
               c->addr.sun_path);
 }
 
@@ -340,8 +335,7 @@ static void conn_eof(httpc_conn *c)
                   "reply from %s (%s)",
                   c->addr.sun_path, httpc_resp_errstr(c->resp));
     } else {
-        conn_fail(c, rc, "%s",
-                  httpc_resp_errstr(c->resp));
+        conn_fail(c, rc, "%s", httpc_resp_errstr(c->resp));
     }
 }
 
@@ -374,8 +368,7 @@ static bool conn_read(httpc_conn *c)
             } else if (rc == HTTPC_RESP_DONE) {
                 conn_finish(c, 0, "");
             } else {
-                conn_fail(c, rc, "%s",
-                          httpc_resp_errstr(c->resp));
+                conn_fail(c, rc, "%s", httpc_resp_errstr(c->resp));
             }
             return true;
         }
@@ -392,8 +385,7 @@ static bool conn_read(httpc_conn *c)
             conn_eof(c);
             return true;
         }
-        conn_fail(c, -e, "recv(%s): %s",
-                  c->addr.sun_path, conn_strerror(e, eb, sizeof eb));
+        conn_fail(c, -e, "recv(%s): %s", c->addr.sun_path, conn_strerror(e, eb, sizeof eb));
         return true;
     }
     return false;
@@ -455,8 +447,7 @@ static void conn_io_cb(lp_loop *loop, lp_io *w, int revents)
             soerr = errno;
         if (soerr) {
             conn_close(c);
-            conn_fail(c, -soerr,
-                      "connect(%s): %s", c->addr.sun_path,
+            conn_fail(c, -soerr, "connect(%s): %s", c->addr.sun_path,
                       conn_strerror(soerr, eb, sizeof eb));
             return;
         }
@@ -508,8 +499,7 @@ void httpc_conn_free(httpc_conn *c)
     if (c->busy) {
         conn_close(c);
         /* conn_finish destroys c once no callback is running. */
-        conn_fail(c, -ECANCELED,
-                  "request to %s cancelled: connection freed",
+        conn_fail(c, -ECANCELED, "request to %s cancelled: connection freed",
                   c->addr.sun_path);
         return;
     }

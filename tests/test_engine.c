@@ -951,6 +951,8 @@ struct churn {
 
 enum { CHURN_N = 2000, CHURN_POOL = 2560 };
 
+/* In the child: no cmocka assertion (a failing one would go on running
+ * the suite in the child), hence listeners made here, not by listener(). */
 static void churn_run(struct churn *out, const char *dir)
 {
     static char paths[CHURN_N][128];
