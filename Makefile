@@ -22,6 +22,10 @@ WARN        = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
 WERROR     ?= -Werror
 PROJ_CPPFLAGS = -D_GNU_SOURCE -I. -I$(LLHTTP_INC)
 PROJ_CFLAGS = -std=c11 -MMD -MP $(SAN)
+# Full RELRO: cocoon runs as root, so every symbol is bound at start and
+# the table of them is then read-only; the first attach of a process pays
+# no lazy lookups either.
+PROJ_LDFLAGS = -Wl,-z,relro,-z,now
 # Evaluated when a recipe runs, i.e. after `deps` may have installed them.
 YAJL_LIBS   = $(shell pkg-config --libs yajl 2>/dev/null || echo -lyajl)
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
@@ -131,19 +135,19 @@ $(BUILD)/libcocoon.a: $(LIB_OBJS) Makefile
 
 $(BUILD)/$(SONAME): $(LIB_OBJS)
 	@printf '{ global: cocoon_*; local: *; };\n' > $(BUILD)/libcocoon.map
-	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -shared -Wl,-soname,$(SONAME) \
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) $(PROJ_LDFLAGS) -shared -Wl,-soname,$(SONAME) \
 	  -Wl,--version-script=$(BUILD)/libcocoon.map -o $@ $^ $(LIBS)
 	ln -sf $(SONAME) $(BUILD)/libcocoon.so
 
 $(BUILD)/cocoon: $(CLI_OBJS) $(LIB_ALL)
-	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $(CLI_OBJS) $(LIB_ALL) $(LIBS)
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) $(PROJ_LDFLAGS) -o $@ $(CLI_OBJS) $(LIB_ALL) $(LIBS)
 
 $(BUILD)/chsim: $(CHSIM_OBJS) $(LIB_ALL)
-	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $(CHSIM_OBJS) $(LIB_ALL) $(LIBS)
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) $(PROJ_LDFLAGS) -o $@ $(CHSIM_OBJS) $(LIB_ALL) $(LIBS)
 
 # Per-test extra link flags, e.g. TEST_LDFLAGS_test_http = -Wl,--wrap=socket
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(SUPP_OBJS) $(LIB_ALL)
-	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) $(TEST_LDFLAGS_test_$*) -o $@ $< $(SUPP_OBJS) $(LIB_ALL) $(LIBS) $(CMOCKA_LIBS)
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) $(PROJ_LDFLAGS) $(TEST_LDFLAGS_test_$*) -o $@ $< $(SUPP_OBJS) $(LIB_ALL) $(LIBS) $(CMOCKA_LIBS)
 
 # llhttp's sources exist only once `deps` has installed node-llhttp, which
 # is after make has read this file: a pattern rule with the .c as its
@@ -226,7 +230,7 @@ soak: all $(BUILD)/tests/test_soak
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(BUILD)/%.o)
 
 $(BUILD)/cocoon-bench: $(BENCH_OBJS) $(LIB_ALL)
-	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $(BENCH_OBJS) $(LIB_ALL) $(LIBS)
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) $(PROJ_LDFLAGS) -o $@ $(BENCH_OBJS) $(LIB_ALL) $(LIBS)
 
 bench: all $(BUILD)/cocoon-bench
 	./$(BUILD)/cocoon-bench --build $(BUILD) --out bench/out $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick)
@@ -295,14 +299,14 @@ $(BUILD)/libcocoon-%.a: $(BUILD)/engine/adapters/%.o
 # Exports only cocoon_* (the map written for libcocoon.so), and records
 # libcocoon.so.0 as needed, so a host links -lcocoon-glib -lcocoon.
 $(BUILD)/libcocoon-%.so.$(MAJOR): $(BUILD)/engine/adapters/%.o $(BUILD)/$(SONAME)
-	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -shared -Wl,-soname,$(notdir $@) \
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) $(PROJ_LDFLAGS) -shared -Wl,-soname,$(notdir $@) \
 	  -Wl,--version-script=$(BUILD)/libcocoon.map -o $@ $< -L$(BUILD) -l:$(SONAME) \
 	  $(call adapter_libs,$*)
 	ln -sf $(notdir $@) $(BUILD)/libcocoon-$*.so
 
 $(BUILD)/tests/adapters/test_%: $(BUILD)/tests/adapters/test_%.o $(BUILD)/libcocoon-%.a \
     $(SUPP_OBJS) $(LIB_ALL)
-	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $< $(BUILD)/libcocoon-$*.a $(SUPP_OBJS) $(LIB_ALL) \
+	$(CC) $(CFLAGS) $(SAN) $(LDFLAGS) $(PROJ_LDFLAGS) -o $@ $< $(BUILD)/libcocoon-$*.a $(SUPP_OBJS) $(LIB_ALL) \
 	  $(LIBS) $(call adapter_libs,$*) $(CMOCKA_LIBS)
 
 $(BUILD)/cocoon-%.pc: FORCE
