@@ -39,7 +39,8 @@ struct httpc_conn {
     lp_io io;
     lp_timer deadline;      /* connect to last reply byte */
     lp_timer kick;          /* starts a request from the loop; connect retry */
-    httpc_resp *resp;       /* in resp_mem: one allocation less per connection */
+    httpc_resp *resp;       /* from the reply's first byte until its callback
+                             * returned; NULL otherwise (conn_begin) */
 
     bool busy;              /* a request is in flight */
     bool started;           /* the parser has been reset for its reply */
@@ -58,12 +59,6 @@ struct httpc_conn {
 
     int depth;              /* callbacks currently running */
     bool free_pending;
-    /* The response parser last: a new connection zeroes only what comes
-     * before it.  Every byte of a connection is held by each of a
-     * thousand at once, and each fresh page costs a fault, so a
-     * connection keeps no error buffer and holds its request only until
-     * it is sent. */
-    max_align_t resp_mem[];
 };
 
 static const char *conn_strerror(int e, char *buf, size_t n)
@@ -110,12 +105,26 @@ static void conn_close(httpc_conn *c)
     c->state = CONN_CLOSED;
 }
 
+/* Every byte a connection holds is held by each of a thousand at once,
+ * and each fresh page costs a fault: so a connection keeps no error
+ * buffer, holds its request only until it is sent, and its response
+ * parser only while a reply is read.  The parser then goes back to the
+ * loop's spare slot, where the next reply of any connection takes it. */
+static void conn_resp_release(httpc_conn *c)
+{
+    if (!c->resp)
+        return;
+    httpc_resp_drop_body(c->resp);
+    httpc_resp_free(lp_spare_put(c->loop, c->resp));
+    c->resp = NULL;
+}
+
 static void conn_destroy(httpc_conn *c)
 {
     lp_timer_stop(c->loop, &c->deadline);
     lp_timer_stop(c->loop, &c->kick);
     conn_close(c);
-    free(httpc_resp_body_buf(c->resp));
+    conn_resp_release(c);
     free(c->req);
     free(c);
 }
@@ -129,7 +138,7 @@ static void conn_finish(httpc_conn *c, int err, const char *msg)
         return;
     lp_timer_stop(c->loop, &c->deadline);
     lp_timer_stop(c->loop, &c->kick);
-    if (err == 0 && c->reuse_ok && c->state == CONN_OPEN &&
+    if (err == 0 && c->started && c->reuse_ok && c->state == CONN_OPEN &&
         httpc_resp_keep_alive(c->resp)) {
         conn_watch(c, LP_READ);     /* idle: notice a close by the peer */
         if (c->events && !c->unref) {
@@ -144,8 +153,8 @@ static void conn_finish(httpc_conn *c, int err, const char *msg)
         .err = err,
         .errstr = err ? msg : "",
         .status = c->started ? httpc_resp_status(c->resp) : 0,
-        .body = err ? "" : httpc_resp_body(c->resp),
-        .body_len = err ? 0 : httpc_resp_body_len(c->resp),
+        .body = !err && c->started ? httpc_resp_body(c->resp) : "",
+        .body_len = !err && c->started ? httpc_resp_body_len(c->resp) : 0,
         .written = c->req_len > 0 && c->req_off == c->req_len,
     };
     httpc_done_fn *cb = c->cb;
@@ -161,11 +170,11 @@ static void conn_finish(httpc_conn *c, int err, const char *msg)
     if (c->depth == 0 && c->free_pending)
         conn_destroy(c);
     else if (c->depth == 0 && !c->started)
-        /* The body has been read: an engine with a thousand VMs in flight
-         * would otherwise hold a thousand vm.info bodies (4 KiB each, a
-         * fresh page to fault in per VM) between a reply and the next;
-         * freed here, one buffer goes round. */
-        httpc_resp_drop_body(c->resp);
+        /* The reply has been read, body and all: held until the next
+         * reply, a thousand connections would hold a thousand parsers
+         * and vm.info bodies (4 KiB each); released here, one of each
+         * goes round. */
+        conn_resp_release(c);
 }
 
 /* Completes the request in flight with an error whose message is made
@@ -196,15 +205,22 @@ static bool conn_idle_ok(httpc_conn *c)
 
 static void conn_write(httpc_conn *c);
 
-/* The reply to the request in flight begins: forget the previous one.  Done
- * lazily, at the first byte or EOF, because httpc_conn_send may run inside
- * the previous reply's callback, which still reads that reply's body. */
-static void conn_begin(httpc_conn *c)
+/* The reply to the request in flight begins, at its first byte or EOF:
+ * the connection takes a parser for it.  Not earlier, because
+ * httpc_conn_send may run inside the previous reply's callback, which
+ * still reads that reply's body.  0, or -ENOMEM with the request failed. */
+static int conn_begin(httpc_conn *c)
 {
-    if (!c->started) {
-        c->started = true;
-        httpc_resp_reset(c->resp);
+    if (c->started)
+        return 0;
+    if (!c->resp && !(c->resp = lp_spare_take(c->loop)) && !(c->resp = httpc_resp_new())) {
+        conn_close(c);
+        conn_fail(c, -ENOMEM, "out of memory for the reply from %s", c->addr.sun_path);
+        return -ENOMEM;
     }
+    httpc_resp_reset(c->resp);
+    c->started = true;
+    return 0;
 }
 
 static void conn_kick_later(httpc_conn *c, double after)
@@ -318,7 +334,8 @@ static void conn_eof(httpc_conn *c)
     char eb[128];
     int rc;
 
-    conn_begin(c);
+    if (conn_begin(c) < 0)
+        return;
     rc = httpc_resp_finish(c->resp);
     c->reuse_ok = false;
     if (rc == HTTPC_RESP_DONE) {
@@ -351,7 +368,8 @@ static bool conn_read(httpc_conn *c)
             size_t used = 0;
             int rc;
 
-            conn_begin(c);
+            if (conn_begin(c) < 0)
+                return true;
             rc = httpc_resp_feed(c->resp, buf, (size_t)n, &used);
             if (rc == HTTPC_RESP_MORE)
                 continue;
@@ -471,12 +489,9 @@ httpc_conn *httpc_conn_new(lp_loop *loop, const char *sock_path)
         errno = ENAMETOOLONG;
         return NULL;
     }
-    httpc_conn *c = malloc(sizeof *c + httpc_resp_size());
+    httpc_conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    memset(c, 0, offsetof(httpc_conn, resp_mem));
-    c->resp = (httpc_resp *)(void *)c->resp_mem;
-    httpc_resp_init(c->resp);
     c->addr.sun_family = AF_UNIX;
     memcpy(c->addr.sun_path, sock_path, len + 1);
     c->loop = loop;

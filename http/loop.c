@@ -38,6 +38,7 @@ struct lp_loop {
     struct lp_frame *frames;
     void (*notify)(void *data);
     void *notify_data;
+    void *spare;                /* lp_spare_put */
 };
 
 static double lp_now(void)
@@ -278,7 +279,24 @@ void lp_free(lp_loop *l)
     close(l->epfd);
     close(l->wakefd);
     free(l->heap);
+    free(l->spare);
     free(l);
+}
+
+void *lp_spare_take(lp_loop *l)
+{
+    void *p = l->spare;
+
+    l->spare = NULL;
+    return p;
+}
+
+void *lp_spare_put(lp_loop *l, void *p)
+{
+    if (l->spare)
+        return p;
+    l->spare = p;
+    return NULL;
 }
 
 int lp_fd(const lp_loop *l)

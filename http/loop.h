@@ -68,6 +68,14 @@ void lp_unref(lp_loop *l);
 lp_loop *lp_new(void);
 /* Every watcher must be stopped. */
 void lp_free(lp_loop *l);
+/* One block the loop's users may park between uses, so that memory needed
+ * only while something is under way (a reply being read) is not held by
+ * each of a thousand idle owners nor allocated anew each time.  take
+ * returns the parked block (NULL if none); put parks p and returns NULL,
+ * or returns p when a block is parked already (the caller frees it).
+ * lp_free releases a parked block with free(). */
+void *lp_spare_take(lp_loop *l);
+void *lp_spare_put(lp_loop *l, void *p);
 
 /* Readable when lp_process has I/O to handle. */
 int lp_fd(const lp_loop *l);

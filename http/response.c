@@ -158,19 +158,8 @@ httpc_resp *httpc_resp_new(void)
     return r;
 }
 
-size_t httpc_resp_size(void)
-{
-    return sizeof(httpc_resp);
-}
-
-void httpc_resp_init(httpc_resp *r)
-{
-    r->body = NULL;
-    r->body_cap = 0;
-    httpc_resp_reset(r);
-}
-
-char *httpc_resp_body_buf(httpc_resp *r)
+/* The body's own allocation, NULL when it is body_small or none. */
+static char *resp_body_buf(httpc_resp *r)
 {
     return r->body == r->body_small ? NULL : r->body;
 }
@@ -179,7 +168,7 @@ void httpc_resp_free(httpc_resp *r)
 {
     if (!r)
         return;
-    free(httpc_resp_body_buf(r));
+    free(resp_body_buf(r));
     free(r);
 }
 
@@ -204,7 +193,7 @@ void httpc_resp_reset(httpc_resp *r)
 
 void httpc_resp_drop_body(httpc_resp *r)
 {
-    free(httpc_resp_body_buf(r));
+    free(resp_body_buf(r));
     r->body = NULL;
     r->body_cap = 0;
     r->body_len = 0;

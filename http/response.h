@@ -19,12 +19,6 @@ typedef struct httpc_resp httpc_resp;
 httpc_resp *httpc_resp_new(void);
 /* NULL is a no-op. */
 void httpc_resp_free(httpc_resp *r);
-/* For a response kept inside another struct: its size.  That memory,
- * aligned for any type, becomes a response with httpc_resp_init; its
- * owner frees httpc_resp_body_buf(r) when done. */
-size_t httpc_resp_size(void);
-void httpc_resp_init(httpc_resp *r);
-char *httpc_resp_body_buf(httpc_resp *r);
 
 /* Forgets the previous response (status, body, error) and expects a new one.
  * Keeps the body buffer for reuse. */

@@ -23,6 +23,21 @@
 #include "http/response.h"
 #include "tests/support/support.h"
 
+/* calloc wrapped (-Wl,--wrap=calloc): the next calloc_fail calls fail. */
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+static int calloc_fail;
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    if (calloc_fail > 0) {
+        calloc_fail--;
+        errno = ENOMEM;
+        return NULL;
+    }
+    return __real_calloc(n, size);
+}
+
 /* ------------------------------------------------------------------ */
 /* Pure parser                                                        */
 
@@ -806,6 +821,36 @@ static void test_client_get_ok(void **state)
     tctx_fini(&t);
 }
 
+/* A connection takes a response parser when its reply begins and gives
+ * it back to the loop after the callback: without memory for one, the
+ * request fails and the connection carries the next; a parser given back
+ * serves the next reply with no allocation. */
+static void test_client_reply_parser(void **state)
+{
+    (void)state;
+    tctx t;
+    char want[256];
+
+    tctx_start(&t, OK200, false);
+    assert_int_equal(tsend(&t, "GET", "/api/v1/vm.info", NULL, 2000), 0);
+    calloc_fail = 1;
+    run_until_calls(&t, 1);
+    assert_int_equal(calloc_fail, 0);
+    assert_int_equal(t.err, -ENOMEM);
+    snprintf(want, sizeof want, "out of memory for the reply from %s", t.s.path);
+    assert_string_equal(t.errstr, want);
+    assert_true(t.written);
+
+    get_info_ok(&t, 2);
+    assert_string_equal(t.body, OK200_BODY);
+    calloc_fail = 1;
+    get_info_ok(&t, 3);
+    assert_int_equal(calloc_fail, 1);   /* the parser given back */
+    calloc_fail = 0;
+    assert_string_equal(t.body, OK200_BODY);
+    tctx_fini(&t);
+}
+
 static void test_client_request_bytes_put(void **state)
 {
     (void)state;
@@ -1455,6 +1500,7 @@ int main(void)
         cmocka_unit_test(test_resp_trailing_bytes_and_sticky),
         cmocka_unit_test(test_resp_interim_100),
         cmocka_unit_test(test_client_get_ok),
+        cmocka_unit_test(test_client_reply_parser),
         cmocka_unit_test(test_client_request_bytes_put),
         cmocka_unit_test(test_client_keepalive_reuse),
         cmocka_unit_test(test_client_expect_peer),
