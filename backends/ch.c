@@ -2,6 +2,7 @@
  * vm.info, the virtiofsd liveness check and the endpoint
  * table. */
 #include "backends/backend.h"
+#include "backends/listening.h"
 #include "backends/spec.h"
 #include "http/base.h"
 
@@ -195,42 +196,41 @@ static int ch_device_detach_check(const json_vm_info *vi, const char *id,
     return base_errf(err, errlen, -ENODEV, "device id %s not attached", q);
 }
 
-int ch_socket_check(const char *path, const socktab *listeners, int table_errno,
-                    char *err, size_t errlen)
+int ch_socket_check(const char *path, int probe, char *err, size_t errlen)
 {
     struct stat st;
-    bool is_sock = false;
-    int e = 0;
+    int rc = probe < 0 ? probe : listening_probe(probe, path);
 
-    /* The snapshot stat()s the paths it is taken for: its answer stands. */
-    if (!socktab_stat(listeners, path, &e, &is_sock)) {
-        if (stat(path, &st) < 0)
-            e = errno;
-        else
-            is_sock = S_ISSOCK(st.st_mode);
-    }
-    if (e) {
-        if (e == ENOENT)
-            return base_errf(err, errlen, -ENOENT,
-                             "virtiofsd socket %s does not exist", path);
-        return base_errf(err, errlen, -e, "virtiofsd socket %s: %s", path, strerror(e));
-    }
-    if (!is_sock)
-        return base_errf(err, errlen, -ENOTSOCK,
-                         "virtiofsd socket %s is not a unix socket", path);
-    if (!listeners) {
-        e = table_errno > 0 ? table_errno : EIO;
-        return base_errf(err, errlen, -e,
-                         "cannot tell whether virtiofsd listens on %s: read the socket "
-                         "table: %s (--no-socket-check attaches without the check)",
-                         path, strerror(e));
-    }
-    if (!socktab_has(listeners, path))
+    if (probe < 0)
+        goto no_answer;
+    switch (rc) {
+    case 0:
+        return 0;
+    case -ECONNREFUSED:
+    case -EPROTOTYPE:
+        /* Only a refusal costs a stat(), to say which it was. */
+        if (stat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
+            return base_errf(err, errlen, -ENOTSOCK,
+                             "virtiofsd socket %s is not a unix socket", path);
         return base_errf(err, errlen, -ECONNREFUSED,
                          "nothing is listening on virtiofsd socket %s (virtiofsd "
                          "exited or already serves a VM; start a new virtiofsd)",
                          path);
-    return 0;
+    case -ENOENT:
+        return base_errf(err, errlen, -ENOENT, "virtiofsd socket %s does not exist", path);
+    case -ENOTDIR:
+    case -EACCES:
+    case -ELOOP:
+    case -ENAMETOOLONG:
+        return base_errf(err, errlen, rc, "virtiofsd socket %s: %s", path, strerror(-rc));
+    default:
+        break;
+    }
+no_answer:
+    return base_errf(err, errlen, rc,
+                     "cannot tell whether virtiofsd listens on %s: %s "
+                     "(--no-socket-check attaches without the check)",
+                     path, strerror(-rc));
 }
 
 /* Only the pings may be repeated: every other call changes the VM, and

@@ -229,8 +229,7 @@ static void bench_fleet_stop(pid_t pid)
 }
 
 /* Stand-ins for virtiofsd: listening sockets, never accepted (chsim's
- * fleet runs with --no-connect), so cocoon's listener check (sock_diag)
- * sees one.  Grows the set to count listeners. */
+ * fleet runs with --no-connect), so cocoon's listener check finds one.  Grows the set to count listeners. */
 static int bench_vfs_grow(const char *dir, int **fds, unsigned *have, unsigned count)
 {
     char path[256];
@@ -280,15 +279,15 @@ static long bench_count_listeners(void)
     return count;
 }
 
-/* A network namespace of our own: the listener check then sees only the
- * bench's sockets.  Root can unshare one directly; others try a user
+/* A network namespace of our own: the bench's unix sockets then share the
+ * kernel's per-namespace tables with nothing of the host's.  Root can unshare one directly; others try a user
  * namespace first.  Returns a description for the report. */
 static const char *bench_netns(void)
 {
     if (unshare(CLONE_NEWNET) == 0)
         return "own network namespace (unshare CLONE_NEWNET)";
     fprintf(stderr, "[bench] note: no network namespace of its own (unshare: %s); the "
-                    "listener check also walks the host's other unix sockets\n",
+                    "host's other sockets share the kernel's tables with the bench's\n",
             strerror(errno));
     return "host network namespace (unshare failed: figures depend on the host)";
 }

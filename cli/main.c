@@ -78,7 +78,7 @@ static const cli_flag fs_attach_flags[] = {
     { "num-queues", 0, CLI_FLAG_STR, "N", "1", "request queues", false, NULL },
     { "queue-size", 0, CLI_FLAG_STR, "N", "1024", "queue size", false, NULL },
     { "no-socket-check", 0, CLI_FLAG_BOOL, NULL, "false",
-      "skip the virtiofsd listener check (socket in another namespace)", false, NULL },
+      "skip the virtiofsd listener check (socket in another mount namespace)", false, NULL },
     PARALLEL_FLAG,
 };
 static const cli_flag fs_detach_flags[] = {

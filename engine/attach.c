@@ -234,8 +234,7 @@ static void op_list_from(struct eng_op *op, json_vm_info *vi)
     json_vm_info_fini(vi);
 }
 
-/* fs attach after its prechecks: the liveness check, whose miss is asked
- * again of a later snapshot before it counts, then the PUT. */
+/* fs attach after its prechecks: the liveness check, then the PUT. */
 static void op_fs_attach_from(struct eng_op *op, json_vm_info *vi)
 {
     cocoon_engine *e = op->e;

@@ -26,8 +26,7 @@ enum op_kind {
 };
 
 
-enum op_step { ST_NONE, ST_INFO, ST_PUT, ST_RECONCILE, ST_WAIT, ST_SNAP, ST_RECHECK,
-               ST_LIFECYCLE };
+enum op_step { ST_NONE, ST_INFO, ST_PUT, ST_RECONCILE, ST_WAIT, ST_LIFECYCLE };
 
 struct eng_vm;
 
@@ -37,7 +36,6 @@ TAILQ_HEAD(eng_vm_tq, eng_vm);
 
 struct eng_op {
     STAILQ_ENTRY(eng_op) link;          /* the start list or its VM's queue */
-    STAILQ_ENTRY(eng_op) recheck_link;  /* waiting for a listener snapshot */
     cocoon_engine *e;
     struct eng_vm *vm;
     unsigned char kind, step;
@@ -64,8 +62,6 @@ struct eng_op {
     int num_queues, queue_size;
     bool socket_check;      /* fs attach: run the listener check */
     unsigned wait_ms;       /* detach: wait this long for the eject */
-    unsigned gen;           /* submission generation (socket snapshot) */
-    unsigned recheck_seq;   /* the snapshot that missed the listener */
     bool sent;              /* a state-changing request of this op was
                                written: the VMM may have executed it */
     char buf[];
@@ -126,28 +122,8 @@ struct cocoon_engine {
     char db_err[BASE_ERRSTR_MAX];
     store_set set;
 
-    /* The listener snapshot belongs to submissions, not to loop
-     * iterations: the operations submitted in one loop iteration form a
-     * generation, and a snapshot taken after a generation was submitted
-     * serves it and every older one.  A miss is checked once more against
-     * a later snapshot (ST_RECHECK) before it is reported, since the
-     * kernel's listing may skip entries while sockets come and go. */
-    unsigned gen, gen_iter;              /* newest generation; its iteration */
-    bool gen_any;
-    socktab *unix_set;                   /* NULL: no socket table or not taken */
-    int unix_errno;                      /* why the last snapshot failed */
-    bool unix_loaded;
-    unsigned unix_gen;                   /* newest generation it serves */
-    unsigned unix_seq;                   /* counts snapshots taken */
-    size_t n_ops;                        /* submitted, not yet completed */
-    socktab_job *unix_job;               /* the snapshot under way, or NULL */
-    unsigned unix_job_gen;               /* the generation it (or the last
-                                            one started) serves */
-    bool unix_job_any;                   /* one was ever started */
-    lp_timer unix_step;                  /* its next step, at once */
-    lp_io unix_io;                       /* its next step, once readable */
-    lp_timer unix_serve;                 /* checks the ops a snapshot serves */
-    struct eng_op_q unix_wait;           /* ST_SNAP and ST_RECHECK ops */
+    int probe;                           /* the listener check's probe
+                                            socket, -1 until first needed */
 
     char err[BASE_ERRSTR_MAX];            /* scratch for the current step */
 };
@@ -232,18 +208,10 @@ void eng_attach_run(struct eng_op *op);
 void eng_attach_on_http(struct eng_op *op, const httpc_response *r);
 void eng_fs_put(struct eng_op *op);
 
-/* sockets.c: the listener check of an fs attach, against a snapshot
- * taken in bounded steps after the op was submitted (then the PUT, or the
- * failure); the snapshot started early once requests went out; the
- * generation of a new submission; dropping the snapshot once nothing is
- * pending. */
-void eng_unix_init(cocoon_engine *e);
-void eng_unix_fini(cocoon_engine *e);
+/* sockets.c: the listener check of an fs attach whose prechecks passed
+ * (then the PUT, or the failure); closing the engine's probe socket. */
 void eng_unix_check(struct eng_op *op);
-void eng_unix_serve_cb(lp_loop *loop, lp_timer *w, int revents);
-void eng_unix_prefetch(cocoon_engine *e);
-void eng_gen_assign(cocoon_engine *e, struct eng_op *op);
-void eng_unix_drop(cocoon_engine *e);
+void eng_unix_fini(cocoon_engine *e);
 
 /* lifecycle.c: runs a lifecycle op (start, stop, pause, resume) as the running op of
  * its VM, and takes its replies. */

@@ -49,14 +49,6 @@ void eng_op_free(struct eng_op *op)
     free(op);
 }
 
-/* The snapshot is dropped once nothing is pending, so an idle engine does
- * not hold a fleet's worth of socket paths. */
-static void op_gone(cocoon_engine *e)
-{
-    if (--e->n_ops == 0 && !e->dying)
-        eng_unix_drop(e);
-}
-
 /* The text a callback reads must stay put while the callback runs a
  * nested loop iteration that completes other operations, so it lives in
  * the op itself, never in the engine's scratch buffer. */
@@ -99,7 +91,6 @@ static void op_callback(struct eng_op *op, int err, const char *errstr, const co
         op->done(e, &r, op->priv);
     e->depth--;
     eng_op_free(op);
-    op_gone(e);
 }
 
 void eng_op_complete(struct eng_op *op, int err, const char *errstr)
@@ -180,8 +171,6 @@ static struct eng_op *op_new(cocoon_engine *e, enum op_kind kind, const char *vm
 
 static void op_submit(cocoon_engine *e, struct eng_op *op)
 {
-    eng_gen_assign(e, op);
-    e->n_ops++;
     STAILQ_INSERT_TAIL(&e->start, op, link);
     if (!lp_is_active(&e->kick)) {
         lp_timer_set(&e->kick, 0., 0.);
@@ -443,7 +432,7 @@ int cocoon_vm_restore(cocoon_engine *e, const char *vm, const cocoon_vm_opts *o,
 }
 
 /* Descriptors an operation may need besides its VM's connection, for a
- * moment: the socket-table snapshot, the store and lock files, a pidfile,
+ * moment: the listener check's probe, the store and lock files, a pidfile,
  * /proc/<pid>/cmdline. */
 #define ENG_FD_RESERVE 16
 
@@ -530,7 +519,7 @@ cocoon_engine *cocoon_engine_new_hooks(const cocoon_loop_hooks *h, const cocoon_
     TAILQ_INIT(&e->idle);
     lp_timer_init(&e->kick, eng_kick_cb, 0., 0.);
     e->kick.data = e;
-    eng_unix_init(e);
+    e->probe = -1;
     return e;
 }
 

@@ -234,7 +234,6 @@ void eng_kick_cb(lp_loop *loop, lp_timer *w, int revents)
     unsigned n = 0;
 
     (void)revents;
-    bool check = false;
 
     /* The first ENG_KICK_BATCH, in submission order; the rest stay first
      * in e->start, before anything submitted by the callbacks below. */
@@ -258,13 +257,9 @@ void eng_kick_cb(lp_loop *loop, lp_timer *w, int revents)
             break;
         }
         STAILQ_REMOVE_HEAD(&list, link);
-        check |= op->kind == OP_FS_ATTACH && op->socket_check && !op->pre_err;
         eng_op_begin(e, op);
     }
-    if (!e->free_requested) {
+    if (!e->free_requested)
         eng_pump(e);
-        if (check)
-            eng_unix_prefetch(e);
-    }
     eng_leave(e);
 }

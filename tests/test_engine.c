@@ -21,12 +21,12 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
-#include <linux/netlink.h>
 
 #include "engine/cocoon.h"
 #include "tests/support/call.h"
 #include "http/base.h"
 #include "backends/backend.h"
+#include "backends/listening.h"
 #include "backends/store.h"
 #include "backends/safefile.h"
 #include "tests/support/support.h"
@@ -61,66 +61,14 @@ struct env {
 
 static struct env *g_env;
 
-/* Reads of /proc/net/unix, counted through -Wl,--wrap=open (failing with
- * EACCES when g_unix_fail); connects to g_connect_path, through
- * -Wl,--wrap=connect.  sock_diag dumps, counted through -Wl,--wrap=sendto;
- * g_netlink_fail makes socket(AF_NETLINK) fail with EPROTONOSUPPORT, and
- * the next g_diag_intr dumps come back flagged NLM_F_DUMP_INTR
- * (-Wl,--wrap=recvmsg). */
-static int g_unix_reads;
-static bool g_unix_fail;
+/* Connects to g_connect_path, counted through -Wl,--wrap=connect; the
+ * listener check's probes (connects from a connected socket) are counted
+ * apart, in g_probes, and one to g_probe_path fails with g_probe_errno. */
 static int g_connects;
 static const char *g_connect_path;
-static int g_dumps;
-static bool g_netlink_fail;
-static int g_diag_intr;
-
-int __real_socket(int domain, int type, int protocol);
-int __wrap_socket(int domain, int type, int protocol);
-
-int __wrap_socket(int domain, int type, int protocol)
-{
-    if (domain == AF_NETLINK && g_netlink_fail) {
-        errno = EPROTONOSUPPORT;
-        return -1;
-    }
-    return __real_socket(domain, type, protocol);
-}
-
-ssize_t __real_sendto(int fd, const void *buf, size_t len, int flags,
-                      const struct sockaddr *sa, socklen_t salen);
-ssize_t __wrap_sendto(int fd, const void *buf, size_t len, int flags,
-                      const struct sockaddr *sa, socklen_t salen);
-
-ssize_t __wrap_sendto(int fd, const void *buf, size_t len, int flags,
-                      const struct sockaddr *sa, socklen_t salen)
-{
-    if (sa && sa->sa_family == AF_NETLINK)
-        g_dumps++;
-    return __real_sendto(fd, buf, len, flags, sa, salen);
-}
-
-ssize_t __real_recvmsg(int fd, struct msghdr *mh, int flags);
-ssize_t __wrap_recvmsg(int fd, struct msghdr *mh, int flags);
-
-ssize_t __wrap_recvmsg(int fd, struct msghdr *mh, int flags)
-{
-    ssize_t n = __real_recvmsg(fd, mh, flags);
-    int domain = 0;
-    socklen_t dl = sizeof(domain);
-    size_t left = n > 0 ? (size_t)n : 0;
-
-    if (!g_diag_intr || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) < 0 ||
-        domain != AF_NETLINK)
-        return n;
-    for (struct nlmsghdr *h = mh->msg_iov[0].iov_base; NLMSG_OK(h, left);
-         h = NLMSG_NEXT(h, left)) {
-        h->nlmsg_flags |= NLM_F_DUMP_INTR;
-        if (h->nlmsg_type == NLMSG_DONE)
-            g_diag_intr--;
-    }
-    return n;
-}
+static int g_probes;
+static const char *g_probe_path;
+static int g_probe_errno;
 
 int __real_connect(int fd, const struct sockaddr *sa, socklen_t len);
 int __wrap_connect(int fd, const struct sockaddr *sa, socklen_t len);
@@ -128,35 +76,20 @@ int __wrap_connect(int fd, const struct sockaddr *sa, socklen_t len);
 int __wrap_connect(int fd, const struct sockaddr *sa, socklen_t len)
 {
     const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+    struct sockaddr_un peer;
+    socklen_t pl = sizeof(peer);
+    bool unix_path = sa && sa->sa_family == AF_UNIX;
 
-    if (g_connect_path && sa && sa->sa_family == AF_UNIX &&
-        strcmp(un->sun_path, g_connect_path) == 0)
-        g_connects++;
-    return __real_connect(fd, sa, len);
-}
-
-int __real_open(const char *path, int flags, ...);
-int __wrap_open(const char *path, int flags, ...);
-
-int __wrap_open(const char *path, int flags, ...)
-{
-    mode_t mode = 0;
-
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-
-        va_start(ap, flags);
-        mode = (mode_t)va_arg(ap, int);
-        va_end(ap);
-    }
-    if (path && strcmp(path, "/proc/net/unix") == 0) {
-        g_unix_reads++;
-        if (g_unix_fail) {
-            errno = EACCES;
+    if (unix_path && getpeername(fd, (struct sockaddr *)&peer, &pl) == 0) {
+        g_probes++;
+        if (g_probe_path && strcmp(un->sun_path, g_probe_path) == 0) {
+            errno = g_probe_errno;
             return -1;
         }
+    } else if (g_connect_path && unix_path && strcmp(un->sun_path, g_connect_path) == 0) {
+        g_connects++;
     }
-    return __real_open(path, flags, mode);
+    return __real_connect(fd, sa, len);
 }
 
 /* stat() calls on g_stat_path, counted through -Wl,--wrap=stat. */
@@ -661,269 +594,6 @@ static void test_fs_socket_liveness(void **state)
     env_free(v);
 }
 
-/* The snapshot parser on a fixture: listening flag only, paths with
- * spaces, abstract names skipped, CRLF, a line of another shape, no final
- * newline, and a table big enough to cross the read chunks.  The paths are
- * long: a short row right after a short path could be part of that path
- * (a newline in it forges rows), and is not believed. */
-#define R "/run/virtiofsd-sockets-of-a-host-with-a-long-directory-name/"
-static void test_unix_snapshot_parse(void **state)
-{
-    char *dir = sup_tmpdir(), path[300], want[160];
-    FILE *f;
-    socktab *s;
-
-    (void)state;
-    snprintf(path, sizeof(path), "%s/unix", dir);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    fputs("Num       RefCount Protocol Flags    Type St Inode Path\n", f);
-    fputs("0000000000000000: 00000002 00000000 00010000 0001 01 12345 " R "a.sock\n", f);
-    fputs("0000000000000000: 00000003 00000000 00000000 0001 03 12346 " R "b.sock\n", f);
-    fputs("0000000000000000: 00000002 00000000 00010000 0001 01    77 " R "with space.sock\n", f);
-    fputs("0000000000000000: 00000002 00000000 00010000 0001 01 12348 @abstract\n", f);
-    fputs("0000000000000000: 00000002 00000000 00010000 0001 01 12349\n", f);
-    fputs("0000000000000000: 00000002 00000000 00010000 0001 01 12350 " R "crlf.sock\r\n", f);
-    fputs("ffff: 2 0 00010000 1 1 99 " R "odd.sock\n", f);
-    for (int i = 0; i < 3000; i++)
-        fprintf(f, "0000000000000000: 00000002 00000000 %s 0001 01 %d " R "fleet/vm%d.sock\n",
-                i % 3 ? "00010000" : "00000000", 20000 + i, i);
-    fputs("0000000000000000: 00000002 00000000 00010000 0001 01 12351 " R "last.sock", f);
-    fclose(f);
-    s = socktab_load(path);
-    assert_non_null(s);
-    assert_true(socktab_has(s, R "a.sock"));
-    assert_false(socktab_has(s, R "b.sock"));
-    assert_true(socktab_has(s, R "with space.sock"));
-    assert_false(socktab_has(s, "@abstract"));
-    assert_true(socktab_has(s, R "crlf.sock"));
-    assert_true(socktab_has(s, R "odd.sock"));
-    assert_true(socktab_has(s, R "last.sock"));
-    assert_false(socktab_has(s, R "last"));
-    assert_false(socktab_has(s, R "a.soc"));
-    for (int i = 0; i < 3000; i++) {
-        snprintf(want, sizeof(want), R "fleet/vm%d.sock", i);
-        assert_int_equal(socktab_has(s, want), i % 3 != 0);
-    }
-    assert_int_equal(socktab_count(s), 5 + 2000);
-    socktab_free(s);
-
-    /* Restricted to a few paths: only those of them that listen count. */
-    static const char *const wanted[] = {
-        R "a.sock", R "b.sock", R "fleet/vm3.sock", R "fleet/vm4.sock",
-        R "nothere.sock", "@abstract", R "with space.sock",
-    };
-    s = socktab_load_wanted(path, wanted, sizeof(wanted) / sizeof(wanted[0]));
-    assert_non_null(s);
-    assert_true(socktab_has(s, R "a.sock"));
-    assert_false(socktab_has(s, R "b.sock"));
-    assert_false(socktab_has(s, R "fleet/vm3.sock"));
-    assert_true(socktab_has(s, R "fleet/vm4.sock"));
-    assert_false(socktab_has(s, R "nothere.sock"));
-    assert_false(socktab_has(s, "@abstract"));
-    assert_true(socktab_has(s, R "with space.sock"));
-    assert_false(socktab_has(s, R "crlf.sock"));     /* listens, not asked */
-    assert_int_equal(socktab_count(s), 3);
-    socktab_free(s);
-
-    errno = 0;
-    snprintf(path, sizeof(path), "%s/absent", dir);
-    assert_null(socktab_load(path));
-    assert_int_equal(errno, ENOENT);
-    assert_null(socktab_load_wanted(path, wanted, 1));
-    /* Nothing asked for: the file is not even opened. */
-    s = socktab_load_wanted(path, wanted, 0);
-    assert_non_null(s);
-    assert_int_equal(socktab_count(s), 0);
-    socktab_free(s);
-    sup_rmrf(dir);
-    free(dir);
-}
-#undef R
-
-/* The sock_diag snapshot against real sockets: a listener is in it; a
- * socket that is only bound, one bound and connected, and the accepted end
- * of a connection (which shows the listener's path) are not. */
-static void test_diag_snapshot(void **state)
-{
-    char *dir = sup_tmpdir(), lp[300], bp[300], cp[300];
-    const char *want[] = { lp, bp, cp, "/nonexistent/x.sock" };
-    struct sockaddr_un la = { .sun_family = AF_UNIX };
-    int lfd, bfd, cfd, afd;
-    socktab *s;
-
-    (void)state;
-    snprintf(lp, sizeof(lp), "%s/listen.sock", dir);
-    snprintf(bp, sizeof(bp), "%s/bound.sock", dir);
-    snprintf(cp, sizeof(cp), "%s/client.sock", dir);
-    lfd = listener(lp, true);
-    bfd = listener(bp, false);
-    cfd = listener(cp, false);
-    assert_true(strlen(lp) < sizeof(la.sun_path));
-    memcpy(la.sun_path, lp, strlen(lp) + 1);
-    assert_int_equal(connect(cfd, (struct sockaddr *)&la, sizeof(la)), 0);
-    afd = accept(lfd, NULL, NULL);
-    assert_true(afd >= 0);
-
-    g_dumps = g_unix_reads = g_stats = 0;
-    g_stat_path = lp;
-    s = socktab_listening(want, 4);
-    assert_non_null(s);
-    assert_true(socktab_has(s, lp));
-    assert_false(socktab_has(s, bp));
-    assert_false(socktab_has(s, cp));
-    assert_false(socktab_has(s, want[3]));
-    assert_int_equal(socktab_count(s), 1);
-    /* The check of a path the snapshot was taken for uses the snapshot's
-     * own stat(): one per path in all. */
-    {
-        char err[BASE_ERRSTR_MAX];
-        int e = -1;
-        bool sock = false;
-
-        assert_int_equal(socktab_stat(s, lp, &e, &sock), 1);
-        assert_true(e == 0 && sock);
-        assert_int_equal(socktab_stat(s, want[3], &e, &sock), 1);
-        assert_int_equal(e, ENOENT);
-        assert_int_equal(socktab_stat(s, "/elsewhere.sock", &e, &sock), 0);
-        assert_int_equal(ch_socket_check(lp, s, 0, err, sizeof(err)), 0);
-        assert_int_equal(ch_socket_check(want[3], s, 0, err, sizeof(err)), -ENOENT);
-        assert_int_equal(ch_socket_check(cp, s, 0, err, sizeof(err)), -ECONNREFUSED);
-        assert_int_equal(g_stats, 1);
-    }
-    g_stat_path = NULL;
-    socktab_free(s);
-    /* bound.sock and client.sock are sockets no dump listed: two dumps */
-    assert_int_equal(g_dumps, 2);
-    assert_int_equal(g_unix_reads, 0);
-
-    /* Every listening path: the same answers for these three. */
-    s = socktab_listening(NULL, 0);
-    assert_non_null(s);
-    assert_true(socktab_has(s, lp));
-    assert_false(socktab_has(s, bp));
-    assert_false(socktab_has(s, cp));
-    assert_true(socktab_count(s) >= 1);
-    socktab_free(s);
-    assert_int_equal(g_dumps, 3);
-
-    /* Nothing asked for: no dump. */
-    s = socktab_listening(want, 0);
-    assert_non_null(s);
-    assert_int_equal(socktab_count(s), 0);
-    socktab_free(s);
-    assert_int_equal(g_dumps, 3);
-    assert_int_equal(g_unix_reads, 0);
-    close(afd);
-    close(cfd);
-    close(bfd);
-    close(lfd);
-    sup_rmrf(dir);
-    free(dir);
-}
-
-/* The liveness check: the wanted path need not be spelled as the listener bound it.
- * virtiofsd listens on real/v.sock; a path through a symlinked directory,
- * one with ".." and one with "//" name the same socket.  A bound socket
- * that does not listen, reached the same ways, stays a miss.  Both the
- * sock_diag dump and the /proc/net/unix fallback. */
-static void test_diag_snapshot_aliases(void **state)
-{
-    char *dir = sup_tmpdir(), real[200], link_dir[200], lp[300], bp[300];
-    char via_link[300], via_dots[300], via_slashes[300], bound_link[300];
-    const char *want[] = { via_link, via_dots, via_slashes, bound_link };
-    int lfd, bfd;
-
-    (void)state;
-    snprintf(real, sizeof(real), "%s/real", dir);
-    snprintf(link_dir, sizeof(link_dir), "%s/link", dir);
-    assert_int_equal(mkdir(real, 0700), 0);
-    assert_int_equal(symlink(real, link_dir), 0);
-    snprintf(lp, sizeof(lp), "%s/v.sock", real);
-    snprintf(bp, sizeof(bp), "%s/b.sock", real);
-    snprintf(via_link, sizeof(via_link), "%s/link/v.sock", dir);
-    snprintf(via_dots, sizeof(via_dots), "%s/real/../real/v.sock", dir);
-    snprintf(via_slashes, sizeof(via_slashes), "%s//real/v.sock", dir);
-    snprintf(bound_link, sizeof(bound_link), "%s/link/b.sock", dir);
-    lfd = listener(lp, true);
-    bfd = listener(bp, false);
-
-    for (int fallback = 0; fallback < 2; fallback++) {
-        char err[512];
-        socktab *s;
-
-        g_netlink_fail = fallback;
-        g_dumps = g_unix_reads = 0;
-        s = socktab_listening(want, 4);
-        g_netlink_fail = false;
-        assert_non_null(s);
-        assert_int_equal(g_dumps, fallback ? 0 : 2);    /* b.sock: looked for twice */
-        assert_int_equal(g_unix_reads, fallback);
-        assert_true(socktab_has(s, via_link));
-        assert_true(socktab_has(s, via_dots));
-        assert_true(socktab_has(s, via_slashes));
-        assert_false(socktab_has(s, bound_link));
-        assert_int_equal(socktab_count(s), 3);
-        for (int i = 0; i < 3; i++)
-            assert_int_equal(ch_socket_check(want[i], s, 0, err, sizeof(err)), 0);
-        assert_int_equal(ch_socket_check(bound_link, s, 0, err, sizeof(err)), -ECONNREFUSED);
-        socktab_free(s);
-    }
-    close(bfd);
-    close(lfd);
-    sup_rmrf(dir);
-    free(dir);
-}
-
-/* A snapshot of want (n paths; NULL: every listening path) in which yes
- * listens and no does not, taken in exactly dumps dumps. */
-static void diag_dumps(const char *const *want, size_t n, const char *yes, const char *no,
-                       int dumps)
-{
-    socktab *s;
-
-    g_dumps = 0;
-    s = socktab_listening(want, n);
-    assert_non_null(s);
-    assert_true(socktab_has(s, yes));
-    assert_false(socktab_has(s, no));
-    socktab_free(s);
-    assert_int_equal(g_dumps, dumps);
-}
-
-/* When a dump is taken again.  A wanted path that is a socket and was not
- * listed is looked for in a second dump, flagged or not, and no more; one
- * that is no socket at all never costs a second dump.  Without wanted
- * paths, a dump the kernel flagged NLM_F_DUMP_INTR is taken again, at
- * most two dumps in all. */
-static void test_diag_dump_intr(void **state)
-{
-    char *dir = sup_tmpdir(), lp[300], bp[300];
-    const char *want[] = { lp, "/nonexistent/x.sock", bp };
-    int lfd, bfd;
-
-    (void)state;
-    snprintf(lp, sizeof(lp), "%s/listen.sock", dir);
-    snprintf(bp, sizeof(bp), "%s/bound.sock", dir);
-    lfd = listener(lp, true);
-    bfd = listener(bp, false);
-
-    for (int intr = 0; intr <= 10; intr += 10) {
-        g_diag_intr = intr;
-        diag_dumps(want, 2, lp, want[1], 1);
-        diag_dumps(want, 3, lp, bp, 2);
-        diag_dumps(NULL, 0, lp, bp, intr ? 2 : 1);
-    }
-    g_diag_intr = 1;
-    diag_dumps(NULL, 0, lp, bp, 2);
-    assert_int_equal(g_diag_intr, 0);
-    g_diag_intr = 0;
-    close(bfd);
-    close(lfd);
-    sup_rmrf(dir);
-    free(dir);
-}
-
 static void raise_nofile(void)
 {
     struct rlimit rl;
@@ -934,235 +604,158 @@ static void raise_nofile(void)
     }
 }
 
-/* The kernel sends a unix dump in parts and starts each at an index
- * within a hash chain, without flagging the dump when the table changed
- * in between: sockets closed between two parts, ahead of that index in
- * its chain, make the next part start past sockets it never sent.  A
- * wanted listener so skipped is found by a second dump, whose parts end
- * elsewhere.  Here 2000 listeners, then 2560 unbound sockets (newer, so
- * ahead of them in their chains), all closed in the middle of the dump,
- * in a child in a network namespace of its own: another process's
- * listeners would move the part boundaries.  The child reports how many
- * listeners the snapshot found and in how many dumps, or an errno. */
-struct churn {
-    size_t found;
-    int dumps, err;
-};
-
-enum { CHURN_N = 2000, CHURN_POOL = 2560 };
-
-/* In the child: no cmocka assertion (a failing one would go on running
- * the suite in the child), hence listeners made here, not by listener(). */
-static void churn_run(struct churn *out, const char *dir)
+static void sun_set(struct sockaddr_un *a, const char *path)
 {
-    static char paths[CHURN_N][128];
-    static int pool[CHURN_POOL];
-    const char *want[CHURN_N];
-    bool churned = false;
-    socktab_job *j;
-    socktab *s;
-    int rc;
+    size_t n = strlen(path);
 
-    raise_nofile();
-    for (int i = 0; i < CHURN_N; i++) {
-        struct sockaddr_un a = { .sun_family = AF_UNIX };
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-        snprintf(paths[i], sizeof paths[i], "%s/l%d.sock", dir, i);
-        snprintf(a.sun_path, sizeof a.sun_path, "%s", paths[i]);
-        want[i] = paths[i];
-        if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 1) < 0) {
-            out->err = errno;
-            return;
-        }
-    }
-    for (int i = 0; i < CHURN_POOL; i++)
-        if ((pool[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
-            out->err = errno;
-            return;
-        }
-    g_dumps = 0;
-    if (!(j = socktab_job_new(want, CHURN_N))) {
-        out->err = errno;
-        return;
-    }
-    while ((rc = socktab_job_step(j)) != SOCKTAB_JOB_DONE) {
-        if (socktab_job_fd(j) >= 0 && !churned) {
-            for (int i = 0; i < CHURN_POOL; i++)
-                close(pool[i]);
-            churned = true;
-        }
-        if (rc == SOCKTAB_JOB_WAIT) {
-            struct pollfd p = { .fd = socktab_job_fd(j), .events = POLLIN };
-
-            poll(&p, 1, 10000);
-        }
-    }
-    s = socktab_job_take(j);
-    socktab_job_free(j);
-    out->err = !churned ? EINVAL : s ? 0 : errno;
-    out->found = socktab_count(s);
-    out->dumps = g_dumps;
-    socktab_free(s);
+    assert_true(n < sizeof(a->sun_path));
+    memcpy(a->sun_path, path, n + 1);
 }
 
-static void test_diag_dump_churn(void **state)
+/* The probe's answers, straight from the kernel: a listener however its
+ * path is spelled, one whose backlog is full, and one in another network
+ * namespace; every kind of non-listener; and the listener never sees a
+ * probe (nothing queued, and the next real client is the first it
+ * accepts). */
+static void test_probe_answers(void **state)
 {
-    char *dir = sup_tmpdir();
-    struct churn out = { .err = EIO };
-    int pfd[2], status;
+    char *dir = sup_tmpdir(), real[200], p[8][300];
+    int probe = listening_probe_open(), lfd, bfd, dfd, sfd, full, cfd, q, qfd[2];
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
     pid_t pid;
+    int pfd[2];
+    char c;
 
     (void)state;
+    assert_true(probe >= 0);
+    snprintf(real, sizeof(real), "%s/real", dir);
+    assert_int_equal(mkdir(real, 0700), 0);
+    snprintf(p[0], sizeof(p[0]), "%s/link", dir);
+    assert_int_equal(symlink(real, p[0]), 0);
+    snprintf(p[0], sizeof(p[0]), "%s/v.sock", real);
+    lfd = listener(p[0], true);
+    snprintf(p[1], sizeof(p[1]), "%s/link/v.sock", dir);
+    snprintf(p[2], sizeof(p[2]), "%s/real/../real/v.sock", dir);
+    snprintf(p[3], sizeof(p[3]), "%s//real/v.sock", dir);
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(listening_probe(probe, p[i]), 0);
+    assert_int_equal(fcntl(lfd, F_SETFL, O_NONBLOCK), 0);
+    errno = 0;
+    assert_true(accept(lfd, NULL, NULL) < 0);   /* nothing queued */
+    assert_int_equal(errno, EAGAIN);
+    cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sun_set(&a, p[0]);
+    assert_int_equal(connect(cfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    q = accept(lfd, NULL, NULL);
+    assert_true(q >= 0);
+    close(q);
+    close(cfd);
+
+    snprintf(p[4], sizeof(p[4]), "%s/bound.sock", dir);
+    bfd = listener(p[4], false);
+    assert_int_equal(listening_probe(probe, p[4]), -ECONNREFUSED);
+    snprintf(p[5], sizeof(p[5]), "%s/gone.sock", dir);
+    close(listener(p[5], true));                /* the file stays behind */
+    assert_int_equal(listening_probe(probe, p[5]), -ECONNREFUSED);
+    snprintf(p[6], sizeof(p[6]), "%s/file", dir);
+    close(open(p[6], O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+    assert_int_equal(listening_probe(probe, p[6]), -ECONNREFUSED);
+    snprintf(p[7], sizeof(p[7]), "%s/dgram.sock", dir);
+    dfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sun_set(&a, p[7]);
+    assert_int_equal(bind(dfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listening_probe(probe, p[7]), -EPROTOTYPE);
+    assert_int_equal(listening_probe(probe, "/nonexistent/dir/v.sock"), -ENOENT);
+    assert_int_equal(listening_probe(probe, ""), -ENOENT);
+    snprintf(p[7], sizeof(p[7]), "%s/file/v.sock", dir);
+    assert_int_equal(listening_probe(probe, p[7]), -ENOTDIR);
+
+    /* Listening with a full backlog: still a listener. */
+    snprintf(p[7], sizeof(p[7]), "%s/full.sock", dir);
+    full = listener(p[7], false);
+    assert_int_equal(listen(full, 0), 0);
+    sun_set(&a, p[7]);
+    for (int i = 0; i < 2; i++) {
+        qfd[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        (void)connect(qfd[i], (struct sockaddr *)&a, sizeof(a));
+    }
+    assert_int_equal(listening_probe(probe, p[7]), 0);
+    close(qfd[0]);
+    close(qfd[1]);
+    close(full);
+
+    /* A listener in another network namespace, as virtiofsd in a
+     * container: its file is what a connect finds. */
+    snprintf(p[7], sizeof(p[7]), "%s/netns.sock", dir);
+    sun_set(&a, p[7]);
     assert_int_equal(pipe(pfd), 0);
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         close(pfd[0]);
-        if (unshare(CLONE_NEWNET) < 0)
-            out.err = errno;
-        else
-            churn_run(&out, dir);
-        _exit(write(pfd[1], &out, sizeof out) == (ssize_t)sizeof out ? 0 : 1);
+        c = unshare(CLONE_NEWNET) == 0 ? 'y' : 'n';
+        sfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (c == 'y' && (bind(sfd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(sfd, 1) < 0))
+            c = 'e';
+        if (write(pfd[1], &c, 1) != 1)
+            _exit(1);
+        pause();                                /* killed once probed */
+        _exit(0);
     }
     close(pfd[1]);
-    assert_int_equal(read(pfd[0], &out, sizeof out), (ssize_t)sizeof out);
+    assert_int_equal(read(pfd[0], &c, 1), 1);
+    if (c == 'y')
+        assert_int_equal(listening_probe(probe, p[7]), 0);
+    else
+        assert_int_equal(c, 'n');               /* no CLONE_NEWNET here: skipped */
     close(pfd[0]);
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    sup_rmrf(dir);
-    free(dir);
-    if (out.err == EPERM) {
-        print_message("socktab churn: skipped, no network namespace of its own (EPERM)\n");
-        skip();
-    }
-    print_message("socktab churn: %zu of %d listeners after %d dumps\n", out.found, CHURN_N,
-                  out.dumps);
-    assert_int_equal(out.err, 0);
-    assert_int_equal(out.found, CHURN_N);
-    /* the first dump did skip some: a second one was needed */
-    assert_int_equal(out.dumps, 2);
-}
+    kill(pid, SIGKILL);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
 
-/* A snapshot taken in steps: 1000 wanted paths are stat()ed over several
- * steps of a few hundred, the dump is read in steps too, and the answer
- * is the one-call snapshot's.  Each step is short whatever the number of
- * paths: an event loop between two steps runs its other work. */
-static void test_diag_job_steps(void **state)
-{
-    enum { N = 1000 };
-    char *dir = sup_tmpdir(), *paths[N];
-    const char *want[N];
-    int lfd[3], steps = 0, waits = 0, rc;
-    socktab_job *j;
-    socktab *s;
-
-    (void)state;
-    for (int i = 0; i < N; i++)
-        want[i] = paths[i] = sup_asprintf("%s/vfs-%d.sock", dir, i);
-    for (int i = 0; i < 3; i++)
-        lfd[i] = listener(paths[i * 400], i != 2);
-    g_dumps = 0;
-    j = socktab_job_new(want, N);
-    assert_non_null(j);
-    assert_int_equal(socktab_job_fd(j), -1);
-    errno = 0;
-    assert_null(socktab_job_take(j));
-    assert_int_equal(errno, EINPROGRESS);
-    while ((rc = socktab_job_step(j)) != SOCKTAB_JOB_DONE) {
-        steps++;
-        if (rc == SOCKTAB_JOB_WAIT) {
-            struct pollfd p = { .fd = socktab_job_fd(j), .events = POLLIN };
-
-            waits++;
-            assert_int_equal(poll(&p, 1, 10000), 1);
-        }
-        /* the stat()s alone take four steps (256 paths each) */
-        if (steps <= 3)
-            assert_int_equal(g_dumps, 0);
-    }
-    assert_true(steps >= 4);
-    assert_int_equal(g_dumps, 2);       /* vfs-800.sock, bound only: twice */
-    s = socktab_job_take(j);
-    socktab_job_free(j);
-    assert_non_null(s);
-    assert_true(socktab_has(s, paths[0]));
-    assert_true(socktab_has(s, paths[400]));
-    assert_false(socktab_has(s, paths[800]));
-    assert_false(socktab_has(s, paths[1]));
-    assert_int_equal(socktab_count(s), 2);
-    socktab_free(s);
-    print_message("socktab job: %d paths in %d steps (%d waits for the dump)\n", N, steps + 1,
-                  waits);
-    for (int i = 0; i < 3; i++)
-        close(lfd[i]);
-    for (int i = 0; i < N; i++)
-        free(paths[i]);
-    sup_rmrf(dir);
-    free(dir);
-}
-
-/* Without netlink the snapshot comes from /proc/net/unix, with the same
- * answers; without that too the listener part is skipped and the attach
- * goes to CH. */
-static void test_diag_fallback(void **state)
-{
-    static const char *const extra[] = { "--memory", "size=1G,shared=on",
-                                         "--connect-timeout-ms", "200", NULL };
-    struct env *v = env_new(extra, NULL);
-    char *live = strdup(vfs_path(v, "live.sock"));
-    char *idle = strdup(vfs_path(v, "idle.sock"));
-    const char *want[] = { live, idle };
-    int lfd = listener(live, true);
-    int ifd = listener(idle, false);
-    char msg[600];
-    socktab *s;
-    struct res r;
-    int adds;
-
-    (void)state;
-    g_netlink_fail = true;
-    g_dumps = g_unix_reads = 0;
-    s = socktab_listening(want, 2);
-    assert_non_null(s);
-    assert_true(socktab_has(s, live));
-    assert_false(socktab_has(s, idle));
-    socktab_free(s);
-    assert_int_equal(g_unix_reads, 1);
-    assert_int_equal(g_dumps, 0);
-
-    r = fs_attach(v, v->sock, live, "live");
-    assert_int_equal(r.err, 0);
-    assert_int_equal(g_unix_reads, 2);
-    r = fs_attach(v, v->sock, idle, "idle");
-    assert_int_equal(r.err, -ECONNREFUSED);
-    snprintf(msg, sizeof(msg),
-             "nothing is listening on virtiofsd socket %s (virtiofsd exited or already "
-             "serves a VM; start a new virtiofsd)", idle);
-    assert_string_equal(r.errstr, msg);
-    assert_int_equal(g_unix_reads, 4);
-    assert_int_equal(g_dumps, 0);
-    adds = sup_chsim_count(v->sock, "vm.add-fs");
-    assert_int_equal(adds, 1);
-
-    g_unix_fail = true;
-    errno = 0;
-    assert_null(socktab_listening(want, 2));
-    assert_int_equal(errno, EACCES);
-    /* Neither table readable: the check fails closed, nothing is sent. */
-    r = fs_attach(v, v->sock, idle, "idle");
-    assert_int_equal(r.err, -EACCES);
-    snprintf(msg, sizeof(msg),
-             "cannot tell whether virtiofsd listens on %s: read the socket table: Permission "
-             "denied (--no-socket-check attaches without the check)", idle);
-    assert_string_equal(r.errstr, msg);
-    assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), adds);
-    assert_int_equal(g_dumps, 0);
-    g_unix_fail = false;
-    g_netlink_fail = false;
+    close(bfd);
+    close(dfd);
     close(lfd);
-    close(ifd);
-    free(live);
-    free(idle);
+    close(probe);
+    sup_rmrf(dir);
+    free(dir);
+}
+
+/* A kernel that refused a connected socket before looking the path up
+ * would call every path listening: the probe asks about a path that
+ * cannot exist first, and such a kernel fails the check closed.  So does
+ * a probe whose connect gets no answer. */
+static void test_probe_not_believed(void **state)
+{
+    struct env *v = env_new(shared_mem, NULL);
+    char *sock = vfs_path(v, "a.sock"), want[700];
+    int lfd = listener(sock, true);
+    struct res r;
+
+    (void)state;
+    g_probe_errno = EISCONN;
+    g_probe_path = "/proc/self/cocoon-listening-probe";
+    assert_int_equal(listening_probe_open(), -EPROTO);
+    r = fs_attach(v, v->sock, sock, "a");
+    assert_int_equal(r.err, -EPROTO);
+    snprintf(want, sizeof(want), "cannot tell whether virtiofsd listens on %s: %s "
+             "(--no-socket-check attaches without the check)", sock, strerror(EPROTO));
+    assert_string_equal(r.errstr, want);
+
+    g_probe_errno = ENOMEM;
+    g_probe_path = sock;
+    r = fs_attach(v, v->sock, sock, "a");
+    assert_int_equal(r.err, -ENOMEM);
+    snprintf(want, sizeof(want), "cannot tell whether virtiofsd listens on %s: %s "
+             "(--no-socket-check attaches without the check)", sock, strerror(ENOMEM));
+    assert_string_equal(r.errstr, want);
+    assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 0);
+
+    /* The same engine checks again once the kernel answers. */
+    g_probe_path = NULL;
+    assert_int_equal(fs_attach(v, v->sock, sock, "a").err, 0);
+    assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 1);
+    close(lfd);
     env_free(v);
 }
 
@@ -1179,11 +772,12 @@ static void late_first_cb(cocoon_engine *e, const cocoon_result *cr, void *priv)
     done_cb(e, cr, priv);
 }
 
-/* Two attaches submitted together share one snapshot.  The second socket
- * starts listening only after that snapshot was taken (when the first
- * attach completes), so it is missing from it: the check must look again
- * before saying nothing listens. */
-static void test_fs_socket_listens_after_snapshot(void **state)
+/* Two attaches to one VM submitted together: the second socket starts
+ * listening only when the first attach completes, which is before the
+ * second is checked (a VM runs one operation at a time), so the check
+ * sees it: each attach is asked about when its own turn comes, one probe
+ * apiece, with no stat() of either socket. */
+static void test_fs_socket_listens_after_first(void **state)
 {
     struct env *v = env_new(shared_mem, NULL);
     int a = listener(vfs_path(v, "a.sock"), true);
@@ -1193,8 +787,9 @@ static void test_fs_socket_listens_after_snapshot(void **state)
 
     (void)state;
     g_late = &l;
-    g_unix_reads = 0;
-    g_dumps = 0;
+    g_probes = 0;
+    g_stats = 0;
+    g_stat_path = vfs_path(v, "b.sock");
     assert_int_equal(cocoon_fs_attach(v->e, v->sock, &sa, late_first_cb, &l.r[0]), 0);
     assert_int_equal(cocoon_fs_attach(v->e, v->sock, &sb, done_cb, &l.r[1]), 0);
     run(v, 2);
@@ -1204,10 +799,9 @@ static void test_fs_socket_listens_after_snapshot(void **state)
     assert_string_equal(l.r[1].errstr, "");
     assert_int_equal(l.r[1].err, 0);
     assert_string_equal(l.r[1].id, "cocoon-fs-b");
-    /* One snapshot for the batch (two dumps: b.sock is a socket no
-     * listener was seen on), one more for the miss, all from sock_diag. */
-    assert_int_equal(g_dumps, 3);
-    assert_int_equal(g_unix_reads, 0);
+    assert_int_equal(g_probes, 3);     /* the probe's own first, then one each */
+    assert_int_equal(g_stats, 0);
+    g_stat_path = NULL;
     assert_int_equal(sup_chsim_count(v->sock, "vm.add-fs"), 2);
     close(a);
     close(l.fd);
@@ -2053,10 +1647,10 @@ static void test_fleet_1000(void **state)
     fleet_stop(&f);
 }
 
-/* Submissions of one loop iteration share one sock_diag dump, a later
- * batch dumps afresh, and a socket nothing listens on costs exactly two
- * snapshots of two dumps each. */
-static void test_unix_snapshot_per_batch(void **state)
+/* One probe socket serves the engine: a batch costs one probe per attach
+ * (and the probe's own first question), a later batch one more each, and
+ * a socket nothing listens on costs one probe and one stat(). */
+static void test_probe_per_attach(void **state)
 {
     struct fleet f;
     struct env *v;
@@ -2067,25 +1661,27 @@ static void test_unix_snapshot_per_batch(void **state)
     (void)state;
     fleet_start(&f, 6, NULL);
     v = env_new(NULL, NULL);
-    g_unix_reads = 0;
-    g_dumps = 0;
+    g_probes = 0;
     rs = fleet_attach_all(v, &f);
     for (int i = 0; i < f.n; i++)
         assert_int_equal(rs[i].err, 0);
-    assert_int_equal(g_dumps, 1);
+    assert_int_equal(g_probes, f.n + 1);
     free(rs);
 
     snprintf(dead, sizeof(dead), "%s/dead.sock", f.dir);
     dfd = listener(dead, false);
     snprintf(v->sock, sizeof(v->sock), "%s/vm0.sock", f.dir);
+    g_stats = 0;
+    g_stat_path = dead;
     rm = fs_attach(v, v->sock, dead, "dead");
     assert_int_equal(rm.err, -ECONNREFUSED);
     snprintf(want, sizeof(want),
              "nothing is listening on virtiofsd socket %s (virtiofsd exited or already "
              "serves a VM; start a new virtiofsd)", dead);
     assert_string_equal(rm.errstr, want);
-    assert_int_equal(g_dumps, 5);
-    assert_int_equal(g_unix_reads, 0);
+    assert_int_equal(g_probes, f.n + 2);
+    assert_int_equal(g_stats, 1);
+    g_stat_path = NULL;
     close(dfd);
     env_free(v);
     fleet_stop(&f);
@@ -2120,7 +1716,8 @@ static void test_connection_linger(void **state)
     assert_int_equal(r.calls, 1);
     assert_int_equal(r.err, 0);
     assert_int_equal(g_connects, 1);
-    assert_int_equal(sup_count_fds(), fds0 + 1);
+    /* The connection, and the listener check's probe socket. */
+    assert_int_equal(sup_count_fds(), fds0 + 2);
     r = fs_detach(v, v->sock, "a");
     assert_int_equal(r.err, 0);
     r = list(v, v->sock);
@@ -2129,7 +1726,8 @@ static void test_connection_linger(void **state)
     g_connect_path = NULL;
     cocoon_engine_free(v->e);
     v->e = NULL;
-    /* The engine's own loop (epoll fd and wake fd) goes with it. */
+    /* The engine's own loop (epoll fd and wake fd) goes with it, and
+     * its probe. */
     assert_int_equal(sup_count_fds(), fds0 - 2);
     close(a);
     env_free(v);
@@ -2152,7 +1750,7 @@ static void test_connection_linger_bounded(void **state)
     for (int i = 0; i < f.n; i++)
         assert_int_equal(rs[i].err, 0);
     free(rs);
-    assert_int_equal(sup_count_fds(), fds0 + 2);
+    assert_int_equal(sup_count_fds(), fds0 + 2 + 1);   /* and the probe */
     env_free(v);
     fleet_stop(&f);
 }
@@ -2381,15 +1979,10 @@ int main(void)
         cmocka_unit_test(test_fs_attach_no_memory_info),
         cmocka_unit_test(test_fs_eject_pending),
         cmocka_unit_test(test_fs_socket_liveness),
-        cmocka_unit_test(test_unix_snapshot_parse),
-        cmocka_unit_test(test_diag_snapshot),
-        cmocka_unit_test(test_diag_snapshot_aliases),
-        cmocka_unit_test(test_diag_dump_intr),
-        cmocka_unit_test(test_diag_job_steps),
-        cmocka_unit_test(test_diag_dump_churn),
-        cmocka_unit_test(test_diag_fallback),
-        cmocka_unit_test(test_fs_socket_listens_after_snapshot),
-        cmocka_unit_test(test_unix_snapshot_per_batch),
+        cmocka_unit_test(test_probe_answers),
+        cmocka_unit_test(test_probe_not_believed),
+        cmocka_unit_test(test_fs_socket_listens_after_first),
+        cmocka_unit_test(test_probe_per_attach),
         cmocka_unit_test(test_connection_linger),
         cmocka_unit_test(test_connection_linger_bounded),
         cmocka_unit_test(test_fs_detach_and_list),

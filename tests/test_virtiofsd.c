@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "backends/listening.h"
 #include "tests/support/support.h"
 
 #define VIRTIOFSD "/usr/lib/qemu/virtiofsd"
@@ -98,7 +99,7 @@ static void test_virtiofsd_lifecycle(void **state)
     char *dir, *share, vsock[300], api[300], body[4096], json[1024];
     const char *extra[] = { "--memory", "size=1G,shared=on", "--connect-timeout-ms", "5000", NULL };
     pid_t vpid, cpid;
-    int st = 0;
+    int st = 0, probe;
     long long deadline;
 
     (void)state;
@@ -137,6 +138,13 @@ static void test_virtiofsd_lifecycle(void **state)
     cpid = sup_chsim_start(api, extra);
     assert_true(cpid > 0);
 
+    /* cocoon's listener check, asked a hundred times, uses up nothing:
+     * the one client virtiofsd takes is still the VMM below. */
+    probe = listening_probe_open();
+    assert_true(probe >= 0);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(listening_probe(probe, vsock), 0);
+
     snprintf(json, sizeof(json), "{\"tag\":\"share\",\"socket\":\"%s\",\"id\":\"vfs0\"}", vsock);
     assert_int_equal(put(api, "/api/v1/vm.add-fs", json, body, sizeof(body)), 200);
     assert_string_equal(body, "{\"id\":\"vfs0\",\"bdf\":\"0000:00:05.0\"}");
@@ -145,6 +153,8 @@ static void test_virtiofsd_lifecycle(void **state)
     while (unix_listening(vsock) && sup_now_ms() < deadline)
         usleep(20 * 1000);
     assert_false(unix_listening(vsock));
+    assert_int_equal(listening_probe(probe, vsock), -ECONNREFUSED);
+    close(probe);
     assert_int_equal(waitpid(vpid, &st, WNOHANG), 0);
 
     assert_int_equal(put(api, "/api/v1/vm.remove-device", "{\"id\":\"vfs0\"}", body,

@@ -60,7 +60,7 @@ options:
   socket_check:
     description:
       - Have cocoon check that the socket has a listener before the attach.
-        Turn it off only for sockets in another mount or network namespace.
+        Turn it off only for sockets in another mount namespace.
     type: bool
     default: true
 extends_documentation_fragment:
