@@ -676,10 +676,11 @@ static void test_probe_answers(void **state)
     full = listener(p[7], false);
     assert_int_equal(listen(full, 0), 0);
     sun_set(&a, p[7]);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 2; i++)
         qfd[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        (void)connect(qfd[i], (struct sockaddr *)&a, sizeof(a));
-    }
+    assert_int_equal(connect(qfd[0], (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(connect(qfd[1], (struct sockaddr *)&a, sizeof(a)), -1);
+    assert_int_equal(errno, EAGAIN);            /* the backlog is full */
     assert_int_equal(listening_probe(probe, p[7]), 0);
     close(qfd[0]);
     close(qfd[1]);
