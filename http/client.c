@@ -33,7 +33,6 @@ enum conn_state { CONN_CLOSED, CONN_CONNECTING, CONN_OPEN };
 
 struct httpc_conn {
     lp_loop *loop;
-    struct sockaddr_un addr;
     int fd;
     enum conn_state state;
     lp_io io;
@@ -59,6 +58,7 @@ struct httpc_conn {
 
     int depth;              /* callbacks currently running */
     bool free_pending;
+    char path[];            /* the socket's path, as given */
 };
 
 static const char *conn_strerror(int e, char *buf, size_t n)
@@ -215,7 +215,7 @@ static int conn_begin(httpc_conn *c)
         return 0;
     if (!c->resp && !(c->resp = lp_spare_take(c->loop)) && !(c->resp = httpc_resp_new())) {
         conn_close(c);
-        conn_fail(c, -ENOMEM, "out of memory for the reply from %s", c->addr.sun_path);
+        conn_fail(c, -ENOMEM, "out of memory for the reply from %s", c->path);
         return -ENOMEM;
     }
     httpc_resp_reset(c->resp);
@@ -247,12 +247,12 @@ static void conn_opened(httpc_conn *c)
         if (e || crl != sizeof cr || cr.pid != c->peer) {
             conn_close(c);
             if (e || crl != sizeof cr)
-                conn_fail(c, e ? -e : -EPROTO, "connect(%s): SO_PEERCRED: %s", c->addr.sun_path,
+                conn_fail(c, e ? -e : -EPROTO, "connect(%s): SO_PEERCRED: %s", c->path,
                           e ? conn_strerror(e, eb, sizeof eb) : "short answer");
             else
                 conn_fail(c, -ESRCH,
                           "connect(%s): peer is pid %ld, not the expected pid %ld",
-                          c->addr.sun_path, (long)cr.pid, (long)c->peer);
+                          c->path, (long)cr.pid, (long)c->peer);
             return;
         }
     }
@@ -263,6 +263,7 @@ static void conn_opened(httpc_conn *c)
 
 static void conn_connect(httpc_conn *c)
 {
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
     char eb[128];
     int e;
 
@@ -273,7 +274,8 @@ static void conn_connect(httpc_conn *c)
         return;
     }
     c->reused = false;
-    if (connect(c->fd, (const struct sockaddr *)&c->addr, sizeof c->addr) == 0) {
+    memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
+    if (connect(c->fd, (const struct sockaddr *)&sa, sizeof sa) == 0) {
         conn_opened(c);
         return;
     }
@@ -288,7 +290,7 @@ static void conn_connect(httpc_conn *c)
         conn_kick_later(c, HTTPC_CONNECT_RETRY);
         return;
     }
-    conn_fail(c, -e, "connect(%s): %s", c->addr.sun_path, conn_strerror(e, eb, sizeof eb));
+    conn_fail(c, -e, "connect(%s): %s", c->path, conn_strerror(e, eb, sizeof eb));
 }
 
 /* Connects (and sends) from the loop, so that a connect failure never
@@ -324,7 +326,7 @@ static void conn_deadline_cb(lp_loop *loop, lp_timer *w, int revents)
         what = "waiting for reply from";
     conn_close(c);
     conn_fail(c, -ETIMEDOUT, "timeout after %u ms %s %s", c->timeout_ms, what,
-              c->addr.sun_path);
+              c->path);
 }
 
 /* The peer closed the stream: a close-delimited body ends here, anything
@@ -344,13 +346,13 @@ static void conn_eof(httpc_conn *c)
         conn_fail(c, -ECONNRESET,
                   "connection closed by peer before complete "
                   "reply from %s (%s; send: %s)",
-                  c->addr.sun_path, httpc_resp_errstr(c->resp),
+                  c->path, httpc_resp_errstr(c->resp),
                   conn_strerror(c->send_err, eb, sizeof eb));
     } else if (rc == -ECONNRESET) {
         conn_fail(c, -ECONNRESET,
                   "connection closed by peer before complete "
                   "reply from %s (%s)",
-                  c->addr.sun_path, httpc_resp_errstr(c->resp));
+                  c->path, httpc_resp_errstr(c->resp));
     } else {
         conn_fail(c, rc, "%s", httpc_resp_errstr(c->resp));
     }
@@ -382,7 +384,7 @@ static bool conn_read(httpc_conn *c)
                 conn_fail(c, -EPROTO,
                           "protocol error: %zu bytes after the reply from %s "
                           "(a second response to one request)",
-                          (size_t)n - used, c->addr.sun_path);
+                          (size_t)n - used, c->path);
             } else if (rc == HTTPC_RESP_DONE) {
                 conn_finish(c, 0, "");
             } else {
@@ -403,7 +405,7 @@ static bool conn_read(httpc_conn *c)
             conn_eof(c);
             return true;
         }
-        conn_fail(c, -e, "recv(%s): %s", c->addr.sun_path, conn_strerror(e, eb, sizeof eb));
+        conn_fail(c, -e, "recv(%s): %s", c->path, conn_strerror(e, eb, sizeof eb));
         return true;
     }
     return false;
@@ -465,7 +467,7 @@ static void conn_io_cb(lp_loop *loop, lp_io *w, int revents)
             soerr = errno;
         if (soerr) {
             conn_close(c);
-            conn_fail(c, -soerr, "connect(%s): %s", c->addr.sun_path,
+            conn_fail(c, -soerr, "connect(%s): %s", c->path,
                       conn_strerror(soerr, eb, sizeof eb));
             return;
         }
@@ -485,15 +487,14 @@ httpc_conn *httpc_conn_new(lp_loop *loop, const char *sock_path)
         return NULL;
     }
     size_t len = strlen(sock_path);
-    if (len >= sizeof(((httpc_conn *)0)->addr.sun_path)) {
+    if (len >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
         errno = ENAMETOOLONG;
         return NULL;
     }
-    httpc_conn *c = calloc(1, sizeof *c);
+    httpc_conn *c = calloc(1, sizeof *c + len + 1);
     if (!c)
         return NULL;
-    c->addr.sun_family = AF_UNIX;
-    memcpy(c->addr.sun_path, sock_path, len + 1);
+    memcpy(c->path, sock_path, len + 1);
     c->loop = loop;
     c->fd = -1;
     c->state = CONN_CLOSED;
@@ -515,7 +516,7 @@ void httpc_conn_free(httpc_conn *c)
         conn_close(c);
         /* conn_finish destroys c once no callback is running. */
         conn_fail(c, -ECANCELED, "request to %s cancelled: connection freed",
-                  c->addr.sun_path);
+                  c->path);
         return;
     }
     if (c->depth == 0)
