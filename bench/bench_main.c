@@ -229,7 +229,8 @@ static void bench_fleet_stop(pid_t pid)
 }
 
 /* Stand-ins for virtiofsd: listening sockets, never accepted (chsim's
- * fleet runs with --no-connect), so cocoon's listener check finds one.  Grows the set to count listeners. */
+ * fleet runs with --no-connect), so cocoon's listener check finds one.
+ * Grows the set to count listeners. */
 static int bench_vfs_grow(const char *dir, int **fds, unsigned *have, unsigned count)
 {
     char path[256];
