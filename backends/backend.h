@@ -109,11 +109,12 @@ const json_device *ch_device_by_path(const json_vm_info *vi, const char *path);
 
 /* virtiofsd liveness without connecting to it (a connect would take the
  * one client slot virtiofsd has): the path exists, is a socket, and a
- * stream socket listens on it, asked with the listening_probe fd probe.
- * probe < 0 is the -errno of a probe that could not be opened: the check
- * then fails closed, as it does when the kernel gives no answer, and
- * never reads as passed.  0, or -ENOENT / -ENOTSOCK / -ECONNREFUSED (or
- * the path's errno) with the user-facing reason in err. */
+ * stream socket listens on it, asked with listening_probe() on the fd
+ * probe.  probe < 0 is the -errno of a probe that could not be opened:
+ * the check then fails closed, as it does when the kernel gives no
+ * answer, and never reads as passed.  0, or -ENOENT / -ENOTSOCK /
+ * -ECONNREFUSED (or the path's errno) with the user-facing reason in
+ * err. */
 int ch_socket_check(const char *path, int probe, char *err, size_t errlen);
 
 
