@@ -281,8 +281,9 @@ static long bench_count_listeners(void)
 }
 
 /* A network namespace of our own: the bench's unix sockets then share the
- * kernel's per-namespace tables with nothing of the host's.  Root can unshare one directly; others try a user
- * namespace first.  Returns a description for the report. */
+ * kernel's per-namespace tables with nothing of the host's.  Root can
+ * unshare one directly; others try a user namespace first.  Returns a
+ * description for the report. */
 static const char *bench_netns(void)
 {
     if (unshare(CLONE_NEWNET) == 0)
