@@ -1,5 +1,6 @@
-/* http/loop.c: one epoll fd for I/O, a binary heap for timers, an eventfd
- * that makes the epoll fd readable when work is queued from outside. */
+/* http/loop.c: one epoll fd for I/O, a queue and a binary heap for timers,
+ * an eventfd that makes the epoll fd readable when work is queued from
+ * outside. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ struct lp_loop {
     bool woken;                 /* wakefd written, not yet drained */
     lp_timer **heap;            /* heap[1..n] */
     size_t n, cap;
+    struct lp_timer_q queue;    /* timers in order of their deadlines */
     struct lp_timer_q pending;
     int refs;                   /* active watchers minus unrefs */
     unsigned iter;
@@ -139,7 +141,7 @@ void lp_timer_init(lp_timer *w, lp_timer_fn *cb, double after, double repeat)
 {
     lp_init(w, cb);
     w->hidx = 0;
-    w->pending = false;
+    w->queued = w->pending = false;
     lp_timer_set(w, after, repeat);
 }
 
@@ -149,15 +151,47 @@ void lp_timer_set(lp_timer *w, double after, double repeat)
     w->repeat = repeat;
 }
 
+/* A timer due no earlier than the queue's last joins the queue: request
+ * timeouts, all of one length and started as the requests go out, arrive
+ * in deadline order, so each of a thousand in flight costs a constant
+ * time to start and to stop where the heap would sift it through its
+ * levels.  The rest (a zero delay behind a timeout, a retry backoff) go
+ * to the heap. */
 static void timer_arm(lp_loop *l, lp_timer *w, double after)
 {
+    lp_timer *last = TAILQ_LAST(&l->queue, lp_timer_q);
+
     w->at = lp_now() + (after > 0 ? after : 0.);
-    if (!heap_insert(l, w)) {
+    if (!last || last->at <= w->at) {
+        w->queued = true;
+        TAILQ_INSERT_TAIL(&l->queue, w, plink);
+    } else if (!heap_insert(l, w)) {
         /* Out of memory for the heap: run it as soon as possible from the
          * pending list instead of losing it. */
         w->pending = true;
         TAILQ_INSERT_TAIL(&l->pending, w, plink);
     }
+}
+
+/* Takes w out of the heap or the queue. */
+static void timer_unarm(lp_loop *l, lp_timer *w)
+{
+    if (w->hidx)
+        heap_remove(l, w);
+    if (w->queued) {
+        TAILQ_REMOVE(&l->queue, w, plink);
+        w->queued = false;
+    }
+}
+
+/* The armed timer due first, or NULL. */
+static lp_timer *timer_first(const lp_loop *l)
+{
+    lp_timer *q = TAILQ_FIRST(&l->queue);
+
+    if (l->n && (!q || l->heap[1]->at < q->at))
+        return l->heap[1];
+    return q;
 }
 
 void lp_timer_start(lp_loop *l, lp_timer *w)
@@ -174,8 +208,7 @@ void lp_timer_stop(lp_loop *l, lp_timer *w)
 {
     if (!w->active)
         return;
-    if (w->hidx)
-        heap_remove(l, w);
+    timer_unarm(l, w);
     if (w->pending) {
         TAILQ_REMOVE(&l->pending, w, plink);
         w->pending = false;
@@ -254,6 +287,7 @@ lp_loop *lp_new(void)
 
     if (!l)
         return NULL;
+    TAILQ_INIT(&l->queue);
     TAILQ_INIT(&l->pending);
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     l->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -306,13 +340,14 @@ int lp_fd(const lp_loop *l)
 
 int lp_timeout_ms(const lp_loop *l)
 {
+    const lp_timer *first = timer_first(l);
     double left;
 
     if (!TAILQ_EMPTY(&l->pending) || l->woken)
         return 0;
-    if (!l->n)
+    if (!first)
         return -1;
-    left = l->heap[1]->at - lp_now();
+    left = first->at - lp_now();
     if (left <= 0)
         return 0;
     /* Rounded up: waking a little late is harmless, early means a
@@ -383,13 +418,12 @@ static bool lp_run_timers(lp_loop *l)
     bool any = false;
     lp_timer *w;
 
-    while (l->n && l->heap[1]->at <= now) {
-        w = l->heap[1];
-        heap_remove(l, w);
+    while ((w = timer_first(l)) && w->at <= now) {
+        timer_unarm(l, w);
         w->pending = true;
         TAILQ_INSERT_TAIL(&l->pending, w, plink);
     }
-    /* Timers started by these callbacks go into the heap, so a zero-delay
+    /* Timers started by these callbacks are armed, not pending, so a zero-delay
      * timer restarted by its own callback runs on the next call. */
     while (!l->brk && (w = TAILQ_FIRST(&l->pending))) {
         TAILQ_REMOVE(&l->pending, w, plink);

@@ -1,6 +1,6 @@
 /* http/loop.h: the library's own event loop, which every part of it runs
  * on and which no host needs to know about.  Its I/O watchers live in one
- * epoll fd and its timers in one heap, so a host of any kind drives it
+ * epoll fd and its timers in a queue and a heap, so a host of any kind drives it
  * with one fd to watch for reading, one deadline and one call
  * (lp_process).  The calls mirror libev's (start, stop, set, again, ref,
  * unref) so the code on top reads the same.  One thread only. */
@@ -25,8 +25,9 @@ typedef struct lp_timer {
     LP_WATCHER_HEAD(lp_timer);
     double at, after, repeat;   /* at: monotonic seconds */
     size_t hidx;                /* 1-based heap slot; 0 when not in the heap */
+    bool queued;                /* in the loop's deadline-ordered queue */
     bool pending;               /* expired, callback not yet run */
-    TAILQ_ENTRY(lp_timer) plink;
+    TAILQ_ENTRY(lp_timer) plink;    /* the queue or the pending list */
 } lp_timer;
 
 typedef struct lp_io {

@@ -1282,6 +1282,60 @@ static void test_client_busy_and_invalid(void **state)
     lp_free(loop);
 }
 
+/* Timers fire in deadline order whether the loop keeps them in its queue
+ * (deadlines that only grow) or in its heap (due before the queue's
+ * last), and one stopped in the middle of the queue never fires: run as
+ * each falls due, and all in one lp_process once every one is due. */
+static char g_fired[8];
+static size_t g_nfired;
+
+static void order_cb(lp_loop *l, lp_timer *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    if (g_nfired < sizeof g_fired)
+        g_fired[g_nfired++] = *(const char *)w->data;
+}
+
+static void timer_order(bool at_once)
+{
+    static const char names[] = "abcde";
+    const double after[5] = { 0.06, 0.07, 0.02, 0, 0.08 };
+    lp_loop *l = lp_new();
+    lp_timer t[5];
+    uint64_t t0 = base_mono_ns();
+
+    assert_non_null(l);
+    g_nfired = 0;
+    for (int i = 0; i < 5; i++) {
+        lp_timer_init(&t[i], order_cb, after[i], 0);
+        t[i].data = (void *)&names[i];
+        lp_timer_start(l, &t[i]);
+    }
+    assert_true(t[0].queued && t[1].queued && t[4].queued);
+    assert_true(t[2].hidx && t[3].hidx);
+    lp_timer_stop(l, &t[1]);
+    assert_int_equal(lp_timeout_ms(l), 0);
+    if (at_once) {
+        while (base_mono_ns() - t0 < 90000000u)
+            ;
+        assert_int_equal(lp_process(l), 1);
+    }
+    while (lp_busy(l))
+        assert_true(lp_run_once(l, -1) >= 0);
+    assert_int_equal(g_nfired, 4);
+    assert_memory_equal(g_fired, "dcae", 4);
+    assert_int_equal(lp_timeout_ms(l), -1);
+    lp_free(l);
+}
+
+static void test_loop_timer_order(void **state)
+{
+    (void)state;
+    timer_order(false);
+    timer_order(true);
+}
+
 static void free_in_cb_hook(tctx *t, httpc_conn *c, const httpc_response *r)
 {
     (void)r;
@@ -1525,6 +1579,7 @@ int main(void)
         cmocka_unit_test(test_client_free_with_pending),
         cmocka_unit_test(test_client_free_with_pending_keeps_outer_errstr),
         cmocka_unit_test(test_client_backlog_full),
+        cmocka_unit_test(test_loop_timer_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
