@@ -51,14 +51,11 @@ struct eng_op {
     lp_timer timer;         /* reconcile backoff and detach-wait poll */
     char *res_id, *res_bdf; /* owned */
     char *msg;              /* owned: pre_err text, or a success note */
-    struct eng_lc *lc;      /* owned: a lifecycle op's state (free with
-                               eng_lc_free) */
+    struct eng_lc *lc;      /* owned: a lifecycle op's options and state,
+                               from submit (eng_lc_new, eng_lc_free) */
     int pid;                /* vm start: the VMM's pid */
     const char *vm_arg;     /* the strings below live in buf */
     const char *socket, *tag, *fs_id, *path, *dev_id;
-    const char *binary;     /* vm start: the VMM; vm stop: what the gate
-                               expects when the record names none */
-    cocoon_vm_opts vm_opts; /* vm start / stop bounds */
     int num_queues, queue_size;
     bool socket_check;      /* fs attach: run the listener check */
     unsigned wait_ms;       /* detach: wait this long for the eject */
@@ -217,6 +214,7 @@ void eng_unix_fini(cocoon_engine *e);
  * its VM, and takes its replies. */
 void eng_lc_run(struct eng_op *op);
 void eng_lc_on_http(struct eng_op *op, const httpc_response *r);
+struct eng_lc *eng_lc_new(const cocoon_vm_opts *o);
 void eng_lc_free(struct eng_lc *lc);
 
 #endif

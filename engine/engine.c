@@ -388,10 +388,13 @@ static int vm_lc_submit(cocoon_engine *e, enum op_kind kind, const char *vm,
     op = op_new(e, kind, vm, (const char *const[]){ in.binary, in.dir }, 2, out);
     if (!op)
         return -ENOMEM;
-    op->vm_opts = in;
-    op->binary = out[0];
     op->path = out[1];
-    op->vm_opts.binary = op->vm_opts.dir = NULL;
+    in.binary = out[0];
+    in.dir = NULL;
+    if (!(op->lc = eng_lc_new(&in))) {
+        eng_op_free(op);
+        return -ENOMEM;
+    }
     return op_finish_submit(e, op, 0, cb, NULL, priv);
 }
 

@@ -393,7 +393,7 @@ static int lc_spawn(struct eng_op *op, char *why, size_t n)
     struct eng_lc *lc = op->lc;
     store_vm *vm = op->vm->rec;
     bool fc = eng_lc_is_fc(op);
-    const char *binary = op->binary ? op->binary : op->vm->ops->default_binary;
+    const char *binary = op->lc->o.binary ? op->lc->o.binary : op->vm->ops->default_binary;
     char **argv = NULL;
     int rc;
 
@@ -443,7 +443,7 @@ static bool lc_start_found(struct eng_op *op)
     struct eng_lc *lc = op->lc;
     store_vm *rec = op->vm->rec;
     cocoon_engine *e = op->e;
-    const char *binary = op->binary ? op->binary : op->vm->ops->default_binary;
+    const char *binary = op->lc->o.binary ? op->lc->o.binary : op->vm->ops->default_binary;
     char why[BASE_ERRSTR_MAX], *pidfile;
     pid_t pid = 0;
     int rc;
@@ -539,7 +539,7 @@ static void lc_gone_cb(lp_loop *loop, lp_timer *w, int revents)
     struct eng_op *op = w->data;
     struct eng_lc *lc = op->lc;
     cocoon_engine *e = op->e;
-    const cocoon_vm_opts *o = &op->vm_opts;
+    const cocoon_vm_opts *o = &op->lc->o;
 
     (void)loop;
     (void)revents;
@@ -573,7 +573,7 @@ static void lc_wait_gone(struct eng_op *op)
     struct eng_lc *lc = op->lc;
 
     lc->phase = LC_GONE;
-    lc->deadline = lc->t0 + op->vm_opts.graceful_ms / 1000.0;
+    lc->deadline = lc->t0 + op->lc->o.graceful_ms / 1000.0;
     lc_arm(op, lc_gone_cb, 0);
 }
 
@@ -587,7 +587,7 @@ static void lc_after_shutdown(struct eng_op *op, const httpc_response *r)
     if (lc->phase == LC_SHUTDOWN && !eng_lc_is_fc(op) && r->err != -ETIMEDOUT &&
         !launch_proc_gone(lc->pid, lc->gate_binary, lc->sock)) {
         lc->phase = LC_VMM_SHUTDOWN;
-        if (eng_lc_send(op, BACKEND_EP_VMM_SHUTDOWN, NULL, NULL, op->vm_opts.call_ms) == 0)
+        if (eng_lc_send(op, BACKEND_EP_VMM_SHUTDOWN, NULL, NULL, op->lc->o.call_ms) == 0)
             return;
     }
     lc_wait_gone(op);
@@ -597,9 +597,9 @@ static void lc_stop(struct eng_op *op)
 {
     struct eng_lc *lc = op->lc;
     cocoon_engine *e = op->e;
-    cocoon_vm_opts *o = &op->vm_opts;
+    cocoon_vm_opts *o = &op->lc->o;
     store_vm *rec = op->vm->rec;
-    const char *dflt = op->binary ? op->binary : op->vm->ops->default_binary;
+    const char *dflt = op->lc->o.binary ? op->lc->o.binary : op->vm->ops->default_binary;
     char why[BASE_ERRSTR_MAX];
     int rc;
 
@@ -653,13 +653,17 @@ static void lc_stop(struct eng_op *op)
 
 /* ------------------------------------------------------------ dispatch */
 
+struct eng_lc *eng_lc_new(const cocoon_vm_opts *o)
+{
+    struct eng_lc *lc = calloc(1, sizeof(*lc));
+
+    if (lc)
+        lc->o = *o;
+    return lc;
+}
+
 void eng_lc_run(struct eng_op *op)
 {
-    op->lc = calloc(1, sizeof(*op->lc));
-    if (!op->lc) {
-        eng_op_finish(op, -ENOMEM, "out of memory");
-        return;
-    }
     if (op->kind == OP_VM_START || op->kind == OP_VM_RESTORE)
         lc_start(op);
     else if (op->kind == OP_VM_STOP)

@@ -38,6 +38,8 @@ struct lc_call {
 };
 
 struct eng_lc {
+    cocoon_vm_opts o;                       /* as submitted; o.binary in the op's
+                                               strings, o.dir NULL (op->path) */
     enum lc_phase phase;
     pid_t pid;
     char *abs, *sock, *pidfile, *log_path;  /* owned */

@@ -129,7 +129,7 @@ static bool lc_gate(struct eng_op *op)
     char why[BASE_ERRSTR_MAX];
     pid_t pid;
 
-    if (gate_check(op->vm->rec, op->binary ? op->binary : op->vm->ops->default_binary, &pid,
+    if (gate_check(op->vm->rec, op->lc->o.binary ? op->lc->o.binary : op->vm->ops->default_binary, &pid,
                    why, sizeof(why)) != 0) {
         eng_op_finish(op, -EHOSTDOWN, why);
         return false;
@@ -213,7 +213,7 @@ static void lc_snap_paused(struct eng_op *op, int err)
         err = json_file_url_encode("destination_url", op->path, &body, &len, e->err,
                                    sizeof(e->err));
     if (err == 0)
-        err = eng_lc_send(op, BACKEND_EP_SNAPSHOT, NULL, body, op->vm_opts.snapshot_ms);
+        err = eng_lc_send(op, BACKEND_EP_SNAPSHOT, NULL, body, op->lc->o.snapshot_ms);
     free(body);
     if (err) {
         lc->snap_err = err;
@@ -253,7 +253,7 @@ void eng_lc_after_snap_info(struct eng_op *op, const httpc_response *r)
         o += (size_t)snprintf(list + o, sizeof(list) - o, "%sdevice %s", o ? ", " : "",
                               vi.devices[i].id ? vi.devices[i].id : "?");
     json_vm_info_fini(&vi);
-    if (o && !op->vm_opts.force) {
+    if (o && !op->lc->o.force) {
         base_errf(e->err, sizeof(e->err), 0,
                   "snapshot save: vm %s has runtime-attached devices (%s), which a snapshot "
                   "does not capture; detach them first, or use --force",
@@ -275,8 +275,8 @@ void eng_lc_snapshot(struct eng_op *op)
         eng_op_fail(op, -EOPNOTSUPP);
         return;
     }
-    if (!op->vm_opts.snapshot_ms)
-        op->vm_opts.snapshot_ms = 600000;
+    if (!op->lc->o.snapshot_ms)
+        op->lc->o.snapshot_ms = 600000;
     if (!lc_gate(op))
         return;
     op->lc->phase = LC_SNAP_INFO;
@@ -310,7 +310,7 @@ static void lc_restore_resumed(struct eng_op *op, int err)
  * the last word on the state. */
 static void lc_restore_done(struct eng_op *op)
 {
-    if (op->vm_opts.paused) {
+    if (op->lc->o.paused) {
         op->lc->want_paused = true;
         op->e->err[0] = '\0';
         lc_restore_resumed(op, 0);

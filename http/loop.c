@@ -2,6 +2,7 @@
  * an eventfd that makes the epoll fd readable when work is queued from
  * outside. */
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -76,8 +77,8 @@ static void heap_swap(lp_loop *l, size_t a, size_t b)
 
     l->heap[a] = l->heap[b];
     l->heap[b] = t;
-    l->heap[a]->hidx = a;
-    l->heap[b]->hidx = b;
+    l->heap[a]->hidx = (unsigned)a;
+    l->heap[b]->hidx = (unsigned)b;
 }
 
 static void heap_up(lp_loop *l, size_t i)
@@ -111,7 +112,7 @@ static void heap_remove(lp_loop *l, lp_timer *w)
     w->hidx = 0;
     if (i != l->n) {
         l->heap[i] = l->heap[l->n];
-        l->heap[i]->hidx = i;
+        l->heap[i]->hidx = (unsigned)i;
         l->n--;
         heap_up(l, i);
         heap_down(l, i);
@@ -122,6 +123,8 @@ static void heap_remove(lp_loop *l, lp_timer *w)
 
 static bool heap_insert(lp_loop *l, lp_timer *w)
 {
+    if (l->n + 1 >= UINT_MAX)
+        return false;
     if (l->n + 1 >= l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 64;
         lp_timer **h = realloc(l->heap, cap * sizeof(*h));
@@ -132,7 +135,7 @@ static bool heap_insert(lp_loop *l, lp_timer *w)
         l->cap = cap;
     }
     l->heap[++l->n] = w;
-    w->hidx = l->n;
+    w->hidx = (unsigned)l->n;
     heap_up(l, l->n);
     return true;
 }
@@ -236,7 +239,7 @@ void lp_io_init(lp_io *w, lp_io_fn *cb, int fd, int events)
 void lp_io_set(lp_io *w, int fd, int events)
 {
     w->fd = fd;
-    w->events = events;
+    w->events = (unsigned char)events;
 }
 
 int lp_io_start(lp_loop *l, lp_io *w)

@@ -16,23 +16,26 @@ typedef struct lp_loop lp_loop;
 #define LP_READ  0x01
 #define LP_WRITE 0x02
 
+/* active last, so that a watcher's own small fields fill the padding
+ * after it: a thousand connections hold three watchers each. */
 #define LP_WATCHER_HEAD(type)                                                     \
-    bool active;                                                                  \
     void *data;                                                                   \
-    void (*cb)(lp_loop *l, struct type *w, int revents)
+    void (*cb)(lp_loop *l, struct type *w, int revents);                          \
+    bool active
 
 typedef struct lp_timer {
     LP_WATCHER_HEAD(lp_timer);
-    double at, after, repeat;   /* at: monotonic seconds */
-    size_t hidx;                /* 1-based heap slot; 0 when not in the heap */
     bool queued;                /* in the loop's deadline-ordered queue */
     bool pending;               /* expired, callback not yet run */
+    unsigned hidx;              /* 1-based heap slot; 0 when not in the heap */
+    double at, after, repeat;   /* at: monotonic seconds */
     TAILQ_ENTRY(lp_timer) plink;    /* the queue or the pending list */
 } lp_timer;
 
 typedef struct lp_io {
     LP_WATCHER_HEAD(lp_io);
-    int fd, events;             /* LP_READ | LP_WRITE */
+    unsigned char events;       /* LP_READ | LP_WRITE */
+    int fd;
 } lp_io;
 
 typedef void lp_timer_fn(lp_loop *l, lp_timer *w, int revents);
