@@ -209,8 +209,10 @@ int cli_out_errno(void);
 
 /* JSON output (cli/out.c).  All generators validate UTF-8. */
 yajl_gen cli_gen_new(bool pretty);
-/* Writes the generator's buffer and a newline to f, frees g.  0 or -1. */
+/* Writes the generator's buffer and a newline to f, frees g.  0 or -1.
+ * cli_gen_print flushes f too; cli_gen_write leaves it buffered. */
 int cli_gen_print(yajl_gen g, FILE *f);
+int cli_gen_write(yajl_gen g, FILE *f);
 void cli_gen_str(yajl_gen g, const char *s);
 void cli_gen_kv_str(yajl_gen g, const char *k, const char *v);   /* skipped when v NULL */
 void cli_gen_kv_int(yajl_gen g, const char *k, long long v);

@@ -243,16 +243,57 @@ static void clone_fail(job *j, int rc, const char *why)
     clone_finish(j);
 }
 
-/* The expanded socket template written to f (an open_memstream of *out,
- * which is set only by the fclose) becomes j's socket. */
-static int socket_set(job *j, FILE *f, char **out)
+/* t with each of the n keys (each "{...}") replaced by its value; a key
+ * whose value is NULL stays as it is.  NULL when out of memory. */
+static char *fill_template(const char *t, const char *const keys[], const char *const vals[],
+                           size_t n)
 {
-    if (fclose(f) != 0) {
-        free(*out);
-        return -ENOMEM;
+    char *out = NULL, *p = NULL;
+    size_t len = 0;
+
+    /* The first pass measures, the second writes. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (const char *s = t; *s;) {
+            const char *brace = strchr(s, '{'), *v = "{";
+            size_t run = brace ? (size_t)(brace - s) : strlen(s), skip = 1;
+
+            if (pass)
+                p = mempcpy(p, s, run);
+            len += run;
+            if (!brace)
+                break;
+            s = brace;
+            for (size_t i = 0; i < n; i++) {
+                size_t kl = strlen(keys[i]);
+
+                if (vals[i] && strncmp(s, keys[i], kl) == 0) {
+                    v = vals[i];
+                    skip = kl;
+                    break;
+                }
+            }
+            if (pass)
+                p = stpcpy(p, v);
+            len += strlen(v);
+            s += skip;
+        }
+        if (!pass && !(out = p = malloc(len + 1)))
+            return NULL;
+        len = 0;
     }
+    *p = '\0';
+    return out;
+}
+
+/* j's socket template with the keys replaced. */
+static int socket_fill(job *j, const char *const keys[], const char *const vals[], size_t n)
+{
+    char *out = fill_template(j->op.socket, keys, vals, n);
+
+    if (!out)
+        return -ENOMEM;
     free(j->op.socket);
-    j->op.socket = *out;
+    j->op.socket = out;
     return 0;
 }
 
@@ -261,24 +302,9 @@ static int socket_set(job *j, FILE *f, char **out)
  * once the clone has its record. */
 static int subst(job *j, const char *key, const char *val)
 {
-    const char *t = j->op.socket, *p;
-    size_t kl = strlen(key);
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f;
-
-    if (!t || !strstr(t, key))
+    if (!j->op.socket || !strstr(j->op.socket, key))
         return 0;
-    f = open_memstream(&out, &len);
-    if (!f)
-        return -ENOMEM;
-    while ((p = strstr(t, key)) != NULL) {
-        fwrite(t, 1, (size_t)(p - t), f);
-        fputs(val, f);
-        t = p + kl;
-    }
-    fputs(t, f);
-    return socket_set(j, f, &out);
+    return socket_fill(j, &key, &val, 1);
 }
 
 /* The clone is up (or not): its attaches run now, or fail unsent. */
@@ -416,9 +442,7 @@ static void submit_one(job *j)
 static int expand_template(const cli_ctx *c, tmpl_store *ts, job *j)
 {
     const char *t = j->op.socket, *name = NULL, *id = NULL;
-    char derived[256], err[BASE_ERRSTR_MAX], *out = NULL;
-    size_t len = 0;
-    FILE *f;
+    char derived[256], err[BASE_ERRSTR_MAX];
     const store_vm *vm = NULL;
 
     if (!t || !strchr(t, '{'))
@@ -451,24 +475,8 @@ static int expand_template(const cli_ctx *c, tmpl_store *ts, job *j)
             return 0;
         }
     }
-    f = open_memstream(&out, &len);
-    if (!f)
-        return -ENOMEM;
-    while (*t) {
-        if (strncmp(t, "{name}", 6) == 0 && name) {
-            fputs(name, f);
-            t += 6;
-        } else if (strncmp(t, "{id}", 4) == 0 && id) {
-            fputs(id, f);
-            t += 4;
-        } else if (strncmp(t, "{vm}", 4) == 0) {
-            fputs(j->op.vm, f);
-            t += 4;
-        } else {
-            fputc(*t++, f);
-        }
-    }
-    return socket_set(j, f, &out);
+    return socket_fill(j, (const char *const[]){ "{name}", "{id}", "{vm}" },
+                       (const char *const[]){ name, id, j->op.vm }, 3);
 }
 
 /* One virtiofsd serves one VM connection: a socket given to several
@@ -750,6 +758,9 @@ static int run(runner *r)
         if (r->input_done && r->inflight == 0)
             break;
         r->in_ready = false;
+        /* Result lines reach stdout before the loop waits: one write per
+         * loop iteration, not one per line. */
+        cli_out_flush(stdout);
         /* Nothing left that could call back: a safety net, never the
          * normal way out. */
         if (!ev_run(r->loop, more ? EVRUN_NOWAIT : EVRUN_ONCE) && !more && !r->in_ready &&

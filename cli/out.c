@@ -33,31 +33,42 @@ int cli_out_errno(void)
 static void put_escaped(FILE *f, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
+    size_t plain = 0;       /* start of the run written as it is */
 
     for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\n' && i + 1 == n)
-            fputc('\n', f);
-        else if (p[i] < 0x20 || p[i] == 0x7f)
+        bool c1 = p[i] == 0xc2 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] <= 0x9f;
+
+        if (!c1 && ((p[i] >= 0x20 && p[i] != 0x7f) || (p[i] == '\n' && i + 1 == n)))
+            continue;
+        fwrite(p + plain, 1, i - plain, f);
+        if (c1)
+            fprintf(f, "\\xc2\\x%02x", p[++i]);
+        else
             fprintf(f, "\\x%02x", p[i]);
-        else if (p[i] == 0xc2 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] <= 0x9f) {
-            fprintf(f, "\\xc2\\x%02x", p[i + 1]);
-            i++;
-        } else
-            fputc(p[i], f);
+        plain = i + 1;
     }
+    fwrite(p + plain, 1, n - plain, f);
 }
 
+/* A line of common length is formatted on the stack. */
 void cli_vprintf(FILE *f, const char *fmt, va_list ap)
 {
-    char *s = NULL;
-    int n = vasprintf(&s, fmt, ap);
+    char small[512], *s = small;
+    va_list again;
+    int n;
 
+    va_copy(again, ap);
+    n = vsnprintf(small, sizeof small, fmt, ap);
+    if (n >= (int)sizeof small && (n = vasprintf(&s, fmt, again)) < 0)
+        s = NULL;
+    va_end(again);
     if (n < 0) {
         fputs("<out of memory>\n", f);
         return;
     }
     put_escaped(f, s, (size_t)n);
-    free(s);
+    if (s != small)
+        free(s);
 }
 
 void cli_printf(FILE *f, const char *fmt, ...)
@@ -83,7 +94,7 @@ yajl_gen cli_gen_new(bool pretty)
     return g;
 }
 
-int cli_gen_print(yajl_gen g, FILE *f)
+int cli_gen_write(yajl_gen g, FILE *f)
 {
     const unsigned char *buf;
     size_t len;
@@ -96,11 +107,16 @@ int cli_gen_print(yajl_gen g, FILE *f)
         rc = fwrite(buf, 1, len, f) == len ? 0 : -1;
         if (rc == 0 && (len == 0 || buf[len - 1] != '\n'))
             fputc('\n', f);
-        if (cli_out_flush(f) < 0)
-            rc = -1;
     }
     yajl_gen_free(g);
     return rc;
+}
+
+int cli_gen_print(yajl_gen g, FILE *f)
+{
+    int rc = cli_gen_write(g, f);
+
+    return cli_out_flush(f) < 0 ? -1 : rc;
 }
 
 /* Length of the well-formed UTF-8 sequence at p (at most n bytes), or 0:

@@ -113,7 +113,7 @@ static void print_job_json(runner *r, const job *j)
     }
     yajl_gen_map_close(g);
     ops_progress_clear(r);
-    cli_gen_print(g, stdout);
+    cli_gen_write(g, stdout);
 }
 
 void ops_print_job(runner *r, const job *j)
@@ -160,7 +160,6 @@ void ops_print_job(runner *r, const job *j)
                    j->dev_id, j->pid);
         break;
     }
-    cli_out_flush(stdout);
 }
 
 const char *ops_sig_name(int sig)

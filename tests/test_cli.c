@@ -910,7 +910,8 @@ static void test_templates_and_multi(void **state)
     char *out = NULL, *err = NULL, *tmpl = root_path("vfs-{name}.sock");
     char *sa = root_path("vfs-t-a.sock"), *sb = root_path("vfs-t-b.sock");
     char *id, *sid, *tid = NULL, *sock_vm = root_path("by-vm-t-a.sock");
-    int la, lb, lc, ld, rc;
+    char *sock_x = root_path("{x}-t-a-t-a{");
+    int la, lb, lc, ld, le, rc;
 
     (void)state;
     vm_run("t-a");
@@ -951,9 +952,18 @@ static void test_templates_and_multi(void **state)
                          "byvm", (char *)NULL), 0);
     free(out);
     free(err);
+    /* a brace that names no key stays; a key given twice is replaced twice */
+    free(tid);
+    assert_true(asprintf(&tid, "%s/{x}-{vm}-{vm}{", g_root) > 0);
+    le = sup_unix_bind(sock_x, true);
+    assert_int_equal(cli(&out, &err, "vm", "fs", "attach", "t-a", "--socket", tid, "--tag",
+                         "byx", (char *)NULL), 0);
+    free(out);
+    free(err);
     assert_int_equal(cli(&out, &err, "vm", "fs", "list", "t-a", (char *)NULL), 0);
     assert_non_null(strstr(out, sid));
     assert_non_null(strstr(out, sock_vm));
+    assert_non_null(strstr(out, sock_x));
     free(out);
     free(err);
     /* a template on an unknown VM fails for that VM only */
@@ -967,6 +977,7 @@ static void test_templates_and_multi(void **state)
     close(lb);
     close(lc);
     close(ld);
+    close(le);
     free(id);
     free(sid);
     free(tid);
@@ -974,6 +985,7 @@ static void test_templates_and_multi(void **state)
     free(sa);
     free(sb);
     free(sock_vm);
+    free(sock_x);
 }
 
 static void test_direct_target_template(void **state)
