@@ -247,10 +247,12 @@ int safefile_pidfile_write(const char *path, pid_t pid, char *err, size_t errlen
     return rc;
 }
 
-/* Who may have written what st describes: this user or root. */
+/* Who may have written what st describes: root or this user (asked
+ * second: for a tool run as root, root owns what it checks, and the
+ * question costs a system call each time). */
 static bool safefile_trusted_owner(const struct stat *st)
 {
-    return st->st_uid == geteuid() || st->st_uid == 0;
+    return st->st_uid == 0 || st->st_uid == geteuid();
 }
 
 /* What st (of path) describes belongs to this user or root, and so does
@@ -324,8 +326,11 @@ int safefile_pidfile_read(const char *path, pid_t *pid, char *err, size_t errlen
     int fd = safefile_open(path, O_RDONLY, 0, err, errlen);
     if (fd < 0)
         return fd;
+    /* A regular file (safefile_open checked) reads short only at its end,
+     * so a short read needs no second read to see the end. */
     for (;;) {
-        ssize_t r = read(fd, buf + len, sizeof buf - len);
+        size_t want = sizeof buf - len;
+        ssize_t r = read(fd, buf + len, want);
         if (r < 0) {
             int e = errno;
             if (e == EINTR)
@@ -333,13 +338,13 @@ int safefile_pidfile_read(const char *path, pid_t *pid, char *err, size_t errlen
             close(fd);
             return base_errf(err, errlen, -e, "read %s: %s", path, strerror(e));
         }
-        if (r == 0)
-            break;
         len += (size_t)r;
         if (len == sizeof buf) {
             close(fd);
             return base_errf(err, errlen, -EINVAL, "parse PID from %s: file too large", path);
         }
+        if ((size_t)r < want)
+            break;
     }
     close(fd);
     buf[len] = '\0';
