@@ -45,6 +45,11 @@ void eng_lc_free(struct eng_lc *lc)
     free(lc);
 }
 
+const char *eng_lc_binary(const struct eng_op *op)
+{
+    return op->lc->o.binary ? op->lc->o.binary : op->vm->ops->default_binary;
+}
+
 bool eng_lc_is_fc(const struct eng_op *op)
 {
     return strcmp(op->vm->rec->backend, STORE_BACKEND_FC) == 0;
@@ -393,7 +398,7 @@ static int lc_spawn(struct eng_op *op, char *why, size_t n)
     struct eng_lc *lc = op->lc;
     store_vm *vm = op->vm->rec;
     bool fc = eng_lc_is_fc(op);
-    const char *binary = op->lc->o.binary ? op->lc->o.binary : op->vm->ops->default_binary;
+    const char *binary = eng_lc_binary(op);
     char **argv = NULL;
     int rc;
 
@@ -443,7 +448,7 @@ static bool lc_start_found(struct eng_op *op)
     struct eng_lc *lc = op->lc;
     store_vm *rec = op->vm->rec;
     cocoon_engine *e = op->e;
-    const char *binary = op->lc->o.binary ? op->lc->o.binary : op->vm->ops->default_binary;
+    const char *binary = eng_lc_binary(op);
     char why[BASE_ERRSTR_MAX], *pidfile;
     pid_t pid = 0;
     int rc;
@@ -573,7 +578,7 @@ static void lc_wait_gone(struct eng_op *op)
     struct eng_lc *lc = op->lc;
 
     lc->phase = LC_GONE;
-    lc->deadline = lc->t0 + op->lc->o.graceful_ms / 1000.0;
+    lc->deadline = lc->t0 + lc->o.graceful_ms / 1000.0;
     lc_arm(op, lc_gone_cb, 0);
 }
 
@@ -587,7 +592,7 @@ static void lc_after_shutdown(struct eng_op *op, const httpc_response *r)
     if (lc->phase == LC_SHUTDOWN && !eng_lc_is_fc(op) && r->err != -ETIMEDOUT &&
         !launch_proc_gone(lc->pid, lc->gate_binary, lc->sock)) {
         lc->phase = LC_VMM_SHUTDOWN;
-        if (eng_lc_send(op, BACKEND_EP_VMM_SHUTDOWN, NULL, NULL, op->lc->o.call_ms) == 0)
+        if (eng_lc_send(op, BACKEND_EP_VMM_SHUTDOWN, NULL, NULL, lc->o.call_ms) == 0)
             return;
     }
     lc_wait_gone(op);
@@ -599,7 +604,7 @@ static void lc_stop(struct eng_op *op)
     cocoon_engine *e = op->e;
     cocoon_vm_opts *o = &op->lc->o;
     store_vm *rec = op->vm->rec;
-    const char *dflt = op->lc->o.binary ? op->lc->o.binary : op->vm->ops->default_binary;
+    const char *dflt = eng_lc_binary(op);
     char why[BASE_ERRSTR_MAX];
     int rc;
 

@@ -64,6 +64,8 @@ struct eng_lc {
 
 /* Steps of lifecycle.c that lifecycle_state.c uses. */
 bool eng_lc_is_fc(const struct eng_op *op);
+/* The VMM binary: the op's own, else the backend's default name. */
+const char *eng_lc_binary(const struct eng_op *op);
 int eng_lc_send(struct eng_op *op, backend_ep ep, const char *id, const char *body,
                 unsigned timeout_ms);
 int eng_lc_seq_add(struct eng_lc *lc, backend_ep ep, const char *id, char *body);

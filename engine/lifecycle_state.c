@@ -129,8 +129,7 @@ static bool lc_gate(struct eng_op *op)
     char why[BASE_ERRSTR_MAX];
     pid_t pid;
 
-    if (gate_check(op->vm->rec, op->lc->o.binary ? op->lc->o.binary : op->vm->ops->default_binary, &pid,
-                   why, sizeof(why)) != 0) {
+    if (gate_check(op->vm->rec, eng_lc_binary(op), &pid, why, sizeof(why)) != 0) {
         eng_op_finish(op, -EHOSTDOWN, why);
         return false;
     }
