@@ -368,7 +368,7 @@ format-check:
 	echo "format-check: ok"
 
 -include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)
-TEST_LDFLAGS_test_http = -Wl,--wrap=calloc
+TEST_LDFLAGS_test_http = -Wl,--wrap=calloc,--wrap=malloc,--wrap=realloc
 TEST_LDFLAGS_test_json = -Wl,--wrap=malloc -Wl,--wrap=reallocarray
 TEST_LDFLAGS_test_store = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
 TEST_LDFLAGS_test_engine = -Wl,--wrap=connect,--wrap=stat

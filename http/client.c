@@ -109,13 +109,21 @@ static void conn_close(httpc_conn *c)
  * and each fresh page costs a fault: so a connection keeps no error
  * buffer, holds its request only until it is sent, and its response
  * parser only while a reply is read.  The parser then goes back to the
- * loop's spare slot, where the next reply of any connection takes it. */
+ * loop's spare slot, where the next reply of any connection takes it with
+ * its body buffer, if that is of common size (a vm.info body's). */
+#define HTTPC_SPARE_BODY (16u * 1024u)
+
+static void resp_release(void *r)
+{
+    httpc_resp_free(r);
+}
+
 static void conn_resp_release(httpc_conn *c)
 {
     if (!c->resp)
         return;
-    httpc_resp_drop_body(c->resp);
-    httpc_resp_free(lp_spare_put(c->loop, c->resp));
+    httpc_resp_trim_body(c->resp, HTTPC_SPARE_BODY);
+    httpc_resp_free(lp_spare_put(c->loop, c->resp, resp_release));
     c->resp = NULL;
 }
 

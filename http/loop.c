@@ -42,6 +42,7 @@ struct lp_loop {
     void (*notify)(void *data);
     void *notify_data;
     void *spare;                /* lp_spare_put */
+    void (*spare_release)(void *p);
 };
 
 static double lp_now(void)
@@ -316,7 +317,8 @@ void lp_free(lp_loop *l)
     close(l->epfd);
     close(l->wakefd);
     free(l->heap);
-    free(l->spare);
+    if (l->spare)
+        l->spare_release(l->spare);
     free(l);
 }
 
@@ -328,11 +330,12 @@ void *lp_spare_take(lp_loop *l)
     return p;
 }
 
-void *lp_spare_put(lp_loop *l, void *p)
+void *lp_spare_put(lp_loop *l, void *p, void (*release)(void *p))
 {
     if (l->spare)
         return p;
     l->spare = p;
+    l->spare_release = release;
     return NULL;
 }
 

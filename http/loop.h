@@ -77,9 +77,10 @@ void lp_free(lp_loop *l);
  * each of a thousand idle owners nor allocated anew each time.  take
  * returns the parked block (NULL if none); put parks p and returns NULL,
  * or returns p when a block is parked already (the caller frees it).
- * lp_free releases a parked block with free(). */
+ * lp_free releases a parked block with the release function given when
+ * it was parked. */
 void *lp_spare_take(lp_loop *l);
-void *lp_spare_put(lp_loop *l, void *p);
+void *lp_spare_put(lp_loop *l, void *p, void (*release)(void *p));
 
 /* Readable when lp_process has I/O to handle. */
 int lp_fd(const lp_loop *l);

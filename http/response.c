@@ -191,12 +191,16 @@ void httpc_resp_reset(httpc_resp *r)
     r->errstr[0] = '\0';
 }
 
-void httpc_resp_drop_body(httpc_resp *r)
+void httpc_resp_trim_body(httpc_resp *r, size_t keep)
 {
-    free(resp_body_buf(r));
-    r->body = NULL;
-    r->body_cap = 0;
+    if (r->body_cap > keep) {
+        free(resp_body_buf(r));
+        r->body = NULL;
+        r->body_cap = 0;
+    }
     r->body_len = 0;
+    if (r->body)
+        r->body[0] = '\0';
 }
 
 static int resp_header_limit(httpc_resp *r)

@@ -23,8 +23,10 @@ void httpc_resp_free(httpc_resp *r);
 /* Forgets the previous response (status, body, error) and expects a new one.
  * Keeps the body buffer for reuse. */
 void httpc_resp_reset(httpc_resp *r);
-/* Frees the body buffer; the body is then "" until the next one. */
-void httpc_resp_drop_body(httpc_resp *r);
+/* Frees the body buffer when it can hold more than keep bytes, so a parser
+ * set aside for reuse keeps a buffer of common size and no more; the body
+ * then reads "" until the next one either way. */
+void httpc_resp_trim_body(httpc_resp *r, size_t keep);
 
 /* Parses len bytes of data (borrowed).  Returns HTTPC_RESP_MORE,
  * HTTPC_RESP_DONE (*used, may be NULL, says how many bytes of data belong to
