@@ -285,26 +285,20 @@ static char *fill_template(const char *t, const char *const keys[], const char *
     return out;
 }
 
-/* j's socket template with the keys replaced. */
+/* j's socket template, if it has one with a brace, with the keys
+ * replaced.  A clone's attaches know {name} and {vm} (the new name) from
+ * the plan and {id} once the clone has its record. */
 static int socket_fill(job *j, const char *const keys[], const char *const vals[], size_t n)
 {
-    char *out = fill_template(j->op.socket, keys, vals, n);
+    char *out;
 
-    if (!out)
+    if (!j->op.socket || !strchr(j->op.socket, '{'))
+        return 0;
+    if (!(out = fill_template(j->op.socket, keys, vals, n)))
         return -ENOMEM;
     free(j->op.socket);
     j->op.socket = out;
     return 0;
-}
-
-/* key (e.g. "{id}") replaced by val in j's socket template.  A clone's
- * attaches know {name} and {vm} (the new name) from the plan and {id}
- * once the clone has its record. */
-static int subst(job *j, const char *key, const char *val)
-{
-    if (!j->op.socket || !strstr(j->op.socket, key))
-        return 0;
-    return socket_fill(j, &key, &val, 1);
 }
 
 /* The clone is up (or not): its attaches run now, or fail unsent. */
@@ -322,7 +316,8 @@ static void clone_done_cb(cocoon_engine *e, const cocoon_result *res, void *priv
         if (!j->ok)
             record(s, -ECANCELED, "fs attach: not sent: the clone did not come up", NULL,
                    NULL, 0);
-        else if (subst(s, "{id}", j->clone->id) < 0)
+        else if (socket_fill(s, (const char *const[]){ "{id}" },
+                             (const char *const[]){ j->clone->id }, 1) < 0)
             record(s, -ENOMEM, "out of memory", NULL, NULL, 0);
         else
             submit_one(s);
@@ -539,7 +534,8 @@ static int clone_subs(runner *r, job *j)
         s->r = r;
         j->subs[j->n_subs++] = s;
         r->n_jobs++;
-        if (subst(s, "{name}", s->op.vm) < 0 || subst(s, "{vm}", s->op.vm) < 0 ||
+        if (socket_fill(s, (const char *const[]){ "{name}", "{vm}" },
+                        (const char *const[]){ s->op.vm, s->op.vm }, 2) < 0 ||
             refuse_shared_socket(r, s) < 0)
             return -ENOMEM;
     }
